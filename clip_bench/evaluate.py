@@ -1,0 +1,151 @@
+"""The zero-shot evaluation API: model x tasks -> result rows, with every cache in the loop."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ClipBenchError
+from .features import (
+    ExtractConfig,
+    FeatureCache,
+    Features,
+    default_cache_dir,
+    extract,
+    feature_key,
+    subset_indices,
+)
+from .metrics import all_metrics, main_metric_key
+from .models import LoadedModel, ModelHandle, ModelSpec
+from .prompts import load_classnames
+from .results import append_rows, make_row, now_iso, versions, write_leaderboard
+from .tasks import TaskSpec, expand_tasks, get_task
+from .zeroshot_head import build_classifier, zeroshot_logits
+
+
+def default_data_root() -> Path:
+    """``$CLIP_BENCH_DATA`` or ``~/.cache/clip_bench/data``."""
+    return Path(os.environ.get("CLIP_BENCH_DATA", Path.home() / ".cache" / "clip_bench" / "data")).expanduser()
+
+
+@dataclass
+class EvalConfig:
+    """Options shared by every protocol; the CLI fills it from flags."""
+
+    data_root: Path = field(default_factory=default_data_root)
+    cache_dir: Path | None = field(default_factory=default_cache_dir)  # None: no caching at all
+    output_dir: Path | None = Path("results")  # None: rows are returned, not written
+    source: str | None = None
+    templates: str | None = None
+    classnames: str | None = None
+    limit: int | None = None
+    download: bool = False
+    feature_kind: str = "embed"
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+
+    @property
+    def quiet(self) -> bool:
+        return self.extract.quiet
+
+
+def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfig, kind: str | None = None) -> Features:
+    """Features of one task split, from the cache when complete; extraction loads the model only if needed."""
+    from .loaders import load_split
+
+    kind = kind or cfg.feature_kind
+    source = task.source(cfg.source)
+    key = feature_key(handle.fingerprint, task, source, split, kind, cfg.limit, cfg.data_root)
+    cache = FeatureCache(cfg.cache_dir, key) if cfg.cache_dir is not None else None
+    if cache is not None and (hit := cache.load()) is not None:
+        return hit
+    data = load_split(task, source.name, split, cfg.data_root, cfg.download)
+    indices = subset_indices(len(data), cfg.limit)
+    return extract(
+        handle.get(), data, indices, cache, kind, cfg.extract,
+        provenance={"dataset_size": len(data)}, desc=f"{task.name}/{split}",
+    )
+
+
+def _check_labels(task: TaskSpec, labels: np.ndarray, n_classes: int) -> None:
+    top = int(labels.max()) if labels.ndim == 1 and labels.size else (labels.shape[1] - 1 if labels.ndim == 2 else -1)
+    if top >= n_classes:
+        raise ClipBenchError(
+            f"task {task.name!r}: the data has label {top} but the class-name list has only {n_classes} names; "
+            "the class names do not match this source's labels (check --classnames or the task's label_map)."
+        )
+
+
+def _subset_scores(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Scores restricted to each declared class subset (e.g. ImageNet on ImageNet-R's 200 classes)."""
+    out = {}
+    for name, ref in (task.extra.get("subsets") or {}).items():
+        idx = np.asarray(load_classnames(ref) if isinstance(ref, str) else ref, dtype=np.int64)
+        keep = np.isin(labels, idx)
+        remap = np.full(logits.shape[1], -1, dtype=np.int64)
+        remap[idx] = np.arange(len(idx))
+        out[name] = (logits[keep][:, idx], remap[labels[keep]])
+    return out
+
+
+def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
+    """Zero-shot result rows for one task (main split, plus any class-subset rows)."""
+    prompt_set = task.prompt_set(cfg.classnames, cfg.templates)
+    split = task.eval_split
+    feats = get_features(handle, task, split, cfg)
+    if len(feats) == 0:
+        raise ClipBenchError(f"task {task.name!r}: split {split!r} has no samples to evaluate.")
+    classifier = build_classifier(handle, prompt_set, cfg.cache_dir, quiet=cfg.quiet)
+    _check_labels(task, feats.labels, classifier.shape[1])
+    logits = zeroshot_logits(feats.features, classifier)
+    device = str(handle.device)
+    common = dict(
+        model=handle.spec.name, pretrained=handle.spec.pretrained, model_fingerprint=handle.fingerprint,
+        task=task.name, task_version=task.version, source=task.source(cfg.source).name, split=split,
+        protocol="zeroshot", templates_hash=prompt_set.templates_hash, classnames_hash=prompt_set.classnames_hash,
+        feature_kind=cfg.feature_kind, device=device, precision=handle.precision, date=now_iso(), **versions(),
+        limit=cfg.limit, skipped_images=feats.meta.get("skipped_images", 0),
+        templates_file=cfg.templates, classnames_file=cfg.classnames,
+    )
+    main_key = main_metric_key(task.metric)
+    rows = [
+        make_row(**common, metric=m, value=v, is_main=(m == main_key), subset=None, n=int(len(feats)))
+        for m, v in all_metrics(logits, feats.labels, task.metric).items()
+    ]
+    if feats.labels.ndim == 1:
+        for name, (sub_logits, sub_labels) in _subset_scores(task, logits, feats.labels).items():
+            for m, v in all_metrics(sub_logits, sub_labels, "accuracy").items():
+                rows.append(make_row(**common, metric=m, value=v, is_main=(m == "top1"), subset=name, n=int(len(sub_labels))))
+    return rows
+
+
+def zeroshot(
+    model: str | ModelSpec | LoadedModel | ModelHandle,
+    tasks: str | list[str],
+    config: EvalConfig | None = None,
+    pretrained: str | None = None,
+    device: str | None = None,
+    precision: str = "fp32",
+    **overrides: Any,
+) -> list[dict[str, Any]]:
+    """Zero-shot evaluation of `model` on `tasks` (names, collections or task files); returns the result rows.
+
+    Rows are appended to ``<output_dir>/results.jsonl`` as each task finishes (so a crash loses no
+    finished task), and ``leaderboard.csv`` is rebuilt. `overrides` set EvalConfig fields.
+    """
+    cfg = replace(config or EvalConfig(), **overrides)
+    handle = ModelHandle.of(model, pretrained, device, precision)
+    names = expand_tasks([tasks] if isinstance(tasks, str) else list(tasks))
+    specs = [get_task(n) for n in names]  # fail on a bad name before any work
+    rows: list[dict[str, Any]] = []
+    for task in specs:
+        task_rows = evaluate_zeroshot_task(handle, task, cfg)
+        if cfg.output_dir is not None:
+            append_rows(cfg.output_dir, task_rows)
+        rows.extend(task_rows)
+    if cfg.output_dir is not None and rows:
+        write_leaderboard(cfg.output_dir)
+    return rows

@@ -1,0 +1,128 @@
+"""The loader contract: a loader turns (task, source, split, root) into a labelled image dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..errors import DataNotFoundError
+
+
+@dataclass
+class LoadContext:
+    """Everything a loader needs to find one split of one source."""
+
+    task: Any  # TaskSpec
+    source: Any  # SourceSpec
+    split: str  # the task's split name
+    source_split: str  # the source's own name for it
+    root: Path | None  # data_root / source.path, or None for sources that need no files
+    data_root: Path
+    download: bool
+
+    def missing(self, what: str, expected: Path | str | None = None) -> DataNotFoundError:
+        """A clear error for absent data: the path, the source, and how to get it."""
+        expected = expected if expected is not None else self.root
+        msg = (
+            f"{self.task.name} ({self.split} split) from source {self.source.name!r}: {what}"
+            f"{f' (expected at {expected})' if expected is not None else ''}."
+        )
+        how = self.source.download
+        if how:
+            msg += f" To get it: {how.strip()}"
+        msg += f" Use --data-root to point at another folder (now {self.data_root})."
+        return DataNotFoundError(msg)
+
+
+class LabeledImages(Dataset):
+    """Base class for loaders' datasets: ``__getitem__`` returns (PIL RGB image, target).
+
+    ``targets`` holds every target without opening an image: int class indices in the source's own
+    order, or a float multi-hot matrix (N, C) for multi-label tasks.
+    """
+
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def load_image(self, index: int) -> Image.Image:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self, index: int) -> str:
+        """Where sample `index` comes from (a file path when there is one), for error messages."""
+        return f"sample {index}"
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, Any]:
+        return self.load_image(index), self.targets[index]
+
+
+class FileImages(LabeledImages):
+    """Images stored one per file."""
+
+    def __init__(self, paths: Sequence[str | Path], targets: np.ndarray) -> None:
+        self.paths = [str(p) for p in paths]
+        self.targets = np.asarray(targets)
+
+    def load_image(self, index: int) -> Image.Image:
+        with Image.open(self.paths[index]) as im:
+            return im.convert("RGB")
+
+    def describe(self, index: int) -> str:
+        return self.paths[index]
+
+
+class ArrayImages(LabeledImages):
+    """Images held in memory as a uint8 array (N, H, W) or (N, H, W, 3)."""
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray) -> None:
+        self.images = images
+        self.targets = np.asarray(targets)
+
+    def load_image(self, index: int) -> Image.Image:
+        return Image.fromarray(np.asarray(self.images[index])).convert("RGB")
+
+
+class Loader(Protocol):
+    def __call__(self, ctx: LoadContext, **args: Any) -> LabeledImages: ...
+
+
+class Remapped(LabeledImages):
+    """A dataset whose source labels are re-indexed into the task's class order."""
+
+    def __init__(self, inner: LabeledImages, label_map: Sequence[int]) -> None:
+        self.inner = inner
+        lut = np.asarray(label_map, dtype=np.int64)
+        t = inner.targets
+        if t.ndim == 1:
+            self.targets = lut[t]
+        else:  # multi-hot: permute the columns
+            out = np.zeros((t.shape[0], int(lut.max()) + 1), dtype=t.dtype)
+            out[:, lut] = t
+            self.targets = out
+
+    def load_image(self, index: int) -> Image.Image:
+        return self.inner.load_image(index)
+
+    def describe(self, index: int) -> str:
+        return self.inner.describe(index)
+
+
+class Transformed:
+    """Applies an image transform; returns (tensor, target, index) for the DataLoader."""
+
+    def __init__(self, inner: LabeledImages, transform: Callable[[Image.Image], Any], indices: Sequence[int]) -> None:
+        self.inner, self.transform, self.indices = inner, transform, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        idx = self.indices[i]
+        return self.transform(self.inner.load_image(idx)), idx

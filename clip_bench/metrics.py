@@ -1,0 +1,101 @@
+"""Classification metrics as pure functions of (scores, targets). Every value is in percent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .errors import UnknownNameError
+
+
+def topk_accuracy(scores: np.ndarray, targets: np.ndarray, k: int = 1) -> float:
+    """Share of samples whose target is among the k highest scores."""
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
+    return 100.0 * float(np.mean(np.any(top == targets[:, None], axis=1)))
+
+
+def top1(scores: np.ndarray, targets: np.ndarray) -> float:
+    return 100.0 * float(np.mean(scores.argmax(axis=1) == targets))
+
+
+def mean_per_class_recall(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over classes present in `targets` of that class's recall."""
+    pred = scores.argmax(axis=1)
+    recalls = [np.mean(pred[targets == c] == c) for c in np.unique(targets)]
+    return 100.0 * float(np.mean(recalls))
+
+
+def average_precision_11point(scores: np.ndarray, positives: np.ndarray) -> float:
+    """PASCAL VOC 2007's 11-point interpolated AP for one class (0-1)."""
+    order = np.argsort(-scores, kind="stable")
+    pos = positives[order].astype(bool)
+    tp = np.cumsum(pos)
+    fp = np.cumsum(~pos)
+    n_pos = max(int(pos.sum()), 1)
+    recall = tp / n_pos
+    precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    ap = 0.0
+    for t in np.linspace(0, 1, 11):
+        p = precision[recall >= t]
+        ap += (p.max() if p.size else 0.0) / 11.0
+    return float(ap)
+
+
+def map_11point(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over classes of 11-point AP; `targets` is a multi-hot (N, C) matrix."""
+    aps = [average_precision_11point(scores[:, c], targets[:, c]) for c in range(targets.shape[1]) if targets[:, c].any()]
+    return 100.0 * float(np.mean(aps))
+
+
+def roc_auc(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Binary ROC AUC with score = logit(class 1) - logit(class 0)."""
+    from sklearn.metrics import roc_auc_score
+
+    margin = scores[:, 1] - scores[:, 0] if scores.ndim == 2 else scores
+    return 100.0 * float(roc_auc_score(targets, margin))
+
+
+def mean_top1_top5(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Kinetics-700's metric in the CLIP paper: the mean of top-1 and top-5."""
+    return (top1(scores, targets) + topk_accuracy(scores, targets, 5)) / 2.0
+
+
+MAIN_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": top1,
+    "mean_per_class_recall": mean_per_class_recall,
+    "map_11point": map_11point,
+    "roc_auc": roc_auc,
+    "mean_top1_top5": mean_top1_top5,
+}
+
+
+def main_metric(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    if name not in MAIN_METRICS:
+        raise UnknownNameError("metric", name, MAIN_METRICS)
+    return MAIN_METRICS[name]
+
+
+def score(name: str, scores: np.ndarray, targets: np.ndarray) -> float:
+    """The named main metric in percent."""
+    return main_metric(name)(scores, targets)
+
+
+def main_metric_key(main: str) -> str:
+    """The row name of a task's main metric (``accuracy`` is reported as ``top1``)."""
+    return "top1" if main == "accuracy" else main
+
+
+def all_metrics(scores: np.ndarray, targets: np.ndarray, main: str) -> dict[str, float]:
+    """Every metric a run reports: top-1, top-5 (>5 classes), mean per-class recall, and the main one."""
+    out: dict[str, float] = {}
+    if targets.ndim == 1:
+        out["top1"] = top1(scores, targets)
+        if scores.shape[1] > 5:
+            out["top5"] = topk_accuracy(scores, targets, 5)
+        out["mean_per_class_recall"] = mean_per_class_recall(scores, targets)
+    key = main_metric_key(main)
+    if key not in out:
+        out[key] = score(main, scores, targets)
+    return out

@@ -1,0 +1,554 @@
+"""L2-regularised logistic regression on cached features: the paper's probe, fast.
+
+The CLIP paper fits ``sklearn.linear_model.LogisticRegression(solver="lbfgs", max_iter=1000, C=C)``
+with every other argument at its default. :class:`LogisticRegressionProbe` offers that exact call
+(``solver="sklearn"``) and a full-batch L-BFGS in torch (``solver="torch"``) that minimises the *same*
+objective, so the two are interchangeable and the torch one can be checked against the reference.
+
+The objective (scikit-learn 1.9 scaling, ``_logistic.py`` / ``_linear_loss.py``)::
+
+    F(W, b) = (1/n) * sum_i CE(x_i W^T + b, y_i) + 1/(2 C n) * ||W||^2        (intercept not penalised)
+
+i.e. the textbook ``sum_i CE + ||W||^2 / (2C)`` divided by n: the same minimiser, and the value
+``objective_`` reported by this module is always this mean-scaled F (multiply by n for the sum form).
+``CE`` is the softmax cross-entropy for three or more classes (sklearn's multinomial model, one weight
+row per class), the binary log-loss with a *single* logit for two classes (sklearn's binary model:
+``coef_`` has shape (1, d), ``predict_proba`` is ``[1 - p, p]``), and, with ``multilabel=True``, a sum
+of independent binary problems, one per column of a multi-hot target (one-vs-rest, as VOC2007 mAP
+needs). The stopping rule mirrors scipy's L-BFGS-B as sklearn calls it: stop when the largest
+absolute gradient entry of F is <= ``tol`` (sklearn's ``tol=1e-4``), or after ``max_iter`` iterations.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from clip_bench.errors import ClipBenchError
+
+SOLVERS = ("torch", "sklearn")
+_HALF_DTYPES = (np.float16,)
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return {"float32": torch.float32, "float64": torch.float64}[str(dtype)]
+    except KeyError:
+        raise ClipBenchError(f"probe dtype must be 'float32' or 'float64', got {dtype!r}") from None
+
+
+def _feature_tensor(
+    X: np.ndarray | torch.Tensor, dtype: torch.dtype, device: torch.device, batch_rows: int
+) -> torch.Tensor:
+    """Put features on ``device`` once, filling in row batches so a float16 memmap is never
+    materialised in full at a wider dtype. Half-precision input stays half (half the memory);
+    the loss casts each row chunk to ``dtype`` on the fly."""
+    if isinstance(X, torch.Tensor):
+        keep = X.dtype in (torch.float16, torch.bfloat16) or X.dtype == dtype
+        return X.to(device=device, dtype=X.dtype if keep else dtype)
+    if X.ndim != 2:
+        raise ClipBenchError(f"features must be a 2-D array (n_samples, n_features), got shape {X.shape}")
+    store = torch.float16 if X.dtype in _HALF_DTYPES else dtype
+    np_store = np.float16 if store == torch.float16 else (np.float32 if store == torch.float32 else np.float64)
+    if device.type == "cpu" and X.dtype == np_store and X.flags.c_contiguous and isinstance(X, np.ndarray):
+        with warnings.catch_warnings():  # read-only memmaps: we never write to the tensor
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(np.asarray(X))
+    out = torch.empty(X.shape, dtype=store, device=device)
+    for i in range(0, X.shape[0], batch_rows):
+        out[i : i + batch_rows] = torch.from_numpy(np.ascontiguousarray(X[i : i + batch_rows], dtype=np_store))
+    return out
+
+
+@dataclass
+class _Problem:
+    """Device-side data of one fit; ``kind`` is 'multinomial' (targets = class index) or 'binary'
+    (targets = 0/1 matrix, one column per independent logit).
+
+    The optimiser works in centred coordinates ``theta = (W, b')`` with ``b' = b + W mu`` (mu: mean
+    training feature), so logits are ``(x - mu) W^T + b'``. Because the intercept is not penalised this
+    is an exact re-parametrisation of the same objective (same W, same F), but it removes the coupling
+    between W and b that a large common feature offset (typical of CLIP features) creates, which
+    otherwise slows L-BFGS down. Centering is folded into the intercept, so it costs nothing per chunk.
+    """
+
+    X: torch.Tensor
+    target: torch.Tensor
+    kind: str
+    n_outputs: int
+    l2: float  # 1 / (C * n)
+    dtype: torch.dtype
+    batch_rows: int
+    mu: torch.Tensor  # (d,) mean feature, zeros to disable centering
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[1]
+
+    def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, d = self.n_outputs, self.d
+        return theta[: k * d].view(k, d), theta[k * d :]
+
+    def to_theta(self, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        theta = torch.empty(self.n_outputs * (self.d + 1), dtype=self.dtype, device=self.X.device)
+        tW, tb = self.split(theta)
+        tW.copy_(W)
+        tb.copy_(b + W @ self.mu)
+        return theta
+
+    def from_theta(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        W, bc = self.split(theta)
+        return W, bc - W @ self.mu
+
+    def raw_grad_maxabs(self, grad: torch.Tensor) -> float:
+        """max |dF/d(W, b)| in the original (uncentred) coordinates: sklearn's stopping quantity."""
+        gW, gb = self.split(grad)
+        return max(float((gW + gb[:, None] * self.mu).abs().max()), float(gb.abs().max()))
+
+    def _minus_one(self, rows: int, like: torch.Tensor) -> torch.Tensor:
+        cached = getattr(self, "_neg_ones", None)
+        if cached is None or cached.shape[0] < rows:
+            cached = self._neg_ones = torch.full((rows, 1), -1.0, dtype=like.dtype, device=like.device)
+        return cached[:rows]
+
+    def loss_grad(self, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Objective F and its gradient w.r.t. theta, accumulated over row chunks (loss summed in
+        float64, gradient in the compute dtype)."""
+        W, bc = self.split(theta)
+        b = bc - W @ self.mu
+        grad = torch.zeros_like(theta)
+        gW, gb = self.split(grad)
+        total = 0.0
+        for i in range(0, self.n, self.batch_rows):
+            Xc = self.X[i : i + self.batch_rows].to(self.dtype)
+            tc = self.target[i : i + self.batch_rows]
+            Z = torch.addmm(b, Xc, W.T)
+            if self.kind == "multinomial":
+                # softmax in place; exp is taken once and reused for the loss and the gradient
+                m = Z.amax(dim=1, keepdim=True)
+                zy = Z.gather(1, tc[:, None])
+                G = Z.sub_(m).exp_()
+                s = G.sum(dim=1, keepdim=True)
+                total += float((s.log() + m - zy).sum(dtype=torch.float64))
+                G.div_(s)
+                G.scatter_add_(1, tc[:, None], self._minus_one(G.shape[0], G))
+            else:
+                total += float((torch.nn.functional.softplus(Z) - tc * Z).sum(dtype=torch.float64))
+                G = torch.sigmoid_(Z).sub_(tc)
+            gW.addmm_(G.T, Xc)
+            gb.add_(G.sum(0))
+        grad.div_(self.n)
+        gW.sub_(gb[:, None] * self.mu)  # chain rule through b = b' - W mu
+        gW.add_(W, alpha=self.l2)
+        w = theta[: self.n_outputs * self.d]
+        sq = float(torch.dot(w, w))
+        return total / self.n + 0.5 * self.l2 * sq, grad
+
+
+def _feature_mean(X: torch.Tensor, dtype: torch.dtype, batch_rows: int) -> torch.Tensor:
+    acc = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+    for i in range(0, X.shape[0], batch_rows):
+        acc += X[i : i + batch_rows].to(torch.float64).sum(0)
+    return (acc / X.shape[0]).to(dtype)
+
+
+def _cubic_min(x1: float, f1: float, g1: float, x2: float, f2: float, g2: float, lo: float, hi: float) -> float:
+    """Minimiser of the cubic through two points with slopes, clipped to [lo, hi] (bisect if none)."""
+    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+    sq = d1 * d1 - g1 * g2
+    if sq >= 0:
+        d2 = math.sqrt(sq) * (1.0 if x2 >= x1 else -1.0)
+        denom = g2 - g1 + 2 * d2
+        if denom != 0:
+            t = x2 - (x2 - x1) * ((g2 + d2 - d1) / denom)
+            if math.isfinite(t):
+                return min(max(t, lo), hi)
+    return (lo + hi) / 2
+
+
+def _strong_wolfe(fun, theta, t, d, f0, g0, gtd0, c1=1e-4, c2=0.9, max_ls=25):
+    """Line search satisfying the strong Wolfe conditions (Nocedal & Wright, alg. 3.5/3.6) with cubic
+    interpolation. Returns (t, f, g, n_evals); t == 0 means no decrease was found."""
+    d_max = float(d.abs().max())
+    evals = 0
+    t_prev, f_prev, gtd_prev, g_prev = 0.0, f0, gtd0, g0
+    bracket = None
+    while evals < max_ls:
+        f_new, g_new = fun(theta + t * d)
+        evals += 1
+        gtd_new = float(g_new @ d)
+        if f_new > f0 + c1 * t * gtd0 or (evals > 1 and f_new >= f_prev):
+            bracket = [(t_prev, f_prev, gtd_prev, g_prev), (t, f_new, gtd_new, g_new)]
+            break
+        if abs(gtd_new) <= -c2 * gtd0:
+            return t, f_new, g_new, evals
+        if gtd_new >= 0:
+            bracket = [(t, f_new, gtd_new, g_new), (t_prev, f_prev, gtd_prev, g_prev)]
+            break
+        t_next = _cubic_min(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, t + 0.01 * (t - t_prev), 10 * t)
+        t_prev, f_prev, gtd_prev, g_prev = t, f_new, gtd_new, g_new
+        t = t_next
+    if bracket is None:  # ran out of evaluations while extrapolating: accept the last decrease
+        return (t_prev, f_prev, g_prev, evals) if t_prev > 0 else (0.0, f0, g0, evals)
+    lo, hi = bracket  # lo: lowest f so far satisfying sufficient decrease (or t=0)
+    while evals < max_ls:
+        if abs(hi[0] - lo[0]) * d_max < 1e-12:
+            break
+        a, b = sorted((lo[0], hi[0]))
+        span = b - a
+        t = _cubic_min(lo[0], lo[1], lo[2], hi[0], hi[1], hi[2], a + 0.1 * span, b - 0.1 * span)
+        f_new, g_new = fun(theta + t * d)
+        evals += 1
+        gtd_new = float(g_new @ d)
+        if f_new > f0 + c1 * t * gtd0 or f_new >= lo[1]:
+            hi = (t, f_new, gtd_new, g_new)
+        else:
+            if abs(gtd_new) <= -c2 * gtd0:
+                return t, f_new, g_new, evals
+            if gtd_new * (hi[0] - lo[0]) >= 0:
+                hi = lo
+            lo = (t, f_new, gtd_new, g_new)
+    if lo[0] > 0:
+        return lo[0], lo[1], lo[3], evals
+    return 0.0, f0, g0, evals
+
+
+@dataclass
+class LbfgsResult:
+    theta: torch.Tensor
+    objective: float
+    n_iter: int
+    n_evals: int
+    converged: bool
+    message: str
+
+
+def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float, history: int = 10,
+          max_evals: int = 15000, grad_norm=None) -> LbfgsResult:
+    """Minimise ``fun(theta) -> (f, grad)`` with L-BFGS (two-loop recursion, strong-Wolfe search).
+
+    Stops when ``max|grad| <= gtol`` (scipy's pgtol), when the relative decrease of f over one
+    iteration is <= ``ftol`` (scipy's factr*eps), when the line search finds no decrease (f is flat at
+    the working precision), or after ``max_iter`` iterations. ``grad_norm(g)`` (default max|g|) is
+    the quantity compared with gtol."""
+    if grad_norm is None:
+        def grad_norm(g):
+            return float(g.abs().max())
+    theta = theta0.clone()
+    f, g = fun(theta)
+    n_evals = 1
+    S: list[torch.Tensor] = []
+    Y: list[torch.Tensor] = []
+    rho: list[float] = []
+    n_iter = 0
+    if grad_norm(g) <= gtol:
+        return LbfgsResult(theta, f, 0, n_evals, True, "gradient below tol at start")
+    while True:
+        # two-loop recursion: d = -H g
+        q = g.neg()
+        alphas = []
+        for s, y, r in zip(reversed(S), reversed(Y), reversed(rho), strict=True):
+            a = r * float(s @ q)
+            alphas.append(a)
+            q.add_(y, alpha=-a)
+        if S:
+            q.mul_(float(S[-1] @ Y[-1]) / float(Y[-1] @ Y[-1]))
+        for s, y, r, a in zip(S, Y, rho, reversed(alphas), strict=True):
+            beta = r * float(y @ q)
+            q.add_(s, alpha=a - beta)
+        d = q
+        gtd = float(g @ d)
+        if gtd >= 0:  # not a descent direction (numerical trouble): restart from steepest descent
+            S.clear(), Y.clear(), rho.clear()
+            d = g.neg()
+            gtd = float(g @ d)
+        t = 1.0 if S else min(1.0, 1.0 / float(g.norm()))
+        t, f_new, g_new, ev = _strong_wolfe(fun, theta, t, d, f, g, gtd)
+        n_evals += ev
+        n_iter += 1
+        if t == 0.0:
+            return LbfgsResult(theta, f, n_iter, n_evals, False, "line search found no decrease")
+        s = d.mul_(t)
+        y = g_new - g
+        sy = float(s @ y)
+        theta.add_(s)
+        f_old, f, g = f, f_new, g_new
+        if sy > 1e-10 * float(s @ s) and sy > 0:
+            if len(S) == history:
+                S.pop(0), Y.pop(0), rho.pop(0)
+            S.append(s)
+            Y.append(y)
+            rho.append(1.0 / sy)
+        if grad_norm(g) <= gtol:
+            return LbfgsResult(theta, f, n_iter, n_evals, True, "gradient below tol")
+        if (f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0):
+            return LbfgsResult(theta, f, n_iter, n_evals, True, "relative decrease below ftol")
+        if n_iter >= max_iter:
+            return LbfgsResult(theta, f, n_iter, n_evals, False, "max_iter reached")
+        if n_evals >= max_evals:
+            return LbfgsResult(theta, f, n_iter, n_evals, False, "max_evals reached")
+
+
+def logistic_objective(
+    X: np.ndarray, y: np.ndarray, coef: np.ndarray, intercept: np.ndarray, C: float, multilabel: bool = False
+) -> float:
+    """The probe objective F (sklearn 1.9 scaling, see module docstring) in float64 NumPy, for any
+    coefficients: lets a caller compare solvers on the same footing. ``y`` holds class labels
+    (single-label: sorted unique labels define the column order) or a multi-hot matrix."""
+    X = np.asarray(X, dtype=np.float64)
+    coef = np.asarray(coef, dtype=np.float64)
+    intercept = np.asarray(intercept, dtype=np.float64)
+    n = X.shape[0]
+    Z = X @ coef.T + intercept
+    if multilabel or coef.shape[0] == 1:
+        if multilabel:
+            T = np.asarray(y, dtype=np.float64)
+        else:
+            T = (np.asarray(y) == np.unique(y)[1]).astype(np.float64)[:, None]
+        data = np.sum(np.logaddexp(0.0, Z) - T * Z)
+    else:
+        idx = np.searchsorted(np.unique(y), y)
+        m = Z.max(axis=1, keepdims=True)
+        lse = (m + np.log(np.exp(Z - m).sum(axis=1, keepdims=True)))[:, 0]
+        data = np.sum(lse - Z[np.arange(n), idx])
+    return float(data / n + 0.5 / (C * n) * np.sum(coef * coef))
+
+
+class LogisticRegressionProbe:
+    """Scikit-learn-style L2 logistic regression: the paper's probe with a fast torch solver.
+
+    Parameters
+    ----------
+    C: inverse regularisation strength, as in sklearn (penalty ``||W||^2 / (2C)`` on the summed loss).
+    solver: ``"torch"`` (full-batch L-BFGS, CPU or CUDA) or ``"sklearn"`` (the paper's exact call:
+        ``LogisticRegression(solver="lbfgs", max_iter=max_iter, C=C)``, ``tol`` at sklearn's default).
+    max_iter, tol: L-BFGS iteration cap and gradient tolerance (max-abs gradient of the mean-scaled F).
+    device: torch device (default: CUDA if available, else CPU). Ignored by the sklearn solver.
+    multilabel: y is a multi-hot (N, K) matrix; fit K independent binary models (one-vs-rest).
+    dtype: ``"float32"`` (default) or ``"float64"`` compute precision for the torch solver.
+    batch_rows: rows per chunk when accumulating loss and gradient (default: 2**22 / max(d, K) rows
+        on CPU, which keeps a chunk in cache; 2**26 / max(d, K) on CUDA).
+    history: L-BFGS memory (scipy's default ``maxcor=10``).
+    warm_start: like sklearn, start from the previous ``coef_``/``intercept_`` on refit.
+
+    Memory (torch solver): features are copied to the device once, at their own width if they are
+    float16 (else at ``dtype``): N*d*2 bytes for half input, N*d*4 for float32. Add ~3 chunks of
+    ``batch_rows x max(d, K)`` float32 and ``(2*history + 6)`` parameter vectors of K*(d+1) floats.
+    ImageNet (1.28M x 768, K=1000): 2.0 GB for float16 features (3.9 GB float32), ~0.8 GB of chunk
+    buffers and ~80 MB of L-BFGS state. float32/float64 CPU input that is already contiguous is used
+    in place (no copy).
+
+    Attributes: ``coef_`` (K, d) or (1, d) for binary, ``intercept_``, ``classes_``, ``n_iter_`` (int),
+    ``n_evals_``, ``objective_`` (mean-scaled F at the solution), ``converged_``, ``fit_time_``.
+    """
+
+    def __init__(
+        self,
+        C: float = 1.0,
+        solver: str = "torch",
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        device: str | torch.device | None = None,
+        multilabel: bool = False,
+        dtype: str = "float32",
+        batch_rows: int | None = None,
+        history: int = 10,
+        warm_start: bool = False,
+        center: bool = True,
+    ) -> None:
+        self.C = C
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.device = device
+        self.multilabel = multilabel
+        self.dtype = dtype
+        self.batch_rows = batch_rows
+        self.history = history
+        self.warm_start = warm_start
+        self.center = center
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        X: np.ndarray | torch.Tensor,
+        y: np.ndarray,
+        coef_init: np.ndarray | None = None,
+        intercept_init: np.ndarray | None = None,
+    ) -> LogisticRegressionProbe:
+        """Fit on features X (N, d) and labels y (N,) or multi-hot y (N, K) when ``multilabel``.
+
+        ``coef_init``/``intercept_init`` start the optimiser from given coefficients (a C sweep passes
+        the neighbouring C's solution); shapes as ``coef_``/``intercept_``."""
+        if self.solver not in SOLVERS:
+            raise ClipBenchError(f"unknown probe solver {self.solver!r}; choose one of {', '.join(SOLVERS)}")
+        if not (self.C > 0):
+            raise ClipBenchError(f"C must be positive, got {self.C}")
+        y = np.asarray(y)
+        if X.shape[0] != y.shape[0]:
+            raise ClipBenchError(f"features have {X.shape[0]} rows but labels have {y.shape[0]}")
+        if self.multilabel:
+            if y.ndim != 2:
+                raise ClipBenchError("multilabel=True needs a multi-hot label matrix of shape (N, K)")
+            self.classes_ = np.arange(y.shape[1])
+            constant = np.flatnonzero((y.min(0) == y.max(0)))
+            if constant.size:
+                raise ClipBenchError(
+                    f"multilabel column(s) {constant.tolist()[:10]} have a single value in the training set; "
+                    "a one-vs-rest logistic model needs positives and negatives for every class"
+                )
+        else:
+            if y.ndim != 1:
+                raise ClipBenchError(f"labels must be 1-D for single-label probes, got shape {y.shape}")
+            self.classes_ = np.unique(y)
+            if self.classes_.size < 2:
+                raise ClipBenchError(f"the probe needs at least 2 classes in the training set, got {self.classes_}")
+        if coef_init is None and self.warm_start and hasattr(self, "coef_"):
+            coef_init, intercept_init = self.coef_, self.intercept_
+        t0 = time.perf_counter()
+        if self.solver == "sklearn":
+            self._fit_sklearn(X, y, coef_init, intercept_init)
+        else:
+            self._fit_torch(X, y, coef_init, intercept_init)
+        self.fit_time_ = time.perf_counter() - t0
+        return self
+
+    def _n_outputs(self) -> int:
+        return len(self.classes_) if (self.multilabel or len(self.classes_) > 2) else 1
+
+    def _fit_torch(self, X, y, coef_init, intercept_init) -> None:
+        device = _resolve_device(self.device)
+        dtype = _torch_dtype(self.dtype)
+        n, d = X.shape
+        k = self._n_outputs()
+        # CPU: chunks that stay in cache (~16 MB of logits+features) beat one huge pass by 2-3x.
+        budget = 2**26 if device.type == "cuda" else 2**22
+        batch_rows = self.batch_rows or max(256, min(n, budget // max(k, d)))
+        Xt = _feature_tensor(X, dtype, device, batch_rows)
+        if self.multilabel:
+            target, kind = torch.as_tensor(y, dtype=dtype, device=device), "binary"
+        elif k == 1:
+            target = torch.as_tensor((y == self.classes_[1])[:, None], dtype=dtype, device=device)
+            kind = "binary"
+        else:
+            target = torch.as_tensor(np.searchsorted(self.classes_, y), dtype=torch.int64, device=device)
+            kind = "multinomial"
+        mu = _feature_mean(Xt, dtype, batch_rows) if self.center else torch.zeros(d, dtype=dtype, device=device)
+        prob = _Problem(Xt, target, kind, k, 1.0 / (self.C * n), dtype, batch_rows, mu)
+        W0 = torch.zeros(k, d, dtype=dtype, device=device)
+        b0 = torch.zeros(k, dtype=dtype, device=device)
+        if coef_init is not None:
+            W0.copy_(torch.as_tensor(np.asarray(coef_init).reshape(k, d)))
+            if intercept_init is not None:
+                b0.copy_(torch.as_tensor(np.asarray(intercept_init).reshape(k)))
+        ftol = 64 * float(torch.finfo(dtype).eps) * (1e-3 if dtype == torch.float32 else 1.0)
+        res = lbfgs(
+            prob.loss_grad, prob.to_theta(W0, b0), max_iter=self.max_iter, gtol=self.tol, ftol=ftol,
+            history=self.history, grad_norm=prob.raw_grad_maxabs,
+        )
+        W, b = prob.from_theta(res.theta)
+        self.coef_ = W.cpu().numpy().copy()
+        self.intercept_ = b.cpu().numpy().copy()
+        self.n_iter_ = res.n_iter
+        self.n_evals_ = res.n_evals
+        self.objective_ = res.objective
+        self.converged_ = res.converged
+        self.stop_reason_ = res.message
+
+    def _fit_sklearn(self, X, y, coef_init, intercept_init) -> None:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+
+        Xn = X.cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+        if Xn.dtype not in (np.float32, np.float64):
+            Xn = Xn.astype(np.float32)
+        columns = [y[:, j] for j in range(y.shape[1])] if self.multilabel else [y]
+        coefs, intercepts, iters, converged = [], [], [], True
+        for j, yj in enumerate(columns):
+            # The paper's call: every argument but these at sklearn's default.
+            lr = LogisticRegression(solver="lbfgs", max_iter=self.max_iter, C=self.C)
+            if coef_init is not None:
+                lr.set_params(warm_start=True)
+                rows = slice(j, j + 1) if self.multilabel else slice(None)
+                lr.coef_ = np.asarray(coef_init, dtype=np.float64)[rows]
+                lr.intercept_ = (
+                    np.zeros(lr.coef_.shape[0]) if intercept_init is None else np.asarray(intercept_init)[rows]
+                )
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                lr.fit(Xn, yj)
+            converged &= not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+            coefs.append(lr.coef_)
+            intercepts.append(lr.intercept_)
+            iters.append(int(np.max(lr.n_iter_)))
+        self.coef_ = np.concatenate(coefs, axis=0)
+        self.intercept_ = np.concatenate(intercepts, axis=0)
+        self.n_iter_ = max(iters)
+        self.n_evals_ = None
+        self.converged_ = converged
+        self.stop_reason_ = "sklearn"
+        self.objective_ = logistic_objective(Xn, y, self.coef_, self.intercept_, self.C, self.multilabel)
+
+    # ------------------------------------------------------------------ prediction
+    def decision_function(self, X: np.ndarray, batch_rows: int = 65536) -> np.ndarray:
+        """Logits: (N, K), or (N,) for a binary single-label model (as sklearn)."""
+        if not hasattr(self, "coef_"):
+            raise ClipBenchError("this LogisticRegressionProbe is not fitted yet; call fit(X, y) first")
+        Xn = X.cpu().numpy() if isinstance(X, torch.Tensor) else X
+        dt = self.coef_.dtype
+        out = np.empty((Xn.shape[0], self.coef_.shape[0]), dtype=dt)
+        for i in range(0, Xn.shape[0], batch_rows):
+            out[i : i + batch_rows] = np.asarray(Xn[i : i + batch_rows], dtype=dt) @ self.coef_.T + self.intercept_
+        return out[:, 0] if (self.coef_.shape[0] == 1 and not self.multilabel) else out
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, K): softmax (multiclass), [1-p, p] (binary), per-class sigmoid
+        (multilabel; rows do not sum to 1)."""
+        Z = self.decision_function(X).astype(np.float64)
+        if self.multilabel:
+            return 1.0 / (1.0 + np.exp(-Z))
+        if Z.ndim == 1:
+            p = 1.0 / (1.0 + np.exp(-Z))
+            return np.stack([1.0 - p, p], axis=1)
+        Z -= Z.max(axis=1, keepdims=True)
+        np.exp(Z, out=Z)
+        Z /= Z.sum(axis=1, keepdims=True)
+        return Z
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Labels (N,), or a multi-hot (N, K) 0/1 matrix (threshold 0.5) when ``multilabel``."""
+        Z = self.decision_function(X)
+        if self.multilabel:
+            return (Z > 0).astype(np.int64)
+        if Z.ndim == 1:
+            return self.classes_[(Z > 0).astype(np.int64)]
+        return self.classes_[Z.argmax(axis=1)]
+
+    def score(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Mean accuracy (fraction), as sklearn's ``score``; exact-match for multilabel."""
+        pred = self.predict(X)
+        y = np.asarray(y)
+        return float(np.mean(np.all(pred == y, axis=1) if self.multilabel else pred == y))
+
+    def __repr__(self) -> str:
+        return (
+            f"LogisticRegressionProbe(C={self.C:g}, solver={self.solver!r}, max_iter={self.max_iter}, "
+            f"tol={self.tol:g}, multilabel={self.multilabel})"
+        )

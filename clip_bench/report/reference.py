@@ -1,0 +1,86 @@
+"""Load the published reference tables shipped in ``clip_bench/assets/reference`` (see its README)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..resources import assets_dir
+
+TESTBED_TOP1 = "imagenet_testbed_robustness_top1s.csv"
+TESTBED_TYPES = "imagenet_testbed_model_types.csv"
+TESTBED_DERIVED = "imagenet_testbed_logit_fits_DERIVED.csv"
+PAPER_TABLES = "paper_tables.json"
+OPENCLIP_RESULTS = "openclip_classification_results.csv"
+PUBLISHED_COLUMNS = "published_columns.yaml"
+TESTBED_SHIFTS = "testbed_shifts.yaml"
+
+
+def reference_dir() -> Path:
+    """Folder of the shipped reference data."""
+    return assets_dir() / "reference"
+
+
+def reference_file(name: str) -> Path:
+    """Path of one reference file; a clear error if the installation lacks it."""
+    path = reference_dir() / name
+    if not path.exists():
+        raise FileNotFoundError(f"reference file {name} is missing from {reference_dir()}")
+    return path
+
+
+@cache
+def _yaml(name: str) -> dict[str, Any]:
+    return yaml.safe_load(reference_file(name).read_text(encoding="utf-8"))
+
+
+def published_columns() -> dict[str, Any]:
+    """The task → published-column map, collections and flag threshold (``published_columns.yaml``)."""
+    return _yaml(PUBLISHED_COLUMNS)
+
+
+def testbed_shifts() -> dict[str, Any]:
+    """Per-shift baseline-fit settings of the testbed (``testbed_shifts.yaml``)."""
+    return _yaml(TESTBED_SHIFTS)
+
+
+def collections() -> dict[str, list[str]]:
+    """Task groups the leaderboard averages over: ``clip27`` (paper order) and ``imagenet_shifts``."""
+    return {k: list(v) for k, v in published_columns()["collections"].items()}
+
+
+@lru_cache(maxsize=1)
+def paper_tables() -> dict[str, Any]:
+    """CLIP paper Tables 11 (zero-shot) and 10 (linear probe) as loaded from ``paper_tables.json``."""
+    return json.loads(reference_file(PAPER_TABLES).read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
+def openclip_results() -> Any:
+    """open_clip's published zero-shot table (fractions 0-1) as a DataFrame."""
+    import pandas as pd
+
+    return pd.read_csv(reference_file(OPENCLIP_RESULTS))
+
+
+@lru_cache(maxsize=1)
+def testbed_top1() -> Any:
+    """imagenet-testbed top-1 accuracies (percent), indexed by model name, with a ``model_type`` column."""
+    import pandas as pd
+
+    top1 = pd.read_csv(reference_file(TESTBED_TOP1)).set_index("model")
+    types = pd.read_csv(reference_file(TESTBED_TYPES)).set_index("model")["testbed_model_type"]
+    model_type = types.reindex(top1.index).fillna("UNKNOWN").rename("model_type")
+    return pd.concat([top1, model_type], axis=1)
+
+
+@lru_cache(maxsize=1)
+def testbed_derived_fits() -> Any:
+    """The derived (not published) fits of PROTOCOL.md §7, used to cross-check ours."""
+    import pandas as pd
+
+    return pd.read_csv(reference_file(TESTBED_DERIVED))

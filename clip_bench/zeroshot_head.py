@@ -1,0 +1,76 @@
+"""The zero-shot head: class embeddings from prompt ensembles, and logits. Pure array maths at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .models import LoadedModel, ModelHandle
+from .progress import progress_bar
+from .prompts import ClassName, PromptSet
+from .text_cache import TextEmbeddingCache
+from .text_encoder import encode_prompts
+
+LOGIT_SCALE = 100.0
+
+
+def ensemble(prompt_embeddings: Sequence[np.ndarray]) -> np.ndarray:
+    """(D, C) classifier from per-class stacks of normalised prompt embeddings: mean, then renormalise."""
+    cols = []
+    for emb in prompt_embeddings:
+        mean = emb.astype(np.float64).mean(axis=0)
+        cols.append(mean / np.linalg.norm(mean))
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def zeroshot_logits(image_features: np.ndarray, classifier: np.ndarray, scale: float = LOGIT_SCALE) -> np.ndarray:
+    """100 * normalised image features @ W, computed in float32 whatever the stored dtype."""
+    feats = np.asarray(image_features, dtype=np.float32)
+    feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    return scale * feats @ classifier
+
+
+def build_classifier(
+    lm: LoadedModel | ModelHandle,
+    prompt_set: PromptSet,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 256,
+    quiet: bool = True,
+) -> np.ndarray:
+    """(D, C) zero-shot weights for `prompt_set`; each distinct prompt is encoded once and cached."""
+    per_class = prompt_set.all_prompts()
+    flat = list(dict.fromkeys(p for prompts in per_class for p in prompts))
+    cache = TextEmbeddingCache(cache_dir, lm.fingerprint, lm.tokenizer_id) if cache_dir is not None else None
+    found, missing = cache.lookup(flat) if cache is not None else ({}, flat)
+    table = dict(found)
+    if missing:
+        with progress_bar(total=len(missing), desc="text prompts", unit="prompt", quiet=quiet) as bar:
+            emb = encode_prompts(lm.get(), missing, batch_size=batch_size, progress=bar.update)
+        table.update(zip(missing, emb))
+        if cache is not None:
+            cache.add(missing, emb)
+    return ensemble([np.stack([table[p] for p in prompts]) for prompts in per_class])
+
+
+def zeroshot_classifier(
+    model: LoadedModel,
+    classnames: Sequence[ClassName],
+    templates: Sequence[str] | Mapping[str, Sequence[str]],
+    cache_dir: str | Path | None = None,
+    batch_size: int = 256,
+    quiet: bool = True,
+) -> np.ndarray:
+    """Zero-shot weights (D, C), as the CLIP paper builds them.
+
+    Each prompt's embedding is L2-normalised, averaged per class, and normalised again. Classes are
+    indexed by position (ImageNet has duplicate names). `templates` is a list of strings with ``{}``
+    or ``{c}``, or a CuPL-style mapping class name -> sentences. A class given as a list of synonyms
+    averages over all of them.
+    """
+    if isinstance(templates, Mapping):
+        ps = PromptSet(tuple(classnames), (), {k: tuple(v) for k, v in templates.items()})
+    else:
+        ps = PromptSet(tuple(classnames), tuple(templates))
+    return build_classifier(model, ps, cache_dir=cache_dir, batch_size=batch_size, quiet=quiet)
