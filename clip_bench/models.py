@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -230,6 +231,26 @@ def resolve_model(name: str, pretrained: str | None = None) -> ModelSpec:
     )
 
 
+def _register_config(spec: ModelSpec) -> dict[str, Any] | None:
+    """Make a custom architecture JSON known to open_clip; returns its ``preprocess_cfg`` override.
+
+    open_clip's architecture files carry no preprocessing, so clip-bench lets a custom JSON add a
+    ``preprocess_cfg`` key (mean, std, interpolation, resize_mode); it is passed to open_clip as a
+    preprocessing override and registered without that key.
+    """
+    import open_clip
+
+    if spec.config_path is None:
+        return None
+    cfg = dict(spec.arch_config)
+    pp = cfg.pop("preprocess_cfg", None)
+    folder = Path(tempfile.gettempdir()) / "clip_bench_configs" / spec.fingerprint
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{spec.arch}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(folder / f"{spec.arch}.json")
+    return pp
+
+
 def load_model(
     name: str | ModelSpec,
     pretrained: str | None = None,
@@ -250,12 +271,13 @@ def load_model(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ClipBenchError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu.")
     spec = name if isinstance(name, ModelSpec) else resolve_model(name, pretrained)
-    if spec.config_path is not None:
-        open_clip.add_model_config(spec.config_path)
+    pp = _register_config(spec) or {}
     try:
         # Weights stay fp32; fp16/bf16 run under autocast (LoadedModel.autocast), as open_clip's own eval does.
         model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.arch, pretrained=spec.weights, device=dev, precision="fp32", weights_only=True
+            spec.arch, pretrained=spec.weights, device=dev, precision="fp32", weights_only=True,
+            image_mean=pp.get("mean"), image_std=pp.get("std"),
+            image_interpolation=pp.get("interpolation"), image_resize_mode=pp.get("resize_mode"),
         )
     except (RuntimeError, OSError, ValueError) as exc:
         tried = f"architecture {spec.arch!r} with weights {spec.weights!r}" if spec.weights else repr(spec.arch)
@@ -308,8 +330,7 @@ class ModelHandle:
             return self._loaded.tokenizer_id
         import open_clip
 
-        if self.spec.config_path is not None:
-            open_clip.add_model_config(self.spec.config_path)
+        _register_config(self.spec)
         tok = open_clip.get_tokenizer(self.spec.arch)
         return _tokenizer_id(tok)
 

@@ -1,7 +1,7 @@
 """scikit-learn's bundled 8x8 handwritten digits, upscaled: an offline task for quickstarts and tests.
 
 Split (fixed, documented): a stratified shuffle of the 1,797 images with seed 0 puts 60% in train,
-20% in val and 20% in test (1,077 / 360 / 360).
+20% in val and 20% in test (1,078 / 359 / 360).
 """
 
 from __future__ import annotations

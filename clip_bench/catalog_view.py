@@ -1,0 +1,64 @@
+"""What `clip-bench tasks` shows: each task's classes, templates, metric, sources and data status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import ClipBenchError
+from .tasks import expand_tasks, get_task, list_tasks
+
+
+def describe_tasks(names: list[str] | None = None, data_root: Path | None = None) -> list[dict[str, Any]]:
+    """One dict per task with its catalogue facts and whether its data is present under `data_root`."""
+    from .evaluate import default_data_root
+
+    data_root = data_root or default_data_root()
+    out = []
+    for name in expand_tasks(names) if names else list_tasks():
+        task = get_task(name)
+        try:
+            ps = task.prompt_set()
+            n_classes, n_templates = len(ps.classnames), len(ps.templates) or len(ps.per_class or {})
+        except ClipBenchError as exc:
+            n_classes, n_templates = 0, 0
+            status_note = str(exc)
+        else:
+            status_note = ""
+        present, detail = _status(task, data_root)
+        out.append({
+            "name": task.name, "version": task.version, "classes": n_classes, "templates": n_templates,
+            "metric": task.metric, "sources": list(task.sources), "default_source": task.default_source,
+            "data_present": present, "detail": status_note or detail,
+        })
+    return out
+
+
+def _status(task: Any, data_root: Path) -> tuple[bool, str]:
+    try:
+        from .task_status import task_status
+    except ImportError:  # pragma: no cover - task_status ships with the catalogue
+        src = task.source()
+        if src.path is None:
+            return True, "needs no files"
+        root = data_root / src.path
+        return root.exists(), str(root)
+    return task_status(task, data_root)
+
+
+def format_task_table(infos: list[dict[str, Any]]) -> str:
+    """A readable fixed-width table of `describe_tasks` output."""
+    header = ("task", "classes", "templates", "metric", "sources", "data")
+    rows = [header] + [
+        (
+            i["name"], str(i["classes"]), str(i["templates"]), i["metric"],
+            ",".join(s + ("*" if s == i["default_source"] else "") for s in i["sources"]),
+            ("yes" if i["data_present"] else "no") + (f" ({i['detail']})" if i["detail"] else ""),
+        )
+        for i in infos
+    ]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(header) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    lines.insert(1, "-" * min(120, len(lines[0]) + 10))
+    lines.append("* default source; --source picks another; --data-root sets where data is looked for")
+    return "\n".join(lines)

@@ -1,0 +1,190 @@
+"""The ``clip-bench`` command: a thin layer that parses flags, calls the Python API and prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ClipBenchError
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="open_clip architecture, OpenAI name (ViT-B/32), hf-hub:org/repo, "
+                   "an architecture .json, or tiny-clip-digits")
+    p.add_argument("--pretrained", default=None, help="pretrained tag or local .pt/.bin/.safetensors checkpoint")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", nargs="+", required=True, help="task names, collections (clip27, imagenet_shifts, all) or task .yaml files")
+    p.add_argument("--data-root", type=Path, default=None, help="where datasets live (default: $CLIP_BENCH_DATA or ~/.cache/clip_bench/data)")
+    p.add_argument("--source", default=None, help="which of a task's data sources to read (see `clip-bench tasks`)")
+    p.add_argument("--download", action="store_true", help="download data that a source can fetch by itself")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--cache-dir", type=Path, default=None, help="feature/text cache (default: $CLIP_BENCH_CACHE or ~/.cache/clip_bench)")
+    p.add_argument("--no-cache", action="store_true", help="compute everything afresh and write no cache")
+    p.add_argument("--output-dir", type=Path, default=Path("results"), help="results.jsonl and leaderboard.csv go here")
+    p.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of N samples (recorded in the rows)")
+    p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (counted in the rows) instead of stopping")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="json prints exactly this run's rows on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="clip-bench", description="Evaluate CLIP-style models the way the CLIP paper did.")
+    parser.add_argument("--version", action="version", version=f"clip-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    zs = sub.add_parser("zeroshot", help="zero-shot classification with prompt ensembles")
+    _add_model_args(zs)
+    _add_eval_args(zs)
+    zs.add_argument("--templates", default=None, help="templates file (JSON list, .txt, or CuPL JSON class -> sentences)")
+    zs.add_argument("--classnames", default=None, help="class-names file (JSON list or .txt), in the task's label order")
+    zs.set_defaults(func=cmd_zeroshot)
+
+    tasks = sub.add_parser("tasks", help="list tasks: classes, templates, metric, sources, data present")
+    tasks.add_argument("names", nargs="*", help="only these tasks or collections")
+    tasks.add_argument("--data-root", type=Path, default=None)
+    tasks.add_argument("--format", choices=["table", "json"], default="table")
+    tasks.set_defaults(func=cmd_tasks)
+
+    models = sub.add_parser("models", help="list model names and pretrained tags")
+    models.add_argument("--filter", default=None, help="only names containing this text")
+    models.set_defaults(func=cmd_models)
+
+    rep = sub.add_parser("report", help="leaderboard, effective robustness and few-shot plots from result rows")
+    rep.add_argument("--results", type=Path, default=Path("results"), help="folder with results.jsonl")
+    rep.add_argument("--out", type=Path, default=None, help="where to write the report (default: --results)")
+    rep.add_argument("--reference", action="store_true", help="print only the comparison with published numbers")
+    rep.add_argument("--quiet", action="store_true")
+    rep.set_defaults(func=cmd_report)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return parser
+
+
+def _eval_config(args: argparse.Namespace) -> Any:
+    from .evaluate import EvalConfig, default_data_root
+    from .features import ExtractConfig, default_cache_dir
+
+    return EvalConfig(
+        data_root=args.data_root or default_data_root(),
+        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
+        output_dir=args.output_dir,
+        source=args.source,
+        templates=getattr(args, "templates", None),
+        classnames=getattr(args, "classnames", None),
+        limit=args.limit,
+        download=args.download,
+        feature_kind=getattr(args, "features", "embed"),
+        extract=ExtractConfig(
+            batch_size=args.batch_size, workers=args.workers, quiet=args.quiet, skip_bad_images=args.skip_bad_images
+        ),
+    )
+
+
+def print_rows(rows: list[dict[str, Any]], fmt: str, out: Any = None) -> None:
+    """Print result rows as JSON (exactly the rows) or as a readable table."""
+    out = out or sys.stdout
+    if fmt == "json":
+        out.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    if not rows:
+        out.write("no results\n")
+        return
+    header = ("model", "task", "protocol", "metric", "value", "n")
+    lines = [header]
+    for r in rows:
+        label = r["model"] + (f" ({r['pretrained']})" if r.get("pretrained") else "")
+        task = r["task"] + (f" [{r['subset']} classes]" if r.get("subset") else "")
+        metric = r["metric"] + (" *" if r.get("is_main") else "")
+        lines.append((label, task, r["protocol"], metric, f"{r['value']:.2f}", str(r["n"])))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    for i, row in enumerate(lines):
+        out.write("  ".join(c.ljust(w) if j < 4 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))).rstrip() + "\n")
+        if i == 0:
+            out.write("  ".join("-" * w for w in widths) + "\n")
+    out.write("* main metric of the task; values in percent\n")
+
+
+def cmd_zeroshot(args: argparse.Namespace) -> int:
+    from .evaluate import zeroshot
+
+    cfg = _eval_config(args)
+    rows = zeroshot(args.model, args.task, cfg, pretrained=args.pretrained, device=args.device, precision=args.precision)
+    print_rows(rows, args.format)
+    if args.format == "table" and cfg.output_dir is not None:
+        print(f"rows appended to {cfg.output_dir / 'results.jsonl'}; leaderboard in {cfg.output_dir / 'leaderboard.csv'}",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .catalog_view import describe_tasks, format_task_table
+
+    infos = describe_tasks(args.names or None, args.data_root)
+    if args.format == "json":
+        print(json.dumps(infos, indent=2))
+    else:
+        print(format_task_table(infos))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import BUILTIN_MODELS, OPENAI_ALIASES, list_pretrained
+
+    flt = (args.filter or "").lower()
+    print("built-in (offline):")
+    for name in BUILTIN_MODELS:
+        print(f"  {name}")
+    print("OpenAI names (--pretrained defaults to openai):")
+    for name, arch in OPENAI_ALIASES.items():
+        if flt in name.lower():
+            print(f"  {name:16s} -> {arch}")
+    print("open_clip architecture / pretrained tag:")
+    for arch, tag in list_pretrained():
+        if flt in arch.lower() or flt in tag.lower():
+            print(f"  {arch:40s} --pretrained {tag}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    summary = build_report(args.results, args.out, reference_only=args.reference, quiet=args.quiet)
+    for line in summary.lines:
+        print(line)
+    return 0
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a subcommand; user errors print one clear message and exit 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ClipBenchError as exc:
+        print(f"clip-bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\nclip-bench: interrupted. Finished feature shards and result rows are kept; "
+            "run the same command again to resume where it stopped.",
+            file=sys.stderr,
+        )
+        return 130
