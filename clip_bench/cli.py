@@ -148,7 +148,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"  {name}")
     print("OpenAI names (--pretrained defaults to openai):")
     for name, arch in OPENAI_ALIASES.items():
-        if flt in name.lower():
+        if flt in name.lower() or flt in arch.lower():
             print(f"  {name:16s} -> {arch}")
     print("open_clip architecture / pretrained tag:")
     for arch, tag in list_pretrained():

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -279,6 +280,11 @@ def load_model(
             image_mean=pp.get("mean"), image_std=pp.get("std"),
             image_interpolation=pp.get("interpolation"), image_resize_mode=pp.get("resize_mode"),
         )
+    except pickle.UnpicklingError as exc:
+        raise ClipBenchError(
+            f"refused to load checkpoint {spec.weights}: it holds pickled Python objects beyond tensors, and "
+            "clip-bench loads weights only with weights_only=True. Convert it to a plain state_dict or .safetensors."
+        ) from exc
     except (RuntimeError, OSError, ValueError) as exc:
         tried = f"architecture {spec.arch!r} with weights {spec.weights!r}" if spec.weights else repr(spec.arch)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,84 @@
+"""The CLI end to end, in a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(args: list[str], tmp_path: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CLIP_BENCH_CACHE": str(tmp_path / "cache"), "CLIP_BENCH_DATA": str(tmp_path / "data")}
+    proc = subprocess.run([sys.executable, "-m", "clip_bench", *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_zeroshot_json_prints_exactly_the_rows(tmp_path):
+    proc = run(["zeroshot", "--model", "tiny-clip-digits", "--task", "digits", "--format", "json", "--workers", "0",
+                "--output-dir", str(tmp_path / "out")], tmp_path)
+    rows = json.loads(proc.stdout)  # stdout is the JSON and nothing else
+    assert {r["metric"] for r in rows} == {"top1", "top5", "mean_per_class_recall"}
+    top1 = next(r for r in rows if r["metric"] == "top1")
+    assert top1["value"] >= 85 and top1["n"] == 360
+    stored = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert stored == rows
+    board = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()
+    assert board[0] == "model,pretrained,digits"
+    assert board[1].startswith("tiny-clip-digits,builtin,") and float(board[1].split(",")[2]) == pytest.approx(top1["value"], abs=0.01)
+
+
+def test_table_output_and_quiet(tmp_path):
+    proc = run(["zeroshot", "--model", "tiny-clip-digits", "--task", "digits", "--quiet", "--workers", "0",
+                "--output-dir", "out"], tmp_path)
+    assert "digits" in proc.stdout and "top1 *" in proc.stdout
+    assert "img/s" not in proc.stderr  # no progress bar with --quiet
+    again = run(["zeroshot", "--model", "tiny-clip-digits", "--task", "digits", "--workers", "0", "--output-dir", "out"], tmp_path)
+    assert again.stdout.splitlines()[2] == proc.stdout.splitlines()[2]
+
+
+def test_version_and_module_entry(tmp_path):
+    proc = run(["--version"], tmp_path)
+    assert proc.stdout.startswith("clip-bench ")
+
+
+def test_tasks_and_models_list(tmp_path):
+    tasks = run(["tasks"], tmp_path).stdout
+    assert "digits" in tasks and "accuracy" in tasks
+    models = run(["models", "--filter", "ViT-B-32"], tmp_path).stdout
+    assert "tiny-clip-digits" in models and "laion2b_s34b_b79k" in models and "ViT-B/32" in models
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["zeroshot", "--model", "ViT-B-23", "--task", "digits"], "unknown model 'ViT-B-23'. Did you mean: ViT-B-32"),
+        (["zeroshot", "--model", "tiny-clip-digits", "--task", "digitz"], "unknown task 'digitz'. Did you mean: digits"),
+        (["zeroshot", "--model", "tiny-clip-digits", "--pretrained", "/nope/w.safetensors", "--task", "digits"],
+         "checkpoint file /nope/w.safetensors does not exist"),
+    ],
+)
+def test_user_errors_are_one_clear_line(tmp_path, args, expected):
+    proc = run(args, tmp_path, check=False)
+    assert proc.returncode == 2
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_data_root_names_the_path(tmp_path):
+    task = tmp_path / "folder_task.yaml"
+    task.write_text(
+        "name: folder_task\nversion: 1\nprompts: digits\nmetric: accuracy\nsplits: [test]\n"
+        "sources:\n  local:\n    loader: imagefolder\n    path: my_digits\n    download: put images in <root>/test/<class>/\n"
+    )
+    proc = run(["zeroshot", "--model", "tiny-clip-digits", "--task", str(task), "--data-root", str(tmp_path / "d")],
+               tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert str(tmp_path / "d" / "my_digits" / "test") in proc.stderr
+    assert "put images in" in proc.stderr

@@ -1,0 +1,70 @@
+"""Model names resolve to the right open_clip architecture and weights, without any download."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clip_bench.errors import ClipBenchError, UnknownNameError
+from clip_bench.models import OPENAI_ALIASES, load_model, resolve_model
+
+
+@pytest.mark.parametrize("name", list(OPENAI_ALIASES))
+def test_openai_names_map_to_quickgelu_with_openai_weights(name):
+    spec = resolve_model(name)
+    assert spec.arch.endswith("-quickgelu") and spec.weights == "openai" and spec.pretrained == "openai"
+    assert spec.arch_config.get("quick_gelu") is True
+    assert spec.preprocess_config["mean"] == [0.48145466, 0.4578275, 0.40821073]
+
+
+def test_openclip_name_with_tag():
+    spec = resolve_model("ViT-B-32", "laion2b_s34b_b79k")
+    assert spec.weights_id == "tag:laion2b_s34b_b79k"
+    assert spec.fingerprint != resolve_model("ViT-B-32", "openai").fingerprint
+
+
+def test_unknown_name_suggests():
+    with pytest.raises(UnknownNameError, match="Did you mean: ViT-B-32"):
+        resolve_model("VIT-B-32")
+
+
+def test_checkpoint_is_loaded_without_unpickling_code(tmp_path):
+    """A .pt checkpoint holding a pickled object is refused (weights_only), not executed."""
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    ckpt = tmp_path / "evil.pt"
+    torch.save({"state_dict": Evil()}, ckpt)
+    from clip_bench.resources import assets_dir
+
+    cfg = assets_dir() / "tiny_clip" / "tiny-clip-digits.json"
+    with pytest.raises(ClipBenchError, match="refused to load checkpoint"):
+        load_model(str(cfg), str(ckpt), device="cpu")
+
+
+def test_pt_checkpoint_loads(tmp_path):
+    from safetensors.torch import load_file
+
+    from clip_bench.resources import assets_dir
+
+    state = load_file(str(assets_dir() / "tiny_clip" / "tiny-clip-digits.safetensors"))
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({k: v.float() for k, v in state.items()}, ckpt)
+    lm = load_model(str(assets_dir() / "tiny_clip" / "tiny-clip-digits.json"), str(ckpt), device="cpu")
+    assert torch.allclose(lm.model.visual.proj, state["visual.proj"].float())
+
+
+def test_unreachable_tag_is_one_clear_sentence(monkeypatch):
+    import open_clip.pretrained as pre
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(pre, "download_pretrained_from_hf", offline)
+    monkeypatch.setattr(pre, "download_pretrained_from_url", offline)
+    with pytest.raises(ClipBenchError) as err:
+        load_model("RN50", device="cpu")
+    msg = str(err.value)
+    assert "RN50-quickgelu" in msg and "'openai'" in msg and "\n" not in msg
