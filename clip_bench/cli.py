@@ -32,6 +32,7 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="compute everything afresh and write no cache")
     p.add_argument("--output-dir", type=Path, default=Path("results"), help="results.jsonl and leaderboard.csv go here")
     p.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of N samples (recorded in the rows)")
+    p.add_argument("--shard-size", type=int, default=2048, help="images per feature-cache shard (the unit of resuming)")
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (counted in the rows) instead of stopping")
     p.add_argument("--format", choices=["table", "json"], default="table", help="json prints exactly this run's rows on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -87,7 +88,8 @@ def _eval_config(args: argparse.Namespace) -> Any:
         download=args.download,
         feature_kind=getattr(args, "features", "embed"),
         extract=ExtractConfig(
-            batch_size=args.batch_size, workers=args.workers, quiet=args.quiet, skip_bad_images=args.skip_bad_images
+            batch_size=args.batch_size, workers=args.workers, quiet=args.quiet, skip_bad_images=args.skip_bad_images,
+            shard_size=args.shard_size,
         ),
     )
 
@@ -117,10 +119,13 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, out: Any = None) -> None:
 
 
 def cmd_zeroshot(args: argparse.Namespace) -> int:
+    from . import distributed as ddp
     from .evaluate import zeroshot
 
     cfg = _eval_config(args)
     rows = zeroshot(args.model, args.task, cfg, pretrained=args.pretrained, device=args.device, precision=args.precision)
+    if not ddp.is_main():
+        return 0  # under torchrun, rank 0 prints
     print_rows(rows, args.format)
     if args.format == "table" and cfg.output_dir is not None:
         print(f"rows appended to {cfg.output_dir / 'results.jsonl'}; leaderboard in {cfg.output_dir / 'leaderboard.csv'}",

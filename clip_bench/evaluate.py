@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from . import distributed as ddp
+from .class_groups import apply_class_groups, class_indices
 from .errors import ClipBenchError
 from .features import (
     ExtractConfig,
@@ -21,7 +23,6 @@ from .features import (
 )
 from .metrics import all_metrics, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
-from .prompts import load_classnames
 from .results import append_rows, make_row, now_iso, versions, write_leaderboard
 from .tasks import TaskSpec, expand_tasks, get_task
 from .zeroshot_head import build_classifier, zeroshot_logits
@@ -65,7 +66,7 @@ def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfi
     data = load_split(task, source.name, split, cfg.data_root, cfg.download)
     indices = subset_indices(len(data), cfg.limit)
     return extract(
-        handle.get(), data, indices, cache, kind, cfg.extract,
+        handle, data, indices, cache, kind, cfg.extract,
         provenance={"dataset_size": len(data)}, desc=f"{task.name}/{split}",
     )
 
@@ -83,8 +84,10 @@ def _subset_scores(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> di
     """Scores restricted to each declared class subset (e.g. ImageNet on ImageNet-R's 200 classes)."""
     out = {}
     for name, ref in (task.extra.get("subsets") or {}).items():
-        idx = np.asarray(load_classnames(ref) if isinstance(ref, str) else ref, dtype=np.int64)
+        idx = class_indices(ref)
         keep = np.isin(labels, idx)
+        if not keep.any():  # e.g. a --limit run that saw none of the subset's classes
+            continue
         remap = np.full(logits.shape[1], -1, dtype=np.int64)
         remap[idx] = np.arange(len(idx))
         out[name] = (logits[keep][:, idx], remap[labels[keep]])
@@ -99,8 +102,8 @@ def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig)
     if len(feats) == 0:
         raise ClipBenchError(f"task {task.name!r}: split {split!r} has no samples to evaluate.")
     classifier = build_classifier(handle, prompt_set, cfg.cache_dir, quiet=cfg.quiet)
-    _check_labels(task, feats.labels, classifier.shape[1])
-    logits = zeroshot_logits(feats.features, classifier)
+    logits = apply_class_groups(task, zeroshot_logits(feats.features, classifier))
+    _check_labels(task, feats.labels, logits.shape[1])
     device = str(handle.device)
     common = dict(
         model=handle.spec.name, pretrained=handle.spec.pretrained, model_fingerprint=handle.fingerprint,
@@ -137,15 +140,16 @@ def zeroshot(
     finished task), and ``leaderboard.csv`` is rebuilt. `overrides` set EvalConfig fields.
     """
     cfg = replace(config or EvalConfig(), **overrides)
-    handle = ModelHandle.of(model, pretrained, device, precision)
+    ddp.init_from_env()
+    handle = ModelHandle.of(model, pretrained, device or ddp.local_device(), precision)
     names = expand_tasks([tasks] if isinstance(tasks, str) else list(tasks))
     specs = [get_task(n) for n in names]  # fail on a bad name before any work
     rows: list[dict[str, Any]] = []
     for task in specs:
         task_rows = evaluate_zeroshot_task(handle, task, cfg)
-        if cfg.output_dir is not None:
+        if cfg.output_dir is not None and ddp.is_main():
             append_rows(cfg.output_dir, task_rows)
         rows.extend(task_rows)
-    if cfg.output_dir is not None and rows:
+    if cfg.output_dir is not None and rows and ddp.is_main():
         write_leaderboard(cfg.output_dir)
     return rows

@@ -110,15 +110,16 @@ class FeatureCache:
         stem = self.dir / f"part-{i:05d}"
         return stem.with_suffix(".npy"), Path(f"{stem}.labels.npy"), stem.with_suffix(".json")
 
-    def load_part(self, i: int, n_expected: int) -> tuple[np.ndarray, np.ndarray] | None:
-        feats_p, labels_p, meta_p = self.part_paths(i)
+    def part_complete(self, i: int, n_expected: int) -> bool:
+        """Whether shard `i` was written whole (row count, sizes and checksums all match)."""
+        meta_p = self.part_paths(i)[2]
         try:
             meta = json.loads(meta_p.read_text())
-            if meta["rows"] != n_expected or not (_valid(meta["features"], self.dir) and _valid(meta["labels"], self.dir)):
-                return None
-            return np.load(feats_p, allow_pickle=False), np.load(labels_p, allow_pickle=False)
+            return (meta["rows"] + meta.get("skipped", 0)) == n_expected and all(
+                _valid(meta[f], self.dir) for f in ("features", "labels")
+            )
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
-            return None
+            return False
 
     def save_part(self, i: int, feats: np.ndarray, labels: np.ndarray, skipped: int) -> None:
         feats_p, labels_p, meta_p = self.part_paths(i)
@@ -131,7 +132,8 @@ class FeatureCache:
 
     def finalize(self, n_parts: int, provenance: dict[str, Any]) -> Features:
         """Merge the shards into one float16 file, write meta.json last, and remove the shards."""
-        parts = [(np.load(self.part_paths(i)[0]), np.load(self.part_paths(i)[1])) for i in range(n_parts)]
+        parts = [(np.load(self.part_paths(i)[0], allow_pickle=False), np.load(self.part_paths(i)[1], allow_pickle=False))
+                 for i in range(n_parts)]
         feats = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 0), np.float16)
         labels = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0,), np.int64)
         skipped = sum(json.loads(self.part_paths(i)[2].read_text()).get("skipped", 0) for i in range(n_parts))
@@ -192,65 +194,97 @@ def extract(
     provenance: dict[str, Any] | None = None,
     desc: str = "images",
 ) -> Features:
-    """Encode `dataset[indices]` in shards; finished shards in `cache` are reused, so a killed run resumes."""
+    """Encode `dataset[indices]` in shards.
+
+    Finished shards found in `cache` are reused, so a killed run resumes where it stopped. Under
+    torchrun each rank encodes a disjoint set of shards; rank 0 merges them and every rank returns
+    the same features.
+    """
+    from . import distributed as ddp
+
+    shards = [indices[s : s + cfg.shard_size] for s in range(0, len(indices), cfg.shard_size)] or [indices]
+    todo = [i for i, shard in enumerate(shards) if cache is None or not cache.part_complete(i, len(shard))]
+    mine = [i for i in todo if i % ddp.world_size() == ddp.rank()]
+    t0 = time.perf_counter()
+    computed = _encode_shards(lm, dataset, shards, mine, cache, kind, cfg, desc)
+    prov = {**(provenance or {}), "extract_seconds": round(time.perf_counter() - t0, 3), "kind": kind,
+            "world_size": ddp.world_size()}
+    if cache is not None:
+        ddp.barrier()
+        if ddp.is_main():
+            feats = cache.finalize(len(shards), prov)
+        ddp.barrier()
+        if not ddp.is_main():
+            loaded = cache.load()
+            if loaded is None:
+                raise ClipBenchError(
+                    f"rank {ddp.rank()} cannot read the merged features in {cache.dir}; "
+                    "under torchrun every rank needs the same --cache-dir on a shared filesystem."
+                )
+            feats = loaded
+        return feats
+    for part in ddp.gather_objects(computed):
+        computed.update(part)
+    f = np.concatenate([computed[i][0] for i in range(len(shards))])
+    y = np.concatenate([computed[i][1] for i in range(len(shards))])
+    skipped = sum(computed[i][2] for i in range(len(shards)))
+    return Features(f, y, {"rows": len(y), "skipped_images": skipped, **prov})
+
+
+def _encode_shards(
+    lm: Any, dataset: Any, shards: list[np.ndarray], todo: list[int], cache: FeatureCache | None,
+    kind: str, cfg: ExtractConfig, desc: str,
+) -> dict[int, tuple[np.ndarray, np.ndarray, int]]:
+    """Run the shards in `todo` through the model; each finished shard is saved at once (if caching)."""
     from torch.utils.data import DataLoader
 
     from .loaders.base import Transformed
 
-    shards = [indices[s : s + cfg.shard_size] for s in range(0, len(indices), cfg.shard_size)] or [indices]
-    done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    if cache is not None:
-        for i, shard in enumerate(shards):
-            part = cache.load_part(i, len(shard))
-            if part is not None:
-                done[i] = part
-    todo = [i for i in range(len(shards)) if i not in done]
-    pending = np.concatenate([shards[i] for i in todo]) if todo else np.zeros(0, np.int64)
+    out: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
+    if not todo:
+        return out
+    model = lm.get() if hasattr(lm, "get") else lm
+    pending = np.concatenate([shards[i] for i in todo])
     loader = DataLoader(
-        _SafeTransformed(Transformed(dataset, lm.preprocess, pending), cfg.skip_bad_images),
+        _SafeTransformed(Transformed(dataset, model.preprocess, pending), cfg.skip_bad_images),
         batch_size=cfg.batch_size,
         num_workers=cfg.workers,
-        pin_memory=lm.device.type == "cuda",
+        pin_memory=model.device.type == "cuda",
         persistent_workers=False,
+        prefetch_factor=4 if cfg.workers > 0 else None,
         collate_fn=_collate,
     )
-    results: dict[int, tuple[np.ndarray, np.ndarray]] = dict(done)
-    t0 = time.perf_counter()
+    targets = np.asarray(dataset.targets)
     buf_f: list[np.ndarray] = []
     buf_i: list[np.ndarray] = []
-    skipped_in_shard = 0
-    shard_iter = iter(todo)
-    current = next(shard_iter, None)
-    need = len(shards[current]) if current is not None else 0
+    skipped = 0
+    queue = iter(todo)
+    current = next(queue)
+    need = len(shards[current])
     with progress_bar(total=len(pending), desc=desc, unit="img", quiet=cfg.quiet) as bar, torch.inference_mode():
         for images, idx, n_bad in _unwrap_worker_errors(loader):
-            skipped_in_shard += n_bad
+            skipped += n_bad
             if len(idx):
-                with lm.autocast():
-                    out = encode_images(lm, images.to(lm.device, non_blocking=True), kind)
-                buf_f.append(out.float().cpu().numpy())
+                with model.autocast():
+                    emb = encode_images(model, images.to(model.device, non_blocking=True), kind)
+                buf_f.append(emb.float().cpu().numpy())
                 buf_i.append(idx)
             bar.update(len(idx) + n_bad)
             need -= len(idx) + n_bad
             while current is not None and need <= 0:
                 got_f = np.concatenate(buf_f) if buf_f else np.zeros((0, 0), np.float32)
                 got_i = np.concatenate(buf_i) if buf_i else np.zeros(0, np.int64)
-                in_shard = np.isin(got_i, shards[current])
-                f, ix = got_f[in_shard], got_i[in_shard]
-                labels = np.asarray(dataset.targets)[ix]
+                here = np.isin(got_i, shards[current])
+                f, ix = got_f[here].astype(np.float16), got_i[here]
                 if cache is not None:
-                    cache.save_part(current, f, labels, skipped_in_shard)
-                results[current] = (f.astype(np.float16), labels)
-                buf_f, buf_i = ([got_f[~in_shard]], [got_i[~in_shard]]) if (~in_shard).any() else ([], [])
-                skipped_in_shard = 0
-                current = next(shard_iter, None)
+                    cache.save_part(current, f, targets[ix], skipped)
+                else:
+                    out[current] = (f, targets[ix], skipped)
+                buf_f, buf_i = ([got_f[~here]], [got_i[~here]]) if (~here).any() else ([], [])
+                skipped = 0
+                current = next(queue, None)
                 need += len(shards[current]) if current is not None else 0
-    prov = {**(provenance or {}), "extract_seconds": round(time.perf_counter() - t0, 3), "kind": kind}
-    if cache is not None:
-        return cache.finalize(len(shards), prov)
-    feats = np.concatenate([results[i][0] for i in range(len(shards))])
-    labels = np.concatenate([results[i][1] for i in range(len(shards))])
-    return Features(feats, labels, {"rows": len(labels), **prov})
+    return out
 
 
 def _unwrap_worker_errors(loader: Any) -> Any:
