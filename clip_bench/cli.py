@@ -21,8 +21,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
 
 
-def _add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", nargs="+", required=True, help="task names, collections (clip27, imagenet_shifts, all) or task .yaml files")
+def _add_eval_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
+    if with_task:
+        p.add_argument("--task", nargs="+", required=True, help="task names, collections (clip27, imagenet_shifts, all) or task .yaml files")
     p.add_argument("--data-root", type=Path, default=None, help="where datasets live (default: $CLIP_BENCH_DATA or ~/.cache/clip_bench/data)")
     p.add_argument("--source", default=None, help="which of a task's data sources to read (see `clip-bench tasks`)")
     p.add_argument("--download", action="store_true", help="download data that a source can fetch by itself")
@@ -171,7 +172,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+def _add_sweep(sub: Any) -> None:
+    sw = sub.add_parser("sweep", help="run models x tasks x protocols, skipping jobs already in the results")
+    sw.add_argument("--models", required=True, type=Path, help="YAML list or text file: one 'name [pretrained]' per line")
+    sw.add_argument("--tasks", nargs="+", required=True, help="tasks or collections (clip27, imagenet_shifts, all)")
+    sw.add_argument("--protocols", nargs="+", default=["zeroshot"], help="zeroshot and/or linprobe")
+    sw.add_argument("--device", default=None)
+    sw.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    _add_eval_args(sw, with_task=False)
+    sw.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import read_models_file, run_sweep
+
+    counts = run_sweep(read_models_file(args.models), args.tasks, args.protocols, _eval_config(args),
+                       device=args.device, precision=args.precision)
+    return 1 if counts["failed"] else 0
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_sweep]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,127 @@
+"""Sweeps: a grid of models x tasks x protocols that skips finished jobs, so it can be restarted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import distributed as ddp
+from .errors import ClipBenchError
+from .models import ModelHandle, resolve_model
+from .progress import progress_bar
+from .registry import Registry
+from .results import read_rows
+from .tasks import expand_tasks, get_task
+
+#: protocol name -> (function(model_handle, task_name, cfg) -> rows, the protocol name its rows carry)
+PROTOCOLS: Registry = Registry("protocol")
+PROTOCOLS.register("zeroshot", "clip_bench.evaluate:zeroshot")
+PROTOCOLS.register("linprobe", "clip_bench.linprobe:linprobe")
+ROW_PROTOCOL = {"zeroshot": "zeroshot", "linprobe": "linear_probe"}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    pretrained: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    model: ModelEntry
+    task: str
+    protocol: str
+
+    def label(self) -> str:
+        m = self.model.name + (f":{self.model.pretrained}" if self.model.pretrained else "")
+        return f"{m} / {self.task} / {self.protocol}"
+
+
+def read_models_file(path: str | Path) -> list[ModelEntry]:
+    """Models to sweep: YAML (a list of names or {name, pretrained} maps) or text lines ``name [pretrained]``."""
+    path = Path(path)
+    if not path.exists():
+        raise ClipBenchError(f"models file {path} does not exist.")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        items = yaml.safe_load(text) or []
+        out = []
+        for it in items:
+            if isinstance(it, str):
+                out.append(ModelEntry(it))
+            elif isinstance(it, dict) and "name" in it:
+                out.append(ModelEntry(str(it["name"]), it.get("pretrained")))
+            else:
+                raise ClipBenchError(f"{path}: each entry must be a model name or a mapping with 'name', got {it!r}.")
+        return out
+    entries = []
+    for line in text.splitlines():
+        parts = line.split("#", 1)[0].split()
+        if parts:
+            entries.append(ModelEntry(parts[0], parts[1] if len(parts) > 1 else None))
+    return entries
+
+
+def plan(models: list[ModelEntry], tasks: list[str], protocols: list[str]) -> list[Job]:
+    """Every (model, task, protocol) job, after checking every name."""
+    for p in protocols:
+        PROTOCOLS.get(p)
+    names = expand_tasks(tasks)
+    for n in names:
+        get_task(n)
+    return [Job(m, t, p) for m in models for t in names for p in protocols]
+
+
+def _finished(rows: list[dict[str, Any]]) -> set[tuple[str, str, int, str]]:
+    return {
+        (r.get("model_fingerprint"), r.get("task"), r.get("task_version"), r.get("protocol"))
+        for r in rows if r.get("is_main") and not r.get("subset")
+    }
+
+
+def is_done(job: Job, finished: set[tuple[str, str, int, str]]) -> bool:
+    """A job is done when a main-metric row exists for the same model weights, task version and protocol."""
+    fp = resolve_model(job.model.name, job.model.pretrained).fingerprint
+    task = get_task(job.task)
+    return (fp, task.name, task.version, ROW_PROTOCOL.get(job.protocol, job.protocol)) in finished
+
+
+def run_sweep(
+    models: list[ModelEntry], tasks: list[str], protocols: list[str], cfg: Any,
+    device: str | None = None, precision: str = "fp32", echo: Callable[[str], None] = print,
+) -> dict[str, int]:
+    """Run every unfinished job; a failing job is reported and the sweep goes on. Returns counts."""
+    ddp.init_from_env()
+    jobs = plan(models, tasks, protocols)
+    finished = _finished(read_rows(cfg.output_dir)) if cfg.output_dir is not None else set()
+    counts = {"done_before": 0, "ran": 0, "failed": 0}
+    quiet_job = replace(cfg, extract=replace(cfg.extract, quiet=True))
+    handles: dict[ModelEntry, ModelHandle] = {}
+    with progress_bar(total=len(jobs), desc="sweep", unit="job", quiet=cfg.quiet or not ddp.is_main()) as bar:
+        say = bar.write if ddp.is_main() else (lambda _msg: None)
+        for job in jobs:
+            if is_done(job, finished):
+                counts["done_before"] += 1
+                bar.update(1)
+                continue
+            handle = handles.setdefault(job.model, ModelHandle.of(
+                job.model.name, job.model.pretrained, device or ddp.local_device(), precision))
+            try:
+                rows = PROTOCOLS.get(job.protocol)(handle, [job.task], quiet_job)
+            except ClipBenchError as exc:
+                counts["failed"] += 1
+                say(f"FAILED  {job.label()}: {exc}")
+            else:
+                counts["ran"] += 1
+                main = next((r for r in rows if r.get("is_main") and not r.get("subset")), None)
+                value = f"{main['metric']} {main['value']:.2f} (n={main['n']})" if main else "no main metric"
+                say(f"done    {job.label()}: {value}")
+            bar.update(1)
+    if ddp.is_main():
+        echo(f"sweep: {counts['ran']} ran, {counts['done_before']} already in the results, {counts['failed']} failed "
+             f"({len(jobs)} jobs)")
+    return counts

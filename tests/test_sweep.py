@@ -1,0 +1,30 @@
+"""Sweeps run a grid, report failures without stopping, and skip finished jobs when restarted."""
+
+from __future__ import annotations
+
+from clip_bench.results import read_rows
+from clip_bench.sweep import ModelEntry, read_models_file, run_sweep
+
+
+def test_sweep_runs_skips_and_reports(tmp_path, eval_config):
+    models = tmp_path / "models.txt"
+    models.write_text("# name [pretrained]\ntiny-clip-digits\n")
+    missing = tmp_path / "needs_data.yaml"
+    missing.write_text("name: needs_data\nversion: 1\nprompts: digits\nmetric: accuracy\nsplits: [test]\n"
+                       "sources:\n  local: {loader: imagefolder, path: nowhere}\n")
+    entries = read_models_file(models)
+    assert entries == [ModelEntry("tiny-clip-digits")]
+    lines: list[str] = []
+    first = run_sweep(entries, ["digits", str(missing)], ["zeroshot"], eval_config, device="cpu", echo=lines.append)
+    assert first == {"done_before": 0, "ran": 1, "failed": 1}
+    assert lines[-1].startswith("sweep: 1 ran, 0 already in the results, 1 failed")
+    n_rows = len(read_rows(eval_config.output_dir))
+    second = run_sweep(entries, ["digits"], ["zeroshot"], eval_config, device="cpu", echo=lines.append)
+    assert second == {"done_before": 1, "ran": 0, "failed": 0}
+    assert len(read_rows(eval_config.output_dir)) == n_rows  # nothing recomputed or re-appended
+
+
+def test_models_yaml(tmp_path):
+    f = tmp_path / "m.yaml"
+    f.write_text("- ViT-B/32\n- {name: ViT-B-32, pretrained: laion2b_s34b_b79k}\n")
+    assert read_models_file(f) == [ModelEntry("ViT-B/32"), ModelEntry("ViT-B-32", "laion2b_s34b_b79k")]
