@@ -34,6 +34,7 @@ def _add_eval_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
     p.add_argument("--output-dir", type=Path, default=Path("results"), help="results.jsonl and leaderboard.csv go here")
     p.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of N samples (recorded in the rows)")
     p.add_argument("--shard-size", type=int, default=2048, help="images per feature-cache shard (the unit of resuming)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the image tower (GPU; the first batch compiles)")
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (counted in the rows) instead of stopping")
     p.add_argument("--format", choices=["table", "json"], default="table", help="json prints exactly this run's rows on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -90,7 +91,7 @@ def _eval_config(args: argparse.Namespace) -> Any:
         feature_kind=getattr(args, "features", "embed"),
         extract=ExtractConfig(
             batch_size=args.batch_size, workers=args.workers, quiet=args.quiet, skip_bad_images=args.skip_bad_images,
-            shard_size=args.shard_size,
+            shard_size=args.shard_size, compile=args.compile,
         ),
     )
 

@@ -36,6 +36,7 @@ class ExtractConfig:
     shard_size: int = 2048
     quiet: bool = False
     skip_bad_images: bool = False
+    compile: bool = False  # torch.compile the image tower (helps on recent GPUs; first batch is slow)
 
 
 @dataclass
@@ -155,11 +156,11 @@ class FeatureCache:
         return Features(np.load(self.dir / "features.npy", mmap_mode="r"), labels, meta)
 
 
-def encode_images(lm: Any, images: torch.Tensor, kind: str = "embed") -> torch.Tensor:
+def encode_images(lm: Any, images: torch.Tensor, kind: str = "embed", compile: bool = False) -> torch.Tensor:
     """Image features of one preprocessed batch: the embedding, or the ViT's pre-projection features."""
     model = lm.model
     if kind == "embed":
-        return model.encode_image(images)
+        return lm.image_encoder(compile)(images)
     visual = model.visual
     if kind == "pre-proj":
         proj = getattr(visual, "proj", None)
@@ -250,7 +251,7 @@ def _encode_shards(
         batch_size=cfg.batch_size,
         num_workers=cfg.workers,
         pin_memory=model.device.type == "cuda",
-        persistent_workers=False,
+        persistent_workers=cfg.workers > 0,
         prefetch_factor=4 if cfg.workers > 0 else None,
         collate_fn=_collate,
     )
@@ -265,8 +266,11 @@ def _encode_shards(
         for images, idx, n_bad in _unwrap_worker_errors(loader):
             skipped += n_bad
             if len(idx):
+                images = images.to(model.device, non_blocking=True)
+                if model.device.type == "cuda":
+                    images = images.contiguous(memory_format=torch.channels_last)
                 with model.autocast():
-                    emb = encode_images(model, images.to(model.device, non_blocking=True), kind)
+                    emb = encode_images(model, images, kind, cfg.compile)
                 buf_f.append(emb.float().cpu().numpy())
                 buf_i.append(idx)
             bar.update(len(idx) + n_bad)

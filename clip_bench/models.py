@@ -99,6 +99,16 @@ class LoadedModel:
     def get(self) -> LoadedModel:
         return self
 
+    def image_encoder(self, compile: bool = False) -> Any:
+        """``model.encode_image``, optionally through torch.compile (compiled once per model)."""
+        if not compile:
+            return self.model.encode_image
+        if not hasattr(self, "_compiled_image"):
+            if self.device.type == "cuda":
+                self.model.visual.to(memory_format=torch.channels_last)
+            self._compiled_image = torch.compile(self.model.encode_image)
+        return self._compiled_image
+
     def autocast(self) -> Any:
         """Context manager for inference at the requested precision (weights stay fp32; autocast casts)."""
         if self.precision == "fp32":
