@@ -88,7 +88,7 @@ def _eval_config(args: argparse.Namespace) -> Any:
         classnames=getattr(args, "classnames", None),
         limit=args.limit,
         download=args.download,
-        feature_kind=getattr(args, "features", "embed"),
+        feature_kind=getattr(args, "features", "embed") or "embed",
         extract=ExtractConfig(
             batch_size=args.batch_size, workers=args.workers, quiet=args.quiet, skip_bad_images=args.skip_bad_images,
             shard_size=args.shard_size, compile=args.compile,
@@ -105,19 +105,36 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, out: Any = None) -> None:
     if not rows:
         out.write("no results\n")
         return
-    header = ("model", "task", "protocol", "metric", "value", "n")
+    header = ("model", "task", "protocol", "metric", "value", "n", "notes")
     lines = [header]
     for r in rows:
         label = r["model"] + (f" ({r['pretrained']})" if r.get("pretrained") else "")
         task = r["task"] + (f" [{r['subset']} classes]" if r.get("subset") else "")
         metric = r["metric"] + (" *" if r.get("is_main") else "")
-        lines.append((label, task, r["protocol"], metric, f"{r['value']:.2f}", str(r["n"])))
+        lines.append((label, task, r["protocol"], metric, f"{r['value']:.2f}", str(r["n"]), _notes(r.get("extra") or {})))
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     for i, row in enumerate(lines):
-        out.write("  ".join(c.ljust(w) if j < 4 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))).rstrip() + "\n")
+        out.write("  ".join(c.ljust(w) if j not in (4, 5) else c.rjust(w)
+                            for j, (c, w) in enumerate(zip(row, widths))).rstrip() + "\n")
         if i == 0:
             out.write("  ".join("-" * w for w in widths) + "\n")
     out.write("* main metric of the task; values in percent\n")
+
+
+def _notes(extra: dict[str, Any]) -> str:
+    """Short per-row details for the table: probe C, seed, spread across seeds, skipped images."""
+    parts = []
+    if extra.get("aggregate"):
+        parts.append(f"mean of {extra.get('seeds')} seeds, std {extra.get('std', 0):.2f}")
+    elif "seed" in extra and "k" in extra:
+        parts.append(f"seed {extra['seed']}")
+    if extra.get("C") is not None:
+        parts.append(f"C={extra['C']:.3g}")
+    if extra.get("skipped_images"):
+        parts.append(f"{extra['skipped_images']} bad images skipped")
+    if extra.get("limit"):
+        parts.append(f"--limit {extra['limit']}")
+    return ", ".join(parts)
 
 
 def cmd_zeroshot(args: argparse.Namespace) -> int:
@@ -192,7 +209,65 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_sweep]
+def _add_probe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features", choices=["embed", "pre-proj"], default="embed",
+                   help="image embedding, or the ViT's representation before the projection (the paper's choice)")
+    p.add_argument("--normalize", action="store_true", help="L2-normalise features before the probe")
+    p.add_argument("--solver", choices=["torch", "sklearn"], default="torch",
+                   help="torch: fast full-batch L-BFGS (CPU/GPU); sklearn: LogisticRegression(lbfgs), the reference")
+    p.add_argument("--probe-device", default=None, help="device for the torch solver (default: the model's)")
+
+
+def _probe_config(args: argparse.Namespace) -> Any:
+    from .probe.protocol import ProbeConfig
+
+    return ProbeConfig(solver=args.solver, device=args.probe_device, **(
+        {"val_fraction": args.val_fraction} if getattr(args, "val_fraction", None) is not None else {}))
+
+
+def _add_linprobe(sub: Any) -> None:
+    lp = sub.add_parser("linprobe", help="the paper's L-BFGS logistic-regression probe on cached features")
+    _add_model_args(lp)
+    _add_eval_args(lp)
+    _add_probe_args(lp)
+    lp.add_argument("--seed", type=int, default=0, help="seed of the held-out validation split (tasks without val)")
+    lp.add_argument("--val-fraction", type=float, default=None, help="share of train held out as val when a task has no val split (default 0.2)")
+    lp.set_defaults(func=cmd_linprobe)
+    fs = sub.add_parser("fewshot", help="k-shot linear probes, with zero-shot alongside")
+    _add_model_args(fs)
+    _add_eval_args(fs)
+    _add_probe_args(fs)
+    fs.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    fs.add_argument("--seeds", type=int, default=3, help="number of random draws of the shots per k")
+    fs.add_argument("--allow-fewer", action="store_true", help="allow classes with fewer than k training examples")
+    fs.add_argument("--no-zeroshot", action="store_true", help="skip the zero-shot rows for comparison")
+    fs.set_defaults(func=cmd_fewshot)
+
+
+def cmd_linprobe(args: argparse.Namespace) -> int:
+    from . import distributed as ddp
+    from .linprobe import linprobe
+
+    rows = linprobe(args.model, args.task, _eval_config(args), pretrained=args.pretrained, device=args.device,
+                    precision=args.precision, probe=_probe_config(args), seed=args.seed, normalize=args.normalize)
+    if ddp.is_main():
+        print_rows(rows, args.format)
+    return 0
+
+
+def cmd_fewshot(args: argparse.Namespace) -> int:
+    from . import distributed as ddp
+    from .linprobe import fewshot
+
+    rows = fewshot(args.model, args.task, _eval_config(args), shots=tuple(args.shots), seeds=args.seeds,
+                   pretrained=args.pretrained, device=args.device, precision=args.precision, probe=_probe_config(args),
+                   allow_fewer=args.allow_fewer, normalize=args.normalize, with_zeroshot=not args.no_zeroshot)
+    if ddp.is_main():
+        print_rows(rows, args.format)
+    return 0
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_linprobe, _add_sweep]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +33,29 @@ import torch
 from clip_bench.errors import ClipBenchError
 
 SOLVERS = ("torch", "sklearn")
+_PARAM_NAMES = (
+    "C", "solver", "max_iter", "tol", "device", "multilabel", "dtype", "batch_rows", "history",
+    "warm_start", "center", "precondition", "n_threads",
+)
 _HALF_DTYPES = (np.float16,)
+
+
+@contextmanager
+def _limit_threads(n_threads: int | None):
+    """Temporarily cap torch and BLAS threads (a shared machine punishes oversubscribed spin-waiting
+    threads badly: with 2 busy cores a 2-thread torch op can be 5x slower than a 1-thread one)."""
+    if n_threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        with threadpool_limits(limits=n_threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -162,6 +185,31 @@ class _Problem:
         return total / self.n + 0.5 * self.l2 * sq, grad
 
 
+def _spectral_precond(prob: _Problem, min_rows: int = 4096):
+    """H0 ~ (Sigma + eps I)^-1 on W (Sigma: centred feature covariance from a row subsample, eps ~ the
+    penalty's share of the Hessian), identity on the intercept: an approximate inverse Hessian that
+    undoes feature anisotropy. It only steers L-BFGS; the objective is untouched."""
+    X = prob.X
+    rows = max(min_rows, 4 * prob.d)
+    step = max(1, -(-X.shape[0] // rows))
+    Xs = X[::step].to(prob.dtype) - prob.mu
+    cov = (Xs.T @ Xs).to(torch.float64) / Xs.shape[0]
+    lam, Q = torch.linalg.eigh(cov)
+    lam = lam.clamp_min(0)
+    eps = max(prob.l2 * prob.n_outputs, 1e-4 * float(lam.mean()))
+    scale = float(lam.mean()) + eps
+    D = (scale / (lam + eps)).to(prob.dtype)
+    Q = Q.to(prob.dtype)
+    k, d = prob.n_outputs, prob.d
+
+    def precond(v: torch.Tensor) -> torch.Tensor:
+        out = v.clone()
+        out[: k * d].view(k, d).copy_(((v[: k * d].view(k, d) @ Q) * D) @ Q.T)
+        return out
+
+    return precond
+
+
 def _feature_mean(X: torch.Tensor, dtype: torch.dtype, batch_rows: int) -> torch.Tensor:
     acc = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
     for i in range(0, X.shape[0], batch_rows):
@@ -241,13 +289,17 @@ class LbfgsResult:
 
 
 def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float, history: int = 10,
-          max_evals: int = 15000, grad_norm=None) -> LbfgsResult:
+          max_evals: int = 15000, grad_norm=None, precond=None) -> LbfgsResult:
     """Minimise ``fun(theta) -> (f, grad)`` with L-BFGS (two-loop recursion, strong-Wolfe search).
 
     Stops when ``max|grad| <= gtol`` (scipy's pgtol), when the relative decrease of f over one
     iteration is <= ``ftol`` (scipy's factr*eps), when the line search finds no decrease (f is flat at
     the working precision), or after ``max_iter`` iterations. ``grad_norm(g)`` (default max|g|) is
-    the quantity compared with gtol."""
+    the quantity compared with gtol. ``precond(v)`` applies a fixed SPD initial inverse-Hessian H0
+    (default identity); L-BFGS rescales it by s'y / y'H0y each iteration."""
+    if precond is None:
+        def precond(v):
+            return v
     if grad_norm is None:
         def grad_norm(g):
             return float(g.abs().max())
@@ -268,8 +320,9 @@ def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float,
             a = r * float(s @ q)
             alphas.append(a)
             q.add_(y, alpha=-a)
+        q = precond(q)
         if S:
-            q.mul_(float(S[-1] @ Y[-1]) / float(Y[-1] @ Y[-1]))
+            q.mul_(float(S[-1] @ Y[-1]) / float(Y[-1] @ precond(Y[-1])))
         for s, y, r, a in zip(S, Y, rho, reversed(alphas), strict=True):
             beta = r * float(y @ q)
             q.add_(s, alpha=a - beta)
@@ -277,9 +330,9 @@ def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float,
         gtd = float(g @ d)
         if gtd >= 0:  # not a descent direction (numerical trouble): restart from steepest descent
             S.clear(), Y.clear(), rho.clear()
-            d = g.neg()
+            d = precond(g.neg())
             gtd = float(g @ d)
-        t = 1.0 if S else min(1.0, 1.0 / float(g.norm()))
+        t = 1.0 if S else min(1.0, 1.0 / float(d.norm()))
         t, f_new, g_new, ev = _strong_wolfe(fun, theta, t, d, f, g, gtd)
         n_evals += ev
         n_iter += 1
@@ -290,7 +343,7 @@ def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float,
         sy = float(s @ y)
         theta.add_(s)
         f_old, f, g = f, f_new, g_new
-        if sy > 1e-10 * float(s @ s) and sy > 0:
+        if sy > float(torch.finfo(y.dtype).eps) * float(y @ y):  # curvature pair is informative
             if len(S) == history:
                 S.pop(0), Y.pop(0), rho.pop(0)
             S.append(s)
@@ -347,6 +400,9 @@ class LogisticRegressionProbe:
         on CPU, which keeps a chunk in cache; 2**26 / max(d, K) on CUDA).
     history: L-BFGS memory (scipy's default ``maxcor=10``).
     warm_start: like sklearn, start from the previous ``coef_``/``intercept_`` on refit.
+    center: optimise in mean-centred coordinates (exact re-parametrisation, see ``_Problem``); torch only.
+    precondition: use the feature covariance as L-BFGS's initial inverse Hessian; torch only.
+    n_threads: cap torch/BLAS threads during ``fit`` (None: leave the process setting alone).
 
     Memory (torch solver): features are copied to the device once, at their own width if they are
     float16 (else at ``dtype``): N*d*2 bytes for half input, N*d*4 for float32. Add ~3 chunks of
@@ -372,6 +428,8 @@ class LogisticRegressionProbe:
         history: int = 10,
         warm_start: bool = False,
         center: bool = True,
+        precondition: bool = False,
+        n_threads: int | None = None,
     ) -> None:
         self.C = C
         self.solver = solver
@@ -384,6 +442,23 @@ class LogisticRegressionProbe:
         self.history = history
         self.warm_start = warm_start
         self.center = center
+        self.precondition = precondition
+        self.n_threads = n_threads
+
+    def get_params(self, deep: bool = True) -> dict:
+        """Constructor parameters (sklearn convention), e.g. to clone the probe at another C."""
+        return {name: getattr(self, name) for name in _PARAM_NAMES}
+
+    def set_params(self, **params) -> LogisticRegressionProbe:
+        for name, value in params.items():
+            if name not in _PARAM_NAMES:
+                raise ClipBenchError(f"LogisticRegressionProbe has no parameter {name!r}")
+            setattr(self, name, value)
+        return self
+
+    def clone(self, **params) -> LogisticRegressionProbe:
+        """An unfitted copy with the same parameters, some overridden (``probe.clone(C=10.0)``)."""
+        return type(self)(**{**self.get_params(), **params})
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -408,7 +483,7 @@ class LogisticRegressionProbe:
             if y.ndim != 2:
                 raise ClipBenchError("multilabel=True needs a multi-hot label matrix of shape (N, K)")
             self.classes_ = np.arange(y.shape[1])
-            constant = np.flatnonzero((y.min(0) == y.max(0)))
+            constant = np.flatnonzero(y.min(0) == y.max(0))
             if constant.size:
                 raise ClipBenchError(
                     f"multilabel column(s) {constant.tolist()[:10]} have a single value in the training set; "
@@ -423,10 +498,11 @@ class LogisticRegressionProbe:
         if coef_init is None and self.warm_start and hasattr(self, "coef_"):
             coef_init, intercept_init = self.coef_, self.intercept_
         t0 = time.perf_counter()
-        if self.solver == "sklearn":
-            self._fit_sklearn(X, y, coef_init, intercept_init)
-        else:
-            self._fit_torch(X, y, coef_init, intercept_init)
+        with _limit_threads(self.n_threads):
+            if self.solver == "sklearn":
+                self._fit_sklearn(X, y, coef_init, intercept_init)
+            else:
+                self._fit_torch(X, y, coef_init, intercept_init)
         self.fit_time_ = time.perf_counter() - t0
         return self
 
@@ -462,6 +538,7 @@ class LogisticRegressionProbe:
         res = lbfgs(
             prob.loss_grad, prob.to_theta(W0, b0), max_iter=self.max_iter, gtol=self.tol, ftol=ftol,
             history=self.history, grad_norm=prob.raw_grad_maxabs,
+            precond=_spectral_precond(prob) if self.precondition else None,
         )
         W, b = prob.from_theta(res.theta)
         self.coef_ = W.cpu().numpy().copy()

@@ -1,0 +1,88 @@
+"""k-shot sampling and the rule for choosing C from the shots alone.
+
+Sampling: for each class (in label order) the shots are the first k of a permutation of that class's
+examples drawn from ``np.random.default_rng([seed, class])``. A class's draw therefore does not depend
+on the other classes, and for one seed the k-shot set is a prefix of the 2k-shot set (nested shots, so
+curves over k compare like with like).
+
+Choosing C without peeking at val or test (the paper does not say how its few-shot probes were
+regularised, so this is clip-bench's documented rule):
+
+* k >= 2: cross-validation inside the shots. Shot j of every class (in drawn order) goes to fold
+  ``j % n_folds`` with ``n_folds = min(k, max_folds)`` (default 4; k = 2 is leave-one-shot-out).
+  Every fold keeps >= 1 training shot per class. C is chosen by the paper's grid + binary search
+  (``sweep.py``) on the mean fold score, then the probe is refit on all shots at that C. C is carried
+  over from the (k - k/n_folds)-shot folds unchanged, as ``LogisticRegressionCV`` does.
+* k = 1: no shot can be held out without losing its class, so C is fixed:
+  ``C = 1 / mean_i ||x_i - mean(x)||^2`` over the shots (or ``one_shot_C`` if given). In the
+  sum-of-losses scaling this makes the regularised logits of order 1 whatever the feature scale,
+  i.e. a strongly regularised probe close to a class-prototype classifier, the sensible 1-shot prior.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clip_bench.errors import ClipBenchError
+
+
+def sample_k_shot(
+    labels: np.ndarray, k: int, seed: int, allow_fewer: bool = False, n_classes: int | None = None
+) -> np.ndarray:
+    """Indices of k examples per class (grouped by class, shots in drawn order), reproducible per seed.
+
+    ``n_classes`` (optional) declares the label space 0..n_classes-1 so that a class with no example at
+    all is caught too. A class with fewer than k examples raises :class:`ClipBenchError` naming it,
+    unless ``allow_fewer`` (then it contributes all it has)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ClipBenchError(f"k-shot sampling needs one label per example, got labels of shape {labels.shape}")
+    if k < 1:
+        raise ClipBenchError(f"k must be >= 1, got {k}")
+    order = np.argsort(labels, kind="stable")
+    classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    if n_classes is not None:
+        missing = np.setdiff1d(np.arange(n_classes), classes)
+        if missing.size and not allow_fewer:
+            raise ClipBenchError(
+                f"class index {int(missing[0])} has 0 examples, fewer than k={k} "
+                f"({missing.size} class(es) empty); pass allow_fewer=True to keep going"
+            )
+    short = counts < k
+    if short.any() and not allow_fewer:
+        c = classes[short][0]
+        raise ClipBenchError(
+            f"class index {c} has {int(counts[short][0])} examples, fewer than k={k} "
+            f"({int(short.sum())} class(es) short); pass allow_fewer=True to use what there is"
+        )
+    picked = []
+    for c, start, count in zip(classes, starts, counts, strict=True):
+        members = order[start : start + count]
+        rng = np.random.default_rng([int(seed), int(c)])
+        picked.append(members[rng.permutation(count)[:k]])
+    return np.concatenate(picked).astype(np.int64) if picked else np.zeros(0, dtype=np.int64)
+
+
+def shot_folds(shot_labels: np.ndarray, k: int, max_folds: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, val) position arrays into the shot set for the within-shots CV (see module docstring).
+
+    ``shot_labels`` are the labels of :func:`sample_k_shot`'s output, in its order."""
+    shot_labels = np.asarray(shot_labels)
+    if k < 2:
+        raise ClipBenchError("cross-validation inside the shots needs k >= 2")
+    n_folds = min(k, max_folds)
+    rank = np.zeros(len(shot_labels), dtype=np.int64)  # position of each shot within its class
+    for c in np.unique(shot_labels):
+        where = np.flatnonzero(shot_labels == c)
+        rank[where] = np.arange(where.size)
+    fold = rank % n_folds
+    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(n_folds)]
+
+
+def one_shot_C(shots_X: np.ndarray) -> float:
+    """The fixed k=1 rule: C = 1 / mean squared distance of a shot to the shots' mean."""
+    X = np.asarray(shots_X, dtype=np.float64)
+    spread = float(np.mean(np.sum((X - X.mean(axis=0)) ** 2, axis=1)))
+    if not spread > 0:
+        raise ClipBenchError("all 1-shot features are identical; cannot set a scale-aware C")
+    return 1.0 / spread
