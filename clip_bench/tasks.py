@@ -31,6 +31,11 @@ class SourceSpec:
     label_map: tuple[int, ...] | None = None
     download: str | None = None  # how to get the data, shown when it is missing
     splits: dict[str, str] = field(default_factory=dict)  # task split -> the source's own split name
+    #: Samples each complete split holds; a loaded split of another size is an error (never a silent subset).
+    expected: dict[str, int] = field(default_factory=dict)
+    #: Per split, files (relative to the source's root) whose presence means the split is there; checked
+    #: by ``clip-bench tasks`` without opening the dataset.
+    files: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def source_split(self, split: str) -> str:
         return self.splits.get(split, split)
@@ -87,6 +92,8 @@ def _parse_source(task: str, name: str, raw: dict[str, Any]) -> SourceSpec:
         label_map=tuple(int(i) for i in lm) if lm is not None else None,
         download=raw.get("download"),
         splits=dict(raw.get("splits") or {}),
+        expected={str(k): int(v) for k, v in (raw.get("expected") or {}).items()},
+        files={str(k): tuple([v] if isinstance(v, str) else v) for k, v in (raw.get("files") or {}).items()},
     )
 
 

@@ -69,7 +69,7 @@ def load_torchvision(
         call["download"] = ctx.download
     try:
         ds = cls(root=str(ctx.root), **call)
-    except (RuntimeError, FileNotFoundError, OSError) as exc:
+    except (RuntimeError, OSError, ValueError, ImportError) as exc:  # ValueError: e.g. StanfordCars download
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ctx.missing(f"torchvision's {dataset} could not load it ({detail})", ctx.root) from None
     return TorchvisionImages(ds, dataset_targets(ds))

@@ -10,7 +10,10 @@ reached: at most 7 + 4 * 2 = 15 fits. Ties keep the smaller C (stronger regulari
 Each C is scored on a validation set by a caller-given ``metric(scores, targets) -> float`` (higher is
 better; ``scores`` is the probe's ``predict_proba`` output). With the torch solver every fit is warm-
 started from the nearest C already fitted (grid distance; ties go to the smaller C), which is what
-makes the whole sweep cheap: the coarse pass walks up the regularisation path.
+makes the whole sweep cheap: the coarse pass walks up the regularisation path. A side effect of
+sklearn's (loose, mean-scaled) ``tol``: above some C the neighbour's solution already passes the
+gradient test, so those fits take 0 iterations and score the same; the tie rule then picks the
+smallest such C. A cold-started sklearn sweep instead scores early-stopped fits there.
 """
 
 from __future__ import annotations

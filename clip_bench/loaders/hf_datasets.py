@@ -1,0 +1,175 @@
+"""Hugging Face ``datasets`` data on disk: a ``save_to_disk`` folder, or parquet files (the hub's layout).
+
+Looked up for split ``s`` under ``<data_root>/<source path>/``, in this order:
+
+- ``s/`` written by ``Dataset.save_to_disk`` (or one split of a ``DatasetDict.save_to_disk``);
+- parquet files ``s/*.parquet``, ``data/s-*.parquet`` (hub repos), ``*/s/*.parquet`` (the hub's
+  parquet conversion), ``s-*.parquet`` or ``s.parquet``.
+
+Arrow folders are memory-mapped by ``datasets``; parquet files are read directly with pyarrow, one
+row group at a time, so no converted copy is written anywhere. Labels are integer class indices in
+the source's order, or strings matched to the task's class names.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .base import LabeledImages, LoadContext
+from .hub import hub_snapshot
+
+
+def _to_pil(value: Any, base: Path | None = None) -> Image.Image:
+    """An image cell (PIL image, ``{"bytes", "path"}`` struct, or raw bytes) as an RGB PIL image."""
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            value = value["bytes"]
+        elif value.get("path"):
+            path = Path(value["path"])
+            with Image.open(path if path.is_absolute() or base is None else base / path) as im:
+                return im.convert("RGB")
+    if isinstance(value, bytes | bytearray | memoryview):
+        with Image.open(io.BytesIO(bytes(value))) as im:
+            return im.convert("RGB")
+    raise TypeError(f"cannot read an image from a {type(value).__name__} cell")
+
+
+class ArrowImages(LabeledImages):
+    """A ``datasets.Dataset`` loaded from disk (memory-mapped); images decode one row at a time."""
+
+    def __init__(self, dataset: Any, image_column: str, targets: np.ndarray, where: str) -> None:
+        self.dataset = dataset.select_columns([image_column])
+        self.image_column = image_column
+        self.targets = targets
+        self.where = where
+
+    def load_image(self, index: int) -> Image.Image:
+        return _to_pil(self.dataset[int(index)][self.image_column])
+
+    def describe(self, index: int) -> str:
+        return f"{self.where}[{index}]"
+
+
+class ParquetImages(LabeledImages):
+    """Rows of parquet files; the image column of one row group is read (and kept) at a time."""
+
+    def __init__(self, files: list[Path], row_counts: list[list[int]], image_column: str, targets: np.ndarray) -> None:
+        self.files = [str(f) for f in files]
+        self.image_column = image_column
+        self.targets = targets
+        starts, locs = [], []
+        pos = 0
+        for fi, groups in enumerate(row_counts):
+            for gi, n in enumerate(groups):
+                starts.append(pos)
+                locs.append((fi, gi))
+                pos += n
+        self._starts = np.asarray(starts, dtype=np.int64)
+        self._locs = locs
+        self._cached: tuple[tuple[int, int, int], list[Any]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers start with an empty row-group cache
+        state = dict(self.__dict__)
+        state["_cached"] = None
+        return state
+
+    def _locate(self, index: int) -> tuple[tuple[int, int], int]:
+        g = int(np.searchsorted(self._starts, index, side="right") - 1)
+        return self._locs[g], index - int(self._starts[g])
+
+    def load_image(self, index: int) -> Image.Image:
+        import pyarrow.parquet as pq
+
+        (fi, gi), row = self._locate(int(index))
+        key = (os.getpid(), fi, gi)
+        if self._cached is None or self._cached[0] != key:
+            table = pq.ParquetFile(self.files[fi]).read_row_group(gi, columns=[self.image_column])
+            self._cached = (key, table.column(self.image_column).to_pylist())
+        return _to_pil(self._cached[1][row], Path(self.files[fi]).parent)
+
+    def describe(self, index: int) -> str:
+        (fi, gi), row = self._locate(int(index))
+        return f"{self.files[fi]} (row group {gi}, row {row})"
+
+
+def _hub_patterns(split: str) -> list[str]:
+    """Where a split's parquet files may sit (first match wins), as globs relative to the source folder."""
+    return [f"{split}/*.parquet", f"data/{split}-*.parquet", f"*/{split}/*.parquet", f"{split}-*.parquet",
+            f"{split}.parquet"]
+
+
+def find_parquet(root: Path, split: str) -> list[Path]:
+    """The parquet files of `split` under `root`, in name order (first layout that matches wins)."""
+    for pattern in _hub_patterns(split):
+        files = sorted(root.glob(pattern))
+        if files:
+            return files
+    return []
+
+
+def _targets(ctx: LoadContext, values: list[Any], label_column: str) -> np.ndarray:
+    """Integer labels; string labels are matched to the task's class names."""
+    if values and isinstance(values[0], str):
+        names = {n: i for i, n in enumerate(ctx.task.prompt_set().display_names())}
+        unknown = sorted({v for v in values if v not in names})
+        if unknown:
+            raise ctx.missing(f"labels in column {label_column!r} are not class names of the task: {unknown[:5]}")
+        return np.asarray([names[v] for v in values], dtype=np.int64)
+    try:
+        return np.asarray(values, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise ctx.missing(f"column {label_column!r} does not hold integer class indices or class names") from None
+
+
+def load_hf_datasets(
+    ctx: LoadContext,
+    image_column: str = "image",
+    label_column: str = "label",
+    repo: str | None = None,
+    revision: str | None = None,
+) -> LabeledImages:
+    """The ``hf_datasets`` loader: a split saved with ``save_to_disk``, or as parquet files.
+
+    With --download and a `repo`, a split with no files is fetched as the dataset repo's parquet files.
+    """
+    if ctx.root is None:
+        raise ctx.missing("the source names no path")
+    split_dir = ctx.root / ctx.source_split
+    if ctx.download and repo and not (split_dir / "state.json").exists() and not find_parquet(ctx.root, ctx.source_split):
+        hub_snapshot(ctx, ctx.root, repo, _hub_patterns(ctx.source_split), revision)
+    if (split_dir / "state.json").exists():
+        import datasets
+
+        ds = datasets.load_from_disk(str(split_dir))
+        for col in (image_column, label_column):
+            if col not in ds.column_names:
+                raise ctx.missing(f"the dataset has no column {col!r} (it has {', '.join(ds.column_names)})", split_dir)
+        column = ds.select_columns([label_column]).with_format("arrow")[:][label_column]  # no image decoding
+        targets = _targets(ctx, column.to_pylist(), label_column)
+        return ArrowImages(ds, image_column, targets, str(split_dir))
+    files = find_parquet(ctx.root, ctx.source_split)
+    if not files:
+        raise ctx.missing(
+            f"no save_to_disk folder ({ctx.source_split}/state.json) and no parquet files for split "
+            f"{ctx.source_split!r}", ctx.root,
+        )
+    import pyarrow.parquet as pq
+
+    row_counts, labels = [], []
+    for f in files:
+        pf = pq.ParquetFile(f)
+        names = pf.schema_arrow.names
+        for col in (image_column, label_column):
+            if col not in names:
+                raise ctx.missing(f"{f.name} has no column {col!r} (it has {', '.join(names)})", f)
+        row_counts.append([pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
+        labels.extend(pf.read(columns=[label_column]).column(label_column).to_pylist())
+    return ParquetImages(files, row_counts, image_column, _targets(ctx, labels, label_column))

@@ -1,0 +1,192 @@
+"""clip-benchmark's WebDataset layout (the ``clip-benchmark/wds_<name>`` dataset repos), read lazily.
+
+Layout under ``<data_root>/<source path>/`` (as CLIP_benchmark's ``webdataset_builder`` writes it)::
+
+    classnames.txt                          one class name a line, in label order
+    zeroshot_classification_templates.txt   optional; ignored (the task's own prompts are used)
+    dataset_type.txt                        optional: ``classification`` (default) or ``multilabel``
+    <split>/nshards.txt                     optional: the number of shards
+    <split>/0.tar, 1.tar, ...               samples ``<key>.cls`` (label index as text; ``<key>.npy``, a
+                                            multi-hot vector, for multilabel) + ``<key>.webp|png|jpg|jpeg``
+
+Each shard is indexed once (tar headers and the tiny label members only); images are read on demand
+from their byte offsets, so nothing but the index is held in memory. With ``--download`` a missing
+split is fetched from the Hugging Face hub (source arg ``repo``) into the same layout.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..class_groups import num_task_classes
+from .base import LabeledImages, LoadContext
+from .hub import hub_snapshot
+
+IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
+META_FILES = ("classnames.txt", "zeroshot_classification_templates.txt", "dataset_type.txt")
+
+
+class TarImages(LabeledImages):
+    """Images stored as members of uncompressed tar shards, addressed by (shard, byte offset, size)."""
+
+    def __init__(self, shards: list[Path], shard: np.ndarray, offset: np.ndarray, size: np.ndarray,
+                 targets: np.ndarray) -> None:
+        self.shards = [str(p) for p in shards]
+        self.shard, self.offset, self.size = shard, offset, size
+        self.targets = targets
+
+    def read_bytes(self, index: int) -> bytes:
+        """The raw (encoded) image bytes of sample `index`."""
+        with open(self.shards[self.shard[index]], "rb") as f:
+            f.seek(int(self.offset[index]))
+            return f.read(int(self.size[index]))
+
+    def load_image(self, index: int) -> Image.Image:
+        with Image.open(io.BytesIO(self.read_bytes(index))) as im:
+            return im.convert("RGB")
+
+    def describe(self, index: int) -> str:
+        path = self.shards[self.shard[index]]
+        try:  # the member's own ustar header sits just before its data
+            with open(path, "rb") as f:
+                f.seek(int(self.offset[index]) - tarfile.BLOCKSIZE)
+                name = tarfile.TarInfo.frombuf(f.read(tarfile.BLOCKSIZE), "utf-8", "surrogateescape").name
+        except (OSError, tarfile.TarError):
+            name = f"byte {int(self.offset[index])}"
+        return f"{path}:{name}"
+
+
+def _split_name(member: str) -> tuple[str, str]:
+    """WebDataset's (key, extension): the key runs to the first dot of the file's base name."""
+    folder, _, base = member.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
+def index_shard(path: Path) -> tuple[list[tuple[int, int]], list[bytes], list[str]]:
+    """One shard's samples in tar order: image (offset, size), raw label bytes, and incomplete keys."""
+    images: dict[str, tuple[int, int, int]] = {}  # key -> (rank of extension, offset, size)
+    labels: dict[str, bytes] = {}
+    order: list[str] = []
+    with tarfile.open(path, "r:") as tf:
+        for m in tf:
+            if not m.isfile():
+                continue
+            key, ext = _split_name(m.name)
+            if key not in images and key not in labels:
+                order.append(key)
+            if ext in IMAGE_EXTENSIONS:
+                rank = IMAGE_EXTENSIONS.index(ext)
+                if key not in images or rank < images[key][0]:
+                    images[key] = (rank, m.offset_data, m.size)
+            elif ext in ("cls", "npy"):
+                fh = tf.extractfile(m)
+                labels[key] = fh.read() if fh is not None else b""
+    done = [k for k in order if k in images and k in labels]
+    incomplete = [k for k in order if k not in images or k not in labels]
+    return [images[k][1:] for k in done], [labels[k] for k in done], incomplete
+
+
+def _parse_label(raw: bytes, multilabel: bool) -> np.ndarray | int:
+    if multilabel:
+        return np.load(io.BytesIO(raw), allow_pickle=False).astype(np.float32).reshape(-1)
+    return int(raw.decode("utf-8").strip())
+
+
+def list_shards(split_dir: Path) -> tuple[list[Path], int | None]:
+    """The split's shards in numeric order, and the count ``nshards.txt`` promises (if present)."""
+    expected = None
+    nshards = split_dir / "nshards.txt"
+    if nshards.exists():
+        expected = int(nshards.read_text().strip())
+    found = sorted(split_dir.glob("*.tar"), key=lambda p: (int(p.stem) if p.stem.isdigit() else 1 << 62, p.name))
+    if expected is not None:
+        wanted = {f"{i}.tar" for i in range(expected)}
+        found = [p for p in found if p.name in wanted]
+    return found, expected
+
+
+def download_wds(ctx: LoadContext, root: Path, repo: str, revision: str | None = None) -> None:
+    """Fetch one split (plus class names and metadata) of a clip-benchmark WebDataset repo into `root`."""
+    hub_snapshot(ctx, root, repo, [f"{ctx.source_split}/*", *META_FILES], revision)
+
+
+def _read_lines(path: Path) -> list[str]:
+    return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def load_wds(ctx: LoadContext, repo: str | None = None, revision: str | None = None) -> TarImages:
+    """The ``wds`` loader: a local copy of a clip-benchmark WebDataset (fetched from `repo` with --download).
+
+    `revision` pins the hub commit a download takes; data already on disk is used as it is.
+    """
+    if ctx.root is None:
+        raise ctx.missing("the source names no path")
+    split_dir = ctx.root / ctx.source_split
+    shards, expected = list_shards(split_dir) if split_dir.is_dir() else ([], None)
+    complete = bool(shards) and (expected is None or len(shards) == expected)
+    if not complete or not (ctx.root / "classnames.txt").exists():
+        if ctx.download and repo:
+            download_wds(ctx, ctx.root, repo, revision)
+            shards, expected = list_shards(split_dir) if split_dir.is_dir() else ([], None)
+        if not shards:
+            show = repo and not ctx.download and not ctx.source.download  # the download text says it already
+            hint = f" (pass --download to fetch {repo} from the Hugging Face hub)" if show else ""
+            raise ctx.missing(f"no WebDataset shards <n>.tar for split {ctx.source_split!r}{hint}", split_dir)
+        if expected is not None and len(shards) != expected:
+            raise ctx.missing(f"only {len(shards)} of the {expected} shards listed in nshards.txt are present", split_dir)
+    dataset_type = "classification"
+    if (ctx.root / "dataset_type.txt").exists():
+        dataset_type = (ctx.root / "dataset_type.txt").read_text().strip().lower() or dataset_type
+    if dataset_type not in ("classification", "multilabel"):
+        raise ctx.missing(f"dataset_type.txt says {dataset_type!r}; only classification data can be scored here")
+    _check_classnames(ctx)
+    shard_ids: list[int] = []
+    offsets: list[int] = []
+    sizes: list[int] = []
+    targets: list[np.ndarray | int] = []
+    for i, path in enumerate(shards):
+        try:
+            members, raw_labels, incomplete = index_shard(path)
+        except (tarfile.TarError, OSError) as exc:
+            raise ctx.missing(f"shard {path.name} is not a readable tar file ({exc})", path) from None
+        if incomplete:
+            raise ctx.missing(
+                f"{len(incomplete)} samples in {path.name} lack an image or a .cls/.npy label "
+                f"(first: {incomplete[0]!r}); is this a classification WebDataset?", path,
+            )
+        try:
+            targets.extend(_parse_label(r, dataset_type == "multilabel") for r in raw_labels)
+        except ValueError as exc:
+            raise ctx.missing(f"a label in {path.name} cannot be read ({exc})", path) from None
+        shard_ids.extend([i] * len(members))
+        offsets.extend(m[0] for m in members)
+        sizes.extend(m[1] for m in members)
+    if not targets:
+        raise ctx.missing("the shards hold no samples", split_dir)
+    target_array = np.stack(targets) if dataset_type == "multilabel" else np.asarray(targets, dtype=np.int64)
+    return TarImages(
+        shards, np.asarray(shard_ids, dtype=np.int32), np.asarray(offsets, dtype=np.int64),
+        np.asarray(sizes, dtype=np.int64), target_array,
+    )
+
+
+def _check_classnames(ctx: LoadContext) -> None:
+    """classnames.txt must list as many classes as the task (or its label_map) expects."""
+    path = ctx.root / "classnames.txt" if ctx.root is not None else None
+    if path is None or not path.exists():
+        return
+    n_wds = len(_read_lines(path))
+    label_map = ctx.source.label_map
+    n_expected = len(label_map) if label_map is not None else num_task_classes(ctx.task)
+    if n_wds != n_expected:
+        what = "the source's label_map maps" if label_map is not None else "the task has"
+        raise ctx.missing(
+            f"classnames.txt lists {n_wds} classes but {what} {n_expected}; this is another dataset, "
+            "or its label order needs a label_map", path,
+        )

@@ -1,0 +1,116 @@
+"""Writers for tiny fixtures in real on-disk formats: WebDataset shards, videos, digit images."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clip_bench.loaders.digits import digits_arrays
+
+
+def digits_rgb(split: str = "test", size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """The digits split as (N, size, size, 3) uint8 RGB images and their labels."""
+    images, labels = digits_arrays(split, size)
+    return np.repeat(images[..., None], 3, axis=3), labels
+
+
+def encode(image: np.ndarray, ext: str) -> bytes:
+    """An image file's bytes (webp is lossless, as CLIP_benchmark writes it)."""
+    buf = io.BytesIO()
+    fmt = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}[ext]
+    Image.fromarray(image).save(buf, format=fmt, **({"lossless": True} if ext == "webp" else {"quality": 95}))
+    return buf.getvalue()
+
+
+def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tf.addfile(info, io.BytesIO(data))
+
+
+def write_wds(
+    root: Path,
+    split: str,
+    images: np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    classnames: Sequence[str] | None,
+    shard_size: int = 1000,
+    ext: str = "webp",
+    templates: Sequence[str] = ('a photo of the number: "{c}".',),
+    multilabel: bool = False,
+) -> list[Path]:
+    """A clip-benchmark style WebDataset: <root>/<split>/{0..}.tar + nshards.txt, classnames.txt, templates."""
+    (root / split).mkdir(parents=True, exist_ok=True)
+    shards = []
+    for s, start in enumerate(range(0, len(images), shard_size)):
+        path = root / split / f"{s}.tar"
+        with tarfile.open(path, "w") as tf:
+            for i in range(start, min(start + shard_size, len(images))):
+                key = f"s{i:07d}"
+                if multilabel:
+                    buf = io.BytesIO()
+                    np.save(buf, np.asarray(labels[i]))
+                    _add(tf, f"{key}.npy", buf.getvalue())
+                else:
+                    _add(tf, f"{key}.cls", str(int(labels[i])).encode())
+                _add(tf, f"{key}.{ext}", encode(images[i], ext))
+        shards.append(path)
+    (root / split / "nshards.txt").write_text(f"{len(shards)}\n")
+    if classnames is not None:
+        (root / "classnames.txt").write_text("\n".join(classnames) + "\n")
+    (root / "zeroshot_classification_templates.txt").write_text("\n".join(templates) + "\n")
+    if multilabel:
+        (root / "dataset_type.txt").write_text("multilabel\n")
+    return shards
+
+
+def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 5) -> Path:
+    """A real video file (mpeg4 in .avi, H.264 otherwise) of RGB frames with even sides, via PyAV."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    codec = "mpeg4" if path.suffix == ".avi" else "libx264"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "12"}
+        else:
+            stream.bit_rate = 4_000_000
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_json(path: Path, data: object) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def fixture_task(name: str, folder: Path) -> str:
+    """The shipped task `name` copied to `folder` without its full-size sample counts (``expected``).
+
+    Fixtures are tiny, and a loaded split whose size differs from ``expected`` is an error; everything
+    else (sources, paths, class lists, subsets, class groups, metric) stays the shipped task's.
+    """
+    import yaml
+
+    from clip_bench.tasks import get_task
+
+    raw = yaml.safe_load(Path(get_task(name).file).read_text(encoding="utf-8"))
+    for source in raw["sources"].values():
+        source.pop("expected", None)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return str(path)

@@ -1,0 +1,102 @@
+"""k-shot sampling, the within-shots C rule and the few-shot protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.preprocessing import StandardScaler
+
+from clip_bench.errors import ClipBenchError
+from clip_bench.probe import ProbeConfig, one_shot_C, run_fewshot, sample_k_shot, shot_folds
+
+
+def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
+    return 100.0 * float(np.mean(scores.argmax(axis=1) == targets))
+
+
+@pytest.fixture(scope="module")
+def labels():
+    return np.random.default_rng(0).integers(0, 7, 500)
+
+
+def test_sampling_is_reproducible_and_per_class(labels):
+    a = sample_k_shot(labels, 4, seed=1)
+    b = sample_k_shot(labels, 4, seed=1)
+    c = sample_k_shot(labels, 4, seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(np.sort(a), np.sort(c))
+    assert a.dtype == np.int64 and len(set(a.tolist())) == 28
+    assert np.bincount(labels[a]).tolist() == [4] * 7
+    assert labels[a].tolist() == sorted(labels[a].tolist())  # grouped by class, in label order
+
+
+def test_sampling_is_nested_across_k_and_independent_of_other_classes(labels):
+    k2, k8 = sample_k_shot(labels, 2, seed=5), sample_k_shot(labels, 8, seed=5)
+    for c in range(7):
+        assert k2[labels[k2] == c].tolist() == k8[labels[k8] == c][:2].tolist()
+    # dropping class 6 entirely does not change what class 0 draws
+    keep = np.flatnonzero(labels != 6)
+    sub = keep[sample_k_shot(labels[keep], 3, seed=5)]
+    full = sample_k_shot(labels, 3, seed=5)
+    assert sub[labels[sub] == 0].tolist() == full[labels[full] == 0].tolist()
+
+
+def test_fewer_than_k_raises_naming_the_class():
+    labels = np.array([0] * 10 + [1] * 10 + [2] * 3 + [3] * 10)
+    with pytest.raises(ClipBenchError, match="class index 2 has 3 examples, fewer than k=4"):
+        sample_k_shot(labels, 4, seed=0)
+    idx = sample_k_shot(labels, 4, seed=0, allow_fewer=True)
+    assert np.bincount(labels[idx]).tolist() == [4, 4, 3, 4]
+    with pytest.raises(ClipBenchError, match="class index 4 has 0 examples"):
+        sample_k_shot(labels, 2, seed=0, n_classes=5)
+    with pytest.raises(ClipBenchError):
+        sample_k_shot(labels, 0, seed=0)
+
+
+def test_shot_folds_keep_every_class_on_both_sides(labels):
+    for k in (2, 3, 4, 8):
+        idx = sample_k_shot(labels, k, seed=0)
+        folds = shot_folds(labels[idx], k)
+        assert len(folds) == min(k, 4)
+        seen = np.concatenate([va for _, va in folds])
+        assert sorted(seen.tolist()) == list(range(len(idx)))  # each shot validated exactly once
+        for tr, va in folds:
+            assert np.intersect1d(tr, va).size == 0
+            assert set(labels[idx][tr]) == set(labels[idx][va]) == set(range(7))
+    with pytest.raises(ClipBenchError):
+        shot_folds(labels[:5], 1)
+
+
+def test_one_shot_C_is_scale_aware():
+    X = np.random.default_rng(0).standard_normal((10, 16))
+    assert one_shot_C(10 * X + 3) == pytest.approx(one_shot_C(X) / 100)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X).astype(np.float32)
+    perm = np.random.default_rng(0).permutation(len(y))
+    return X[perm[:1200]], y[perm[:1200]], X[perm[1200:]], y[perm[1200:]]
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_fewshot_protocol(digits, k):
+    trX, trY, teX, teY = digits
+    cfg = ProbeConfig(n_threads=1)
+    res = run_fewshot(trX, trY, teX, teY, accuracy, k=k, seed=0, config=cfg)
+    assert res["n_shots"] == 10 * k and res["k"] == k
+    assert res["test_score"] > {1: 40, 2: 55, 4: 70}[k]
+    assert ("CV" in res["C_rule"]) == (k >= 2)
+    # no peeking: the test labels influence neither the shots nor C
+    blind = run_fewshot(trX, trY, teX, np.zeros_like(teY), accuracy, k=k, seed=0, config=cfg)
+    assert (blind["C"], blind["shots_sha1"]) == (res["C"], res["shots_sha1"])
+    other = run_fewshot(trX, trY, teX, teY, accuracy, k=k, seed=1, config=cfg)
+    assert other["shots_sha1"] != res["shots_sha1"]
+
+
+def test_fewshot_fixed_one_shot_C(digits):
+    trX, trY, teX, teY = digits
+    res = run_fewshot(trX, trY, teX, teY, accuracy, k=1, seed=0, config=ProbeConfig(one_shot_C=0.5, n_threads=1))
+    assert res["C"] == 0.5 and res["C_rule"] == "fixed C (k=1)"

@@ -1,0 +1,176 @@
+"""The paper's C search (grid + parametric binary search) and the linear-probe protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.metrics import average_precision_score
+from sklearn.preprocessing import StandardScaler
+
+from clip_bench.errors import ClipBenchError
+from clip_bench.probe import (
+    LogisticRegressionProbe,
+    ProbeConfig,
+    c_grid,
+    parametric_search,
+    probe_scores,
+    run_linear_probe,
+    stratified_holdout,
+    sweep_C,
+)
+
+
+def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
+    return 100.0 * float(np.mean(scores.argmax(axis=1) == targets))
+
+
+def test_grid_is_97_points_at_8_per_decade():
+    grid = c_grid()
+    assert grid.shape == (97,)
+    assert grid[0] == pytest.approx(1e-6) and grid[-1] == pytest.approx(1e6)
+    np.testing.assert_allclose(np.diff(np.log10(grid)), 1 / 8)
+    np.testing.assert_allclose(grid[::16], [1e-6, 1e-4, 1e-2, 1, 1e2, 1e4, 1e6])
+    with pytest.raises(ClipBenchError):
+        c_grid(1e-6, 3e5, 8)
+
+
+@pytest.mark.parametrize("peak", range(97))
+def test_binary_search_finds_any_single_peak_in_15_fits(peak):
+    calls = []
+
+    def score(i):
+        calls.append(i)
+        return -float((i - peak) ** 2)
+
+    best, scores, rounds = parametric_search(score, 97)
+    assert best == peak
+    assert len(calls) == len(set(calls)) == len(scores) <= 15
+    assert calls[:7] == [0, 16, 32, 48, 64, 80, 96]
+    assert rounds == 4
+
+
+def test_binary_search_ties_prefer_smaller_C():
+    best, _, _ = parametric_search(lambda i: float(min(i, 40)), 97)
+    assert best == 40
+
+
+# Below C ~ 1e-3 the fit mostly learns the class prior (the intercept is not penalised), so the
+# confidence is flat (and not monotone at the 1e-8 level) there: targets sit where it moves.
+TARGETS = (31, 37, 45, 58, 70)
+
+
+@pytest.fixture(scope="module")
+def confidence_problem():
+    """A constructed problem whose best C is known: the 'metric' is closeness of the mean top-class
+    probability on the training set to a target, which grows strictly with C. Exact fits (float64,
+    tight tol) make the answer independent of warm starts."""
+    rng = np.random.default_rng(0)
+    means = np.array([[0, 0, 0, 0, 0], [1.5, 0, 0, 0, 0], [0, 1.5, 0, 0, 0]], dtype=float)
+    y = rng.integers(0, 3, 300)
+    X = (means[y] + rng.standard_normal((300, 5))).astype(np.float32)
+    template = LogisticRegressionProbe(dtype="float64", tol=1e-9, max_iter=5000, n_threads=1)
+    grid = c_grid()
+    conf = {}
+    for t in TARGETS:  # cold fits at the targets and their neighbours
+        for i in (t - 1, t, t + 1):
+            conf[i] = float(template.clone(C=grid[i]).fit(X, y).predict_proba(X).max(1).mean())
+        assert conf[t - 1] < conf[t] < conf[t + 1]  # the metric is strictly monotone around the target
+    return X, y, template, conf
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_sweep_finds_known_best_C(confidence_problem, target):
+    X, y, template, conf = confidence_problem
+
+    def metric(scores, _targets):
+        return -abs(float(scores.max(1).mean()) - conf[target])
+
+    res = sweep_C(X, y, X, y, metric, probe=template)
+    assert res.best_C == pytest.approx(c_grid()[target])
+    assert res.n_fits == len(res.scores) <= 15
+    assert res.best_score == max(s for _, s in res.scores)
+    assert res.wall_time_s > 0 and res.n_iter > 0 and res.solver == "torch"
+
+
+def test_sklearn_solver_sweep_agrees(confidence_problem):
+    X, y, _, conf = confidence_problem
+
+    def metric(scores, _targets):
+        return -abs(float(scores.max(1).mean()) - conf[37])
+
+    res = sweep_C(X, y, X, y, metric, probe=LogisticRegressionProbe(solver="sklearn", n_threads=1))
+    assert res.best_C == pytest.approx(c_grid()[37], rel=0.35)  # sklearn's default tol: within one step
+    assert res.solver == "sklearn"
+
+
+def test_warm_start_saves_iterations(confidence_problem):
+    X, y, _, _ = confidence_problem
+    template = LogisticRegressionProbe(n_threads=1)
+    warm = sweep_C(X, y, X, y, accuracy, probe=template, warm_start=True)
+    cold = sweep_C(X, y, X, y, accuracy, probe=template, warm_start=False)
+    assert warm.n_iter < cold.n_iter
+
+
+def test_probe_scores_pads_classes_missing_from_train():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4))
+    y = np.repeat([0, 1, 3], 20)
+    probe = LogisticRegressionProbe(n_threads=1).fit(X, y)
+    s = probe_scores(probe, X, n_classes=5)
+    assert s.shape == (60, 5)
+    assert np.all(s[:, [2, 4]] == 0) and np.allclose(s.sum(1), 1)
+
+
+@pytest.fixture(scope="module")
+def digits_splits():
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X).astype(np.float32)
+    perm = np.random.default_rng(0).permutation(len(y))
+    tr, va, te = perm[:1000], perm[1000:1400], perm[1400:]
+    return X[tr], y[tr], X[va], y[va], X[te], y[te]
+
+
+def test_linear_probe_protocol_torch_matches_sklearn(digits_splits):
+    cfg = ProbeConfig(n_threads=1)
+    fast = run_linear_probe(*digits_splits, accuracy, solver="torch", config=cfg)
+    ref = run_linear_probe(*digits_splits, accuracy, solver="sklearn", config=cfg)
+    assert fast["test_score"] > 93
+    assert abs(fast["test_score"] - ref["test_score"]) <= 0.5
+    assert (fast["n_train"], fast["n_val"], fast["n_refit"], fast["n_test"]) == (1000, 400, 1400, 397)
+    assert fast["val_source"] == "given" and fast["sweep_n_fits"] <= 15
+    assert fast["C"] in [c for c, _ in fast["sweep"]]
+
+
+def test_linear_probe_holds_out_val_reproducibly(digits_splits):
+    trX, trY, _, _, teX, teY = digits_splits
+    cfg = ProbeConfig(n_threads=1, val_fraction=0.25)
+    a = run_linear_probe(trX, trY, None, None, teX, teY, accuracy, seed=3, config=cfg)
+    b = run_linear_probe(trX, trY, None, None, teX, teY, accuracy, seed=3, config=cfg)
+    assert a["val_source"] == "held_out" and a["val_fraction"] == 0.25
+    assert a["n_train"] + a["n_val"] == a["n_refit"] == 1000
+    assert 230 <= a["n_val"] <= 270
+    assert (a["C"], a["test_score"], a["sweep"]) == (b["C"], b["test_score"], b["sweep"])
+
+
+def test_stratified_holdout():
+    labels = np.array([0] * 10 + [1] * 5 + [2])
+    tr, va = stratified_holdout(labels, 0.2, seed=0)
+    assert np.bincount(labels[va], minlength=3).tolist() == [2, 1, 0]  # the singleton stays in train
+    assert np.intersect1d(tr, va).size == 0 and np.union1d(tr, va).size == 16
+    tr2, va2 = stratified_holdout(labels, 0.2, seed=1)
+    assert not np.array_equal(va, va2) or not np.array_equal(tr, tr2)
+
+
+def test_multilabel_protocol_with_map():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((900, 12)).astype(np.float32)
+    Y = (X[:, :5] + 0.8 * rng.standard_normal((900, 5)) > 0.5).astype(np.int64)
+
+    def mean_ap(scores, targets):
+        return 100.0 * float(average_precision_score(targets, scores, average="macro"))
+
+    res = run_linear_probe(X[:500], Y[:500], X[500:700], Y[500:700], X[700:], Y[700:], mean_ap,
+                           config=ProbeConfig(n_threads=1))
+    assert res["multilabel"] is True
+    assert res["test_score"] > 70
