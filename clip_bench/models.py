@@ -94,7 +94,7 @@ class LoadedModel:
     @property
     def tokenizer_id(self) -> str:
         """Identity of the tokenizer, part of the text-cache key."""
-        return _tokenizer_id(self.tokenizer)
+        return tokenizer_id(self.spec)
 
     def get(self) -> LoadedModel:
         return self
@@ -117,11 +117,20 @@ class LoadedModel:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
 
-def _tokenizer_id(tok: Any) -> str:
-    ident = {"class": type(tok).__name__, "context_length": getattr(tok, "context_length", None)}
-    name = getattr(getattr(tok, "tokenizer", None), "name_or_path", None)
-    if name:
-        ident["hf"] = str(name)
+def tokenizer_id(spec: ModelSpec) -> str:
+    """Identity of the model's tokenizer, derived from its config (so no tokenizer needs building).
+
+    open_clip picks the tokenizer from the text config: an HF tokenizer name, or its own BPE
+    tokenizer, with the context length and any tokenizer kwargs.
+    """
+    text = dict(spec.arch_config.get("text_cfg", {}) or {})
+    ident = {
+        "source": spec.arch_config.get("source"),
+        "hf": text.get("hf_tokenizer_name"),
+        "context_length": text.get("context_length", 77),
+        "kwargs": text.get("tokenizer_kwargs"),
+        "vocab_size": text.get("vocab_size"),
+    }
     return sha256_json(ident)[:16]
 
 
@@ -157,8 +166,6 @@ def file_content_hash(path: str | os.PathLike[str]) -> str:
 
 def _resolve(name: str, pretrained: str | None) -> tuple[str, str | None, Path | None]:
     """Return (open_clip model name, pretrained tag or file, custom config JSON or None)."""
-    import open_clip
-
     if name in BUILTIN_MODELS:
         cfg, ckpt = BUILTIN_MODELS[name]
         return Path(cfg).stem, pretrained or str(assets_dir() / ckpt), assets_dir() / cfg
@@ -171,6 +178,8 @@ def _resolve(name: str, pretrained: str | None) -> tuple[str, str | None, Path |
         if not path.is_file():
             raise ClipBenchError(f"model config {path} does not exist; pass an open_clip architecture JSON file.")
         return path.stem, pretrained, path
+    import open_clip
+
     if name not in open_clip.list_models():
         raise UnknownNameError(
             "model", name, list_models(), hint="Run `clip-bench models` to list them, or pass a config .json path."
@@ -208,11 +217,11 @@ def _load_config(config_path: Path) -> dict[str, Any]:
 
 def _preprocess_config(arch: str, weights: str | None, cfg: dict[str, Any]) -> dict[str, Any]:
     """open_clip's preprocessing for (arch, weights), derived from configs: size, mean/std, interpolation."""
-    from open_clip import pretrained as oc_pretrained
-
     pp: dict[str, Any] = {"image_size": cfg.get("vision_cfg", {}).get("image_size")}
     pp.update(cfg.get("preprocess_cfg", {}) or {})
     if weights and not Path(weights).suffix:
+        from open_clip import pretrained as oc_pretrained
+
         tag_cfg = oc_pretrained.get_pretrained_cfg(arch, weights)
         pp.update({k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg})
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in pp.items()}
@@ -220,14 +229,14 @@ def _preprocess_config(arch: str, weights: str | None, cfg: dict[str, Any]) -> d
 
 def resolve_model(name: str, pretrained: str | None = None) -> ModelSpec:
     """Resolve a model name and weights to a ModelSpec (cheap: reads configs, hashes local files once)."""
-    import open_clip
-
     arch, weights, config_path = _resolve(name, pretrained)
     if config_path is not None:
         cfg = _load_config(config_path)
     elif arch.startswith(("hf-hub:", "local-dir:")):
         cfg = {"source": arch}
     else:
+        import open_clip
+
         cfg = open_clip.get_model_config(arch) or {}
     label = pretrained if pretrained is not None else ("builtin" if name in BUILTIN_MODELS else weights)
     return ModelSpec(
@@ -342,13 +351,7 @@ class ModelHandle:
 
     @property
     def tokenizer_id(self) -> str:
-        if self._loaded is not None:
-            return self._loaded.tokenizer_id
-        import open_clip
-
-        _register_config(self.spec)
-        tok = open_clip.get_tokenizer(self.spec.arch)
-        return _tokenizer_id(tok)
+        return tokenizer_id(self.spec)
 
     def get(self) -> LoadedModel:
         """The loaded model (loads it on first use)."""

@@ -29,15 +29,20 @@ ROW_FIELDS = (
 
 def versions() -> dict[str, str]:
     """Versions of clip-bench, torch and open_clip, for provenance."""
-    import open_clip
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
 
     from . import __version__
 
+    try:
+        open_clip_version = version("open_clip_torch")
+    except PackageNotFoundError:  # pragma: no cover - a source checkout of open_clip
+        open_clip_version = "unknown"
     return {
         "clip_bench_version": __version__,
         "torch_version": torch.__version__,
-        "open_clip_version": getattr(open_clip, "__version__", "unknown"),
+        "open_clip_version": open_clip_version,
         "python_version": platform.python_version(),
     }
 
