@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .class_groups import num_task_classes
 from .errors import ClipBenchError
 from .tasks import expand_tasks, get_task, list_tasks
 
@@ -19,7 +20,7 @@ def describe_tasks(names: list[str] | None = None, data_root: Path | None = None
         task = get_task(name)
         try:
             ps = task.prompt_set()
-            n_classes, n_templates = len(ps.classnames), len(ps.templates) or len(ps.per_class or {})
+            n_classes, n_templates = num_task_classes(task), len(ps.templates) or len(ps.per_class or {})
         except ClipBenchError as exc:
             n_classes, n_templates = 0, 0
             status_note = str(exc)

@@ -271,6 +271,24 @@ def _register_config(spec: ModelSpec) -> dict[str, Any] | None:
     return pp
 
 
+@contextlib.contextmanager
+def _quiet_third_party_logs() -> Any:
+    """open_clip and huggingface_hub log retries and fallbacks at WARNING/ERROR; our own error says it
+    once, clearly. Set CLIP_BENCH_DEBUG=1 to see their logs."""
+    if os.environ.get("CLIP_BENCH_DEBUG"):
+        yield
+        return
+    loggers = [logging.getLogger(), logging.getLogger("huggingface_hub")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def load_model(
     name: str | ModelSpec,
     pretrained: str | None = None,
@@ -283,7 +301,6 @@ def load_model(
     such as ``ViT-B/32`` (weights default to ``openai``), ``hf-hub:org/repo``, a path to an open_clip
     architecture JSON, or the built-in ``tiny-clip-digits``.
     """
-    import open_clip
 
     if precision not in PRECISIONS:
         raise ClipBenchError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
@@ -292,6 +309,13 @@ def load_model(
         raise ClipBenchError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu.")
     spec = name if isinstance(name, ModelSpec) else resolve_model(name, pretrained)
     pp = _register_config(spec) or {}
+    with _quiet_third_party_logs():
+        return _create(spec, dev, precision, pp)
+
+
+def _create(spec: ModelSpec, dev: torch.device, precision: str, pp: dict[str, Any]) -> LoadedModel:
+    import open_clip
+
     try:
         # Weights stay fp32; fp16/bf16 run under autocast (LoadedModel.autocast), as open_clip's own eval does.
         model, _, preprocess = open_clip.create_model_and_transforms(

@@ -85,6 +85,8 @@ class SweepResult:
     wall_time_s: float
     solver: str
     fit_times_s: list[float] = field(default_factory=list)
+    # (coef, intercept) fitted at best_C on the (first fold's) training data: warm start for a refit
+    best_solution: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         return {
@@ -199,4 +201,5 @@ def sweep_C_folds(
         wall_time_s=time.perf_counter() - t0,
         solver=template.solver,
         fit_times_s=[t for f in fitters for t in f.fit_times],
+        best_solution=fitters[0].solutions.get(best),
     )
