@@ -149,3 +149,22 @@ def test_torchrun_two_gloo_ranks_match_single_process(tmp_path):
     meta = json.loads((_entry(tmp_path / "c2") / "meta.json").read_text())
     assert meta["world_size"] == 2
     assert np.array_equal(np.load(_entry(tmp_path / "c2") / "features.npy"), np.load(_entry(tmp_path / "c1") / "features.npy"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_shards_and_says_how_to_resume(tmp_path):
+    child = CHILD.replace("from clip_bench import zeroshot", "from clip_bench.cli import main").split("from clip_bench.evaluate")[0]
+    child += (
+        "raise SystemExit(main(['zeroshot', '--model', 'tiny-clip-digits', '--task', 'digits', '--workers', '0',"
+        " '--batch-size', '16', '--shard-size', '32', '--quiet', '--cache-dir', sys.argv[1], '--output-dir', sys.argv[1]]))\n"
+    )
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-c", child, str(cache)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(cache.glob("features/*/part-*.json"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "run the same command again to resume" in err and "Traceback" not in err
+    assert len(list(cache.glob("features/*/part-*.json"))) >= 2  # finished shards stay
