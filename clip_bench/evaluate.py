@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,16 @@ def _subset_scores(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> di
     return out
 
 
+def provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str, Any]:
+    """The row fields every protocol records: model, weights, task version, source, split, versions, date."""
+    return dict(
+        model=handle.spec.name, pretrained=handle.spec.pretrained, model_fingerprint=handle.fingerprint,
+        task=task.name, task_version=task.version, source=task.source(cfg.source).name, split=task.eval_split,
+        feature_kind=cfg.feature_kind, device=str(handle.device), precision=handle.precision, date=now_iso(),
+        **versions(), limit=cfg.limit,
+    )
+
+
 def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
     """Zero-shot result rows for one task (main split, plus any class-subset rows)."""
     prompt_set = task.prompt_set(cfg.classnames, cfg.templates)
@@ -104,13 +115,9 @@ def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig)
     classifier = build_classifier(handle, prompt_set, cfg.cache_dir, quiet=cfg.quiet)
     logits = apply_class_groups(task, zeroshot_logits(feats.features, classifier))
     _check_labels(task, feats.labels, logits.shape[1])
-    device = str(handle.device)
     common = dict(
-        model=handle.spec.name, pretrained=handle.spec.pretrained, model_fingerprint=handle.fingerprint,
-        task=task.name, task_version=task.version, source=task.source(cfg.source).name, split=split,
-        protocol="zeroshot", templates_hash=prompt_set.templates_hash, classnames_hash=prompt_set.classnames_hash,
-        feature_kind=cfg.feature_kind, device=device, precision=handle.precision, date=now_iso(), **versions(),
-        limit=cfg.limit, skipped_images=feats.meta.get("skipped_images", 0),
+        **provenance(handle, task, cfg), protocol="zeroshot", templates_hash=prompt_set.templates_hash,
+        classnames_hash=prompt_set.classnames_hash, skipped_images=feats.meta.get("skipped_images", 0),
         templates_file=cfg.templates, classnames_file=cfg.classnames,
     )
     main_key = main_metric_key(task.metric)
@@ -139,14 +146,27 @@ def zeroshot(
     Rows are appended to ``<output_dir>/results.jsonl`` as each task finishes (so a crash loses no
     finished task), and ``leaderboard.csv`` is rebuilt. `overrides` set EvalConfig fields.
     """
+    return run_protocol(model, tasks, config, pretrained, device, precision, overrides, evaluate_zeroshot_task)
+
+
+def run_protocol(
+    model: str | ModelSpec | LoadedModel | ModelHandle,
+    tasks: str | list[str],
+    config: EvalConfig | None,
+    pretrained: str | None,
+    device: str | None,
+    precision: str,
+    overrides: dict[str, Any],
+    per_task: Callable[[ModelHandle, TaskSpec, EvalConfig], list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """Run `per_task` on every task; rank 0 appends each task's rows as it finishes, then the leaderboard."""
     cfg = replace(config or EvalConfig(), **overrides)
     ddp.init_from_env()
     handle = ModelHandle.of(model, pretrained, device or ddp.local_device(), precision)
-    names = expand_tasks([tasks] if isinstance(tasks, str) else list(tasks))
-    specs = [get_task(n) for n in names]  # fail on a bad name before any work
+    specs = [get_task(n) for n in expand_tasks([tasks] if isinstance(tasks, str) else list(tasks))]  # fail early
     rows: list[dict[str, Any]] = []
     for task in specs:
-        task_rows = evaluate_zeroshot_task(handle, task, cfg)
+        task_rows = per_task(handle, task, cfg)
         if cfg.output_dir is not None and ddp.is_main():
             append_rows(cfg.output_dir, task_rows)
         rows.extend(task_rows)

@@ -6,19 +6,17 @@ is never loaded. The probe maths lives in ``clip_bench.probe``.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from . import distributed as ddp
 from .errors import ClipBenchError
-from .evaluate import EvalConfig, get_features
+from .evaluate import EvalConfig, get_features, provenance, run_protocol
 from .metrics import main_metric, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
 from .probe.protocol import ProbeConfig, run_fewshot, run_linear_probe
-from .results import append_rows, make_row, now_iso, versions, write_leaderboard
-from .tasks import TaskSpec, expand_tasks, get_task
+from .results import make_row
+from .tasks import TaskSpec
 
 
 def _as_float(x: np.ndarray, normalize: bool) -> np.ndarray:
@@ -48,30 +46,9 @@ def _metric(task: TaskSpec):
 
 
 def _common(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, normalize: bool) -> dict[str, Any]:
-    return dict(
-        model=handle.spec.name, pretrained=handle.spec.pretrained, model_fingerprint=handle.fingerprint,
-        task=task.name, task_version=task.version, source=task.source(cfg.source).name, split=task.eval_split,
-        feature_kind=cfg.feature_kind + ("+l2" if normalize else ""), device=str(handle.device),
-        precision=handle.precision, date=now_iso(), **versions(), limit=cfg.limit,
-        metric=main_metric_key(task.metric), is_main=True, subset=None,
-    )
-
-
-def _run(model: Any, tasks: str | list[str], config: EvalConfig | None, pretrained: str | None, device: str | None,
-         precision: str, overrides: dict[str, Any], body: Any) -> list[dict[str, Any]]:
-    cfg = replace(config or EvalConfig(), **overrides)
-    ddp.init_from_env()
-    handle = ModelHandle.of(model, pretrained, device or ddp.local_device(), precision)
-    specs = [get_task(n) for n in expand_tasks([tasks] if isinstance(tasks, str) else list(tasks))]
-    rows: list[dict[str, Any]] = []
-    for task in specs:
-        task_rows = body(handle, task, cfg)
-        if cfg.output_dir is not None and ddp.is_main():
-            append_rows(cfg.output_dir, task_rows)
-        rows.extend(task_rows)
-    if cfg.output_dir is not None and rows and ddp.is_main():
-        write_leaderboard(cfg.output_dir)
-    return rows
+    row = provenance(handle, task, cfg)
+    row["feature_kind"] += "+l2" if normalize else ""
+    return {**row, "metric": main_metric_key(task.metric), "is_main": True, "subset": None}
 
 
 def linprobe(
@@ -100,7 +77,7 @@ def linprobe(
             converged=res["converged"], wall_time_s=round(res["wall_time_s"], 3), sweep=res["sweep"],
         )]
 
-    return _run(model, tasks, config, pretrained, device, precision, overrides, body)
+    return run_protocol(model, tasks, config, pretrained, device, precision, overrides, body)
 
 
 def fewshot(
@@ -151,4 +128,4 @@ def fewshot(
             rows.extend(evaluate_zeroshot_task(handle, task, cfg))
         return rows
 
-    return _run(model, tasks, config, pretrained, device, precision, overrides, body)
+    return run_protocol(model, tasks, config, pretrained, device, precision, overrides, body)

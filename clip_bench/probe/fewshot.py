@@ -21,6 +21,8 @@ regularised, so this is clip-bench's documented rule):
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from clip_bench.errors import ClipBenchError
@@ -58,9 +60,16 @@ def sample_k_shot(
     picked = []
     for c, start, count in zip(classes, starts, counts, strict=True):
         members = order[start : start + count]
-        rng = np.random.default_rng([int(seed), int(c)])
+        rng = np.random.default_rng([int(seed), _class_key(c)])
         picked.append(members[rng.permutation(count)[:k]])
     return np.concatenate(picked).astype(np.int64) if picked else np.zeros(0, dtype=np.int64)
+
+
+def _class_key(c) -> int:
+    """A non-negative integer per class for seeding: the label itself when it is a non-negative int."""
+    if isinstance(c, (int, np.integer)) and c >= 0:
+        return int(c)
+    return zlib.crc32(repr(c).encode())
 
 
 def shot_folds(shot_labels: np.ndarray, k: int, max_folds: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -16,13 +16,16 @@ row per class), the binary log-loss with a *single* logit for two classes (sklea
 ``coef_`` has shape (1, d), ``predict_proba`` is ``[1 - p, p]``), and, with ``multilabel=True``, a sum
 of independent binary problems, one per column of a multi-hot target (one-vs-rest, as VOC2007 mAP
 needs). The stopping rule mirrors scipy's L-BFGS-B as sklearn calls it: stop when the largest
-absolute gradient entry of F is <= ``tol`` (sklearn's ``tol=1e-4``), or after ``max_iter`` iterations.
+absolute gradient entry of F is <= ``tol`` (sklearn's ``tol=1e-4``), or after ``max_iter`` iterations
+(plus scipy's relative-decrease test and a stop when f is flat at the working precision). The torch
+solver optimises in mean-centred coordinates, an exact re-parametrisation (see ``_Problem``).
 
 Two facts worth knowing when comparing numbers:
 
-* scikit-learn divided the lbfgs objective by n in 1.4 (PR #26721) without changing ``tol``. The
-  paper (2021) ran an older sklearn whose gradient test applied to the *summed* objective, i.e. a
-  test n times stricter than today's. ``tol=1e-4 / n_train`` reproduces that criterion.
+* scikit-learn now divides the lbfgs objective by n (PR #26721, 2023) and kept ``tol``. The paper
+  (2021) ran an older sklearn whose gradient test applied to the *summed* objective, i.e. a test n
+  times stricter than today's. ``tol=1e-4 / n_train`` (torch solver) approximates that criterion;
+  in float32 it is usually cut short by the relative-decrease test.
 * With today's criterion and large C the fit stops well before the optimum, so *where* it stops
   depends on the optimiser's path: two correct solvers can then differ in objective by a few percent
   (the torch one is usually lower) and, on hard problems, in accuracy. At moderate C both converge
@@ -402,7 +405,9 @@ class LogisticRegressionProbe:
     C: inverse regularisation strength, as in sklearn (penalty ``||W||^2 / (2C)`` on the summed loss).
     solver: ``"torch"`` (full-batch L-BFGS, CPU or CUDA) or ``"sklearn"`` (the paper's exact call:
         ``LogisticRegression(solver="lbfgs", max_iter=max_iter, C=C)``, ``tol`` at sklearn's default).
-    max_iter, tol: L-BFGS iteration cap and gradient tolerance (max-abs gradient of the mean-scaled F).
+    max_iter: L-BFGS iteration cap (both solvers).
+    tol: torch solver's gradient tolerance (max-abs gradient of the mean-scaled F). The sklearn solver
+        always keeps sklearn's default (1e-4), as in the paper's call.
     device: torch device (default: CUDA if available, else CPU). Ignored by the sklearn solver.
     multilabel: y is a multi-hot (N, K) matrix; fit K independent binary models (one-vs-rest).
     dtype: ``"float32"`` (default) or ``"float64"`` compute precision for the torch solver.
@@ -411,7 +416,9 @@ class LogisticRegressionProbe:
     history: L-BFGS memory (scipy's default ``maxcor=10``).
     warm_start: like sklearn, start from the previous ``coef_``/``intercept_`` on refit.
     center: optimise in mean-centred coordinates (exact re-parametrisation, see ``_Problem``); torch only.
-    precondition: use the feature covariance as L-BFGS's initial inverse Hessian; torch only.
+    precondition: use the feature covariance as L-BFGS's initial inverse Hessian; torch only. Fewer
+        iterations, but a loose-tol fit then stops at a different point than the reference: off by
+        default, not used by the protocols.
     n_threads: cap torch/BLAS threads during ``fit`` (None: leave the process setting alone).
 
     Memory (torch solver): features are copied to the device once, at their own width if they are
