@@ -112,6 +112,8 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, out: Any = None) -> None:
         task = r["task"] + (f" [{r['subset']} classes]" if r.get("subset") else "")
         metric = r["metric"] + (" *" if r.get("is_main") else "")
         lines.append((label, task, r["protocol"], metric, f"{r['value']:.2f}", str(r["n"]), _notes(r.get("extra") or {})))
+    if not any(row[-1] for row in lines[1:]):  # no row has notes: leave the column out
+        header, lines = header[:-1], [row[:-1] for row in lines]
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     for i, row in enumerate(lines):
         out.write("  ".join(c.ljust(w) if j not in (4, 5) else c.rjust(w)
