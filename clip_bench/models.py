@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .errors import ClipBenchError, UnknownNameError
-from .io_utils import sha256_file, sha256_json
+from .io_utils import sha256_file, sha256_json, write_text_atomic
 from .resources import assets_dir
 
 log = logging.getLogger(__name__)
@@ -264,10 +264,13 @@ def _register_config(spec: ModelSpec) -> dict[str, Any] | None:
         return None
     cfg = dict(spec.arch_config)
     pp = cfg.pop("preprocess_cfg", None)
-    folder = Path(tempfile.gettempdir()) / "clip_bench_configs" / spec.fingerprint
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{spec.arch}.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(folder / f"{spec.arch}.json")
+    # Written atomically: several processes (torchrun ranks, parallel runs) register the same config,
+    # and open_clip re-reads every registered JSON on each registration.
+    path = Path(tempfile.gettempdir()) / "clip_bench_configs" / spec.fingerprint / f"{spec.arch}.json"
+    text = json.dumps(cfg)
+    if not path.exists() or path.read_text() != text:
+        write_text_atomic(path, text)
+    open_clip.add_model_config(path)
     return pp
 
 
