@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from . import distributed as ddp
 from .errors import ClipBenchError
 from .evaluate import EvalConfig, get_features, provenance, run_protocol
 from .metrics import main_metric, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
 from .probe.protocol import ProbeConfig, run_fewshot, run_linear_probe
+from .progress import progress_bar
 from .results import make_row
 from .tasks import TaskSpec
 
@@ -40,9 +42,16 @@ def _split_features(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, normal
     return out
 
 
-def _metric(task: TaskSpec):
+def _metric(task: TaskSpec, bar: Any = None) -> Any:
+    """The task's main metric; each call (one fitted C scored) ticks the progress bar if given."""
     fn = main_metric(task.metric)
-    return lambda scores, targets: fn(scores, targets)
+
+    def scored(scores: np.ndarray, targets: np.ndarray) -> float:
+        if bar is not None:
+            bar.update(1)
+        return fn(scores, targets)
+
+    return scored
 
 
 def _common(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, normalize: bool) -> dict[str, Any]:
@@ -68,8 +77,9 @@ def linprobe(
 
     def body(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
         s = _split_features(handle, task, cfg, normalize)
-        res = run_linear_probe(*s["train"], *s["val"], *s["test"], _metric(task), seed=seed, config=probe,
-                               multilabel=task.multilabel, n_classes=len(task.prompt_set().classnames))
+        with progress_bar(desc=f"{task.name}: C search", unit="fit", quiet=cfg.quiet or not ddp.is_main()) as bar:
+            res = run_linear_probe(*s["train"], *s["val"], *s["test"], _metric(task, bar), seed=seed, config=probe,
+                                   multilabel=task.multilabel, n_classes=len(task.prompt_set().classnames))
         return [make_row(
             **_common(handle, task, cfg, normalize), protocol="linear_probe", value=res["test_score"], n=res["n_test"],
             C=res["C"], solver=res["solver"], seed=seed, val_score=res["val_score"], val_source=res["val_source"],
@@ -109,12 +119,15 @@ def fewshot(
         n_classes = len(task.prompt_set().classnames)
         common = _common(handle, task, cfg, normalize)
         rows = []
+        bar = progress_bar(total=len(shots) * seeds, desc=f"{task.name}: k-shot probes", unit="probe",
+                           quiet=cfg.quiet or not ddp.is_main())
         for k in shots:
             scores = []
             for seed in range(seeds):
                 res = run_fewshot(train_X, train_y, test_X, test_y, _metric(task), k, seed, config=probe,
                                   n_classes=n_classes, allow_fewer=allow_fewer)
                 scores.append(res["test_score"])
+                bar.update(1)
                 rows.append(make_row(
                     **common, protocol=f"fewshot_k{k}", value=res["test_score"], n=res["n_test"], k=k, seed=seed,
                     C=res["C"], C_rule=res["C_rule"], solver=res["solver"], n_train=res["n_shots"],
@@ -124,6 +137,7 @@ def fewshot(
                 **common, protocol=f"fewshot_k{k}", value=float(np.mean(scores)), n=int(len(test_y)), k=k,
                 aggregate="mean", std=float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0, seeds=seeds,
             ))
+        bar.close()
         if with_zeroshot:
             rows.extend(evaluate_zeroshot_task(handle, task, cfg))
         return rows
