@@ -7,6 +7,7 @@ from typing import Any
 
 from .class_groups import num_task_classes
 from .errors import ClipBenchError
+from .task_status import task_status
 from .tasks import expand_tasks, get_task, list_tasks
 
 
@@ -26,25 +27,13 @@ def describe_tasks(names: list[str] | None = None, data_root: Path | None = None
             status_note = str(exc)
         else:
             status_note = ""
-        present, detail = _status(task, data_root)
+        present, detail = task_status(task, data_root)
         out.append({
             "name": task.name, "version": task.version, "classes": n_classes, "templates": n_templates,
             "metric": task.metric, "sources": list(task.sources), "default_source": task.default_source,
             "data_present": present, "detail": status_note or detail,
         })
     return out
-
-
-def _status(task: Any, data_root: Path) -> tuple[bool, str]:
-    try:
-        from .task_status import task_status
-    except ImportError:  # pragma: no cover - task_status ships with the catalogue
-        src = task.source()
-        if src.path is None:
-            return True, "needs no files"
-        root = data_root / src.path
-        return root.exists(), str(root)
-    return task_status(task, data_root)
 
 
 def format_task_table(infos: list[dict[str, Any]]) -> str:

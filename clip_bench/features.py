@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,5 +330,3 @@ def _collate(batch: list[tuple[Any, int] | None]) -> tuple[torch.Tensor, np.ndar
         return torch.zeros(0), np.zeros(0, np.int64), bad
     return torch.stack([b[0] for b in good]), np.asarray([b[1] for b in good], np.int64), bad
 
-
-FeatureSource = Callable[[], Any]

@@ -19,8 +19,6 @@ from .errors import ClipBenchError, UnknownNameError
 from .io_utils import sha256_file, sha256_json, write_text_atomic
 from .resources import assets_dir
 
-log = logging.getLogger(__name__)
-
 #: OpenAI's published names -> open_clip architectures that reproduce them (QuickGELU activations).
 OPENAI_ALIASES: dict[str, str] = {
     "ViT-B/32": "ViT-B-32-quickgelu",

@@ -114,3 +114,13 @@ def fixture_task(name: str, folder: Path) -> str:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return str(path)
+
+
+def write_digit_folder(split_root: Path, per_class: int) -> None:
+    """An ImageFolder split ``<split_root>/<digit>/<nnn>.png`` of the digits test images, `per_class` each."""
+    images, labels = digits_arrays("test", 32)
+    for c in range(10):
+        folder = split_root / str(c)
+        folder.mkdir(parents=True, exist_ok=True)
+        for j, img in enumerate(images[labels == c][:per_class]):
+            Image.fromarray(img).save(folder / f"{j:03d}.png")

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from fixture_writers import write_digit_folder
 
 from clip_bench import zeroshot
 from clip_bench.errors import DataNotFoundError
 from clip_bench.loaders import load_split
-from clip_bench.loaders.digits import digits_arrays
 from clip_bench.tasks import get_task
 
 TASK_YAML = """name: digits_folder
@@ -26,18 +25,6 @@ sources:
 """
 
 
-def write_digit_tree(root: Path, per_class: int = 8) -> dict[str, int]:
-    images, labels = digits_arrays("test", 32)
-    counts: dict[str, int] = {}
-    for c in range(10):
-        folder = root / "test" / str(c)
-        folder.mkdir(parents=True, exist_ok=True)
-        for j, img in enumerate(images[labels == c][:per_class]):
-            Image.fromarray(img).save(folder / f"{j:03d}.png")
-        counts[str(c)] = per_class
-    return counts
-
-
 @pytest.fixture
 def folder_task(tmp_path):
     path = tmp_path / "digits_folder.yaml"
@@ -46,7 +33,7 @@ def folder_task(tmp_path):
 
 
 def test_imagefolder_counts_labels_and_accuracy(tmp_path, folder_task, eval_config):
-    write_digit_tree(eval_config.data_root / "digits_folder")
+    write_digit_folder(eval_config.data_root / "digits_folder" / "test", per_class=8)
     data = load_split(get_task(folder_task), None, "test", eval_config.data_root)
     assert len(data) == 80
     assert np.array_equal(np.bincount(data.targets), [8] * 10)
@@ -58,7 +45,7 @@ def test_imagefolder_counts_labels_and_accuracy(tmp_path, folder_task, eval_conf
 
 
 def test_missing_class_folder_is_an_error(tmp_path, folder_task, eval_config):
-    write_digit_tree(eval_config.data_root / "digits_folder", per_class=1)
+    write_digit_folder(eval_config.data_root / "digits_folder" / "test", per_class=1)
     (eval_config.data_root / "digits_folder" / "test" / "7" / "000.png").unlink()
     (eval_config.data_root / "digits_folder" / "test" / "7").rmdir()
     with pytest.raises(DataNotFoundError, match="1 of 10 class folders are missing: 7"):

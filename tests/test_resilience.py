@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from fixture_writers import write_digit_folder
 
 from clip_bench import zeroshot
 from clip_bench.errors import ClipBenchError
@@ -101,16 +101,9 @@ def test_torn_last_line_is_ignored(tmp_path):
 
 
 def _folder_task(tmp_path: Path, data_root: Path, bad: bool) -> str:
-    from clip_bench.loaders.digits import digits_arrays
-
-    images, labels = digits_arrays("test", 32)
-    for c in range(10):
-        d = data_root / "dg" / "test" / str(c)
-        d.mkdir(parents=True)
-        for j, im in enumerate(images[labels == c][:3]):
-            Image.fromarray(im).save(d / f"{j}.png")
+    write_digit_folder(data_root / "dg" / "test", per_class=3)
     if bad:
-        (data_root / "dg" / "test" / "4" / "1.png").write_bytes(b"\x89PNG not really")
+        (data_root / "dg" / "test" / "4" / "001.png").write_bytes(b"\x89PNG not really")
     task = tmp_path / "dg.yaml"
     task.write_text("name: dg\nversion: 1\nprompts: digits\nmetric: accuracy\nsplits: [test]\n"
                     "sources:\n  local: {loader: imagefolder, path: dg}\n")
@@ -119,7 +112,7 @@ def _folder_task(tmp_path: Path, data_root: Path, bad: bool) -> str:
 
 def test_bad_image_stops_with_its_path(tmp_path, eval_config):
     task = _folder_task(tmp_path, eval_config.data_root, bad=True)
-    with pytest.raises(ClipBenchError, match=r"cannot read image .*dg/test/4/1\.png.*--skip-bad-images"):
+    with pytest.raises(ClipBenchError, match=r"cannot read image .*dg/test/4/001\.png.*--skip-bad-images"):
         zeroshot("tiny-clip-digits", task, eval_config, device="cpu")
 
 
