@@ -48,14 +48,14 @@ def sample_k_shot(
         if missing.size and not allow_fewer:
             raise ClipBenchError(
                 f"class index {int(missing[0])} has 0 examples, fewer than k={k} "
-                f"({missing.size} class(es) empty); pass allow_fewer=True to keep going"
+                f"({missing.size} class(es) empty); pass --allow-fewer (Python: allow_fewer=True) to keep going"
             )
     short = counts < k
     if short.any() and not allow_fewer:
         c = classes[short][0]
         raise ClipBenchError(
             f"class index {c} has {int(counts[short][0])} examples, fewer than k={k} "
-            f"({int(short.sum())} class(es) short); pass allow_fewer=True to use what there is"
+            f"({int(short.sum())} class(es) short); pass --allow-fewer (Python: allow_fewer=True) to use what there is"
         )
     picked = []
     for c, start, count in zip(classes, starts, counts, strict=True):

@@ -48,8 +48,10 @@ from clip_bench.errors import ClipBenchError
 SOLVERS = ("torch", "sklearn")
 _PARAM_NAMES = (
     "C", "solver", "max_iter", "tol", "device", "multilabel", "dtype", "batch_rows", "history",
-    "warm_start", "center", "precondition", "n_threads",
+    "warm_start", "center", "precondition", "n_threads", "criterion",
 )
+CRITERIA = ("relative", "sklearn")
+DEFAULT_TOL = {"relative": 3e-2, "sklearn": 1e-4}
 _HALF_DTYPES = (np.float16,)
 
 
@@ -158,40 +160,63 @@ class _Problem:
         gW, gb = self.split(grad)
         return max(float((gW + gb[:, None] * self.mu).abs().max()), float(gb.abs().max()))
 
-    def _minus_one(self, rows: int, like: torch.Tensor) -> torch.Tensor:
-        cached = getattr(self, "_neg_ones", None)
-        if cached is None or cached.shape[0] < rows:
-            cached = self._neg_ones = torch.full((rows, 1), -1.0, dtype=like.dtype, device=like.device)
-        return cached[:rows]
+    def kkt_ratio(self, theta: torch.Tensor, grad: torch.Tensor) -> float:
+        """The relative optimality residual ``||grad F|| / ||l2 W||`` (2-norms, original coordinates).
+
+        At the optimum the data gradient equals ``-l2 W``, so this is the residual relative to the
+        size of the two terms that must cancel. It means the same thing at every C and from any start:
+        a warm start from the neighbouring grid C has ratio ``|1 - C_old / C|`` (>= 0.25 for one grid
+        step), never a small number, and strong convexity (``l2`` on W) bounds the distance to the
+        optimum, ``||W - W*|| <= ratio * ||W||``, and the objective gap,
+        ``F - F* <= ratio^2 * (l2/2) ||W||^2 <= ratio^2 * F``."""
+        gW, gb = self.split(grad)
+        g2 = float(((gW + gb[:, None] * self.mu) ** 2).sum()) + float((gb**2).sum())
+        w = theta[: self.n_outputs * self.d]
+        scale = self.l2 * math.sqrt(float(torch.dot(w, w)))
+        if scale == 0.0:
+            return math.inf if g2 > 0 else 0.0
+        return math.sqrt(g2) / scale
 
     def loss_grad(self, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
         """Objective F and its gradient w.r.t. theta, accumulated over row chunks (loss summed in
         float64, gradient in the compute dtype)."""
         W, bc = self.split(theta)
-        b = bc - W @ self.mu
         grad = torch.zeros_like(theta)
         gW, gb = self.split(grad)
         total = 0.0
         for i in range(0, self.n, self.batch_rows):
-            Xc = self.X[i : i + self.batch_rows].to(self.dtype)
+            # Centre each chunk explicitly: folding mu into the intercept instead would compute the
+            # logits and the gradient as differences of large numbers (a common feature offset) and
+            # cap the attainable accuracy in float32.
+            Xc = self.X[i : i + self.batch_rows].to(self.dtype) - self.mu
             tc = self.target[i : i + self.batch_rows]
-            Z = torch.addmm(b, Xc, W.T)
+            Z = torch.addmm(bc, Xc, W.T)
             if self.kind == "multinomial":
-                # softmax in place; exp is taken once and reused for the loss and the gradient
+                # Softmax in place, written so that tiny losses keep their precision (large C on
+                # separable data drives every loss towards 0, where log(sum exp) - z_y cancels):
+                # q = exp(z - max), others = sum of q over the wrong classes,
+                # CE = log1p(others) when the true class has the largest logit, else log(sum q) + (max - z_y);
+                # dCE/dz_y = -others / sum q (not p_y - 1).
                 m = Z.amax(dim=1, keepdim=True)
                 zy = Z.gather(1, tc[:, None])
                 G = Z.sub_(m).exp_()
-                s = G.sum(dim=1, keepdim=True)
-                total += float((s.log() + m - zy).sum(dtype=torch.float64))
+                qy = G.gather(1, tc[:, None])
+                G.scatter_(1, tc[:, None], 0.0)
+                others = G.sum(dim=1, keepdim=True)
+                s = others + qy
+                gap = m - zy
+                loss = torch.where(gap > 0, s.log() + gap, torch.log1p(others))
+                total += float(loss.sum(dtype=torch.float64))
                 G.div_(s)
-                G.scatter_add_(1, tc[:, None], self._minus_one(G.shape[0], G))
+                G.scatter_(1, tc[:, None], others.div_(s).neg_())
             else:
-                total += float((torch.nn.functional.softplus(Z) - tc * Z).sum(dtype=torch.float64))
-                G = torch.sigmoid_(Z).sub_(tc)
+                sign = 1.0 - 2.0 * tc  # +1 for a negative target, -1 for a positive one
+                Z.mul_(sign)  # sign * z: the loss is softplus(sign * z), the gradient sign * sigmoid(sign * z)
+                total += float(torch.nn.functional.softplus(Z).sum(dtype=torch.float64))
+                G = torch.sigmoid_(Z).mul_(sign)
             gW.addmm_(G.T, Xc)
             gb.add_(G.sum(0))
         grad.div_(self.n)
-        gW.sub_(gb[:, None] * self.mu)  # chain rule through b = b' - W mu
         gW.add_(W, alpha=self.l2)
         w = theta[: self.n_outputs * self.d]
         sq = float(torch.dot(w, w))
@@ -299,22 +324,27 @@ class LbfgsResult:
     n_evals: int
     converged: bool
     message: str
+    residual: float = math.nan  # the stopping measure at theta
+
+
+_STALLS = ("stalled", "line search")
 
 
 def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float, history: int = 10,
-          max_evals: int = 15000, grad_norm=None, precond=None) -> LbfgsResult:
+          max_evals: int = 15000, measure=None, precond=None) -> LbfgsResult:
     """Minimise ``fun(theta) -> (f, grad)`` with L-BFGS (two-loop recursion, strong-Wolfe search).
 
-    Stops when ``max|grad| <= gtol`` (scipy's pgtol), when the relative decrease of f over one
-    iteration is <= ``ftol`` (scipy's factr*eps), when the line search finds no decrease (f is flat at
-    the working precision), or after ``max_iter`` iterations. ``grad_norm(g)`` (default max|g|) is
-    the quantity compared with gtol. ``precond(v)`` applies a fixed SPD initial inverse-Hessian H0
-    (default identity); L-BFGS rescales it by s'y / y'H0y each iteration."""
+    Converged means ``measure(theta, grad) <= gtol`` (default measure: max|grad|, scipy's pgtol).
+    It also stops, *not* converged unless the measure passes there, when the relative decrease of f
+    over one iteration is <= ``ftol`` or the line search finds no decrease (f is flat at the working
+    precision: more iterations cannot help), or after ``max_iter`` iterations / ``max_evals``
+    evaluations. ``precond(v)`` applies a fixed SPD initial inverse-Hessian H0 (default identity);
+    L-BFGS rescales it by s'y / y'H0y each iteration."""
     if precond is None:
         def precond(v):
             return v
-    if grad_norm is None:
-        def grad_norm(g):
+    if measure is None:
+        def measure(theta, g):
             return float(g.abs().max())
     theta = theta0.clone()
     f, g = fun(theta)
@@ -323,8 +353,9 @@ def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float,
     Y: list[torch.Tensor] = []
     rho: list[float] = []
     n_iter = 0
-    if grad_norm(g) <= gtol:
-        return LbfgsResult(theta, f, 0, n_evals, True, "gradient below tol at start")
+    r = measure(theta, g)
+    if r <= gtol:
+        return LbfgsResult(theta, f, 0, n_evals, True, "converged at start", r)
     while True:
         # two-loop recursion: d = -H g
         q = g.neg()
@@ -350,7 +381,7 @@ def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float,
         n_evals += ev
         n_iter += 1
         if t == 0.0:
-            return LbfgsResult(theta, f, n_iter, n_evals, False, "line search found no decrease")
+            return LbfgsResult(theta, f, n_iter, n_evals, False, "line search found no decrease", r)
         s = d.mul_(t)
         y = g_new - g
         sy = float(s @ y)
@@ -362,14 +393,15 @@ def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float,
             S.append(s)
             Y.append(y)
             rho.append(1.0 / sy)
-        if grad_norm(g) <= gtol:
-            return LbfgsResult(theta, f, n_iter, n_evals, True, "gradient below tol")
-        if (f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0):
-            return LbfgsResult(theta, f, n_iter, n_evals, True, "relative decrease below ftol")
+        r = measure(theta, g)
+        if r <= gtol:
+            return LbfgsResult(theta, f, n_iter, n_evals, True, "converged", r)
+        if (f_old - f) <= ftol * max(abs(f_old), abs(f)):
+            return LbfgsResult(theta, f, n_iter, n_evals, False, "stalled: relative decrease below ftol", r)
         if n_iter >= max_iter:
-            return LbfgsResult(theta, f, n_iter, n_evals, False, "max_iter reached")
+            return LbfgsResult(theta, f, n_iter, n_evals, False, "max_iter reached", r)
         if n_evals >= max_evals:
-            return LbfgsResult(theta, f, n_iter, n_evals, False, "max_evals reached")
+            return LbfgsResult(theta, f, n_iter, n_evals, False, "max_evals reached", r)
 
 
 def logistic_objective(
@@ -437,7 +469,7 @@ class LogisticRegressionProbe:
         C: float = 1.0,
         solver: str = "torch",
         max_iter: int = 1000,
-        tol: float = 1e-4,
+        tol: float | None = None,
         device: str | torch.device | None = None,
         multilabel: bool = False,
         dtype: str = "float32",
@@ -445,8 +477,9 @@ class LogisticRegressionProbe:
         history: int = 10,
         warm_start: bool = False,
         center: bool = True,
-        precondition: bool = False,
+        precondition: bool = True,
         n_threads: int | None = None,
+        criterion: str = "relative",
     ) -> None:
         self.C = C
         self.solver = solver
@@ -461,6 +494,7 @@ class LogisticRegressionProbe:
         self.center = center
         self.precondition = precondition
         self.n_threads = n_threads
+        self.criterion = criterion
 
     def get_params(self, deep: bool = True) -> dict:
         """Constructor parameters (sklearn convention), e.g. to clone the probe at another C."""
@@ -484,15 +518,23 @@ class LogisticRegressionProbe:
         y: np.ndarray,
         coef_init: np.ndarray | None = None,
         intercept_init: np.ndarray | None = None,
+        init_classes: np.ndarray | None = None,
     ) -> LogisticRegressionProbe:
         """Fit on features X (N, d) and labels y (N,) or multi-hot y (N, K) when ``multilabel``.
 
         ``coef_init``/``intercept_init`` start the optimiser from given coefficients (a C sweep passes
-        the neighbouring C's solution); shapes as ``coef_``/``intercept_``."""
+        the neighbouring C's solution); shapes as ``coef_``/``intercept_``. ``init_classes`` names the
+        classes of their rows when they come from a fit on other data (e.g. a validation-split fit
+        that lacked some classes): rows are matched by class, a class the start does not know starts
+        at zero. A start that cannot be matched (other feature width, binary against multiclass) is
+        ignored: the fit starts from zero, which changes the iterations, not the solution."""
         if not isinstance(X, (np.ndarray, torch.Tensor)):
             X = np.asarray(X)
+        previous = (self.coef_, self.intercept_, self.classes_) if self.warm_start and hasattr(self, "coef_") else None
         if self.solver not in SOLVERS:
             raise ClipBenchError(f"unknown probe solver {self.solver!r}; choose one of {', '.join(SOLVERS)}")
+        if self.criterion not in CRITERIA:
+            raise ClipBenchError(f"unknown stopping criterion {self.criterion!r}; choose one of {', '.join(CRITERIA)}")
         if not (self.C > 0):
             raise ClipBenchError(f"C must be positive, got {self.C}")
         y = np.asarray(y)
@@ -514,8 +556,10 @@ class LogisticRegressionProbe:
             self.classes_ = np.unique(y)
             if self.classes_.size < 2:
                 raise ClipBenchError(f"the probe needs at least 2 classes in the training set, got {self.classes_}")
-        if coef_init is None and self.warm_start and hasattr(self, "coef_"):
-            coef_init, intercept_init = self.coef_, self.intercept_
+        if coef_init is None and previous is not None:
+            coef_init, intercept_init, init_classes = previous
+        if coef_init is not None:
+            coef_init, intercept_init = self._match_start(coef_init, intercept_init, init_classes, X.shape[1])
         t0 = time.perf_counter()
         with _limit_threads(self.n_threads):
             if self.solver == "sklearn":
@@ -524,6 +568,47 @@ class LogisticRegressionProbe:
                 self._fit_torch(X, y, coef_init, intercept_init)
         self.fit_time_ = time.perf_counter() - t0
         return self
+
+    def _match_start(self, coef, intercept, init_classes, d: int):
+        """(coef, intercept) laid out for this fit's classes, or (None, None) if that is impossible."""
+        coef = np.asarray(coef)
+        k = self._n_outputs()
+        intercept = np.zeros(coef.shape[0], dtype=coef.dtype) if intercept is None else np.asarray(intercept)
+        if init_classes is not None and not self.multilabel and k > 1:
+            init_classes = np.asarray(init_classes)
+            if coef.shape != (len(init_classes), d) or len(init_classes) < 3:
+                return None, None
+            W = np.zeros((k, d), dtype=coef.dtype)
+            b = np.zeros(k, dtype=coef.dtype)
+            src = {c: i for i, c in enumerate(init_classes.tolist())}
+            for j, c in enumerate(self.classes_.tolist()):
+                if c in src:
+                    W[j], b[j] = coef[src[c]], intercept[src[c]]
+            return W, b
+        if init_classes is not None and len(init_classes) != len(self.classes_):
+            return None, None
+        if coef.shape != (k, d) or intercept.shape != (k,):
+            raise ClipBenchError(
+                f"coef_init has shape {coef.shape} and intercept_init {intercept.shape}, but this fit needs "
+                f"({k}, {d}) and ({k},); pass init_classes to match rows by class"
+            )
+        return coef, intercept
+
+    def _tol(self) -> float:
+        return DEFAULT_TOL[self.criterion] if self.tol is None else float(self.tol)
+
+    def _measure(self, prob: _Problem):
+        if self.criterion == "relative":
+            return prob.kkt_ratio
+        return lambda theta, g: prob.raw_grad_maxabs(g)
+
+    def _lbfgs(self, prob: _Problem, theta0: torch.Tensor, max_iter: int) -> LbfgsResult:
+        # stall detection only (convergence is decided by the measure): f no longer decreases
+        ftol = 64 * float(torch.finfo(prob.dtype).eps) * (1e-3 if prob.dtype == torch.float32 else 1.0)
+        return lbfgs(
+            prob.loss_grad, theta0, max_iter=max_iter, gtol=self._tol(), ftol=ftol, history=self.history,
+            measure=self._measure(prob), precond=_spectral_precond(prob) if self.precondition else None,
+        )
 
     def _n_outputs(self) -> int:
         return len(self.classes_) if (self.multilabel or len(self.classes_) > 2) else 1
@@ -553,20 +638,27 @@ class LogisticRegressionProbe:
             W0.copy_(torch.as_tensor(np.asarray(coef_init).reshape(k, d)))
             if intercept_init is not None:
                 b0.copy_(torch.as_tensor(np.asarray(intercept_init).reshape(k)))
-        ftol = 64 * float(torch.finfo(dtype).eps) * (1e-3 if dtype == torch.float32 else 1.0)
-        res = lbfgs(
-            prob.loss_grad, prob.to_theta(W0, b0), max_iter=self.max_iter, gtol=self.tol, ftol=ftol,
-            history=self.history, grad_norm=prob.raw_grad_maxabs,
-            precond=_spectral_precond(prob) if self.precondition else None,
-        )
+        theta0 = prob.to_theta(W0, b0)
+        res = self._lbfgs(prob, theta0, self.max_iter)
+        n_iter, n_evals, n_polish = res.n_iter, res.n_evals, 0
+        if not res.converged and res.message.startswith(_STALLS) and dtype == torch.float32 and n_iter < self.max_iter:
+            # float32 cannot represent W finely enough to go on (the attainable residual is about
+            # eps32 x the condition number): finish the same fit in float64 from where it stopped.
+            W, b = prob.from_theta(res.theta)
+            mu64 = _feature_mean(Xt, torch.float64, batch_rows) if self.center else mu.double()
+            prob = _Problem(Xt, target, kind, k, prob.l2, torch.float64, batch_rows, mu64)
+            res = self._lbfgs(prob, prob.to_theta(W.double(), b.double()), self.max_iter - n_iter)
+            n_iter, n_evals, n_polish = n_iter + res.n_iter, n_evals + res.n_evals, res.n_iter
         W, b = prob.from_theta(res.theta)
-        self.coef_ = W.cpu().numpy().copy()
-        self.intercept_ = b.cpu().numpy().copy()
-        self.n_iter_ = res.n_iter
-        self.n_evals_ = res.n_evals
+        self.coef_ = W.to(dtype).cpu().numpy().copy()
+        self.intercept_ = b.to(dtype).cpu().numpy().copy()
+        self.n_iter_ = n_iter
+        self.n_iter_float64_ = n_polish
+        self.n_evals_ = n_evals
         self.objective_ = res.objective
         self.converged_ = res.converged
         self.stop_reason_ = res.message
+        self.residual_ = res.residual
 
     def _fit_sklearn(self, X, y, coef_init, intercept_init) -> None:
         from sklearn.exceptions import ConvergenceWarning
@@ -646,5 +738,5 @@ class LogisticRegressionProbe:
     def __repr__(self) -> str:
         return (
             f"LogisticRegressionProbe(C={self.C:g}, solver={self.solver!r}, max_iter={self.max_iter}, "
-            f"tol={self.tol:g}, multilabel={self.multilabel})"
+            f"tol={self._tol():g}, criterion={self.criterion!r}, multilabel={self.multilabel})"
         )

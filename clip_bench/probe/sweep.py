@@ -1,19 +1,31 @@
-"""The paper's regularisation search: a coarse C grid, then a parametric binary search.
+"""The paper's regularisation search (a coarse C grid, then interval halving), with clip-bench's
+rule for choosing among the scores.
 
 Grid: C = 10^-6 ... 10^6 at 8 points per decade. 12 decades x 8 = 96 *intervals*, so the grid has
 **97 points** (both ends included; index i is C = 10^(-6 + i/8)); "96 log-spaced steps" in the paper
 counts the steps between points. The search starts from the 7 coarse points {1e-6, 1e-4, 1e-2, 1, 1e2,
-1e4, 1e6} (every 16th grid index), then repeatedly evaluates the two grid points half-way between
-the current best and its neighbours (16 -> 8 -> 4 -> 2 -> 1 grid steps) until the grid resolution is
-reached: at most 7 + 4 * 2 = 15 fits. Ties keep the smaller C (stronger regularisation).
+1e4, 1e6} (every 16th grid index), then evaluates the grid points half-way between the best and its
+neighbours (16 -> 8 -> 4 -> 2 -> 1 grid steps) until the grid resolution is reached.
 
-Each C is scored on a validation set by a caller-given ``metric(scores, targets) -> float`` (higher is
-better; ``scores`` is the probe's ``predict_proba`` output). With the torch solver every fit is warm-
-started from the nearest C already fitted (grid distance; ties go to the smaller C), which is what
-makes the whole sweep cheap: the coarse pass walks up the regularisation path. A side effect of
-sklearn's (loose, mean-scaled) ``tol``: above some C the neighbour's solution already passes the
-gradient test, so those fits take 0 iterations and score the same; the tie rule then picks the
-smallest such C. A cold-started sklearn sweep instead scores early-stopped fits there.
+Choosing among the scores (the paper does not say; this is clip-bench's rule):
+
+* **Ranking.** Each C is scored on the validation data by the task's main metric (higher is better)
+  *and* by the mean validation log-loss (a continuous proper scoring rule). C are ranked by the main
+  metric; ties (equal within 1e-9, as accuracies on a small set often are) go to the lower log-loss,
+  and only then to the smaller C. The pick is the best-ranked C among all those evaluated.
+* **Ties never hide a peak.** Each halving round refines around *every* C tied for the best main
+  metric, not only the best-ranked one, so a plateau of equal coarse scores cannot hide a peak
+  between its points. When more than ``max_tied`` (default 4) C tie, the round refines around the
+  ``max_tied`` best-ranked of them plus the centre of the tied run.
+* **Bounded.** At most 7 + 4 rounds x 2 x (max_tied + 1) = 47 distinct C are fitted (15 when one C
+  leads, the paper's count); the number is recorded (``n_fits``).
+* **Grid edge.** A pick at the first or last grid point is recorded (``C_at_grid_edge``: "low" or
+  "high"): the best C may lie outside the searched range.
+
+Each fit is warm-started from the nearest C already fitted (torch solver; grid distance, ties to the
+smaller C). The solver stops on a relative optimality residual that a warm start cannot pass without
+converging (``logreg.py``), so every score belongs to the C it is reported at; each fit's iterations
+and convergence are recorded (``fits``).
 """
 
 from __future__ import annotations
@@ -42,20 +54,46 @@ def c_grid(c_min: float = C_MIN, c_max: float = C_MAX, steps_per_decade: int = S
     return np.logspace(lo, hi, n_steps + 1)
 
 
-def parametric_search(score_at: Callable[[int], float], n_points: int, coarse_step: int = COARSE_STEP) -> tuple[int, dict[int, float], int]:
-    """Maximise ``score_at(grid_index)`` with the paper's coarse-grid + interval-halving search.
+Score = tuple[float, float]  # (main metric, higher is better; mean validation log-loss, lower is better)
 
-    Returns (best index, {index: score} in evaluation order, number of halving rounds)."""
+
+def _ties(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
+def _rank_key(i: int, s: Score) -> tuple[float, float, int]:
+    return (s[0], -s[1], -i)
+
+
+def parametric_search(
+    score_at: Callable[[int], float | Score], n_points: int, coarse_step: int = COARSE_STEP, max_tied: int = 4
+) -> tuple[int, dict[int, float], int]:
+    """Maximise ``score_at(grid_index)`` with the coarse-grid + interval-halving search and the tie
+    rule of the module docstring. ``score_at`` returns the main metric, or (main metric, log-loss).
+
+    Returns (best index, {index: main score} in evaluation order, number of halving rounds,
+    {index: log-loss} (0.0 when ``score_at`` gives the main metric only))."""
     if n_points < 1:
         raise ClipBenchError("the C grid is empty")
-    scores: dict[int, float] = {}
+    scores: dict[int, Score] = {}
 
     def evaluate(i: int) -> None:
         if 0 <= i < n_points and i not in scores:
-            scores[i] = float(score_at(i))
+            s = score_at(i)
+            scores[i] = (float(s[0]), float(s[1])) if isinstance(s, tuple) else (float(s), 0.0)
 
-    def best() -> int:  # highest score; ties -> smallest index (smallest C)
-        return max(sorted(scores), key=lambda i: (scores[i], -i))
+    def ranked() -> list[int]:
+        return sorted(scores, key=lambda i: _rank_key(i, scores[i]), reverse=True)
+
+    def centres() -> list[int]:
+        order = ranked()
+        top = scores[order[0]][0]
+        tied = [i for i in order if _ties(scores[i][0], top)]
+        if len(tied) <= max_tied:
+            return tied
+        picks = tied[:max_tied]
+        centre = sorted(tied)[len(tied) // 2]
+        return picks + ([centre] if centre not in picks else [])
 
     coarse = list(range(0, n_points, coarse_step))
     if coarse[-1] != n_points - 1:
@@ -64,17 +102,39 @@ def parametric_search(score_at: Callable[[int], float], n_points: int, coarse_st
         evaluate(i)
     step, rounds = coarse_step // 2, 0
     while step >= 1:
-        b = best()
-        evaluate(b - step)
-        evaluate(b + step)
+        for b in centres():
+            evaluate(b - step)
+            evaluate(b + step)
         step //= 2
         rounds += 1
-    return best(), scores, rounds
+    return ranked()[0], {i: s[0] for i, s in scores.items()}, rounds, {i: s[1] for i, s in scores.items()}
+
+
+def grid_edge(index: int, n_points: int) -> str | None:
+    """'low' / 'high' when a pick sits on the first / last grid point, else None."""
+    return "low" if index == 0 else ("high" if index == n_points - 1 else None)
+
+
+def log_loss(proba: np.ndarray, targets: np.ndarray, classes: np.ndarray | None, multilabel: bool) -> float:
+    """Mean log-loss of probabilities (clipped at 1e-15, as scikit-learn): softmax columns ordered by
+    ``classes`` (a target class the probe never saw gets probability 0), or per-class sigmoids
+    (multi-label: the mean over examples of the summed binary losses)."""
+    p = np.clip(np.asarray(proba, dtype=np.float64), 1e-15, 1 - 1e-15)
+    t = np.asarray(targets)
+    if multilabel:
+        return float(-np.mean(np.sum(t * np.log(p) + (1 - t) * np.log1p(-p), axis=1)))
+    cls = np.asarray(classes)
+    pos = np.clip(np.searchsorted(cls, t), 0, len(cls) - 1)
+    hit = cls[pos] == t
+    py = np.where(hit, p[np.arange(len(t)), pos], 1e-15)
+    return float(-np.mean(np.log(py)))
 
 
 @dataclass
 class SweepResult:
-    """Outcome of a C search. ``scores`` lists (C, validation score) in evaluation order."""
+    """Outcome of a C search. ``scores`` lists (C, validation score) in evaluation order, ``log_losses``
+    the mean validation log-loss at the same C, ``fits`` one record per fit (C, fold, L-BFGS
+    iterations, converged, stopping residual)."""
 
     best_C: float
     best_score: float
@@ -85,16 +145,29 @@ class SweepResult:
     wall_time_s: float
     solver: str
     fit_times_s: list[float] = field(default_factory=list)
-    # (coef, intercept) fitted at best_C on the (first fold's) training data: warm start for a refit
-    best_solution: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    log_losses: list[tuple[float, float]] = field(default_factory=list)
+    best_log_loss: float = float("nan")
+    C_at_grid_edge: str | None = None
+    fits: list[dict] = field(default_factory=list)
+    # (coef, intercept, classes) fitted at best_C on the (first fold's) training data: warm start for a refit
+    best_solution: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def all_converged(self) -> bool:
+        return all(f["converged"] for f in self.fits)
 
     def as_dict(self) -> dict:
         return {
             "best_C": self.best_C,
             "best_score": self.best_score,
+            "best_log_loss": self.best_log_loss,
+            "C_at_grid_edge": self.C_at_grid_edge,
             "scores": [[c, s] for c, s in self.scores],
+            "log_losses": [[c, s] for c, s in self.log_losses],
             "n_fits": self.n_fits,
             "n_iter": self.n_iter,
+            "all_converged": self.all_converged,
+            "fits": self.fits,
             "rounds": self.rounds,
             "wall_time_s": self.wall_time_s,
             "solver": self.solver,
@@ -105,6 +178,10 @@ def probe_scores(probe: LogisticRegressionProbe, X: np.ndarray, n_classes: int |
     """``predict_proba`` laid out over ``n_classes`` columns (integer labels 0..n_classes-1): a class
     absent from the training split gets a zero column, so metrics see the full label space."""
     proba = probe.predict_proba(X)
+    return _layout(probe, proba, n_classes)
+
+
+def _layout(probe: LogisticRegressionProbe, proba: np.ndarray, n_classes: int | None) -> np.ndarray:
     if probe.multilabel or n_classes is None or proba.shape[1] == n_classes:
         return proba
     cls = np.asarray(probe.classes_)
@@ -118,22 +195,32 @@ def probe_scores(probe: LogisticRegressionProbe, X: np.ndarray, n_classes: int |
 class _PathFitter:
     """Fits one training set at grid points, warm-starting from the nearest fitted C (torch only)."""
 
-    def __init__(self, template: LogisticRegressionProbe, X, y, grid: np.ndarray, warm_start: bool) -> None:
+    def __init__(self, template: LogisticRegressionProbe, X, y, grid: np.ndarray, warm_start: bool, fold: int) -> None:
         self.template, self.X, self.y, self.grid, self.warm_start = template, X, y, grid, warm_start
-        self.solutions: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.fold = fold
+        self.solutions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.n_iter = 0
         self.fit_times: list[float] = []
+        self.records: list[dict] = []
 
     def fit(self, i: int) -> LogisticRegressionProbe:
         init = {}
         if self.warm_start and self.solutions:
             j = min(self.solutions, key=lambda j: (abs(j - i), j))
-            init = {"coef_init": self.solutions[j][0], "intercept_init": self.solutions[j][1]}
+            init = dict(zip(("coef_init", "intercept_init", "init_classes"), self.solutions[j], strict=True))
         probe = self.template.clone(C=float(self.grid[i])).fit(self.X, self.y, **init)
-        self.solutions[i] = (probe.coef_, probe.intercept_)
+        self.solutions[i] = (probe.coef_, probe.intercept_, probe.classes_)
         self.n_iter += int(probe.n_iter_)
         self.fit_times.append(probe.fit_time_)
+        self.records.append({
+            "C": float(self.grid[i]), "fold": self.fold, "n_iter": int(probe.n_iter_),
+            "converged": bool(probe.converged_), "residual": _finite_or_none(getattr(probe, "residual_", None)),
+        })
         return probe
+
+
+def _finite_or_none(x) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
 
 
 def _template(probe: LogisticRegressionProbe | None, solver: str) -> LogisticRegressionProbe:
@@ -153,6 +240,7 @@ def sweep_C(
     coarse_step: int = COARSE_STEP,
     warm_start: bool | None = None,
     n_classes: int | None = None,
+    max_tied: int = 4,
 ) -> SweepResult:
     """Choose C on a validation set with the paper's search (see module docstring).
 
@@ -161,7 +249,8 @@ def sweep_C(
     solver and False for sklearn (the paper's reference fits each C from zero). ``n_classes``: see
     :func:`probe_scores`."""
     return sweep_C_folds([(train_X, train_y, val_X, val_y)], metric, probe=probe, solver=solver, grid=grid,
-                         coarse_step=coarse_step, warm_start=warm_start, n_classes=n_classes)
+                         coarse_step=coarse_step, warm_start=warm_start, n_classes=n_classes,
+                         max_tied=max_tied)
 
 
 def sweep_C_folds(
@@ -174,6 +263,7 @@ def sweep_C_folds(
     coarse_step: int = COARSE_STEP,
     warm_start: bool | None = None,
     n_classes: int | None = None,
+    max_tied: int = 4,
 ) -> SweepResult:
     """Like :func:`sweep_C`, scoring each C by the mean metric over several (train_X, train_y, val_X,
     val_y) folds (cross-validation); each fold keeps its own warm-start path."""
@@ -182,15 +272,18 @@ def sweep_C_folds(
     grid = c_grid() if grid is None else np.asarray(grid, dtype=float)
     if warm_start is None:
         warm_start = template.solver == "torch"
-    fitters = [_PathFitter(template, trX, trY, grid, warm_start) for trX, trY, _, _ in folds]
+    fitters = [_PathFitter(template, trX, trY, grid, warm_start, f) for f, (trX, trY, _, _) in enumerate(folds)]
 
-    def score_at(i: int) -> float:
-        vals = []
+    def score_at(i: int) -> Score:
+        vals, losses = [], []
         for fitter, (_, _, vX, vY) in zip(fitters, folds, strict=True):
-            vals.append(metric(probe_scores(fitter.fit(i), vX, n_classes), vY))
-        return float(np.mean(vals))
+            fitted = fitter.fit(i)
+            proba = fitted.predict_proba(vX)
+            vals.append(metric(_layout(fitted, proba, n_classes), vY))
+            losses.append(log_loss(proba, vY, fitted.classes_, fitted.multilabel))
+        return float(np.mean(vals)), float(np.mean(losses))
 
-    best, scores, rounds = parametric_search(score_at, len(grid), coarse_step)
+    best, scores, rounds, losses = parametric_search(score_at, len(grid), coarse_step, max_tied)
     return SweepResult(
         best_C=float(grid[best]),
         best_score=scores[best],
@@ -201,5 +294,9 @@ def sweep_C_folds(
         wall_time_s=time.perf_counter() - t0,
         solver=template.solver,
         fit_times_s=[t for f in fitters for t in f.fit_times],
+        log_losses=[(float(grid[i]), v) for i, v in losses.items()],
+        best_log_loss=losses[best],
+        C_at_grid_edge=grid_edge(best, len(grid)),
+        fits=[r for f in fitters for r in f.records],
         best_solution=fitters[0].solutions.get(best),
     )
