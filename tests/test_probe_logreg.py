@@ -167,3 +167,85 @@ def test_user_errors_are_clip_bench_errors(digits):
         LogisticRegressionProbe().predict(Xtr)
     with pytest.raises(ClipBenchError, match="rows"):
         LogisticRegressionProbe().fit(Xtr, ytr[:-1])
+
+
+# ---------------------------------------------------------------- the stopping rule (issue 15)
+
+def _small(seed: int = 0, n: int = 300, d: int = 16, k: int = 5, sep: float = 0.9):
+    """A small problem with a common feature offset; separable on its training rows at sep=0.9."""
+    rng = np.random.default_rng(7)
+    means = rng.standard_normal((k, d)) * sep
+    r = np.random.default_rng(seed)
+    y = r.integers(0, k, n)
+    return (means[y] + r.standard_normal((n, d)) + 2.0).astype(np.float32), y
+
+
+def test_warm_start_from_a_far_smaller_C_does_not_pass_the_stopping_test():
+    """The bug: at large C the neighbour's solution passed the absolute gradient test after 0
+    iterations, so the fit 'at C = 1e4' held the C = 100 solution."""
+    X, y = _small()
+    low = LogisticRegressionProbe(C=100.0, n_threads=1).fit(X, y)
+    warm = LogisticRegressionProbe(C=1e4, n_threads=1).fit(X, y, coef_init=low.coef_, intercept_init=low.intercept_)
+    cold = LogisticRegressionProbe(C=1e4, n_threads=1).fit(X, y)
+    assert warm.n_iter_ > 0 and warm.converged_ and cold.converged_
+    assert warm.residual_ <= 3e-2 and cold.residual_ <= 3e-2
+    assert warm.objective_ == pytest.approx(cold.objective_, rel=1e-3)
+    assert warm.objective_ < 0.9 * logistic_objective(X, y, low.coef_, low.intercept_, 1e4)
+
+
+def test_iteration_cap_is_recorded_as_not_converged():
+    X, y = _small()
+    fit = LogisticRegressionProbe(C=1e3, max_iter=3, n_threads=1).fit(X, y)
+    assert fit.n_iter_ == 3 and not fit.converged_ and fit.stop_reason_ == "max_iter reached"
+
+
+@pytest.fixture(scope="module")
+def grid_reference():
+    """scikit-learn, tight and cold, at every other grid C (49 of the 97, both ends included) on a
+    small problem (not separable: sklearn then converges in < 700 iterations at every C)."""
+    from clip_bench.probe import c_grid
+
+    X, y = _small(seed=1, sep=0.5)
+    vX, vy = _small(seed=2, n=2000, sep=0.5)
+    ref = {}
+    for C in c_grid()[::2]:
+        lr = LogisticRegression(C=C, tol=1e-10, max_iter=20000).fit(X.astype(np.float64), y)
+        ref[C] = (logistic_objective(X, y, lr.coef_, lr.intercept_, C), 100 * lr.score(vX, vy))
+    return X, y, vX, vy, ref
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warm", [False, True])
+def test_parity_with_tight_sklearn_across_the_grid(grid_reference, warm):
+    """Relative objective within 1e-3 and val accuracy within 0.3 points of a tight, cold sklearn fit at
+    every C, warm-started along the path or cold (benchmarks/bench_probe.py --parity: all 97 C on the
+    benchmark data)."""
+    X, y, vX, vy, ref = grid_reference
+    init: dict = {}
+    for C, (obj_ref, acc_ref) in ref.items():
+        fit = LogisticRegressionProbe(C=C, n_threads=1).fit(X, y, **init)
+        if warm:
+            init = {"coef_init": fit.coef_, "intercept_init": fit.intercept_}
+        obj = logistic_objective(X, y, fit.coef_, fit.intercept_, C)
+        assert fit.converged_, (C, fit.stop_reason_)
+        assert abs(obj - obj_ref) <= 1e-3 * obj_ref, (C, obj, obj_ref)
+        assert abs(100 * fit.score(vX, vy) - acc_ref) <= 0.3, C
+
+
+def test_warm_start_is_matched_by_class():
+    """A start fitted on fewer classes (a val split that lacked some) maps rows by class; the fit
+    reaches the cold solution. linprobe --limit 10 crashed here."""
+    X, y = _small()
+    part = y < 3
+    sub = LogisticRegressionProbe(C=1.0, n_threads=1).fit(X[part], y[part])
+    warm = LogisticRegressionProbe(C=1.0, n_threads=1).fit(
+        X, y, coef_init=sub.coef_, intercept_init=sub.intercept_, init_classes=sub.classes_)
+    cold = LogisticRegressionProbe(C=1.0, n_threads=1).fit(X, y)
+    assert warm.converged_ and warm.objective_ == pytest.approx(cold.objective_, rel=1e-3)
+    with pytest.raises(ClipBenchError, match="init_classes"):
+        LogisticRegressionProbe(C=1.0, n_threads=1).fit(X, y, coef_init=sub.coef_, intercept_init=sub.intercept_)
+    # a binary start cannot seed a multiclass fit: ignored, not an error
+    two = y < 2
+    binary = LogisticRegressionProbe(C=1.0, n_threads=1).fit(X[two], y[two])
+    again = LogisticRegressionProbe(C=1.0, n_threads=1).fit(X, y, coef_init=binary.coef_, init_classes=binary.classes_)
+    assert again.objective_ == pytest.approx(cold.objective_, rel=1e-3)

@@ -51,7 +51,7 @@ _PARAM_NAMES = (
     "warm_start", "center", "precondition", "n_threads", "criterion",
 )
 CRITERIA = ("relative", "sklearn")
-DEFAULT_TOL = {"relative": 3e-2, "sklearn": 1e-4}
+DEFAULT_TOL = {"relative": 1e-2, "sklearn": 1e-4}
 _HALF_DTYPES = (np.float16,)
 
 
@@ -131,6 +131,7 @@ class _Problem:
     dtype: torch.dtype
     batch_rows: int
     mu: torch.Tensor  # (d,) mean feature, zeros to disable centering
+    spread: float = 1.0  # RMS per-feature standard deviation of the features (sets the logit scale)
 
     @property
     def n(self) -> int:
@@ -161,21 +162,29 @@ class _Problem:
         return max(float((gW + gb[:, None] * self.mu).abs().max()), float(gb.abs().max()))
 
     def kkt_ratio(self, theta: torch.Tensor, grad: torch.Tensor) -> float:
-        """The relative optimality residual ``||grad F|| / ||l2 W||`` (2-norms, original coordinates).
+        """The relative optimality residual: the larger of
 
-        At the optimum the data gradient equals ``-l2 W``, so this is the residual relative to the
-        size of the two terms that must cancel. It means the same thing at every C and from any start:
-        a warm start from the neighbouring grid C has ratio ``|1 - C_old / C|`` (>= 0.25 for one grid
-        step), never a small number, and strong convexity (``l2`` on W) bounds the distance to the
-        optimum, ``||W - W*|| <= ratio * ||W||``, and the objective gap,
-        ``F - F* <= ratio^2 * (l2/2) ||W||^2 <= ratio^2 * F``."""
+        * ``||dF/dW|| / ||l2 W||`` (2-norms, centred coordinates). At the optimum the data gradient
+          equals ``-l2 W``, so this is the residual relative to the size of the two terms that must
+          cancel. Strong convexity (``l2`` on W) bounds the distance to the optimum,
+          ``||W - W*|| <= ratio * ||W||``, and the objective gap, ``F - F* <= ratio^2 * F``;
+        * ``c * ||dF/db|| / (||W|| * spread)`` (c = max(4, K), an upper bound on the inverse curvature
+          in b): the intercept error relative to the spread of the logits ``W x``, which matters at
+          small C, where the logits barely differ between classes (floored at sqrt(eps) x ||b||:
+          finer logits than that are not resolved at the working precision).
+
+        It means the same at every C and from any start: a warm start from the neighbouring grid C has
+        ``||dF/dW|| / ||l2 W|| = |1 - C_old / C|`` (>= 0.25 for one grid step), never a small number."""
+        k, d = self.n_outputs, self.d
         gW, gb = self.split(grad)
-        g2 = float(((gW + gb[:, None] * self.mu) ** 2).sum()) + float((gb**2).sum())
-        w = theta[: self.n_outputs * self.d]
-        scale = self.l2 * math.sqrt(float(torch.dot(w, w)))
-        if scale == 0.0:
-            return math.inf if g2 > 0 else 0.0
-        return math.sqrt(g2) / scale
+        w = theta[: k * d]
+        wn = math.sqrt(float(torch.dot(w, w)))
+        gwn, gbn = float(gW.norm()), float(gb.norm())
+        if wn == 0.0:
+            return math.inf if (gwn > 0 or gbn > 0) else 0.0
+        # the logits' W part cannot be resolved below the working precision of the intercept
+        floor = math.sqrt(float(torch.finfo(self.dtype).eps)) * float(theta[k * d :].norm())
+        return max(gwn / (self.l2 * wn), max(4.0, k) * gbn / max(wn * self.spread, floor))
 
     def loss_grad(self, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
         """Objective F and its gradient w.r.t. theta, accumulated over row chunks (loss summed in
@@ -225,7 +234,7 @@ class _Problem:
 
 def _spectral_precond(prob: _Problem, min_rows: int = 4096):
     """H0 ~ (Sigma + eps I)^-1 on W (Sigma: centred feature covariance from a row subsample, eps ~ the
-    penalty's share of the Hessian), identity on the intercept: an approximate inverse Hessian that
+    penalty's share of the Hessian), a matching constant on the intercept: an approximate inverse Hessian that
     undoes feature anisotropy. It only steers L-BFGS; the objective is untouched."""
     X = prob.X
     rows = max(min_rows, 4 * prob.d)
@@ -243,16 +252,25 @@ def _spectral_precond(prob: _Problem, min_rows: int = 4096):
     def precond(v: torch.Tensor) -> torch.Tensor:
         out = v.clone()
         out[: k * d].view(k, d).copy_(((v[: k * d].view(k, d) @ Q) * D) @ Q.T)
+        # intercept block on the same footing: its curvature ~1/K against ~(lam + K l2)/K for W, so
+        # relative to D it is scaled by ``scale`` (without this, small-C fits crawl in b)
+        out[k * d :].mul_(scale)
         return out
 
     return precond
 
 
-def _feature_mean(X: torch.Tensor, dtype: torch.dtype, batch_rows: int) -> torch.Tensor:
+def _feature_moments(X: torch.Tensor, batch_rows: int) -> tuple[torch.Tensor, float]:
+    """(mean feature in float64, RMS per-feature standard deviation) in one pass."""
     acc = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+    sq = 0.0
     for i in range(0, X.shape[0], batch_rows):
-        acc += X[i : i + batch_rows].to(torch.float64).sum(0)
-    return (acc / X.shape[0]).to(dtype)
+        chunk = X[i : i + batch_rows].to(torch.float64)
+        acc += chunk.sum(0)
+        sq += float((chunk * chunk).sum())
+    mu = acc / X.shape[0]
+    var = max(sq / X.shape[0] - float(mu @ mu), 0.0) / X.shape[1]
+    return mu, math.sqrt(var) if var > 0 else 1.0
 
 
 def _cubic_min(x1: float, f1: float, g1: float, x2: float, f2: float, g2: float, lo: float, hi: float) -> float:
@@ -330,16 +348,34 @@ class LbfgsResult:
 _STALLS = ("stalled", "line search")
 
 
+def _direction(g: torch.Tensor, S: list, Y: list, rho: list, precond) -> torch.Tensor:
+    """The L-BFGS direction ``-H g`` (two-loop recursion; H0 = precond, rescaled by s'y / y'H0y)."""
+    q = g.neg()
+    alphas = []
+    for s, y, rh in zip(reversed(S), reversed(Y), reversed(rho), strict=True):
+        a = rh * float(s @ q)
+        alphas.append(a)
+        q.add_(y, alpha=-a)
+    q = precond(q)
+    if S:
+        q.mul_(float(S[-1] @ Y[-1]) / float(Y[-1] @ precond(Y[-1])))
+    for s, y, rh, a in zip(S, Y, rho, reversed(alphas), strict=True):
+        beta = rh * float(y @ q)
+        q.add_(s, alpha=a - beta)
+    return q
+
+
 def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float, history: int = 10,
-          max_evals: int = 15000, measure=None, precond=None) -> LbfgsResult:
+          max_evals: int = 15000, measure=None, precond=None, flat_tol: float | None = None) -> LbfgsResult:
     """Minimise ``fun(theta) -> (f, grad)`` with L-BFGS (two-loop recursion, strong-Wolfe search).
 
     Converged means ``measure(theta, grad) <= gtol`` (default measure: max|grad|, scipy's pgtol).
-    It also stops, *not* converged unless the measure passes there, when the relative decrease of f
-    over one iteration is <= ``ftol`` or the line search finds no decrease (f is flat at the working
-    precision: more iterations cannot help), or after ``max_iter`` iterations / ``max_evals``
-    evaluations. ``precond(v)`` applies a fixed SPD initial inverse-Hessian H0 (default identity);
-    L-BFGS rescales it by s'y / y'H0y each iteration."""
+    It also stops when the relative decrease of f over one iteration is <= ``ftol`` or the line search
+    finds no decrease (f is flat at the working precision: more iterations cannot help), or after
+    ``max_iter`` iterations / ``max_evals`` evaluations; such a stop is *not* converged, except when
+    ``flat_tol`` is given and the quasi-Newton decrement ``g' H g / 2`` (the model's estimate of
+    f - f*) is <= ``flat_tol * |f|`` there: the objective is then optimal to its working precision.
+    ``precond(v)`` applies a fixed SPD initial inverse-Hessian H0 (default identity)."""
     if precond is None:
         def precond(v):
             return v
@@ -356,21 +392,14 @@ def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float,
     r = measure(theta, g)
     if r <= gtol:
         return LbfgsResult(theta, f, 0, n_evals, True, "converged at start", r)
+
+    def stalled(message: str, gtd: float) -> LbfgsResult:
+        if flat_tol is not None and S and 0 <= -gtd / 2 <= flat_tol * abs(f):
+            return LbfgsResult(theta, f, n_iter, n_evals, True, "converged: f optimal to working precision", r)
+        return LbfgsResult(theta, f, n_iter, n_evals, False, message, r)
+
     while True:
-        # two-loop recursion: d = -H g
-        q = g.neg()
-        alphas = []
-        for s, y, r in zip(reversed(S), reversed(Y), reversed(rho), strict=True):
-            a = r * float(s @ q)
-            alphas.append(a)
-            q.add_(y, alpha=-a)
-        q = precond(q)
-        if S:
-            q.mul_(float(S[-1] @ Y[-1]) / float(Y[-1] @ precond(Y[-1])))
-        for s, y, r, a in zip(S, Y, rho, reversed(alphas), strict=True):
-            beta = r * float(y @ q)
-            q.add_(s, alpha=a - beta)
-        d = q
+        d = _direction(g, S, Y, rho, precond)
         gtd = float(g @ d)
         if gtd >= 0:  # not a descent direction (numerical trouble): restart from steepest descent
             S.clear(), Y.clear(), rho.clear()
@@ -381,7 +410,7 @@ def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float,
         n_evals += ev
         n_iter += 1
         if t == 0.0:
-            return LbfgsResult(theta, f, n_iter, n_evals, False, "line search found no decrease", r)
+            return stalled("line search found no decrease", gtd)
         s = d.mul_(t)
         y = g_new - g
         sy = float(s @ y)
@@ -397,7 +426,7 @@ def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float,
         if r <= gtol:
             return LbfgsResult(theta, f, n_iter, n_evals, True, "converged", r)
         if (f_old - f) <= ftol * max(abs(f_old), abs(f)):
-            return LbfgsResult(theta, f, n_iter, n_evals, False, "stalled: relative decrease below ftol", r)
+            return stalled("stalled: relative decrease below ftol", float(g @ _direction(g, S, Y, rho, precond)))
         if n_iter >= max_iter:
             return LbfgsResult(theta, f, n_iter, n_evals, False, "max_iter reached", r)
         if n_evals >= max_evals:
@@ -608,6 +637,8 @@ class LogisticRegressionProbe:
         return lbfgs(
             prob.loss_grad, theta0, max_iter=max_iter, gtol=self._tol(), ftol=ftol, history=self.history,
             measure=self._measure(prob), precond=_spectral_precond(prob) if self.precondition else None,
+            # float64 only: a float32 stall is finished in float64 instead (see _fit_torch)
+            flat_tol=1e3 * float(torch.finfo(torch.float64).eps) if prob.dtype == torch.float64 else None,
         )
 
     def _n_outputs(self) -> int:
@@ -630,8 +661,10 @@ class LogisticRegressionProbe:
         else:
             target = torch.as_tensor(np.searchsorted(self.classes_, y), dtype=torch.int64, device=device)
             kind = "multinomial"
-        mu = _feature_mean(Xt, dtype, batch_rows) if self.center else torch.zeros(d, dtype=dtype, device=device)
-        prob = _Problem(Xt, target, kind, k, 1.0 / (self.C * n), dtype, batch_rows, mu)
+        mu64, spread = _feature_moments(Xt, batch_rows)
+        if not self.center:
+            mu64 = torch.zeros_like(mu64)
+        prob = _Problem(Xt, target, kind, k, 1.0 / (self.C * n), dtype, batch_rows, mu64.to(dtype), spread)
         W0 = torch.zeros(k, d, dtype=dtype, device=device)
         b0 = torch.zeros(k, dtype=dtype, device=device)
         if coef_init is not None:
@@ -645,8 +678,7 @@ class LogisticRegressionProbe:
             # float32 cannot represent W finely enough to go on (the attainable residual is about
             # eps32 x the condition number): finish the same fit in float64 from where it stopped.
             W, b = prob.from_theta(res.theta)
-            mu64 = _feature_mean(Xt, torch.float64, batch_rows) if self.center else mu.double()
-            prob = _Problem(Xt, target, kind, k, prob.l2, torch.float64, batch_rows, mu64)
+            prob = _Problem(Xt, target, kind, k, prob.l2, torch.float64, batch_rows, mu64, spread)
             res = self._lbfgs(prob, prob.to_theta(W.double(), b.double()), self.max_iter - n_iter)
             n_iter, n_evals, n_polish = n_iter + res.n_iter, n_evals + res.n_evals, res.n_iter
         W, b = prob.from_theta(res.theta)

@@ -1,0 +1,242 @@
+"""Benchmark: does clip-bench's C choice work? Chosen C against the oracle C and a fixed C = 1.
+
+Two feature sets from the built-in tiny CLIP (``tiny-clip-digits``, 64-d image embeddings):
+
+* ``digits``: the ``digits`` task's images (train 1,078 / val 359 / test 360).
+* ``noisy-digits``: the same images with heavy Gaussian pixel noise (sigma 60 of 255) and one random
+  10 x 10 occluding block of random grey per image (seeded), on which zero-shot falls to ~65%.
+
+For each set, k in {1, 2, 4, 8, 16} and each seed, the k shots per class are drawn from train
+(``sample_k_shot``) and three test accuracies are measured on the same shots:
+
+* **chosen**: ``run_fewshot`` as the CLI runs it (C from cross-validation inside the shots, k >= 2;
+  the k = 1 rule otherwise);
+* **oracle**: the best test accuracy over all 97 grid C (an upper bound no method can reach without
+  peeking at test);
+* **C = 1**: a fixed C.
+
+It also reports where the picks land (the share at the grid floor 1e-6 and the ceiling 1e6), and what
+the *previous* rule (ties to the smallest C, refinement around the smallest tied point only, no
+log-loss) would have picked on the same within-shot CV scores, evaluated at all 97 C.
+
+The full linear probe is measured the same way over several validation seeds: train + val pooled,
+a seeded stratified 25 % held out for the C search (``run_linear_probe``), refit on the pool, test.
+
+    /work/venv/bin/python benchmarks/bench_probe_c.py                  # 10 seeds, both sets
+    /work/venv/bin/python benchmarks/bench_probe_c.py --seeds 3 --sets digits --json out.json
+
+Results: benchmarks/RESULTS.md ("Choosing C").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from clip_bench.features import ExtractConfig, extract
+from clip_bench.loaders.base import ArrayImages
+from clip_bench.loaders.digits import digits_arrays
+from clip_bench.models import load_model
+from clip_bench.probe import ProbeConfig, c_grid, run_fewshot, run_linear_probe, sample_k_shot, shot_folds
+from clip_bench.probe.sweep import COARSE_STEP
+from clip_bench.tasks import get_task
+from clip_bench.zeroshot_head import build_classifier, zeroshot_logits
+
+SHOTS = (1, 2, 4, 8, 16)
+NOISE_SIGMA, OCCLUDER = 60.0, 10
+
+
+def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
+    return 100.0 * float(np.mean(scores.argmax(axis=1) == targets))
+
+
+def corrupt(images: np.ndarray, seed: int) -> np.ndarray:
+    """Heavy Gaussian pixel noise plus one random occluding block of random grey per image."""
+    rng = np.random.default_rng(seed)
+    x = images.astype(np.float32) + rng.normal(0.0, NOISE_SIGMA, images.shape)
+    n, h, w = images.shape
+    for i in range(n):
+        r, c = rng.integers(0, h - OCCLUDER + 1), rng.integers(0, w - OCCLUDER + 1)
+        x[i, r : r + OCCLUDER, c : c + OCCLUDER] = rng.uniform(0, 255)
+    return np.clip(x, 0, 255).round().astype(np.uint8)
+
+
+def feature_sets(names: list[str]) -> dict[str, dict]:
+    """{set: {split: (features, labels)}, zero-shot test accuracy} from the tiny CLIP."""
+    lm = load_model("tiny-clip-digits", device="cpu")
+    zs_head = build_classifier(lm, get_task("digits").prompt_set())
+    out = {}
+    for name in names:
+        data = {}
+        for s, split in enumerate(("train", "val", "test")):
+            images, labels = digits_arrays(split)
+            if name == "noisy-digits":
+                images = corrupt(images, seed=100 + s)
+            f = extract(lm, ArrayImages(images, labels), np.arange(len(labels)), None,
+                        cfg=ExtractConfig(quiet=True, workers=0)).features
+            data[split] = (np.asarray(f, dtype=np.float32), labels)
+        test_X, test_y = data["test"]
+        data["zeroshot"] = accuracy(zeroshot_logits(test_X, zs_head), test_y)
+        out[name] = data
+    return out
+
+
+def test_curve(cfg: ProbeConfig, X, y, test_X, test_y) -> np.ndarray:
+    """Test accuracy at every grid C (one warm-started path of converged fits)."""
+    grid = cfg.grid()
+    probe = cfg.make_probe()
+    init: dict = {}
+    acc = np.empty(len(grid))
+    for i, C in enumerate(grid):
+        fit = probe.clone(C=float(C)).fit(X, y, **init)
+        init = {"coef_init": fit.coef_, "intercept_init": fit.intercept_, "init_classes": fit.classes_}
+        acc[i] = 100.0 * fit.score(test_X, test_y)
+    return acc
+
+
+def cv_curve(cfg: ProbeConfig, X, y, k: int) -> np.ndarray:
+    """Mean within-shot CV accuracy at every grid C (the scores the search sees)."""
+    folds = shot_folds(y, k, cfg.cv_max_folds)
+    return np.mean([test_curve(cfg, X[tr], y[tr], X[va], y[va]) for tr, va in folds], axis=0)
+
+
+def previous_rule(scores: np.ndarray, coarse_step: int = COARSE_STEP) -> int:
+    """The search before this change: ties to the smallest C, halving around that point only."""
+    seen = {i: scores[i] for i in range(0, len(scores), coarse_step)}
+
+    def best() -> int:
+        return max(sorted(seen), key=lambda i: (seen[i], -i))
+
+    step = coarse_step // 2
+    while step >= 1:
+        b = best()
+        for j in (b - step, b + step):
+            if 0 <= j < len(scores):
+                seen[j] = scores[j]
+        step //= 2
+    return best()
+
+
+def fewshot_runs(cfg: ProbeConfig, data: dict, seeds: int, shots: tuple[int, ...], with_previous: bool) -> list[dict]:
+    (train_X, train_y), (test_X, test_y) = data["train"], data["test"]
+    grid = cfg.grid()
+    runs = []
+    for k in shots:
+        for seed in range(seeds):
+            res = run_fewshot(train_X, train_y, test_X, test_y, accuracy, k, seed, config=cfg)
+            idx = sample_k_shot(train_y, k, seed)
+            curve = test_curve(cfg, train_X[idx], train_y[idx], test_X, test_y)
+            i_chosen = int(np.argmin(np.abs(np.log(grid / res["C"]))))
+            run = {
+                "k": k, "seed": seed, "C": res["C"], "chosen": res["test_score"], "oracle": float(curve.max()),
+                "C_oracle": float(grid[int(curve.argmax())]), "C1": float(curve[np.argmin(np.abs(grid - 1.0))]),
+                "edge": res["C_at_grid_edge"], "on_grid": bool(np.isclose(grid[i_chosen], res["C"])),
+                "n_fits": res["sweep_n_fits"], "converged": res["sweep_converged"],
+            }
+            if with_previous and k >= 2:
+                j = previous_rule(cv_curve(cfg, train_X[idx], train_y[idx], k))
+                run["previous"] = float(curve[j])
+                run["C_previous"] = float(grid[j])
+            runs.append(run)
+            print(f"  k={k:2d} seed={seed}: chosen C={res['C']:.3g} test {run['chosen']:.2f} | oracle {run['oracle']:.2f} "
+                  f"(C={run['C_oracle']:.3g}) | C=1 {run['C1']:.2f}"
+                  + (f" | previous rule C={run['C_previous']:.3g} {run['previous']:.2f}" if "previous" in run else ""),
+                  flush=True)
+    return runs
+
+
+def linear_runs(cfg: ProbeConfig, data: dict, seeds: int) -> list[dict]:
+    pool_X = np.concatenate([data["train"][0], data["val"][0]])
+    pool_y = np.concatenate([data["train"][1], data["val"][1]])
+    test_X, test_y = data["test"]
+    curve = test_curve(cfg, pool_X, pool_y, test_X, test_y)  # the refit set is the same for every seed
+    grid = cfg.grid()
+    runs = []
+    for seed in range(seeds):
+        res = run_linear_probe(pool_X, pool_y, None, None, test_X, test_y, accuracy, seed=seed, config=cfg)
+        runs.append({
+            "seed": seed, "C": res["C"], "chosen": res["test_score"], "oracle": float(curve.max()),
+            "C_oracle": float(grid[int(curve.argmax())]), "C1": float(curve[np.argmin(np.abs(grid - 1.0))]),
+            "edge": res["C_at_grid_edge"], "n_fits": res["sweep_n_fits"],
+            "converged": res["sweep_converged"] and res["converged"],
+        })
+        print(f"  linear seed={seed}: chosen C={res['C']:.3g} test {res['test_score']:.2f} | oracle {curve.max():.2f} "
+              f"(C={runs[-1]['C_oracle']:.3g}) | C=1 {runs[-1]['C1']:.2f} | {res['sweep_n_fits']} fits", flush=True)
+    return runs
+
+
+def summarise(runs: list[dict]) -> dict:
+    def mean(key):
+        vals = [r[key] for r in runs if key in r]
+        return float(np.mean(vals)) if vals else None
+
+    gaps = [r["oracle"] - r["chosen"] for r in runs]
+    out = {
+        "n": len(runs), "chosen": mean("chosen"), "oracle": mean("oracle"), "C1": mean("C1"),
+        "gap_mean": float(np.mean(gaps)), "gap_max": float(np.max(gaps)),
+        "floor_share": float(np.mean([r["edge"] == "low" for r in runs])),
+        "ceiling_share": float(np.mean([r["edge"] == "high" for r in runs])),
+        "median_C": float(np.median([r["C"] for r in runs])),
+        "fits_mean": float(np.mean([r["n_fits"] for r in runs])),
+        "all_converged": all(r["converged"] in (True, None) for r in runs),
+    }
+    if any("previous" in r for r in runs):
+        prev = [r for r in runs if "previous" in r]
+        out["previous"] = mean("previous")
+        out["previous_floor_share"] = float(np.mean([r["C_previous"] <= 1e-6 * 1.0001 for r in prev]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", default="digits,noisy-digits")
+    ap.add_argument("--seeds", type=int, default=10, help="few-shot seeds per k")
+    ap.add_argument("--shots", default=",".join(map(str, SHOTS)))
+    ap.add_argument("--linear-seeds", type=int, default=5, help="validation seeds of the full linear probe")
+    ap.add_argument("--no-previous", action="store_true", help="skip the previous rule (saves the CV curves)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cfg = ProbeConfig(n_threads=1, device="cpu")
+    shots = tuple(int(k) for k in args.shots.split(","))
+    t0 = time.perf_counter()
+    sets = feature_sets(args.sets.split(","))
+    print(f"tiny-clip-digits, torch {torch.__version__}, {platform.processor() or platform.machine()}, 1 thread")
+    report: dict = {"args": vars(args), "sets": {}}
+    for name, data in sets.items():
+        print(f"[{name}] features {data['train'][0].shape[1]}-d; zero-shot test top-1 {data['zeroshot']:.2f}", flush=True)
+        few = fewshot_runs(cfg, data, args.seeds, shots, not args.no_previous)
+        lin = linear_runs(cfg, data, args.linear_seeds)
+        by_k = defaultdict(list)
+        for r in few:
+            by_k[r["k"]].append(r)
+        report["sets"][name] = {
+            "zeroshot": data["zeroshot"],
+            "fewshot": {k: summarise(v) for k, v in by_k.items()},
+            "linear": summarise(lin),
+            "runs": {"fewshot": few, "linear": lin},
+        }
+    report["wall_s"] = time.perf_counter() - t0
+    print("\n| set | k | chosen C | oracle C | C = 1 | gap to oracle (mean / max) | picks at floor / ceiling | median C | previous rule (floor picks) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, rep in report["sets"].items():
+        rows = [(f"{k}", s) for k, s in rep["fewshot"].items()] + [("linear", rep["linear"])]
+        for label, s in rows:
+            prev = f"{s['previous']:.2f} ({100 * s['previous_floor_share']:.0f}%)" if s.get("previous") is not None else "—"
+            print(f"| {name} | {label} | {s['chosen']:.2f} | {s['oracle']:.2f} | {s['C1']:.2f} | "
+                  f"{s['gap_mean']:.2f} / {s['gap_max']:.2f} | {100 * s['floor_share']:.0f}% / {100 * s['ceiling_share']:.0f}% | "
+                  f"{s['median_C']:.3g} | {prev} |")
+    print(f"\nwall time {report['wall_s']:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
