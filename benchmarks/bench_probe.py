@@ -30,8 +30,16 @@ import time
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
-from clip_bench.probe import ProbeConfig, run_linear_probe
+from clip_bench.probe import (
+    LogisticRegressionProbe,
+    ProbeConfig,
+    c_grid,
+    logistic_objective,
+    run_linear_probe,
+)
 
 
 def clip_like_features(n_train: int, n_val: int, n_test: int, dim: int, classes: int, seed: int,
@@ -56,6 +64,41 @@ def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
     return 100.0 * float(np.mean(scores.argmax(axis=1) == targets))
 
 
+def parity(data: dict, threads: int | None, stride: int, max_iter: int) -> dict:
+    """torch (warm path and cold) against scikit-learn (tol=1e-10, cold) at every ``stride``-th grid C:
+    relative objective difference and val accuracy difference."""
+    (X, y), (vX, vy) = data["train"], data["val"]
+    grid = c_grid()[::stride]
+    warm_init: dict = {}
+    rows = []
+    for C in grid:
+        t0 = time.perf_counter()
+        with threadpool_limits(limits=threads):
+            lr = LogisticRegression(C=C, tol=1e-10, max_iter=max_iter).fit(X.astype(np.float64), y)
+        t_ref = time.perf_counter() - t0
+        obj_ref = logistic_objective(X, y, lr.coef_, lr.intercept_, C)
+        acc_ref = 100.0 * lr.score(vX, vy)
+        row = {"C": float(C), "sklearn_obj": obj_ref, "sklearn_val": acc_ref, "sklearn_iter": int(lr.n_iter_[0]),
+               "sklearn_s": t_ref}
+        for mode in ("cold", "warm"):
+            fit = LogisticRegressionProbe(C=C, n_threads=threads).fit(X, y, **(warm_init if mode == "warm" else {}))
+            if mode == "warm":
+                warm_init = {"coef_init": fit.coef_, "intercept_init": fit.intercept_}
+            obj = logistic_objective(X, y, fit.coef_, fit.intercept_, C)
+            row[mode] = {"rel_obj": (obj - obj_ref) / obj_ref, "val_diff": 100.0 * fit.score(vX, vy) - acc_ref,
+                         "n_iter": int(fit.n_iter_), "converged": bool(fit.converged_)}
+        rows.append(row)
+        print(f"C={C:9.3g} sklearn {obj_ref:.6g} ({row['sklearn_iter']} it, val {acc_ref:.2f}) | " + " | ".join(
+            f"{m}: rel obj {row[m]['rel_obj']:+.1e}, val {row[m]['val_diff']:+.2f}, {row[m]['n_iter']} it"
+            f"{'' if row[m]['converged'] else ' NOT CONVERGED'}" for m in ("cold", "warm")), flush=True)
+    worst = {m: {"rel_obj": max(abs(r[m]["rel_obj"]) for r in rows), "val_diff": max(abs(r[m]["val_diff"]) for r in rows),
+                 "all_converged": all(r[m]["converged"] for r in rows)} for m in ("cold", "warm")}
+    print(f"parity over {len(rows)} grid C: " + "; ".join(
+        f"{m}: max |rel obj| {w['rel_obj']:.1e}, max |val diff| {w['val_diff']:.2f} points, all converged {w['all_converged']}"
+        for m, w in worst.items()))
+    return {"rows": rows, "worst": worst}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-train", type=int, default=20_000)
@@ -69,6 +112,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="cap torch+BLAS threads for both solvers")
     ap.add_argument("--solvers", default="torch,sklearn")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--parity", action="store_true",
+                    help="instead: torch (warm and cold) vs sklearn tol=1e-10 (cold) at every grid C")
+    ap.add_argument("--parity-stride", type=int, default=1, help="every n-th grid C (1: all 97)")
+    ap.add_argument("--parity-max-iter", type=int, default=20000)
     args = ap.parse_args()
 
     data = clip_like_features(args.n_train, args.n_val, args.n_test, args.dim, args.classes, args.seed,
@@ -76,6 +123,12 @@ def main() -> None:
     print(f"features: train {data['train'][0].shape}, val {data['val'][0].shape}, test {data['test'][0].shape}, "
           f"{args.classes} classes, float32; threads={args.threads or torch.get_num_threads()} "
           f"(cpus: {os.cpu_count()}), torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    if args.parity:
+        out = parity(data, args.threads, args.parity_stride, args.parity_max_iter)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"args": vars(args), "parity": out}, f, indent=1)
+        return
     runs = {}
     for solver in args.solvers.split(","):
         load0 = os.getloadavg()[0]
@@ -90,6 +143,13 @@ def main() -> None:
               f"best C={res['C']:.4g} val={res['val_score']:.2f} test={res['test_score']:.2f} "
               f"load {load0:.1f}->{runs[solver]['load_after']:.1f}", flush=True)
         print("          sweep (C, val acc): " + ", ".join(f"({c:.3g}, {s:.2f})" for c, s in res["sweep"]), flush=True)
+        its = [f["n_iter"] for f in res["sweep_fits"]]
+        conv = sum(f["converged"] for f in res["sweep_fits"])
+        print("          iterations per fit (grid order): " + ", ".join(
+            f"{f['C']:.3g}:{f['n_iter']}" for f in sorted(res["sweep_fits"], key=lambda f: f["C"]))
+              + f"; mean {np.mean(its):.1f}; converged {conv}/{len(its)} sweep fits, refit {res['converged']}", flush=True)
+        runs[solver]["iters_per_fit"] = float(np.mean(its))
+        runs[solver]["n_converged"] = conv
     if {"torch", "sklearn"} <= runs.keys():
         ratio = runs["sklearn"]["bench_wall_s"] / runs["torch"]["bench_wall_s"]
         diff = runs["torch"]["test_score"] - runs["sklearn"]["test_score"]

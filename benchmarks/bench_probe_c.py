@@ -20,7 +20,7 @@ the *previous* rule (ties to the smallest C, refinement around the smallest tied
 log-loss) would have picked on the same within-shot CV scores, evaluated at all 97 C.
 
 The full linear probe is measured the same way over several validation seeds: train + val pooled,
-a seeded stratified 25 % held out for the C search (``run_linear_probe``), refit on the pool, test.
+a seeded stratified 20 % held out for the C search (``run_linear_probe``), refit on the pool, test.
 
     /work/venv/bin/python benchmarks/bench_probe_c.py                  # 10 seeds, both sets
     /work/venv/bin/python benchmarks/bench_probe_c.py --seeds 3 --sets digits --json out.json
@@ -43,7 +43,7 @@ from clip_bench.features import ExtractConfig, extract
 from clip_bench.loaders.base import ArrayImages
 from clip_bench.loaders.digits import digits_arrays
 from clip_bench.models import load_model
-from clip_bench.probe import ProbeConfig, c_grid, run_fewshot, run_linear_probe, sample_k_shot, shot_folds
+from clip_bench.probe import ProbeConfig, run_fewshot, run_linear_probe, sample_k_shot, shot_folds
 from clip_bench.probe.sweep import COARSE_STEP
 from clip_bench.tasks import get_task
 from clip_bench.zeroshot_head import build_classifier, zeroshot_logits
@@ -100,15 +100,9 @@ def test_curve(cfg: ProbeConfig, X, y, test_X, test_y) -> np.ndarray:
     return acc
 
 
-def cv_curve(cfg: ProbeConfig, X, y, k: int) -> np.ndarray:
-    """Mean within-shot CV accuracy at every grid C (the scores the search sees)."""
-    folds = shot_folds(y, k, cfg.cv_max_folds)
-    return np.mean([test_curve(cfg, X[tr], y[tr], X[va], y[va]) for tr, va in folds], axis=0)
-
-
-def previous_rule(scores: np.ndarray, coarse_step: int = COARSE_STEP) -> int:
+def previous_rule(score_at, n_points: int, coarse_step: int = COARSE_STEP) -> int:
     """The search before this change: ties to the smallest C, halving around that point only."""
-    seen = {i: scores[i] for i in range(0, len(scores), coarse_step)}
+    seen = {i: score_at(i) for i in range(0, n_points, coarse_step)}
 
     def best() -> int:
         return max(sorted(seen), key=lambda i: (seen[i], -i))
@@ -117,10 +111,22 @@ def previous_rule(scores: np.ndarray, coarse_step: int = COARSE_STEP) -> int:
     while step >= 1:
         b = best()
         for j in (b - step, b + step):
-            if 0 <= j < len(scores):
-                seen[j] = scores[j]
+            if 0 <= j < n_points and j not in seen:
+                seen[j] = score_at(j)
         step //= 2
     return best()
+
+
+def cv_score_at(cfg: ProbeConfig, X, y, k: int):
+    """Mean within-shot CV accuracy at a grid index (cold fits: the scores the search sees)."""
+    folds = shot_folds(y, k, cfg.cv_max_folds)
+    grid, probe = cfg.grid(), cfg.make_probe()
+
+    def score(i: int) -> float:
+        return float(np.mean([100.0 * probe.clone(C=float(grid[i])).fit(X[tr], y[tr]).score(X[va], y[va])
+                              for tr, va in folds]))
+
+    return score
 
 
 def fewshot_runs(cfg: ProbeConfig, data: dict, seeds: int, shots: tuple[int, ...], with_previous: bool) -> list[dict]:
@@ -140,7 +146,7 @@ def fewshot_runs(cfg: ProbeConfig, data: dict, seeds: int, shots: tuple[int, ...
                 "n_fits": res["sweep_n_fits"], "converged": res["sweep_converged"],
             }
             if with_previous and k >= 2:
-                j = previous_rule(cv_curve(cfg, train_X[idx], train_y[idx], k))
+                j = previous_rule(cv_score_at(cfg, train_X[idx], train_y[idx], k), len(grid))
                 run["previous"] = float(curve[j])
                 run["C_previous"] = float(grid[j])
             runs.append(run)

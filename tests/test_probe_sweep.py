@@ -55,6 +55,61 @@ def test_binary_search_ties_prefer_smaller_C():
     assert best == 40
 
 
+def _plateau_with_hidden_peak(i: int) -> float:
+    """Val accuracy flat at 90 over most of the grid, 91 on a narrow peak between coarse points."""
+    if 54 <= i <= 57:
+        return 91.0
+    return 90.0 if 20 <= i <= 85 else 50.0
+
+
+def test_plateau_does_not_hide_a_peak():
+    """The previous search refined only around the smallest tied coarse point (C = 1e-2, index 32)
+    and returned it; refining around every tied point finds the peak."""
+    calls = []
+
+    def score(i):
+        calls.append(i)
+        return _plateau_with_hidden_peak(i)
+
+    best, scores, _, _ = parametric_search(score, 97)
+    assert 54 <= best <= 57 and scores[best] == 91.0
+    assert len(calls) == len(set(calls)) <= 39
+
+
+def test_ties_go_to_the_lower_log_loss_not_the_smaller_C():
+    def score(i):
+        return (90.0 if i >= 30 else 80.0), (i - 61) ** 2 / 100.0  # accuracy plateau, log-loss minimum at 61
+
+    best, _, _, losses = parametric_search(score, 97)
+    assert best == 61 and losses[61] == 0.0
+
+
+def test_scores_within_the_validation_resolution_tie():
+    """With a band, a main score one example above the best-log-loss C does not win."""
+    def score(i):
+        return (90.25 if i == 64 else 90.0 if 40 <= i <= 80 else 70.0), abs(i - 48) / 10
+
+    assert parametric_search(score, 97)[0] == 64  # exact ties only
+    assert parametric_search(score, 97, band=0.5)[0] == 48
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_number_of_fits_is_bounded_on_any_scores(seed):
+    rng = np.random.default_rng(seed)
+    table = rng.integers(0, 3, 97).astype(float)  # many ties everywhere
+    calls = []
+    parametric_search(lambda i: calls.append(i) or float(table[i]), 97)
+    assert len(calls) <= 39
+
+
+def test_pick_at_the_grid_edge_is_recorded():
+    from clip_bench.probe.sweep import grid_edge
+
+    best, _, _, _ = parametric_search(lambda i: float(i), 97)
+    assert (best, grid_edge(best, 97)) == (96, "high")
+    assert grid_edge(0, 97) == "low" and grid_edge(50, 97) is None
+
+
 # Below C ~ 1e-3 the fit mostly learns the class prior (the intercept is not penalised), so the
 # confidence is flat (and not monotone at the 1e-8 level) there: targets sit where it moves.
 TARGETS = (31, 37, 45, 58, 70)
@@ -140,8 +195,19 @@ def test_linear_probe_protocol_torch_matches_sklearn(digits_splits):
     assert abs(np.log10(fast["C"] / ref["C"])) <= 2 / 8 + 1e-9
     assert abs(fast["test_score"] - ref["test_score"]) <= 0.76  # 3 of 397 test images
     assert (fast["n_train"], fast["n_val"], fast["n_refit"], fast["n_test"]) == (1000, 400, 1400, 397)
-    assert fast["val_source"] == "given" and fast["sweep_n_fits"] <= 47 and fast["sweep_converged"]
+    assert fast["val_source"] == "given" and fast["sweep_n_fits"] <= 39 and fast["sweep_converged"]
     assert fast["C"] in [c for c, _ in fast["sweep"]]
+    assert fast["C_at_grid_edge"] is None and len(fast["sweep_log_loss"]) == len(fast["sweep"])
+    assert all(f["converged"] and f["n_iter"] >= 0 for f in fast["sweep_fits"])
+
+
+def test_refit_warm_start_with_classes_missing_from_the_sweep_split(digits_splits):
+    """linprobe --limit 10 crashed: the sweep's training part lacked classes the refit has."""
+    trX, trY, vaX, vaY, teX, teY = digits_splits
+    keep = trY != 7  # class 7 only in val
+    res = run_linear_probe(trX[keep][:200], trY[keep][:200], vaX, vaY, teX, teY, accuracy,
+                           config=ProbeConfig(n_threads=1))
+    assert res["converged"] and res["test_score"] > 80
 
 
 def test_linear_probe_holds_out_val_reproducibly(digits_splits):

@@ -43,6 +43,7 @@ class ProbeConfig:
     steps_per_decade: int = 8
     coarse_step: int = COARSE_STEP
     max_tied: int = 4  # C search: tied best C refined around per halving round (sweep.py)
+    tie_se: float = 1.0  # C search: main scores within this many standard errors of the best tie (sweep.py)
     warm_start: bool | None = None  # None: on for torch, off for sklearn (the reference fits from zero)
     val_fraction: float = 0.2  # held out of train when a task has no validation split
     cv_max_folds: int = 4  # few-shot: folds inside the shots
@@ -129,7 +130,7 @@ def run_linear_probe(
         val_source = "given"
     sweep: SweepResult = sweep_C(
         fit_X, fit_y, sel_X, sel_y, metric, probe=template, grid=config.grid(),
-        coarse_step=config.coarse_step, warm_start=config.warm_start, n_classes=n_classes, max_tied=config.max_tied,
+        coarse_step=config.coarse_step, warm_start=config.warm_start, n_classes=n_classes, max_tied=config.max_tied, tie_se=config.tie_se,
     )
     if val_source == "held_out":
         refit_X, refit_y = train_X, train_y
@@ -208,7 +209,7 @@ def run_fewshot(
         ]
         sweep = sweep_C_folds(
             folds, metric, probe=template, grid=config.grid(), coarse_step=config.coarse_step,
-            warm_start=config.warm_start, n_classes=n_classes, max_tied=config.max_tied,
+            warm_start=config.warm_start, n_classes=n_classes, max_tied=config.max_tied, tie_se=config.tie_se,
         )
         C = sweep.best_C
         rule = f"{len(folds)}-fold CV inside the shots"
