@@ -168,19 +168,37 @@ def topk_correct(scores: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
     return np.any(top == targets[:, None], axis=1)
 
 
-def outcomes_for(metric: str, scores: np.ndarray, targets: np.ndarray, value: float) -> Outcomes:
-    """The outcomes a row with `metric` needs, from the scores and targets its value was computed on."""
+def outcomes_for(
+    metric: str, scores: np.ndarray, targets: np.ndarray, value: float, memo: dict[str, Any] | None = None,
+) -> Outcomes:
+    """The outcomes a row with `metric` needs, from the scores and targets its value was computed on.
+
+    `memo` (one dict per (scores, targets)) shares the per-sample work between the rows of one evaluation.
+    """
     scores, targets = np.asarray(scores), np.asarray(targets)
-    common = dict(metric=metric, n=int(targets.shape[0]), sample_hash=sample_hash(targets), value=float(value))
+    memo = {} if memo is None else memo
+
+    def top1() -> np.ndarray:
+        if "top1" not in memo:
+            memo["top1"] = topk_correct(scores, targets, 1)
+        return memo["top1"]
+
+    def top5() -> np.ndarray:
+        if "top5" not in memo:
+            memo["top5"] = topk_correct(scores, targets, 5)
+        return memo["top5"]
+
+    if "hash" not in memo:
+        memo["hash"] = sample_hash(targets)
+    common = dict(metric=metric, n=int(targets.shape[0]), value=float(value), sample_hash=memo["hash"])
     if metric == "top1":
-        return Outcomes(**common, top1=topk_correct(scores, targets, 1))
+        return Outcomes(**common, top1=top1())
     if metric == "top5":
-        return Outcomes(**common, top5=topk_correct(scores, targets, 5))
+        return Outcomes(**common, top5=top5())
     if metric == "mean_per_class_recall":
-        return Outcomes(**common, top1=topk_correct(scores, targets, 1), labels=targets)
+        return Outcomes(**common, top1=top1(), labels=targets)
     if metric == "mean_top1_top5":
-        return Outcomes(**common, top1=topk_correct(scores, targets, 1), top5=topk_correct(scores, targets, 5),
-                        labels=targets)
+        return Outcomes(**common, top1=top1(), top5=top5(), labels=targets)
     if metric == "map_11point":
         return Outcomes(**common, scores=_compact_float(scores), labels=targets.astype(bool))
     if metric == "roc_auc":
@@ -292,12 +310,13 @@ def attach_outcomes(
     """
     from . import distributed as ddp
 
+    memo: dict[str, Any] = {}
     for row in rows:
         if row.get("value") is None or row.get("metric") not in CI_METHODS:
             continue
         if row.get("n") is not None and int(row["n"]) != int(np.asarray(targets).shape[0]):
             raise OutcomeError(f"{row['metric']} row has n = {row['n']} but {np.asarray(targets).shape[0]} outcomes")
-        out = outcomes_for(row["metric"], scores, targets, row["value"])
+        out = outcomes_for(row["metric"], scores, targets, row["value"], memo)
         check = out.recompute()
         if not abs(check - float(row["value"])) <= _VALUE_TOL:
             raise OutcomeError(f"per-sample outcomes give {row['metric']} = {check!r}, the row says {row['value']!r}")

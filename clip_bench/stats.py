@@ -150,32 +150,38 @@ def bootstrap_mean_top1_top5(
 def weighted_map_11point(scores: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """11-point mAP (percent) for each row of integer sample `weights` (R, n); unit weights give the metric.
 
-    Per class, samples are ranked once; weighted cumulative TP/FP counts give each replicate's
-    precision/recall curve (a sample drawn w times contributes w at its rank, a sample not drawn
-    repeats the previous point, which leaves the interpolated maxima unchanged).
+    Per class, samples are ranked once (stable, as the metric does). Interpolated precision only
+    peaks right after a positive, so each replicate's curve is needed only at the positives' ranks:
+    TP there is the cumulative weight of the positives, FP the cumulative weight of the negatives
+    ranked above. A sample drawn w times counts w times; one not drawn adds a point that is never
+    above an existing one, so the interpolated maxima are those of the resampled image list.
     """
     scores, targets = np.asarray(scores), np.asarray(targets).astype(bool)
-    w = np.asarray(weights, dtype=np.float64)
+    wt = np.ascontiguousarray(np.asarray(weights, dtype=np.int32).T)  # (n, R): gathers and sums run over rows
+    R = wt.shape[1]
+    cols = np.arange(R)
     thresholds = np.linspace(0, 1, 11)
-    ap_sum = np.zeros(w.shape[0])
-    n_present = np.zeros(w.shape[0])
+    ap_sum = np.zeros(R)
+    n_present = np.zeros(R)
     for c in range(targets.shape[1]):
         order = np.argsort(-scores[:, c], kind="stable")
-        pos = targets[order, c]
-        ws = w[:, order]
-        tp = np.cumsum(ws * pos, axis=1)
-        fp = np.cumsum(ws * ~pos, axis=1)
-        n_pos = tp[:, -1]
+        pos_sorted = targets[order, c]
+        if not pos_sorted.any():
+            continue
+        pos_idx, neg_idx = order[pos_sorted], order[~pos_sorted]
+        negs_above = np.flatnonzero(pos_sorted) - np.arange(pos_idx.size)  # negatives ranked above each positive
+        tp = np.cumsum(wt[pos_idx], axis=0, dtype=np.int32).astype(np.float64)  # (P, R), exact integer counts
+        cum_neg = np.zeros((neg_idx.size + 1, R), dtype=np.int32)
+        np.cumsum(wt[neg_idx], axis=0, dtype=np.int32, out=cum_neg[1:])
+        fp = cum_neg[negs_above].astype(np.float64)
+        n_pos = tp[-1]
         present = n_pos > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            recall = tp / np.maximum(n_pos, 1)[:, None]
-            precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-        best_after = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
-        best_after = np.concatenate([best_after, np.zeros((w.shape[0], 1))], axis=1)
-        ap = np.zeros(w.shape[0])
-        for t in thresholds:
-            first = (recall < t).sum(axis=1)  # recall is non-decreasing along the ranking
-            ap += best_after[np.arange(w.shape[0]), first] / 11.0
+        recall = tp / np.maximum(n_pos, 1)
+        precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        best_after = np.maximum.accumulate(precision[::-1], axis=0)[::-1]
+        best_after = np.concatenate([best_after, np.zeros((1, R))], axis=0)
+        first = (recall[:, None, :] < thresholds[None, :, None]).sum(axis=0)  # (11, R): recall is non-decreasing
+        ap = best_after[first, cols].sum(axis=0) / 11.0
         ap_sum += np.where(present, ap, 0.0)
         n_present += present
     with np.errstate(invalid="ignore", divide="ignore"):
