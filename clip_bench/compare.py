@@ -271,7 +271,10 @@ def compare(
     result.losses = sum(t.result == "B better" for t in result.tasks)
     result.ties = sum(t.result == "tie" for t in result.tasks)
     result.mean_diff = float(np.mean([t.diff for t in result.tasks]))
-    result.mean_ci_low, result.mean_ci_high = stats.percentile_interval(np.mean(np.stack(all_reps), axis=0))
+    if len(result.tasks) == 1:  # the mean is that task's difference: same interval
+        result.mean_ci_low, result.mean_ci_high = result.tasks[0].ci_low, result.tasks[0].ci_high
+    else:
+        result.mean_ci_low, result.mean_ci_high = stats.percentile_interval(np.mean(np.stack(all_reps), axis=0))
     return result
 
 
