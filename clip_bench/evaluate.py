@@ -24,8 +24,8 @@ from .features import (
 )
 from .metrics import all_metrics, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
-from .retrieval import evaluate_retrieval_task, task_kind
 from .results import append_rows, make_row, now_iso, versions, write_leaderboard
+from .retrieval import evaluate_retrieval_task, task_kind
 from .tasks import TaskSpec, expand_tasks, get_task
 from .zeroshot_head import build_classifier, zeroshot_logits
 

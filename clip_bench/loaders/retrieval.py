@@ -29,8 +29,8 @@ import numpy as np
 from PIL import Image
 
 from .base import FileImages, LabeledImages, LoadContext
-from .webdataset import IMAGE_EXTENSIONS, TarImages, _split_name, list_shards
 from .hub import hub_snapshot
+from .webdataset import IMAGE_EXTENSIONS, TarImages, _split_name, list_shards
 
 RETRIEVAL_META_FILES = ("dataset_type.txt",)
 
