@@ -16,8 +16,9 @@ stable sort by descending score. A query's rank is the smallest rank of its true
 hit at k when that rank is < k. Equal scores therefore favour the candidate that comes first.
 
 Memory. Scores are never held as a full (images × captions) matrix: queries are processed in row blocks
-of at most ``block_bytes`` of float32 scores (default 128 MB), and each block also needs about 3 bytes per
-score for boolean temporaries, so the peak above the embeddings is about 1.75 × ``block_bytes``.
+of at most ``block_bytes`` of float32 scores (default 128 MB); each block also needs one boolean
+temporary (a quarter of its size), so the peak above the embeddings is about 1.25 × ``block_bytes``
+plus small fixed buffers (rows with exact ties need one more boolean temporary, for those rows only).
 """
 
 from __future__ import annotations
@@ -74,9 +75,13 @@ def _best_true_ranks(scores: np.ndarray, true_cols: np.ndarray) -> np.ndarray:
     at_best = valid & (true_scores == best[:, None])
     best_col = np.where(at_best, true_cols, np.iinfo(np.int64).max).min(axis=1)
     greater = np.count_nonzero(scores > best[:, None], axis=1)
-    tied = scores == best[:, None]
-    tied &= np.arange(scores.shape[1])[None, :] < best_col[:, None]
-    return greater + np.count_nonzero(tied, axis=1)
+    # exact ties with the best true match are rare: only rows with another equal score need the index rule
+    tied_rows = np.flatnonzero(np.count_nonzero(scores == best[:, None], axis=1) > 1)
+    if len(tied_rows):
+        sub = scores[tied_rows] == best[tied_rows, None]
+        sub &= np.arange(scores.shape[1])[None, :] < best_col[tied_rows, None]
+        greater[tied_rows] += np.count_nonzero(sub, axis=1)
+    return greater
 
 
 def _true_captions(text_image: np.ndarray, n_images: int) -> np.ndarray:
@@ -122,14 +127,13 @@ def retrieval_ranks(
     t2i = np.empty(n_txt, dtype=np.int64)
     step_i, step_t = _block_rows(n_txt, block_bytes), _block_rows(n_img, block_bytes)
     with progress_bar(total=n_img + n_txt, desc="retrieval", unit="query", quiet=quiet) as bar:
+        # one score block alive at a time: it is passed on, never kept in a variable
         for s in range(0, n_img, step_i):
-            block = img[s : s + step_i] @ txt.T
-            i2t[s : s + step_i] = _best_true_ranks(block, true_caps[s : s + step_i])
-            bar.update(len(block))
+            i2t[s : s + step_i] = _best_true_ranks(img[s : s + step_i] @ txt.T, true_caps[s : s + step_i])
+            bar.update(min(step_i, n_img - s))
         for s in range(0, n_txt, step_t):
-            block = txt[s : s + step_t] @ img.T
-            t2i[s : s + step_t] = _best_true_ranks(block, text_image[s : s + step_t, None])
-            bar.update(len(block))
+            t2i[s : s + step_t] = _best_true_ranks(txt[s : s + step_t] @ img.T, text_image[s : s + step_t, None])
+            bar.update(min(step_t, n_txt - s))
     return RetrievalRanks(i2t, t2i)
 
 
