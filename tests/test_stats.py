@@ -97,3 +97,17 @@ def test_seed_mean_interval_combines_between_and_within_seed_variance():
     se_within = 6.0 / (2 * stats.Z95)
     expected = stats.Z95 * np.sqrt(4.0 / 3 + se_within ** 2)
     assert (lo, hi) == pytest.approx((62 - expected, 62 + expected))
+
+
+def test_paired_difference_interval_covers_the_true_difference():
+    """Newcombe's interval for accuracy(B) - accuracy(A) on correlated paired outcomes (what compare reports)."""
+    rng = np.random.default_rng(9)
+    n, p_a, p_b = 300, 0.8, 0.75
+    covered = 0
+    for _ in range(REPS):
+        u = rng.random(n)
+        a = u < p_a
+        b = np.where(rng.random(n) < 0.8, u < p_b, rng.random(n) < p_b)  # B mostly errs where A does
+        lo, hi = stats.newcombe_paired_interval(a, b)
+        covered += lo <= p_b - p_a <= hi
+    assert 0.93 <= covered / REPS <= 0.97, covered / REPS
