@@ -13,7 +13,8 @@ mean_top1_top5         ``top1``, ``top5`` (packed bits), ``labels``
 map_11point            ``scores`` (N, C) float32, ``targets`` (N, C multi-hot, packed bits)
 roc_auc                ``scores`` (N,) margins (float64), ``labels``
 text_retrieval_r@k     ``hits`` (packed bits, one per image query)
-image_retrieval_r@k    ``hits`` (packed bits, one per caption query), ``groups`` (each caption's image)
+image_retrieval_r@k    ``hits`` (packed bits, one per caption query), ``groups`` (each caption's image;
+                       ``group_sizes``, captions per image, when captions are in image order)
 mean_recall            ``ranks_i2t``, ``ranks_t2i`` (best-match ranks clipped at 10, uint8), ``groups``
 =====================  =============================================================
 
@@ -328,7 +329,11 @@ def save(out: Outcomes, path: str | Path) -> Path:
         if getattr(out, name) is not None:
             arrays[name] = np.packbits(np.asarray(getattr(out, name), dtype=bool))
     if out.groups is not None:
-        arrays["groups"] = _small_int(np.asarray(out.groups))
+        groups = np.asarray(out.groups)
+        if groups.size and np.all(groups[1:] >= groups[:-1]) and groups[0] == 0:  # captions in image order
+            arrays["group_sizes"] = _small_int(np.bincount(groups))  # (kept as run lengths)
+        else:
+            arrays["groups"] = _small_int(groups)
     for name in ("ranks_i2t", "ranks_t2i"):
         if getattr(out, name) is not None:
             arrays[name] = np.asarray(getattr(out, name), dtype=np.uint8)
@@ -362,6 +367,9 @@ def load(path: str | Path) -> Outcomes:
                 kw[name] = np.unpackbits(z[name], count=n).astype(bool)
         if "groups" in z:
             kw["groups"] = z["groups"].astype(np.int64)
+        if "group_sizes" in z:
+            sizes = z["group_sizes"].astype(np.int64)
+            kw["groups"] = np.repeat(np.arange(sizes.size), sizes)
         for name in ("ranks_i2t", "ranks_t2i"):
             if name in z:
                 kw[name] = z[name].astype(np.int64)
