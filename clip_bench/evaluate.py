@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,10 @@ from .features import (
     feature_key,
     subset_indices,
 )
+from .io_utils import sha256_json
 from .metrics import all_metrics, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
+from .resources import data_dir
 from .results import append_rows, make_row, now_iso, versions, write_leaderboard
 from .tasks import TaskSpec, expand_tasks, get_task
 from .zeroshot_head import build_classifier, zeroshot_logits
@@ -95,14 +99,64 @@ def _subset_scores(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> di
     return out
 
 
+#: Task fields that only describe or locate data (they never change a number): left out of the task hash.
+_DESCRIPTIVE_TASK_FIELDS = ("file", "description")
+_DESCRIPTIVE_SOURCE_FIELDS = ("download", "files")
+
+
+def task_hash(task: TaskSpec) -> str:
+    """Hash of a task's parsed definition (sources, splits, prompts refs, metric, class groups, ...).
+
+    A user task that reuses a built-in name with other content gets another hash; descriptions,
+    download hints and the file's location do not count.
+    """
+    raw = {k: v for k, v in dataclasses.asdict(task).items() if k not in _DESCRIPTIVE_TASK_FIELDS}
+    raw["sources"] = {
+        n: {k: v for k, v in src.items() if k not in _DESCRIPTIVE_SOURCE_FIELDS} for n, src in raw["sources"].items()
+    }
+    return sha256_json(raw)[:16]
+
+
+@lru_cache(maxsize=256)
+def builtin_task_hash(name: str) -> str | None:
+    """The definition hash of the shipped task called `name`, or None if clip-bench ships none."""
+    path = data_dir("tasks") / f"{name}.yaml"
+    return task_hash(get_task(str(path))) if path.is_file() else None
+
+
+def is_builtin_definition(task: TaskSpec) -> bool:
+    """Whether `task` is a shipped task's definition, or a user task whose name no shipped task has.
+
+    A user file that shadows a built-in name with other content is not (its rows are not standard).
+    """
+    shipped = builtin_task_hash(task.name)
+    return shipped is None or shipped == task_hash(task)
+
+
 def provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str, Any]:
-    """The row fields every protocol records: model, weights, task version, source, split, versions, date."""
+    """The row fields every protocol records: model, weights, task version and definition hash, source and its
+    config hash, split, versions, date, ``--limit``, and whether these inputs are the standard ones."""
+    source = task.source(cfg.source)
     return dict(
         model=handle.spec.name, pretrained=handle.spec.pretrained, model_fingerprint=handle.fingerprint,
-        task=task.name, task_version=task.version, source=task.source(cfg.source).name, split=task.eval_split,
+        task=task.name, task_version=task.version, source=source.name, split=task.eval_split,
         feature_kind=cfg.feature_kind, device=str(handle.device), precision=handle.precision, date=now_iso(),
-        **versions(), limit=cfg.limit,
+        **versions(), limit=cfg.limit, task_hash=task_hash(task), source_config=source.config_hash,
+        standard=cfg.limit is None and is_builtin_definition(task),
     )
+
+
+def zeroshot_identity(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str, Any]:
+    """The fields of a zero-shot row that are known before running (provenance, prompt hashes, standardness)."""
+    prompt_set = task.prompt_set(cfg.classnames, cfg.templates)
+    prov = provenance(handle, task, cfg)
+    own = task.prompt_set() if (cfg.classnames or cfg.templates) else prompt_set
+    same_prompts = (prompt_set.classnames_hash, prompt_set.templates_hash) == (own.classnames_hash, own.templates_hash)
+    prov.update(
+        protocol="zeroshot", templates_hash=prompt_set.templates_hash, classnames_hash=prompt_set.classnames_hash,
+        templates_file=cfg.templates, classnames_file=cfg.classnames, standard=prov["standard"] and same_prompts,
+    )
+    return prov
 
 
 def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
@@ -115,11 +169,9 @@ def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig)
     classifier = build_classifier(handle, prompt_set, cfg.cache_dir, quiet=cfg.quiet)
     logits = apply_class_groups(task, zeroshot_logits(feats.features, classifier))
     _check_labels(task, feats.labels, logits.shape[1])
-    common = dict(
-        **provenance(handle, task, cfg), protocol="zeroshot", templates_hash=prompt_set.templates_hash,
-        classnames_hash=prompt_set.classnames_hash, skipped_images=feats.meta.get("skipped_images", 0),
-        templates_file=cfg.templates, classnames_file=cfg.classnames,
-    )
+    common = zeroshot_identity(handle, task, cfg)
+    skipped = int(feats.meta.get("skipped_images", 0) or 0)
+    common.update(skipped_images=skipped, standard=common["standard"] and skipped == 0)
     main_key = main_metric_key(task.metric)
     rows = [
         make_row(**common, metric=m, value=v, is_main=(m == main_key), subset=None, n=int(len(feats)))

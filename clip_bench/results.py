@@ -1,7 +1,12 @@
 """Result rows: one flat record per (model, pretrained, task, protocol, metric), with provenance.
 
 Rows are appended to ``<output-dir>/results.jsonl`` under a file lock, so concurrent runs lose
-nothing; ``leaderboard.csv`` is rebuilt from all rows after each run.
+nothing; ``leaderboard.csv`` is rebuilt from the *standard* rows after each run.
+
+Each row carries ``result_id``, a hash of every input that determines its value (see
+:func:`result_id`), and ``standard``: True only for the full evaluation of a built-in task
+definition with its own class names and templates (no ``--limit``, no override, no skipped image).
+Other rows stay in results.jsonl, labelled, and never reach the leaderboard.
 """
 
 from __future__ import annotations
@@ -9,12 +14,15 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import math
 import platform
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .io_utils import file_lock, write_text_atomic
+from .errors import ClipBenchError
+from .io_utils import file_lock, sha256_json, write_text_atomic
 
 RESULTS_FILE = "results.jsonl"
 LEADERBOARD_FILE = "leaderboard.csv"
@@ -24,7 +32,16 @@ ROW_FIELDS = (
     "model", "pretrained", "model_fingerprint", "task", "task_version", "source", "split", "protocol",
     "metric", "value", "is_main", "subset", "n", "templates_hash", "classnames_hash", "feature_kind",
     "clip_bench_version", "torch_version", "open_clip_version", "device", "precision", "date", "extra",
+    "result_id", "standard",
 )
+
+#: Row fields (top level or in ``extra``) that determine a row's value: its identity.
+IDENTITY_FIELDS = (
+    "model_fingerprint", "task", "task_version", "task_hash", "source", "source_config", "split", "protocol",
+    "metric", "subset", "limit", "subset_rule", "classnames_hash", "templates_hash", "feature_kind", "precision",
+)
+#: Probe settings (in ``extra``) that are part of the identity when a row has them.
+PROBE_IDENTITY_FIELDS = ("solver", "seed", "k", "aggregate", "seeds", "val_fraction", "allow_fewer", "probe_config")
 
 
 def versions() -> dict[str, str]:
@@ -51,10 +68,59 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _field(row: dict[str, Any], key: str) -> Any:
+    """A row field from the top level, else from ``extra``."""
+    if row.get(key) is not None:
+        return row[key]
+    extra = row.get("extra")
+    return extra.get(key) if isinstance(extra, dict) else None
+
+
+def device_type(device: Any) -> str | None:
+    """``cuda`` for ``cuda:1``; None when unknown."""
+    return str(device).split(":", 1)[0] if device else None
+
+
+def numeric_identity(precision: str | None, device: Any) -> dict[str, Any]:
+    """The part of a cache key or result identity that the arithmetic adds.
+
+    fp32 results agree across device types to rounding, so the device is left out; fp16/bf16 run
+    under the device's own autocast kernels, so their device type is part of the identity.
+    """
+    precision = precision or "fp32"
+    return {"precision": precision, "device_type": None if precision == "fp32" else device_type(device)}
+
+
+def result_id(row: dict[str, Any]) -> str:
+    """Hash of everything that determines a row's value.
+
+    Model fingerprint, task name, version and definition hash, source and its config hash, split,
+    protocol, metric, class subset, ``--limit`` (and its sampling rule), class-name and template
+    hashes, feature kind, precision (and, below fp32, the device type), and probe settings
+    (solver, seed, k, ...). Two rows with the same id are the same measurement.
+    """
+    ident: dict[str, Any] = {k: _field(row, k) for k in IDENTITY_FIELDS}
+    ident.update(numeric_identity(_field(row, "precision"), _field(row, "device")))
+    ident["probe"] = {k: _field(row, k) for k in PROBE_IDENTITY_FIELDS if _field(row, k) is not None}
+    return sha256_json(ident)[:24]
+
+
+def is_standard(row: dict[str, Any]) -> bool:
+    """Whether a row is the full, standard evaluation (the only rows the leaderboard and sweep use).
+
+    Rows written before rows carried ``standard`` count as standard unless they record a ``--limit``
+    or a class-name/template override file.
+    """
+    if row.get("standard") is not None:
+        return bool(row["standard"])
+    return not any(_field(row, k) for k in ("limit", "templates_file", "classnames_file"))
+
+
 def make_row(**fields: Any) -> dict[str, Any]:
-    """A result row with every ROW_FIELDS key present (missing ones are None)."""
+    """A result row with every ROW_FIELDS key present (missing ones are None) and its ``result_id``."""
     row = {k: fields.pop(k, None) for k in ROW_FIELDS}
     row["extra"] = {**(row["extra"] or {}), **fields}
+    row["result_id"] = result_id(row)
     return row
 
 
@@ -93,10 +159,14 @@ def model_label(row: dict[str, Any]) -> str:
 
 
 def leaderboard(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> Any:
-    """DataFrame: one line per (model, pretrained), one column per task's main metric (latest run wins)."""
+    """DataFrame: one line per (model, pretrained), one column per task's main metric (latest run wins).
+
+    Only standard rows (:func:`is_standard`) count: a ``--limit`` or override run never shows here.
+    """
     import pandas as pd
 
-    main = [r for r in rows if r.get("is_main") and r.get("protocol") == protocol and not r.get("subset")]
+    main = [r for r in rows if r.get("is_main") and r.get("protocol") == protocol and not r.get("subset")
+            and is_standard(r)]
     if not main:
         return pd.DataFrame(columns=["model", "pretrained"])
     df = pd.DataFrame(main).sort_values("date", kind="stable")
