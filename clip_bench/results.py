@@ -14,14 +14,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import math
 import platform
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import ClipBenchError
 from .io_utils import file_lock, sha256_json, write_text_atomic
 
 RESULTS_FILE = "results.jsonl"
