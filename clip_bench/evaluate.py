@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from . import distributed as ddp
 from .class_groups import apply_class_groups, class_indices
 from .errors import ClipBenchError
 from .features import (
+    SUBSET_RULE,
     ExtractConfig,
     FeatureCache,
     Features,
@@ -24,10 +23,9 @@ from .features import (
     feature_key,
     subset_indices,
 )
-from .io_utils import sha256_json
+from .identity import is_builtin_definition, task_hash
 from .metrics import all_metrics, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
-from .resources import data_dir
 from .results import append_rows, make_row, now_iso, versions, write_leaderboard
 from .tasks import TaskSpec, expand_tasks, get_task
 from .zeroshot_head import build_classifier, zeroshot_logits
@@ -64,7 +62,8 @@ def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfi
 
     kind = kind or cfg.feature_kind
     source = task.source(cfg.source)
-    key = feature_key(handle.fingerprint, task, source, split, kind, cfg.limit, cfg.data_root)
+    key = feature_key(handle.fingerprint, task, source, split, kind, cfg.limit, cfg.data_root,
+                      precision=handle.precision, device=handle.device)
     cache = FeatureCache(cfg.cache_dir, key) if cfg.cache_dir is not None else None
     if cache is not None and (hit := cache.load()) is not None:
         return hit
@@ -99,40 +98,6 @@ def _subset_scores(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> di
     return out
 
 
-#: Task fields that only describe or locate data (they never change a number): left out of the task hash.
-_DESCRIPTIVE_TASK_FIELDS = ("file", "description")
-_DESCRIPTIVE_SOURCE_FIELDS = ("download", "files")
-
-
-def task_hash(task: TaskSpec) -> str:
-    """Hash of a task's parsed definition (sources, splits, prompts refs, metric, class groups, ...).
-
-    A user task that reuses a built-in name with other content gets another hash; descriptions,
-    download hints and the file's location do not count.
-    """
-    raw = {k: v for k, v in dataclasses.asdict(task).items() if k not in _DESCRIPTIVE_TASK_FIELDS}
-    raw["sources"] = {
-        n: {k: v for k, v in src.items() if k not in _DESCRIPTIVE_SOURCE_FIELDS} for n, src in raw["sources"].items()
-    }
-    return sha256_json(raw)[:16]
-
-
-@lru_cache(maxsize=256)
-def builtin_task_hash(name: str) -> str | None:
-    """The definition hash of the shipped task called `name`, or None if clip-bench ships none."""
-    path = data_dir("tasks") / f"{name}.yaml"
-    return task_hash(get_task(str(path))) if path.is_file() else None
-
-
-def is_builtin_definition(task: TaskSpec) -> bool:
-    """Whether `task` is a shipped task's definition, or a user task whose name no shipped task has.
-
-    A user file that shadows a built-in name with other content is not (its rows are not standard).
-    """
-    shipped = builtin_task_hash(task.name)
-    return shipped is None or shipped == task_hash(task)
-
-
 def provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str, Any]:
     """The row fields every protocol records: model, weights, task version and definition hash, source and its
     config hash, split, versions, date, ``--limit``, and whether these inputs are the standard ones."""
@@ -141,7 +106,8 @@ def provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str
         model=handle.spec.name, pretrained=handle.spec.pretrained, model_fingerprint=handle.fingerprint,
         task=task.name, task_version=task.version, source=source.name, split=task.eval_split,
         feature_kind=cfg.feature_kind, device=str(handle.device), precision=handle.precision, date=now_iso(),
-        **versions(), limit=cfg.limit, task_hash=task_hash(task), source_config=source.config_hash,
+        **versions(), limit=cfg.limit, subset_rule=SUBSET_RULE if cfg.limit is not None else None,
+        task_hash=task_hash(task), source_config=source.config_hash,
         standard=cfg.limit is None and is_builtin_definition(task),
     )
 

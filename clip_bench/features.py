@@ -19,11 +19,14 @@ import numpy as np
 import torch
 
 from .errors import ClipBenchError
+from .identity import numeric_identity, task_hash
 from .io_utils import save_npy_atomic, sha256_file, sha256_json, write_json_atomic
 from .progress import progress_bar
 
 FEATURE_KINDS = ("embed", "pre-proj")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+#: How ``--limit`` draws its subset (recorded in keys and rows; see subset_indices).
+SUBSET_RULE = "random-v1"
 
 
 @dataclass(frozen=True)
@@ -57,20 +60,30 @@ def default_cache_dir() -> Path:
 
 
 def feature_key(
-    model_fingerprint: str, task: Any, source: Any, split: str, kind: str, limit: int | None, data_root: Path
+    model_fingerprint: str, task: Any, source: Any, split: str, kind: str, limit: int | None, data_root: Path,
+    precision: str = "fp32", device: Any = None,
 ) -> dict[str, Any]:
-    """Everything that determines a feature file's content; its hash names the cache entry."""
+    """Everything that determines a feature file's content; its hash names the cache entry.
+
+    The model fingerprint (architecture, weights, preprocessing), the task (name, version, definition
+    hash), the source and its config hash, the split, the feature kind, ``--limit`` and its sampling
+    rule, the data root (for sources that read files), and the precision (with the device type below
+    fp32, whose autocast kernels differ by device).
+    """
     return {
         "format": CACHE_FORMAT,
         "model": model_fingerprint,
         "task": task.name,
         "task_version": task.version,
+        "task_hash": task_hash(task),
         "source": source.name,
         "source_config": source.config_hash,
         "split": split,
         "kind": kind,
         "limit": limit,
+        "subset_rule": SUBSET_RULE if limit is not None else None,
         "data_root": str(Path(data_root).expanduser().resolve()) if source.path else None,
+        **numeric_identity(precision, device),
     }
 
 

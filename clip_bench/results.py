@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .identity import numeric_identity
 from .io_utils import file_lock, sha256_json, write_text_atomic
 
 RESULTS_FILE = "results.jsonl"
@@ -71,21 +72,6 @@ def _field(row: dict[str, Any], key: str) -> Any:
         return row[key]
     extra = row.get("extra")
     return extra.get(key) if isinstance(extra, dict) else None
-
-
-def device_type(device: Any) -> str | None:
-    """``cuda`` for ``cuda:1``; None when unknown."""
-    return str(device).split(":", 1)[0] if device else None
-
-
-def numeric_identity(precision: str | None, device: Any) -> dict[str, Any]:
-    """The part of a cache key or result identity that the arithmetic adds.
-
-    fp32 results agree across device types to rounding, so the device is left out; fp16/bf16 run
-    under the device's own autocast kernels, so their device type is part of the identity.
-    """
-    precision = precision or "fp32"
-    return {"precision": precision, "device_type": None if precision == "fp32" else device_type(device)}
 
 
 def result_id(row: dict[str, Any]) -> str:

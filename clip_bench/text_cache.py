@@ -1,4 +1,4 @@
-"""On-disk cache of text embeddings keyed by (model fingerprint, tokenizer, exact prompt string).
+"""On-disk cache of text embeddings keyed by (model fingerprint, tokenizer, precision, exact prompt string).
 
 Each write adds one shard: ``<n>.npy`` (float32 rows) then ``<n>.json`` (the prompt of each row,
 written last as the commit marker). Nothing is ever unpickled.
@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .identity import numeric_identity
 from .io_utils import file_lock, save_npy_atomic, write_json_atomic
 
 MAX_SHARDS = 32  # merge shards into one beyond this many
@@ -20,8 +22,12 @@ MAX_SHARDS = 32  # merge shards into one beyond this many
 class TextEmbeddingCache:
     """Prompt -> L2-normalised embedding, for one model fingerprint and tokenizer."""
 
-    def __init__(self, root: str | Path, model_fingerprint: str, tokenizer_id: str) -> None:
-        self.dir = Path(root) / "text" / f"{model_fingerprint}-{tokenizer_id}"
+    def __init__(
+        self, root: str | Path, model_fingerprint: str, tokenizer_id: str, precision: str = "fp32", device: Any = None,
+    ) -> None:
+        num = numeric_identity(precision, device)
+        tag = num["precision"] + (f"-{num['device_type']}" if num["device_type"] else "")
+        self.dir = Path(root) / "text" / f"{model_fingerprint}-{tokenizer_id}-{tag}"
         self._rows: dict[str, np.ndarray] | None = None
 
     def _load(self) -> dict[str, np.ndarray]:

@@ -42,7 +42,8 @@ def build_classifier(
     """(D, C) zero-shot weights for `prompt_set`; each distinct prompt is encoded once and cached."""
     per_class = prompt_set.all_prompts()
     flat = list(dict.fromkeys(p for prompts in per_class for p in prompts))
-    cache = TextEmbeddingCache(cache_dir, lm.fingerprint, lm.tokenizer_id) if cache_dir is not None else None
+    cache = (TextEmbeddingCache(cache_dir, lm.fingerprint, lm.tokenizer_id, lm.precision, lm.device)
+             if cache_dir is not None else None)
     found, missing = cache.lookup(flat) if cache is not None else ({}, flat)
     table = dict(found)
     if missing:
