@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import distributed as ddp
-from .class_groups import apply_class_groups, class_indices
+from .class_groups import apply_class_groups, class_indices, task_class_groups
 from .errors import ClipBenchError
 from .features import (
     SUBSET_RULE,
@@ -26,7 +26,16 @@ from .features import (
 from .identity import is_builtin_definition, task_hash
 from .metrics import all_metrics, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
-from .results import append_rows, make_row, now_iso, versions, write_leaderboard
+from .results import (
+    LEADERBOARD_FILE,
+    RESULTS_FILE,
+    append_rows,
+    check_writable,
+    make_row,
+    now_iso,
+    versions,
+    write_leaderboard,
+)
 from .tasks import TaskSpec, expand_tasks, get_task
 from .zeroshot_head import build_classifier, zeroshot_logits
 
@@ -63,12 +72,12 @@ def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfi
     kind = kind or cfg.feature_kind
     source = task.source(cfg.source)
     key = feature_key(handle.fingerprint, task, source, split, kind, cfg.limit, cfg.data_root,
-                      precision=handle.precision, device=handle.device)
+                      precision=handle.precision, device=handle.device, skip_bad_images=cfg.extract.skip_bad_images)
     cache = FeatureCache(cfg.cache_dir, key) if cfg.cache_dir is not None else None
     if cache is not None and (hit := cache.load()) is not None:
         return hit
     data = load_split(task, source.name, split, cfg.data_root, cfg.download)
-    indices = subset_indices(len(data), cfg.limit)
+    indices = subset_indices(len(data), cfg.limit, labels=np.asarray(data.targets))
     return extract(
         handle, data, indices, cache, kind, cfg.extract,
         provenance={"dataset_size": len(data)}, desc=f"{task.name}/{split}",
@@ -81,6 +90,20 @@ def _check_labels(task: TaskSpec, labels: np.ndarray, n_classes: int) -> None:
         raise ClipBenchError(
             f"task {task.name!r}: the data has label {top} but the class-name list has only {n_classes} names; "
             "the class names do not match this source's labels (check --classnames or the task's label_map)."
+        )
+
+
+def _check_classname_count(task: TaskSpec, given: int, where: str) -> None:
+    """A --classnames list must name every class of the task, no more and no fewer."""
+    own = len(task.prompt_set().classnames)
+    groups = task_class_groups(task)
+    allowed = {own} | ({len(groups)} if groups is not None else set())
+    if given not in allowed:
+        want = " or ".join(str(n) for n in sorted(allowed))
+        raise ClipBenchError(
+            f"--classnames {where} gives {given} class names but task {task.name!r} has {want} classes; "
+            "give exactly one name per class, in the task's label order (`clip-bench tasks "
+            f"{task.name}` shows them)."
         )
 
 
@@ -128,6 +151,8 @@ def zeroshot_identity(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> d
 def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
     """Zero-shot result rows for one task (main split, plus any class-subset rows)."""
     prompt_set = task.prompt_set(cfg.classnames, cfg.templates)
+    if cfg.classnames:
+        _check_classname_count(task, len(prompt_set.classnames), cfg.classnames)
     split = task.eval_split
     feats = get_features(handle, task, split, cfg)
     if len(feats) == 0:
@@ -182,12 +207,34 @@ def run_protocol(
     ddp.init_from_env()
     handle = ModelHandle.of(model, pretrained, device or ddp.local_device(), precision)
     specs = [get_task(n) for n in expand_tasks([tasks] if isinstance(tasks, str) else list(tasks))]  # fail early
+    writing = cfg.output_dir is not None and ddp.is_main()
+    if writing:
+        check_writable(cfg.output_dir)  # a read-only output dir fails now, before any work
     rows: list[dict[str, Any]] = []
     for task in specs:
         task_rows = per_task(handle, task, cfg)
-        if cfg.output_dir is not None and ddp.is_main():
-            append_rows(cfg.output_dir, task_rows)
         rows.extend(task_rows)
-    if cfg.output_dir is not None and rows and ddp.is_main():
-        write_leaderboard(cfg.output_dir)
+        if writing:
+            try:
+                append_rows(cfg.output_dir, task_rows)
+            except ClipBenchError:
+                _dump_rows(rows)
+                raise
+    if writing and rows:
+        try:
+            write_leaderboard(cfg.output_dir)
+        except OSError as exc:
+            raise ClipBenchError(f"cannot write {cfg.output_dir / LEADERBOARD_FILE} ({exc.strerror}); the rows are in "
+                                 f"{cfg.output_dir / RESULTS_FILE}. Run `clip-bench report` once it is writable.") from None
     return rows
+
+
+def _dump_rows(rows: list[dict[str, Any]]) -> None:
+    """Keep what was computed when results cannot be written: every row on stderr, one JSON per line."""
+    import json
+    import sys
+
+    print(f"clip-bench: the {len(rows)} result rows of this run could not be written; here they are "
+          "(one JSON object per line, append them to results.jsonl):", file=sys.stderr)
+    for r in rows:
+        print(json.dumps(r, sort_keys=True, default=str), file=sys.stderr)

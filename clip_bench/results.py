@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .errors import ClipBenchError
 from .identity import numeric_identity
 from .io_utils import file_lock, sha256_json, write_text_atomic
 
@@ -100,26 +103,80 @@ def is_standard(row: dict[str, Any]) -> bool:
 
 
 def make_row(**fields: Any) -> dict[str, Any]:
-    """A result row with every ROW_FIELDS key present (missing ones are None) and its ``result_id``."""
+    """A result row with every ROW_FIELDS key present (missing ones are None) and its ``result_id``.
+
+    A non-finite ``value`` is an error naming the row, never a row.
+    """
     row = {k: fields.pop(k, None) for k in ROW_FIELDS}
     row["extra"] = {**(row["extra"] or {}), **fields}
+    value = row["value"]
+    if isinstance(value, float | int) and not math.isfinite(value):
+        raise ClipBenchError(f"{describe_row(row)} is {value}: a non-finite metric is never a result. The features "
+                             "or scores behind it hold NaN or inf (a NaN checkpoint, too few samples, or --seeds 0?).")
     row["result_id"] = result_id(row)
     return row
 
 
+def describe_row(row: dict[str, Any]) -> str:
+    """``metric top1 of model M on task T (protocol P)``, for messages."""
+    what = f"metric {row.get('metric')} of model {row.get('model')} on task {row.get('task')} ({row.get('protocol')})"
+    return what + (f" [{row['subset']} classes]" if row.get("subset") else "")
+
+
+def _row_json(row: dict[str, Any]) -> str:
+    try:
+        return json.dumps(row, sort_keys=True, default=str, allow_nan=False)
+    except ValueError:
+        bad = sorted(k for k, v in {**row, **(row.get("extra") or {})}.items()
+                     if isinstance(v, float) and not math.isfinite(v))
+        raise ClipBenchError(f"refusing to write a row with non-finite fields ({', '.join(bad) or '?'}) for "
+                             f"{describe_row(row)}; NaN is not valid JSON and never a result.") from None
+
+
 def append_rows(output_dir: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
-    """Append rows to results.jsonl under an exclusive lock, one fsync'd write per call."""
+    """Append rows to results.jsonl under an exclusive lock, one fsync'd write per call.
+
+    Rows with a non-finite number are refused (an error, nothing written). If the file does not
+    end with a newline (a writer killed mid-line), the torn line is reported once on stderr and the
+    new rows start on a fresh line, so they never merge with it.
+    """
     path = Path(output_dir) / RESULTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows)
+    payload = "".join(_row_json(r) + "\n" for r in rows)
     if not payload:
         return path
-    with file_lock(path.with_name(RESULTS_FILE + ".lock")):
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(path.with_name(RESULTS_FILE + ".lock")):
+            with open(path, "a+b") as fh:
+                if fh.seek(0, os.SEEK_END) > 0:
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":
+                        print(f"clip-bench: warning: {path} ends with a torn line (a writer was killed mid-row); "
+                              "it is skipped when reading, and new rows start on a fresh line.", file=sys.stderr)
+                        payload = "\n" + payload
+                fh.write(payload.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+    except OSError as exc:
+        raise ClipBenchError(
+            f"cannot write results to {path} ({exc.strerror or type(exc).__name__}); make the folder writable "
+            "or pass --output-dir to another folder."
+        ) from None
     return path
+
+
+def check_writable(output_dir: str | Path) -> None:
+    """A clear error now (before any work) when results could not be written to `output_dir`."""
+    path = Path(output_dir) / RESULTS_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(path.with_name(RESULTS_FILE + ".lock")), open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise ClipBenchError(
+            f"cannot write results to {path} ({exc.strerror or type(exc).__name__}); make the folder writable "
+            "or pass --output-dir to another folder."
+        ) from None
 
 
 def read_rows(output_dir: str | Path) -> list[dict[str, Any]]:
