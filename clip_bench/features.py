@@ -482,9 +482,11 @@ class _SafeTransformed:
         return len(self.inner)
 
     def __getitem__(self, i: int) -> tuple[Any, int] | None:
+        from PIL import Image
+
         try:
             return self.inner[i]
-        except (OSError, ValueError, SyntaxError) as exc:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             if self.skip_bad:
                 return None
             where = self.inner.inner.describe(self.inner.indices[i])
