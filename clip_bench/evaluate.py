@@ -36,6 +36,7 @@ from .results import (
     versions,
     write_leaderboard,
 )
+from .retrieval import evaluate_retrieval_task, task_kind
 from .tasks import TaskSpec, expand_tasks, get_task
 from .zeroshot_head import build_classifier, zeroshot_logits
 
@@ -58,6 +59,7 @@ class EvalConfig:
     limit: int | None = None
     download: bool = False
     feature_kind: str = "embed"
+    caption_template: str | None = None  # retrieval tasks: "{}" is replaced by each caption
     extract: ExtractConfig = field(default_factory=ExtractConfig)
 
     @property
@@ -80,7 +82,8 @@ def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfi
     indices = subset_indices(len(data), cfg.limit, labels=np.asarray(data.targets))
     return extract(
         handle, data, indices, cache, kind, cfg.extract,
-        provenance={"dataset_size": len(data)}, desc=f"{task.name}/{split}",
+        provenance={"dataset_size": len(data), **(data.cache_provenance() if hasattr(data, "cache_provenance") else {})},
+        desc=f"{task.name}/{split}",
     )
 
 
@@ -149,7 +152,9 @@ def zeroshot_identity(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> d
 
 
 def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
-    """Zero-shot result rows for one task (main split, plus any class-subset rows)."""
+    """Zero-shot result rows for one task (main split, plus any class-subset rows); retrieval tasks score recall@k."""
+    if task_kind(task) == "retrieval":
+        return evaluate_retrieval_task(handle, task, cfg)
     prompt_set = task.prompt_set(cfg.classnames, cfg.templates)
     if cfg.classnames:
         _check_classname_count(task, len(prompt_set.classnames), cfg.classnames)

@@ -294,9 +294,9 @@ def subset_indices(n: int, limit: int | None, seed: int = 0, labels: np.ndarray 
     if limit is None or limit >= n:
         return np.arange(n)
     rng = np.random.default_rng(seed)
-    if labels is None or np.asarray(labels).ndim != 1 or len(labels) != n:
+    labels = None if labels is None else np.asarray(labels)
+    if labels is None or labels.ndim != 1 or len(labels) != n or not np.issubdtype(labels.dtype, np.integer):
         return np.sort(rng.choice(n, size=limit, replace=False))
-    labels = np.asarray(labels)
     perm = rng.permutation(n)
     _, inverse, counts = np.unique(labels[perm], return_inverse=True, return_counts=True)
     rank = np.zeros(n, dtype=np.int64)  # rank of each permuted sample within its class

@@ -41,8 +41,11 @@ IDENTITY_FIELDS = (
     "model_fingerprint", "task", "task_version", "task_hash", "source", "source_config", "split", "protocol",
     "metric", "subset", "limit", "subset_rule", "classnames_hash", "templates_hash", "feature_kind", "precision",
 )
-#: Probe settings (in ``extra``) that are part of the identity when a row has them.
-PROBE_IDENTITY_FIELDS = ("solver", "seed", "k", "aggregate", "seeds", "val_fraction", "allow_fewer", "probe_config")
+#: Protocol settings (in ``extra``) that are part of the identity when a row has them: probe settings, and the
+#: caption template of retrieval rows.
+SETTING_IDENTITY_FIELDS = (
+    "solver", "seed", "k", "aggregate", "seeds", "val_fraction", "allow_fewer", "probe_config", "caption_template",
+)
 
 
 def versions() -> dict[str, str]:
@@ -82,12 +85,12 @@ def result_id(row: dict[str, Any]) -> str:
 
     Model fingerprint, task name, version and definition hash, source and its config hash, split,
     protocol, metric, class subset, ``--limit`` (and its sampling rule), class-name and template
-    hashes, feature kind, precision (and, below fp32, the device type), and probe settings
-    (solver, seed, k, ...). Two rows with the same id are the same measurement.
+    hashes, feature kind, precision (and, below fp32, the device type), and protocol settings
+    (probe solver, seed, k, ...; a retrieval caption template). Two rows with the same id are the same measurement.
     """
     ident: dict[str, Any] = {k: _field(row, k) for k in IDENTITY_FIELDS}
     ident.update(numeric_identity(_field(row, "precision"), _field(row, "device")))
-    ident["probe"] = {k: _field(row, k) for k in PROBE_IDENTITY_FIELDS if _field(row, k) is not None}
+    ident["settings"] = {k: _field(row, k) for k in SETTING_IDENTITY_FIELDS if _field(row, k) is not None}
     return sha256_json(ident)[:24]
 
 
@@ -198,6 +201,10 @@ def model_label(row: dict[str, Any]) -> str:
     return f"{row['model']}" + (f" ({row['pretrained']})" if row.get("pretrained") else "")
 
 
+#: Row protocols shown in a protocol's leaderboard: zero-shot retrieval tasks sit beside zero-shot classification.
+LEADERBOARD_PROTOCOLS = {"zeroshot": ("zeroshot", "retrieval")}
+
+
 def leaderboard(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> Any:
     """DataFrame: one line per (model, pretrained), one column per task's main metric (latest run wins).
 
@@ -205,7 +212,8 @@ def leaderboard(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> Any:
     """
     import pandas as pd
 
-    main = [r for r in rows if r.get("is_main") and r.get("protocol") == protocol and not r.get("subset")
+    protocols = LEADERBOARD_PROTOCOLS.get(protocol, (protocol,))
+    main = [r for r in rows if r.get("is_main") and r.get("protocol") in protocols and not r.get("subset")
             and is_standard(r)]
     if not main:
         return pd.DataFrame(columns=["model", "pretrained"])

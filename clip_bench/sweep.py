@@ -15,6 +15,7 @@ from .models import ModelHandle, resolve_model
 from .progress import progress_bar
 from .registry import Registry
 from .results import is_standard, make_row, read_rows
+from .retrieval import task_kind
 from .tasks import expand_tasks, get_task
 
 #: protocol name -> (function(model_handle, task_name, cfg) -> rows, the protocol name its rows carry)
@@ -73,7 +74,9 @@ def plan(models: list[ModelEntry], tasks: list[str], protocols: list[str]) -> li
     names = expand_tasks(tasks)
     for n in names:
         get_task(n)
-    return [Job(m, t, p) for m in models for t in names for p in protocols]
+    # retrieval tasks have no classes to probe: only their zero-shot job exists
+    return [Job(m, t, p) for m in models for t in names for p in protocols
+            if p == "zeroshot" or task_kind(get_task(t)) != "retrieval"]
 
 
 def _finished(rows: list[dict[str, Any]]) -> dict[str, bool]:
@@ -96,6 +99,14 @@ def expected_main_row(handle: ModelHandle, task_name: str, protocol: str, cfg: A
 
     task = get_task(task_name)
     metric = main_metric_key(task.metric)
+    if protocol == "zeroshot" and task_kind(task) == "retrieval":
+        from .retrieval import MAIN, PROTOCOL
+
+        prov = provenance(handle, task, cfg)
+        own = task.extra.get("caption_template")
+        template = getattr(cfg, "caption_template", None) or own
+        prov["standard"] = prov["standard"] and template == own
+        return make_row(**prov, protocol=PROTOCOL, metric=MAIN, is_main=True, subset=None, caption_template=template)
     if protocol == "zeroshot":
         return make_row(**zeroshot_identity(handle, task, cfg), metric=metric, is_main=True, subset=None)
     if protocol == "linprobe":
