@@ -174,7 +174,8 @@ def encode_texts(lm: Any, texts: Sequence[str], cache_dir: str | Path | None, qu
                  batch_size: int = 256) -> np.ndarray:
     """(len(texts), D) L2-normalised embeddings; each distinct string is encoded once and kept in the text cache."""
     unique = list(dict.fromkeys(texts))
-    cache = TextEmbeddingCache(cache_dir, lm.fingerprint, lm.tokenizer_id) if cache_dir is not None else None
+    cache = (TextEmbeddingCache(cache_dir, lm.fingerprint, lm.tokenizer_id, lm.precision, lm.device)
+             if cache_dir is not None else None)
     found, missing = cache.lookup(unique) if cache is not None else ({}, unique)
     table = dict(found)
     if missing:
@@ -239,6 +240,7 @@ def evaluate_retrieval_task(handle: Any, task: Any, cfg: Any) -> list[dict[str, 
         skipped_images=feats.meta.get("skipped_images", 0), caption_template=template,
         captions_hash=sha256_json(raw_texts)[:16], n_images=n_img, n_captions=n_txt,
     )
+    common["standard"] = common["standard"] and template == task.extra.get("caption_template")  # no override
     rows = [
         make_row(**common, metric=m, value=v, is_main=(m == MAIN),
                  n=n_img if m.startswith("text_") else n_txt if m.startswith("image_") else n_img + n_txt)
@@ -257,6 +259,7 @@ def ranks_from_cache(
     """
     from .backfill import _text_embeddings
     from .features import FeatureCache, feature_key
+    from .identity import task_hash
     from .tasks import get_task
 
     extra = row.get("extra") or {}
@@ -265,8 +268,13 @@ def ranks_from_cache(
     if task.version != row.get("task_version"):
         raise ClipBenchError(f"{who}: the row was computed with task version {row.get('task_version')}, "
                              f"the task file is now version {task.version}; {redo}.")
+    recorded = row.get("task_hash") or extra.get("task_hash")
+    if recorded and recorded != task_hash(task):
+        raise ClipBenchError(f"{who}: the row was computed from another definition of task {row['task']!r} (a task "
+                             f"file?) than {task.file}; {redo}.")
     key = feature_key(row["model_fingerprint"], task, task.source(row.get("source")), row["split"],
-                      row.get("feature_kind") or "embed", extra.get("limit"), Path(data_root))
+                      row.get("feature_kind") or "embed", extra.get("limit"), Path(data_root),
+                      precision=row.get("precision") or "fp32", device=row.get("device"))
     feats = FeatureCache(Path(cache_dir), key).load()
     if feats is None or feats.meta.get("captions") is None:
         raise ClipBenchError(f"{who}: no per-query outcomes, and its image features and captions are not in the "
@@ -275,7 +283,8 @@ def ranks_from_cache(
     if sha256_json(raw_texts)[:16] != extra.get("captions_hash"):
         raise ClipBenchError(f"{who}: the cached captions are not the ones the row was scored on; {redo}.")
     texts = apply_template(raw_texts, extra.get("caption_template"))
-    table = _text_embeddings(Path(cache_dir), row["model_fingerprint"], list(dict.fromkeys(texts)))
+    table = _text_embeddings(Path(cache_dir), row["model_fingerprint"], list(dict.fromkeys(texts)),
+                             row.get("precision"), row.get("device"))
     if table is None:
         raise ClipBenchError(f"{who}: no per-query outcomes, and its caption embeddings are not in the text cache "
                              f"under {cache_dir}; {redo}.")
