@@ -101,7 +101,7 @@ def provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str
         model=handle.spec.name, pretrained=handle.spec.pretrained, model_fingerprint=handle.fingerprint,
         task=task.name, task_version=task.version, source=task.source(cfg.source).name, split=task.eval_split,
         feature_kind=cfg.feature_kind, device=str(handle.device), precision=handle.precision, date=now_iso(),
-        **versions(), limit=cfg.limit,
+        **versions(), limit=cfg.limit, **handle.spec.provenance(),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import pickle
 import tempfile
@@ -58,12 +59,17 @@ class ModelSpec:
     arch_config: dict[str, Any]
     weights_id: str
     preprocess_config: dict[str, Any]
+    revision: str | None = None  # the commit a hub model was pinned to (part of weights_id too)
 
     @property
     def fingerprint(self) -> str:
         return sha256_json(
             {"arch": self.arch_config, "weights": self.weights_id, "preprocess": self.preprocess_config}
         )[:20]
+
+    def provenance(self) -> dict[str, Any]:
+        """Row fields that identify the weights beyond name and tag (the hub commit, if any)."""
+        return {"revision": self.revision}
 
 
 @dataclass
@@ -137,6 +143,32 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def parse_device(device: str | torch.device | None) -> torch.device:
+    """A usable torch device from the user's ``--device`` (default: CUDA when available, else the CPU)."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ClipBenchError(f"unknown device {device!r}; use cpu, cuda or cuda:N.") from None
+    if dev.type not in DEVICE_TYPES:
+        raise ClipBenchError(f"device {device!r} is not supported; use cpu, cuda or cuda:N.")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ClipBenchError(f"--device {device} was asked for, but torch sees no CUDA device; use --device cpu.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ClipBenchError(
+                f"--device {device}: torch sees only {torch.cuda.device_count()} CUDA device(s) (cuda:0 ... "
+                f"cuda:{torch.cuda.device_count() - 1})."
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ClipBenchError(f"--device {device} was asked for, but torch has no MPS device here; use --device cpu.")
+    return dev
+
+
 def list_models() -> list[str]:
     """Every name `load_model` accepts without a path: built-ins, OpenAI aliases, open_clip architectures."""
     import open_clip
@@ -162,6 +194,10 @@ def file_content_hash(path: str | os.PathLike[str]) -> str:
     return _file_hash(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
+HUB_PREFIX = "hf-hub:"
+LOCAL_DIR_PREFIX = "local-dir:"
+
+
 def _resolve(name: str, pretrained: str | None) -> tuple[str, str | None, Path | None]:
     """Return (open_clip model name, pretrained tag or file, custom config JSON or None)."""
     if name in BUILTIN_MODELS:
@@ -169,7 +205,12 @@ def _resolve(name: str, pretrained: str | None) -> tuple[str, str | None, Path |
         return Path(cfg).stem, pretrained or str(assets_dir() / ckpt), assets_dir() / cfg
     if name in OPENAI_ALIASES:
         return OPENAI_ALIASES[name], pretrained or "openai", None
-    if name.startswith("hf-hub:") or name.startswith("local-dir:"):
+    if name.startswith((HUB_PREFIX, LOCAL_DIR_PREFIX)):
+        if pretrained is not None:
+            raise ClipBenchError(
+                f"--pretrained {pretrained} cannot be used with {name}: a {name.split(':')[0]}: model brings its own "
+                "weights. Drop --pretrained (pass --revision to pick a hub revision)."
+            )
         return name, None, None
     if name.endswith(".json"):
         path = Path(name).expanduser()
@@ -186,8 +227,6 @@ def _resolve(name: str, pretrained: str | None) -> tuple[str, str | None, Path |
 
 
 def _weights_id(resolved: str, pretrained: str | None) -> str:
-    if resolved.startswith(("hf-hub:", "local-dir:")):
-        return resolved
     if pretrained is None:
         return "random-init"
     if Path(pretrained).suffix in CHECKPOINT_SUFFIXES or os.sep in pretrained:
@@ -201,15 +240,51 @@ def _weights_id(resolved: str, pretrained: str | None) -> str:
     return "tag:" + pretrained
 
 
+PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
+INTERPOLATIONS = ("bicubic", "bilinear")
+RESIZE_MODES = ("shortest", "longest", "squash")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_preprocess_cfg(pp: Any, where: str) -> None:
+    """Validate a model file's ``preprocess_cfg`` now, so a mistake is blamed on the file, not on an image."""
+    if not isinstance(pp, dict):
+        raise ClipBenchError(f"{where}: preprocess_cfg must be a mapping with keys {', '.join(PREPROCESS_KEYS)}.")
+    for key, value in pp.items():
+        if key not in PREPROCESS_KEYS:
+            raise ClipBenchError(
+                f"{where}: unknown preprocess_cfg key {key!r}; allowed keys are {', '.join(PREPROCESS_KEYS)} "
+                "(the image size comes from vision_cfg.image_size)."
+            )
+        if key in ("mean", "std"):
+            ok = _is_number(value) or (isinstance(value, list) and len(value) == 3 and all(map(_is_number, value)))
+            if ok and key == "std":
+                ok = all(v > 0 for v in (value if isinstance(value, list) else [value]))
+            if not ok:
+                raise ClipBenchError(
+                    f"{where}: preprocess_cfg.{key} must be 3 finite numbers (one per RGB channel{', all > 0' if key == 'std' else ''}), "
+                    f"not {value!r}."
+                )
+        elif key == "interpolation" and value not in INTERPOLATIONS:
+            raise ClipBenchError(f"{where}: preprocess_cfg.interpolation must be one of {', '.join(INTERPOLATIONS)}, not {value!r}.")
+        elif key == "resize_mode" and value not in RESIZE_MODES:
+            raise ClipBenchError(f"{where}: preprocess_cfg.resize_mode must be one of {', '.join(RESIZE_MODES)}, not {value!r}.")
+
+
 def _load_config(config_path: Path) -> dict[str, Any]:
     try:
-        cfg = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
+        cfg = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ClipBenchError(f"model config {config_path} is not valid JSON: {exc}") from None
-    if not {"vision_cfg", "text_cfg", "embed_dim"} <= set(cfg):
+    if not isinstance(cfg, dict) or not {"vision_cfg", "text_cfg", "embed_dim"} <= set(cfg):
         raise ClipBenchError(
             f"model config {config_path} is not an open_clip architecture (needs embed_dim, vision_cfg, text_cfg)."
         )
+    if "preprocess_cfg" in cfg:
+        check_preprocess_cfg(cfg["preprocess_cfg"], f"model config {config_path}")
     return cfg
 
 
@@ -225,27 +300,89 @@ def _preprocess_config(arch: str, weights: str | None, cfg: dict[str, Any]) -> d
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in pp.items()}
 
 
-def resolve_model(name: str, pretrained: str | None = None) -> ModelSpec:
-    """Resolve a model name and weights to a ModelSpec (cheap: reads configs, hashes local files once)."""
+def _local_dir_spec(name: str) -> tuple[dict[str, Any], str]:
+    """(config, weights identity) of an open_clip ``local-dir:`` folder: its config and checkpoint content."""
+    folder = Path(name[len(LOCAL_DIR_PREFIX):]).expanduser()
+    cfg_path = folder / "open_clip_config.json"
+    if not cfg_path.is_file():
+        raise ClipBenchError(f"{name}: {cfg_path} does not exist; a local-dir: folder holds open_clip_config.json "
+                             "and the weights.")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ClipBenchError(f"model config {cfg_path} is not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_cfg"), dict):
+        raise ClipBenchError(f"model config {cfg_path} has no model_cfg mapping (open_clip's local-dir layout).")
+    if "preprocess_cfg" in cfg:
+        pp = cfg["preprocess_cfg"]
+        if not isinstance(pp, dict):
+            raise ClipBenchError(f"model config {cfg_path}: preprocess_cfg must be a mapping.")
+    weights = sorted(p for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
+    if not weights:
+        raise ClipBenchError(f"{name}: no weights file (.safetensors/.bin/.pt/.pth) next to {cfg_path}.")
+    return cfg, "local-dir:" + sha256_json({p.name: file_content_hash(p) for p in weights})
+
+
+def split_revision(name: str, revision: str | None) -> tuple[str, str | None]:
+    """Take a ``@rev`` suffix off a hub reference; `revision` (``--revision``) may give it instead."""
+    from .backends.hub import split_revision as split
+
+    base, rev = split(name)
+    if rev is not None and revision is not None and rev != revision:
+        raise ClipBenchError(f"{name} names revision {rev!r} but --revision is {revision!r}; give it once.")
+    return base, rev or revision
+
+
+def with_revision(name: str, revision: str | None) -> str:
+    """``--revision REV`` as part of a hub model reference (``hf-hub:org/repo@REV``)."""
+    if revision is None:
+        return name
+    if not name.startswith(HUB_PREFIX):
+        raise ClipBenchError(f"--revision applies to hub models (hf-hub:org/repo), not to {name!r}.")
+    base, rev = split_revision(name, revision)
+    return f"{base}@{rev}"
+
+
+def resolve_model(name: str, pretrained: str | None = None, revision: str | None = None) -> ModelSpec:
+    """Resolve a model name and weights to a ModelSpec (cheap: reads configs, hashes local files once).
+
+    A hub model (``hf-hub:org/repo``, optionally ``@revision``) is pinned to the commit its revision
+    points to: a metadata request, or the local cache when offline.
+    """
+    if name.startswith(HUB_PREFIX):
+        name, revision = split_revision(name, revision)
+    elif revision is not None:
+        raise ClipBenchError(f"--revision applies to hub models (hf-hub:org/repo), not to {name!r}.")
     arch, weights, config_path = _resolve(name, pretrained)
+    commit = None
     if config_path is not None:
         cfg = _load_config(config_path)
-    elif arch.startswith(("hf-hub:", "local-dir:")):
-        cfg = {"source": arch}
+        weights_id = _weights_id(arch, weights)
+    elif arch.startswith(HUB_PREFIX):
+        from .backends import hub
+
+        ref = hub.resolve(arch[len(HUB_PREFIX):], revision, arch)
+        commit = ref.commit
+        cfg, weights_id = {"source": arch}, f"{arch}@{commit}"
+    elif arch.startswith(LOCAL_DIR_PREFIX):
+        cfg, weights_id = _local_dir_spec(arch)
     else:
         import open_clip
 
         cfg = open_clip.get_model_config(arch) or {}
+        weights_id = _weights_id(arch, weights)
     label = pretrained if pretrained is not None else ("builtin" if name in BUILTIN_MODELS else weights)
+    display = f"{name}@{revision}" if revision is not None else name
     return ModelSpec(
-        name=name,
+        name=display,
         pretrained=label,
         arch=arch,
         weights=weights,
         config_path=str(config_path) if config_path else None,
         arch_config=cfg,
-        weights_id=_weights_id(arch, weights),
+        weights_id=weights_id,
         preprocess_config=_preprocess_config(arch, weights, cfg),
+        revision=commit,
     )
 
 
@@ -295,32 +432,139 @@ def load_model(
     pretrained: str | None = None,
     device: str | torch.device | None = None,
     precision: str = "fp32",
+    revision: str | None = None,
 ) -> LoadedModel:
     """Load a CLIP-style model by name, ready for inference.
 
     `name` is an open_clip architecture (with `pretrained` tag or checkpoint file), an OpenAI name
-    such as ``ViT-B/32`` (weights default to ``openai``), ``hf-hub:org/repo``, a path to an open_clip
-    architecture JSON, or the built-in ``tiny-clip-digits``.
+    such as ``ViT-B/32`` (weights default to ``openai``), ``hf-hub:org/repo`` (pinned to the commit
+    of `revision`, default main), ``local-dir:/folder``, a path to an open_clip architecture JSON,
+    or the built-in ``tiny-clip-digits``.
     """
 
     if precision not in PRECISIONS:
         raise ClipBenchError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
-    dev = torch.device(device) if device is not None else default_device()
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ClipBenchError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu.")
-    spec = name if isinstance(name, ModelSpec) else resolve_model(name, pretrained)
+    dev = parse_device(device)
+    spec = name if isinstance(name, ModelSpec) else resolve_model(name, pretrained, revision)
     pp = _register_config(spec) or {}
     with _quiet_third_party_logs():
         return _create(spec, dev, precision, pp)
 
 
-def _create(spec: ModelSpec, dev: torch.device, precision: str, pp: dict[str, Any]) -> LoadedModel:
+def _hub_snapshot(spec: ModelSpec) -> str:
+    """Fetch an ``hf-hub:`` model's config and weights at its pinned commit; returns open_clip's ``local-dir:`` name."""
+    from open_clip.pretrained import download_pretrained_from_hf
+
+    from .backends import hub
+
+    repo = spec.arch[len(HUB_PREFIX):]
+    ref = hub.HubRef(repo, "", str(spec.revision), offline=bool(hub.cached_commit(repo, str(spec.revision))))
+    cfg = hub.download(ref, "open_clip_config.json")
+    try:
+        download_pretrained_from_hf(repo, revision=ref.commit)
+    except Exception as exc:
+        raise ClipBenchError(f"could not get the weights of {spec.arch} at commit {ref.commit[:12]} ({exc}).") from None
+    return LOCAL_DIR_PREFIX + str(cfg.parent)
+
+
+def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Parameter name -> shape of a local checkpoint, read without unpickling code; damaged files are errors.
+
+    Checked before open_clip sees the file, so a random-bytes file, an empty or non-mapping checkpoint
+    is one clear sentence (open_clip would fail with StopIteration, AttributeError and the like).
+    """
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ClipBenchError(
+                f"checkpoint {path} is not a readable .safetensors file ({str(exc).splitlines()[0]}); "
+                "it may be truncated or not a safetensors file at all. Re-download or re-export it."
+            ) from None
+        if not shapes:
+            raise ClipBenchError(f"checkpoint {path} holds no tensors; it is not a model's weights.")
+        return shapes
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):  # a real pickled object (class, function), refused by weights_only
+            raise ClipBenchError(
+                f"refused to load checkpoint {path}: it holds pickled Python objects beyond tensors, and "
+                "clip-bench loads weights only with weights_only=True. Convert it to a plain state_dict or .safetensors."
+            ) from None
+        raise ClipBenchError(
+            f"checkpoint {path} is not a PyTorch checkpoint (it does not unpickle as tensors); it may be damaged "
+            "or another kind of file. Re-download or re-export it."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ClipBenchError(f"checkpoint {path} is not a PyTorch checkpoint ({first}); re-download or re-export it.") from None
+    if isinstance(obj, dict) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ClipBenchError(
+            f"checkpoint {path} holds a {type(obj).__name__}, not a state dict (a mapping of parameter names to tensors)."
+        )
+    if not obj:
+        raise ClipBenchError(f"checkpoint {path} is an empty mapping: it holds no weights.")
+    bad = next((k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise ClipBenchError(
+            f"checkpoint {path}: entry {bad!r} is a {type(obj[bad]).__name__}, not a tensor; a state dict maps names to tensors."
+        )
+    return {k.removeprefix("module."): tuple(v.shape) for k, v in obj.items()}
+
+
+def _mismatch_message(spec: ModelSpec, path: str, got: dict[str, tuple[int, ...]]) -> str | None:
+    """Which keys and shapes of the checkpoint do not fit the architecture (None if all fit)."""
     import open_clip
 
     try:
+        with torch.device("meta"):
+            ref = open_clip.create_model(spec.arch, pretrained=None)
+    except Exception:  # an architecture that cannot be built on the meta device: build it for real
+        ref = open_clip.create_model(spec.arch, pretrained=None)
+    want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    shapes = [f"{k} {list(got[k])} vs {list(want[k])}" for k in want if k in got and got[k] != want[k]]
+    if not (missing or unexpected or shapes):
+        return None
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({few(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys ({few(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} keys with other shapes ({few(shapes)})")
+    return (
+        f"checkpoint {path} does not fit architecture {spec.arch!r} of model {spec.name!r}: {'; '.join(parts)}. "
+        "Is it the checkpoint of another architecture? Pass the matching --model."
+    )
+
+
+def _create(spec: ModelSpec, dev: torch.device, precision: str, pp: dict[str, Any]) -> LoadedModel:
+    import open_clip
+
+    local_ckpt = spec.weights_id.startswith("sha256:") and spec.weights is not None
+    shapes = _checkpoint_shapes(Path(spec.weights).expanduser()) if local_ckpt else None  # type: ignore[arg-type]
+    arch = _hub_snapshot(spec) if spec.arch.startswith(HUB_PREFIX) else spec.arch
+    try:
         # Weights stay fp32; fp16/bf16 run under autocast (LoadedModel.autocast), as open_clip's own eval does.
         model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.arch, pretrained=spec.weights, device=dev, precision="fp32", weights_only=True,
+            arch, pretrained=spec.weights, device=dev, precision="fp32", weights_only=True,
             image_mean=pp.get("mean"), image_std=pp.get("std"),
             image_interpolation=pp.get("interpolation"), image_resize_mode=pp.get("resize_mode"),
         )
@@ -329,7 +573,11 @@ def _create(spec: ModelSpec, dev: torch.device, precision: str, pp: dict[str, An
             f"refused to load checkpoint {spec.weights}: it holds pickled Python objects beyond tensors, and "
             "clip-bench loads weights only with weights_only=True. Convert it to a plain state_dict or .safetensors."
         ) from exc
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (RuntimeError, OSError, ValueError, AssertionError, KeyError, StopIteration, AttributeError, TypeError) as exc:
+        if shapes is not None and (msg := _mismatch_message(spec, str(spec.weights), shapes)):
+            raise ClipBenchError(msg) from None
+        if isinstance(exc, (AssertionError, KeyError, StopIteration, AttributeError, TypeError)) and shapes is None:
+            raise
         tried = f"architecture {spec.arch!r} with weights {spec.weights!r}" if spec.weights else repr(spec.arch)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ClipBenchError(
@@ -337,7 +585,11 @@ def _create(spec: ModelSpec, dev: torch.device, precision: str, pp: dict[str, An
             "(`clip-bench models`), that the checkpoint file exists, or that the hub is reachable."
         ) from exc
     model.eval()
-    return LoadedModel(spec, model, preprocess, open_clip.get_tokenizer(spec.arch), dev, precision)
+    # A pinned hub model reads its tokenizer config from the same snapshot, unless the tokenizer
+    # lives in a hub repository of its own (hf_tokenizer_name), which open_clip fetches by name.
+    own_tokenizer = arch != spec.arch and not open_clip.get_model_config(arch).get("text_cfg", {}).get("hf_tokenizer_name")
+    tokenizer = open_clip.get_tokenizer(arch if own_tokenizer else spec.arch)
+    return LoadedModel(spec, model, preprocess, tokenizer, dev, precision)
 
 
 class ModelHandle:
@@ -348,8 +600,10 @@ class ModelHandle:
     """
 
     def __init__(self, spec: ModelSpec, device: str | torch.device | None = None, precision: str = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise ClipBenchError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
         self.spec = spec
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = parse_device(device)
         self.precision = precision
         self._loaded: LoadedModel | None = None
 
