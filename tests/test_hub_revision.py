@@ -56,7 +56,7 @@ def test_fingerprint_follows_the_hub_commit(fake_hub):
     answers["main"] = C2  # the repository was updated under the same name
     s2 = resolve_model(f"hf-hub:{REPO}")
     assert s2.revision == C2 and s2.fingerprint != s1.fingerprint
-    assert s1.provenance() == {"revision": C1}
+    assert s1.provenance() == {"backend": "open_clip", "revision": C1}
 
 
 def test_revision_argument_and_suffix(fake_hub):
