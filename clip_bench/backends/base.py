@@ -205,3 +205,4 @@ def quiet_third_party_logs() -> Any:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+

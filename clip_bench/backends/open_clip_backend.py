@@ -497,9 +497,9 @@ class OpenClipModel(LoadedModel):
             visual.proj = proj
 
     def logit_params(self) -> tuple[float, float | None]:
-        scale = float(self.model.logit_scale.exp())
+        scale = float(self.model.logit_scale.detach().exp())
         bias = getattr(self.model, "logit_bias", None)
-        return scale, (float(bias) if bias is not None else None)
+        return scale, (float(bias.detach()) if bias is not None else None)
 
 
 class OpenClipBackend(Backend):

@@ -20,6 +20,7 @@ preprocessing; the tokenizer identity covers the tokenizer files and the padding
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -257,9 +258,9 @@ class TransformersModel(LoadedModel):
         return self.model.vision_model(pixel_values=images).pooler_output
 
     def logit_params(self) -> tuple[float, float | None]:
-        scale = float(self.model.logit_scale.exp())
+        scale = float(self.model.logit_scale.detach().exp())
         bias = getattr(self.model, "logit_bias", None)
-        return scale, (float(bias) if bias is not None else None)
+        return scale, (float(bias.detach()) if bias is not None else None)
 
 
 def _load_kwargs() -> dict[str, Any]:
@@ -316,12 +317,20 @@ class TransformersBackend(Backend):
             ) from None
         folder = Path(spec.weights) if spec.weights is not None else _hub_folder(spec)
         cls = transformers.CLIPModel if spec.arch == "clip" else transformers.SiglipModel
+        from transformers.utils import logging as tf_logging
+
+        bars = tf_logging.is_progress_bar_enabled() and not os.environ.get("CLIP_BENCH_DEBUG")
+        if bars:
+            tf_logging.disable_progress_bar()  # the "Loading weights" bar of a local checkpoint
         try:
             model, info = cls.from_pretrained(folder, **_load_kwargs())
             tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
             processor = _image_processor(folder)
         except (OSError, ValueError, RuntimeError, KeyError, ImportError) as exc:
             raise ClipBenchError(f"could not load the transformers checkpoint {spec.name} ({first_line(exc)}).") from None
+        finally:
+            if bars:
+                tf_logging.enable_progress_bar()
         bad = {k: list(info.get(k) or []) for k in ("missing_keys", "mismatched_keys") if info.get(k)}
         if bad:
             detail = "; ".join(f"{len(v)} {k.replace('_', ' ')} ({', '.join(map(str, v[:3]))}{', ...' if len(v) > 3 else ''})"
