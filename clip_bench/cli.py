@@ -15,7 +15,7 @@ from .errors import ClipBenchError
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="open_clip architecture, OpenAI name (ViT-B/32), hf-hub:org/repo, "
-                   "an architecture .json, or tiny-clip-digits")
+                   "an architecture .json, a transformers CLIP/SigLIP folder, transformers:org/repo, or tiny-clip-digits")
     p.add_argument("--pretrained", default=None, help="pretrained tag or local .pt/.bin/.safetensors checkpoint")
     p.add_argument("--revision", default=None, help="hub models: branch, tag or commit (default main; the commit is recorded)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")

@@ -146,8 +146,8 @@ def test_siglip_bias_leaves_the_ranking_unchanged(hf_dirs, digits_test):
 
 def test_pre_projection_features(hf_dirs, digits_test):
     images, _ = digits_test
-    batch = torch.stack([load_model(str(hf_dirs["clip"]), device="cpu").preprocess(im) for im in images[:3]])
     lm = load_model(str(hf_dirs["clip"]), device="cpu")
+    batch = torch.stack([lm.preprocess(im) for im in images[:3]])
     with torch.no_grad():
         pre = encode_images(lm, batch, "pre-proj")
         emb = encode_images(lm, batch, "embed")
@@ -239,3 +239,44 @@ def test_converted_tiny_clip_keeps_its_skill_through_both_backends(tmp_path, eva
     w_hf = zeroshot_classifier(lm_hf, NAMES, TEMPLATES)
     w_oc = zeroshot_classifier(lm_oc, NAMES, TEMPLATES)
     assert np.abs(w_hf - w_oc).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_hub_reference_is_pinned_and_loads_from_the_cache(hf_dirs, tmp_path, monkeypatch, capsys):
+    """``transformers:org/repo`` with ``--revision``: resolved to a commit (mocked hub), files read at that commit."""
+    import huggingface_hub.constants as hc
+
+    from clip_bench.backends import hub
+    from clip_bench.cli import main
+
+    commit = "c" * 40
+    repo_dir = tmp_path / "hub" / "models--clip-bench-test--tiny-hf-clip"
+    shutil.copytree(hf_dirs["clip"], repo_dir / "snapshots" / commit)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "v1").write_text(commit)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
+    calls = []
+
+    def remote_commit(repo_id, revision):
+        calls.append((repo_id, revision))
+        if revision == "v1":
+            return commit
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(hub, "remote_commit", remote_commit)
+    spec = resolve_model("transformers:clip-bench-test/tiny-hf-clip@v1")
+    assert spec.revision == commit and spec.weights_id.endswith("@" + commit) and spec.backend == "transformers"
+    local = resolve_model(str(hf_dirs["clip"]))
+    assert spec.fingerprint != local.fingerprint  # the same files, but identified by commit, not content
+    code = main(["zeroshot", "--model", "transformers:clip-bench-test/tiny-hf-clip", "--revision", "v1",
+                 "--task", "digits", "--limit", "20", "--workers", "0", "--quiet", "--format", "json",
+                 "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["extra"]["revision"] for r in rows} == {commit}
+    assert {r["model"] for r in rows} == {"transformers:clip-bench-test/tiny-hf-clip@v1"}
+    assert ("clip-bench-test/tiny-hf-clip", "v1") in calls
+    # the hub unreachable and no cached ref for main: one clear line
+    with pytest.raises(ClipBenchError, match="cannot pin transformers:clip-bench-test/tiny-hf-clip"):
+        resolve_model("transformers:clip-bench-test/tiny-hf-clip")
