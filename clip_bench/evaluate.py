@@ -24,6 +24,7 @@ from .features import (
 )
 from .metrics import all_metrics, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
+from .outcomes import attach_outcomes
 from .results import append_rows, make_row, now_iso, versions, write_leaderboard
 from .retrieval import evaluate_retrieval_task, task_kind
 from .tasks import TaskSpec, expand_tasks, get_task
@@ -130,10 +131,12 @@ def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig)
         make_row(**common, metric=m, value=v, is_main=(m == main_key), subset=None, n=int(len(feats)))
         for m, v in all_metrics(logits, feats.labels, task.metric).items()
     ]
+    attach_outcomes(rows, logits, feats.labels, cfg.output_dir)  # intervals + per-sample evidence (stats)
     if feats.labels.ndim == 1:
         for name, (sub_logits, sub_labels) in _subset_scores(task, logits, feats.labels).items():
-            for m, v in all_metrics(sub_logits, sub_labels, "accuracy").items():
-                rows.append(make_row(**common, metric=m, value=v, is_main=(m == "top1"), subset=name, n=int(len(sub_labels))))
+            sub_rows = [make_row(**common, metric=m, value=v, is_main=(m == "top1"), subset=name, n=int(len(sub_labels)))
+                        for m, v in all_metrics(sub_logits, sub_labels, "accuracy").items()]
+            rows.extend(attach_outcomes(sub_rows, sub_logits, sub_labels, cfg.output_dir))
     return rows
 
 

@@ -25,6 +25,10 @@ ROW_FIELDS = (
     "metric", "value", "is_main", "subset", "n", "templates_hash", "classnames_hash", "feature_kind",
     "clip_bench_version", "torch_version", "open_clip_version", "device", "precision", "date", "extra",
 )
+#: The row's 95% interval (percent, like ``value``), how it was computed, and where its per-sample
+#: outcomes are (relative to the output folder); see ``clip_bench.outcomes``.
+EVIDENCE_FIELDS = ("ci_low", "ci_high", "ci_method", "outcomes")
+ROW_FIELDS = ROW_FIELDS + EVIDENCE_FIELDS
 
 
 def versions() -> dict[str, str]:
