@@ -16,7 +16,6 @@ import numpy as np
 from .class_groups import apply_class_groups
 from .errors import ClipBenchError
 from .features import FeatureCache, feature_key
-from .identity import numeric_identity
 from .outcomes import OutcomeError, Outcomes, attach_outcomes, load_for_row, outcome_relpath
 from .tasks import get_task
 from .text_cache import TextEmbeddingCache
@@ -44,14 +43,19 @@ def rerun_command(row: dict[str, Any], output_dir: str | Path) -> str:
     return shlex.join(cmd)
 
 
-def _text_embeddings(cache_dir: Path, fingerprint: str, prompts: list[str], precision: str | None = None,
-                     device: Any = None) -> dict[str, np.ndarray] | None:
-    """Cached embeddings of every prompt for this model and precision (any tokenizer entry that has them all), or None."""
-    num = numeric_identity(precision, device)  # entries are <fingerprint>-<tokenizer>-<precision tag>
-    tag = num["precision"] + (f"-{num['device_type']}" if num["device_type"] else "")
-    for folder in sorted((cache_dir / "text").glob(f"{fingerprint}-*-{tag}")):
-        tokenizer = folder.name[len(fingerprint) + 1:-len(tag) - 1]
-        found, missing = TextEmbeddingCache(cache_dir, fingerprint, tokenizer, precision, device).lookup(prompts)
+def _text_embeddings(
+    cache_dir: Path, fingerprint: str, prompts: list[str], precision: str | None, device: Any,
+) -> dict[str, np.ndarray] | None:
+    """Cached embeddings of every prompt for this model at the row's precision (any tokenizer entry that
+    has them all), or None."""
+    probe = TextEmbeddingCache(cache_dir, fingerprint, "TOKENIZER", precision or "fp32", device)
+    head, tail = probe.dir.name.split("TOKENIZER")
+    for folder in sorted((cache_dir / "text").glob(f"{head}*{tail}")):
+        tokenizer = folder.name[len(head): len(folder.name) - len(tail)]
+        cache = TextEmbeddingCache(cache_dir, fingerprint, tokenizer, precision or "fp32", device)
+        if cache.dir != folder:
+            continue
+        found, missing = cache.lookup(prompts)
         if not missing:
             return found
     return None
@@ -74,10 +78,14 @@ def zeroshot_scores_from_cache(
     if (prompt_set.templates_hash, prompt_set.classnames_hash) != (row.get("templates_hash"), row.get("classnames_hash")):
         raise ClipBenchError(f"{row['model']} on {row['task']}: the row's prompts (templates/class names) are not the "
                              f"ones the task or its files give now; {redo}.")
-    key = feature_key(row["model_fingerprint"], task, task.source(row.get("source")), row["split"],
-                      row.get("feature_kind") or "embed", extra.get("limit"), Path(data_root),
-                      precision=row.get("precision") or "fp32", device=row.get("device"))
-    feats = FeatureCache(cache_dir, key).load()
+    feats = None
+    for skip_bad in (False, True):  # an entry that skipped unreadable images is keyed apart
+        key = feature_key(row["model_fingerprint"], task, task.source(row.get("source")), row["split"],
+                          row.get("feature_kind") or "embed", extra.get("limit"), Path(data_root),
+                          precision=row.get("precision") or "fp32", device=row.get("device"), skip_bad_images=skip_bad)
+        feats = FeatureCache(cache_dir, key).load()
+        if feats is not None:
+            break
     if feats is None:
         raise ClipBenchError(f"{row['model']} on {row['task']}: no per-sample outcomes, and its image features are "
                              f"not in the cache {cache_dir} (or --data-root differs); {redo}.")

@@ -272,10 +272,13 @@ def ranks_from_cache(
     if recorded and recorded != task_hash(task):
         raise ClipBenchError(f"{who}: the row was computed from another definition of task {row['task']!r} (a task "
                              f"file?) than {task.file}; {redo}.")
-    key = feature_key(row["model_fingerprint"], task, task.source(row.get("source")), row["split"],
-                      row.get("feature_kind") or "embed", extra.get("limit"), Path(data_root),
-                      precision=row.get("precision") or "fp32", device=row.get("device"))
-    feats = FeatureCache(Path(cache_dir), key).load()
+    feats = None
+    for skip_bad in (False, True):  # an entry that skipped unreadable images is keyed apart
+        key = feature_key(row["model_fingerprint"], task, task.source(row.get("source")), row["split"],
+                          row.get("feature_kind") or "embed", extra.get("limit"), Path(data_root),
+                          precision=row.get("precision") or "fp32", device=row.get("device"), skip_bad_images=skip_bad)
+        if (feats := FeatureCache(Path(cache_dir), key).load()) is not None:
+            break
     if feats is None or feats.meta.get("captions") is None:
         raise ClipBenchError(f"{who}: no per-query outcomes, and its image features and captions are not in the "
                              f"cache {cache_dir} (or --data-root differs); {redo}.")
