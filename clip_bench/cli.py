@@ -156,8 +156,15 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     from .catalog_view import describe_tasks, format_task_table
+    from .tasks import catalogue_problems
 
-    infos = describe_tasks(args.names or None, args.data_root)
+    def warn(msg: str) -> None:
+        print(f"clip-bench: warning: {msg}", file=sys.stderr)
+
+    if not args.names:
+        for problem in catalogue_problems():
+            warn(problem)
+    infos = describe_tasks(args.names or None, args.data_root, on_error=warn)
     if args.format == "json":
         print(json.dumps(infos, indent=2))
     else:
