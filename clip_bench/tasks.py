@@ -463,6 +463,9 @@ def _get_task(name: str, user_dirs: str, stamp: tuple[int, int] | None) -> TaskS
         task = parse_task(_read_task_file(path), str(path))
         check_label_maps(task)
         return task
+    if name.endswith((".yaml", ".yml")):  # a path, but not a file
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise ClipBenchError(f"task file {path} {what}; give a task name (see `clip-bench tasks`) or a task YAML file.")
     cat = _catalogue(user_dirs)
     if name in cat.conflicts:
         raise ClipBenchError(cat.conflicts[name])

@@ -7,9 +7,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fixture_writers import encode
+from fixture_writers import encode, write_digit_folder
+from PIL import Image
 from test_task_schema import one_line_error
 
+from clip_bench.cli import main
 from clip_bench.loaders import load_split
 from clip_bench.tasks import get_task
 
@@ -100,3 +102,20 @@ def test_sampled_folders_bad_per_class_count(setup, capsys):
     (data / "sf" / "x" / "a").mkdir(parents=True)
     msg = one_line_error(argv("sampled"), capsys)
     assert f"task file {task}: 'per_class' of source 'sampled' must map each split" in msg and "got 'rets'" in msg
+
+
+def test_decompression_bomb_is_a_named_bad_image(tmp_path, capsys, monkeypatch):
+    """Today PIL's DecompressionBombError escapes as a traceback; it must name the file and be skippable."""
+    task = tmp_path / "bomb.yaml"
+    task.write_text("name: bomb\nversion: 1\nprompts: digits\nmetric: accuracy\nsplits: [test]\n"
+                    "sources:\n  local: {loader: imagefolder, path: bomb}\n")
+    write_digit_folder(tmp_path / "data" / "bomb" / "test", per_class=1)
+    big = tmp_path / "data" / "bomb" / "test" / "3" / "big.png"
+    Image.new("RGB", (64, 64)).save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40 * 40 // 2)  # 64x64 is a "bomb", the 32x32 digits are not
+    argv = ["zeroshot", "--model", "tiny-clip-digits", "--task", str(task), "--data-root", str(tmp_path / "data"),
+            "--no-cache", "--workers", "0", "--quiet", "--output-dir", str(tmp_path / "out"), "--format", "json"]
+    msg = one_line_error(argv, capsys)
+    assert f"cannot read image {big}" in msg and "--skip-bad-images" in msg, msg
+    assert main([*argv, "--skip-bad-images"]) == 0
+    assert '"skipped_images": 1' in capsys.readouterr().out

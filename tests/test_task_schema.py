@@ -251,3 +251,11 @@ def test_missing_loader_argument_and_unknown_loader(tmp_path, capsys):
     write_task(tmp_path, with_changes(src_loader="imagefolders"))
     msg = one_line_error(argv, capsys)
     assert f"task file {path}: source 'local': unknown loader 'imagefolders'. Did you mean: imagefolder" in msg
+
+
+def test_task_path_that_does_not_exist(tmp_path, capsys):
+    missing = tmp_path / "nope.yaml"
+    assert f"task file {missing} does not exist" in one_line_error(["tasks", str(missing)], capsys)
+    folder = tmp_path / "dir.yaml"
+    folder.mkdir()
+    assert f"task file {folder} is a directory" in one_line_error(["tasks", str(folder)], capsys)
