@@ -24,7 +24,9 @@ from .features import (
 )
 from .metrics import all_metrics, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
+from .outcomes import attach_outcomes
 from .results import append_rows, make_row, now_iso, versions, write_leaderboard
+from .retrieval import evaluate_retrieval_task, task_kind
 from .tasks import TaskSpec, expand_tasks, get_task
 from .zeroshot_head import build_classifier, zeroshot_logits
 
@@ -47,6 +49,7 @@ class EvalConfig:
     limit: int | None = None
     download: bool = False
     feature_kind: str = "embed"
+    caption_template: str | None = None  # retrieval tasks: "{}" is replaced by each caption
     extract: ExtractConfig = field(default_factory=ExtractConfig)
 
     def __post_init__(self) -> None:
@@ -73,7 +76,8 @@ def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfi
     indices = subset_indices(len(data), cfg.limit)
     return extract(
         handle, data, indices, cache, kind, cfg.extract,
-        provenance={"dataset_size": len(data)}, desc=f"{task.name}/{split}",
+        provenance={"dataset_size": len(data), **(data.cache_provenance() if hasattr(data, "cache_provenance") else {})},
+        desc=f"{task.name}/{split}",
     )
 
 
@@ -111,7 +115,9 @@ def provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str
 
 
 def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
-    """Zero-shot result rows for one task (main split, plus any class-subset rows)."""
+    """Zero-shot result rows for one task (main split, plus any class-subset rows); retrieval tasks score recall@k."""
+    if task_kind(task) == "retrieval":
+        return evaluate_retrieval_task(handle, task, cfg)
     prompt_set = task.prompt_set(cfg.classnames, cfg.templates)
     split = task.eval_split
     feats = get_features(handle, task, split, cfg)
@@ -130,10 +136,12 @@ def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig)
         make_row(**common, metric=m, value=v, is_main=(m == main_key), subset=None, n=int(len(feats)))
         for m, v in all_metrics(logits, feats.labels, task.metric).items()
     ]
+    attach_outcomes(rows, logits, feats.labels, cfg.output_dir)  # intervals + per-sample evidence (stats)
     if feats.labels.ndim == 1:
         for name, (sub_logits, sub_labels) in _subset_scores(task, logits, feats.labels).items():
-            for m, v in all_metrics(sub_logits, sub_labels, "accuracy").items():
-                rows.append(make_row(**common, metric=m, value=v, is_main=(m == "top1"), subset=name, n=int(len(sub_labels))))
+            sub_rows = [make_row(**common, metric=m, value=v, is_main=(m == "top1"), subset=name, n=int(len(sub_labels)))
+                        for m, v in all_metrics(sub_logits, sub_labels, "accuracy").items()]
+            rows.extend(attach_outcomes(sub_rows, sub_logits, sub_labels, cfg.output_dir))
     return rows
 
 

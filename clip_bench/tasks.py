@@ -24,6 +24,8 @@ from .io_utils import sha256_json
 from .prompts import PromptSet, load_prompt_set
 from .resources import data_dir
 
+#: The main metrics a task file may name (its ``metric:``).
+METRICS = ("accuracy", "mean_per_class_recall", "map_11point", "roc_auc", "mean_top1_top5", "mean_recall")
 COLLECTIONS_FILE = "collections.yaml"
 #: What a task measures; ``retrieval`` tasks (image-text retrieval) are run by their own protocol.
 TASK_KINDS = ("classification", "retrieval")
@@ -74,9 +76,7 @@ def _is_groups(v: Any) -> bool:
 
 
 def _metrics() -> list[str]:
-    from .metrics import MAIN_METRICS
-
-    return sorted(MAIN_METRICS)
+    return list(METRICS)
 
 
 def _is_files(v: Any) -> bool:
