@@ -103,6 +103,8 @@ TASK_KEYS: dict[str, Key] = {
     "sources": Key("a mapping of source name -> source settings (loader, path, ...)",
                    lambda v: isinstance(v, dict) and bool(v) and all(_is_name(k) for k in v), required=True),
     "include": Key("the name of another task file in the same folder (without .yaml)", _is_text),
+    # linear-probe protocol settings (folds, runs); their inner keys are checked by the probe code
+    "probe": Key("a mapping of linear-probe settings (e.g. folds, runs)", lambda v: isinstance(v, dict) and bool(v)),
 }
 
 #: Keys of one entry under ``sources:``.
