@@ -65,8 +65,9 @@ def device_name(text: str) -> str:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="open_clip architecture, OpenAI name (ViT-B/32), hf-hub:org/repo, "
-                   "an architecture .json, or tiny-clip-digits")
+                   "an architecture .json, a transformers CLIP/SigLIP folder, transformers:org/repo, or tiny-clip-digits")
     p.add_argument("--pretrained", default=None, help="pretrained tag or local .pt/.bin/.safetensors checkpoint")
+    p.add_argument("--revision", default=None, help="hub models: branch, tag or commit (default main; the commit is recorded)")
     p.add_argument("--device", type=device_name, default=None,
                    help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
@@ -408,6 +409,10 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "revision", None) is not None:
+            from .models import with_revision
+
+            args.model = with_revision(args.model, args.revision)
         code = int(args.func(args) or 0)
     except ClipBenchError as exc:
         print(error_line(exc), file=sys.stderr)
