@@ -215,8 +215,9 @@ def _noisy_tiny(tmp_path: Path, scale: float) -> Path:
 def test_compare_retrieval_rows(flickr, eval_config, tiny_model, tmp_path, capsys, monkeypatch):
     """compare on retrieval: the tiny CLIP beats a noisy copy; with and without a caption template are paired on
     the same queries; identical outcomes are never significant; another --limit is refused; old rows backfill."""
+    import yaml
+
     import clip_bench.models as models
-    import clip_bench.tasks as tasks
     from clip_bench.backfill import backfill
     from clip_bench.compare import compare, compare_outcomes
     from clip_bench.errors import ClipBenchError
@@ -247,18 +248,20 @@ def test_compare_retrieval_rows(flickr, eval_config, tiny_model, tmp_path, capsy
     with pytest.raises(ClipBenchError, match=r"not evaluated on the same test samples \(--limit None vs 30, "
                                              r"149 vs \d+ test samples, captions"):
         compare("tiny-clip-digits:builtin", f"tiny-clip-digits:{noisy}", eval_config.output_dir, tasks=["flickr30k"])
-    # a retrieval row written before rows carried outcomes: rebuilt from the caches, no model loaded
-    old = {k: v for k, v in templ["mean_recall"].items() if k not in ("ci_low", "ci_high", "ci_method", "outcomes")}
-    with pytest.raises(ClipBenchError, match="another definition of task 'flickr30k'"):
-        backfill(old, tmp_path / "old", eval_config.cache_dir, eval_config.data_root)  # the shipped file, not the fixture's
-    monkeypatch.setenv("CLIP_BENCH_TASKS", str(Path(flickr).parent))  # the fixture's file is now task `flickr30k`
-    for fn in (tasks._index, tasks.get_task):
-        fn.cache_clear()
+    # a retrieval row written before rows carried outcomes: rebuilt from the caches (found by task name), no model
+    folder = tmp_path / "mytasks"
+    folder.mkdir()
+    raw = yaml.safe_load(Path(flickr).read_text(encoding="utf-8"))
+    (folder / "digit_captions.yaml").write_text(yaml.safe_dump({**raw, "name": "digit_captions"}, sort_keys=False))
+    monkeypatch.setenv("CLIP_BENCH_TASKS", str(folder))
+    row = by_metric(zeroshot(tiny_model, "digit_captions", replace(eval_config, output_dir=tmp_path / "templ2"),
+                             caption_template="a photo of {}."))["mean_recall"]
+    old = {k: v for k, v in row.items() if k not in ("ci_low", "ci_high", "ci_method", "outcomes")}
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("backfill loaded the model"))
     out = backfill(old, tmp_path / "old", eval_config.cache_dir, eval_config.data_root)
-    assert out.recompute() == old["value"] and out.sample_hash == load_for_row(templ["mean_recall"], tmp_path / "templ").sample_hash
+    assert out.recompute() == old["value"] and out.sample_hash == load_for_row(row, tmp_path / "templ2").sample_hash
     with pytest.raises(ClipBenchError, match=r"not in the\s+cache .*--caption-template 'a photo of \{\}\.'"):
         backfill(old, tmp_path / "old", tmp_path / "empty-cache", eval_config.data_root)
-    monkeypatch.delenv("CLIP_BENCH_TASKS")
-    for fn in (tasks._index, tasks.get_task):
-        fn.cache_clear()
+    other = {**old, "task_hash": "0" * 16, "extra": {**old["extra"], "task_hash": "0" * 16}}
+    with pytest.raises(ClipBenchError, match="another definition of task 'digit_captions'"):
+        backfill(other, tmp_path / "old", eval_config.cache_dir, eval_config.data_root)
