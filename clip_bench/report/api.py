@@ -23,7 +23,7 @@ from . import html
 from .html import Cell, Section
 from .leaderboard import HEAD, MEANS, leaderboard_csv, protocol_table, protocols
 from .markdown import to_markdown
-from .published import compare_published, summary_lines
+from .published import SOURCE_LABEL, compare_published, summary_lines
 from .reference import collections, testbed_shifts
 from .robustness import effective_robustness
 from .styles import ModelStyle, model_name, model_styles, swatch_svg
@@ -213,6 +213,20 @@ class _Context:
                     v, lo, hi = ci[(*key, col)]
                     row[i] = Cell(html.esc(html.with_interval(v, lo, hi)), repr(float(v)), True)
 
+    def fewshot_interval_cells(self, board: pd.DataFrame, header: list[str], cells: list[list[Cell]]) -> None:
+        """Few-shot task cells with the aggregate row's 95 % interval, where it has one."""
+        curve = fs.curves(self.rows)
+        curve = curve[curve["err_kind"] == fs.CI_BARS]
+        ci = {(m, p, t, int(k)): (v, v - lo, v + hi) for m, p, t, k, v, lo, hi in
+              curve[[*KEY, "task", "k", "mean", "err_low", "err_high"]].itertuples(index=False)}
+        if not ci:
+            return
+        for row, (m, p, k) in zip(cells, zip(board["model"], board["pretrained"], board["k"])):
+            for i, col in enumerate(header):
+                if (m, p, col, int(k)) in ci:
+                    v, lo, hi = ci[(m, p, col, int(k))]
+                    row[i] = Cell(html.esc(html.with_interval(v, lo, hi)), repr(float(v)), True)
+
     # --- parts -----------------------------------------------------------------------------------
 
     def leaderboards(self) -> None:
@@ -253,8 +267,8 @@ class _Context:
             board = board.sort_values([*KEY, "k"], kind="stable").reset_index(drop=True)
             s.tables["leaderboard_fewshot"] = board
             header, cells = self.keyed(board)
-            caption = ("k-shot linear probe, mean over seeds, main metric per task in percent; one line per model "
-                       "and k. " + _means_caption(board, groups))
+            caption = ("k-shot linear probe, mean over seeds, one line per model and k. " + _means_caption(board, groups))
+            self.fewshot_interval_cells(board, header, cells)
             children.append(Section("Leaderboard: few-shot", [html.paragraph(caption), html.table(header, cells)]))
         if not children:
             s.skip("leaderboard", "no standard main-metric rows")
@@ -345,7 +359,8 @@ class _Context:
         ks = sorted(int(k) for k in curve["k"].unique())
         s.lines.append(f"few-shot: {_plural(len(tasks), 'task')}, k = {ks}")
         bars = set(curve["err_kind"])
-        bar_text = " and ".join(sorted(bars))
+        bar_text = (f"{fs.CI_BARS} where the rows carry one, else {fs.STD_BARS}" if len(bars) > 1
+                    else next(iter(bars)))
         avg, refs = fs.average_curve(curve, zs, lp)
         shown_avg, shown_refs = self._average_group(avg, refs)
         if shown_refs and max(len(r["tasks"]) for r in shown_refs.values()) > 1:
@@ -439,6 +454,19 @@ class _Context:
         s.write(self.out / "published_comparison.csv", _csv(comparison))
         lines = summary_lines(comparison)
         s.lines.extend(lines)
+        overview = []
+        for (model, pretrained, protocol, source), g in comparison.groupby([*KEY, "protocol", "source"], sort=False):
+            flagged = g[g["flagged"]]
+            overview.append({
+                "model": model, "pretrained": pretrained, "protocol": protocol,
+                "against": f"{SOURCE_LABEL[source]} [{g['published_model'].iloc[0]}]", "tasks": len(g),
+                "mean Δ": g["delta"].mean(), "mean |Δ|": g["delta"].abs().mean(), "|Δ| > 1": len(flagged),
+                "tasks more than 1 point off": ", ".join(f"{r.task} {r.delta:+.1f}" for r in flagged.itertuples()),
+            })
+        over = pd.DataFrame(overview)
+        o_header, o_cells = html.frame_cells(over, digits=2)
+        for row, key in zip(o_cells, zip(over["model"], over["pretrained"])):
+            row[0] = self.model_cell(key)
         n_flagged = int(comparison["flagged"].sum())
         shown = comparison.assign(flagged=comparison["flagged"].map({True: "|Δ| > 1", False: ""}))
         header, cells = self.keyed(shown)
@@ -447,7 +475,7 @@ class _Context:
                            "(assets/reference/README.md). open_clip: its published CLIP_benchmark results, which use "
                            "some different prompts and metrics (see the `note` column). Δ = ours − published, in "
                            "points."),
-            html.bullet_list(lines),
+            html.table(o_header, o_cells, sortable=True, wrap=("tasks more than 1 point off",)),
             html.details(f"All {len(comparison)} comparisons ({n_flagged} with |Δ| > 1); click a column to sort",
                          [html.table(header, cells, sortable=True, wrap=("note",))]),
         ]))
@@ -532,10 +560,9 @@ class _Context:
                                            "many of the tasks compared are more than 1 point off",
             "zero-shot |Δ| vs open_clip": "the same against open_clip's published results",
         }
-        legend = "; ".join(f"`{c}`: {explain[c]}" for c in cols[2:])
         blocks = [html.table(header, cells, sortable=True, compact=True)]
-        if legend:
-            blocks.append(html.paragraph(legend[0].upper() + legend[1:] + "."))
+        if len(cols) > 2:
+            blocks.append(html.bullet_list([f"`{c}`: {explain[c]}." for c in cols[2:]], "note"))
         bullets = self._headline_bullets()
         if bullets:
             blocks.append('<ul class="headline">' + "".join(f"<li>{b}</li>" for b in bullets) + "</ul>")

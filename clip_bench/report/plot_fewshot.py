@@ -187,13 +187,16 @@ def shots_to_match_figure(match: pd.DataFrame, styles: dict[tuple[str, str], Mod
             shown[fill] = text or shown.get(fill, "")
             ax.plot([x], [y], marker=st.marker, ms=6.5, ls="none", color=st.color, fillstyle=fill,
                     markerfacecoloralt="white", markeredgecolor=st.color, markeredgewidth=1.2, zorder=4)
-    ax.axvline(math.sqrt(hi * x_nr), color="#999999", lw=0.8)
+    not_reached = bool(match["shots"].isna().any())
+    if not_reached:
+        ax.axvline(math.sqrt(hi * x_nr), color="#999999", lw=0.8)
     ax.set_xscale("log", base=2)
-    ticks = [t for t in (0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if lo <= t <= hi]
-    ax.xaxis.set_major_locator(FixedLocator([*ticks, x_nr]))
+    ticks = [t for t in (0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+             if lo <= t <= hi]
+    ax.xaxis.set_major_locator(FixedLocator([*ticks, *([x_nr] if not_reached else [])]))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: "not\nreached" if v == x_nr else f"{v:g}"))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlim(lo, x_nr * 1.9)
+    ax.set_xlim(lo, x_nr * 1.9 if not_reached else hi)
     ax.set_yticks(range(len(tasks)), [plain(t) for t in tasks])
     ax.set_ylim(-0.7, len(tasks) - 0.3)
     ax.set_xlabel("Labelled examples per class a linear probe needs to match zero-shot (log scale)")
