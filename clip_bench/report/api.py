@@ -473,8 +473,8 @@ class _Context:
         self.tables.append(Section("Against published numbers", [
             html.paragraph("CLIP paper: Tables 11 (zero-shot) and 10 (linear probe), secondary transcription "
                            "(assets/reference/README.md). open_clip: its published CLIP_benchmark results, which use "
-                           "some different prompts and metrics (see the `note` column). Δ = ours − published, in "
-                           "points."),
+                           "some different prompts and metrics (the note column of the full comparison below says where). "
+                           "Δ = ours − published, in points."),
             html.table(o_header, o_cells, sortable=True, wrap=("tasks more than 1 point off",)),
             html.details(f"All {len(comparison)} comparisons ({n_flagged} with |Δ| > 1); click a column to sort",
                          [html.table(header, cells, sortable=True, wrap=("note",))]),
