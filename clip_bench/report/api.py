@@ -560,12 +560,11 @@ class _Context:
                                            "many of the tasks compared are more than 1 point off",
             "zero-shot |Δ| vs open_clip": "the same against open_clip's published results",
         }
-        blocks = [html.table(header, cells, sortable=True, compact=True)]
+        bullets = self._headline_bullets()
+        blocks = ['<ul class="headline">' + "".join(f"<li>{b}</li>" for b in bullets) + "</ul>"] if bullets else []
+        blocks.append(html.table(header, cells, sortable=True, compact=True))
         if len(cols) > 2:
             blocks.append(html.bullet_list([f"`{c}`: {explain[c]}." for c in cols[2:]], "note"))
-        bullets = self._headline_bullets()
-        if bullets:
-            blocks.append('<ul class="headline">' + "".join(f"<li>{b}</li>" for b in bullets) + "</ul>")
         data = [f"{len(loaded.rows)} result rows ({_plural(len(keys), 'model')} drawn)."]
         if loaded.duplicates:
             data.append(f"{loaded.duplicates} repeated rows (the same result written again) were collapsed to the latest.")
