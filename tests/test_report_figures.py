@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import matplotlib
 import pytest
+from _report_checks import label_marker_overlaps, legend_entries, model_colors, unmatched_legend_entries
 
 from clip_bench.report import build_report
 from clip_bench.report.synthetic import synthetic_rows
 from clip_bench.results import append_rows
-
-from _report_checks import label_marker_overlaps, legend_entries, model_colors, unmatched_legend_entries
 
 MODELS = (("ViT-B/32", "openai"), ("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-B/16", "openai"), ("ViT-L-14", "laion2b_s32b_b82k"))
 SHIFTS = {"imagenetv2", "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet"}
