@@ -249,6 +249,9 @@ class _Context:
                     self.model_columns.setdefault(f"{protocol}:{col}", {}).update(
                         {(m, p): (v, n) for m, p, v, n in
                          board[[*KEY, col, col.replace("mean_", "n_")]].itertuples(index=False)})
+            tasks_cols = [c for c in board.columns if c not in HEAD]
+            self.model_columns.setdefault(f"{protocol}:tasks", {}).update(
+                {(m, p): int(n) for m, p, n in zip(board["model"], board["pretrained"], board[tasks_cols].notna().sum(axis=1))})
             header, cells = self.keyed(board)
             self.interval_cells(board, protocol, header, cells)
             caption = _means_caption(board, groups) + _interval_note(self.rows, protocol)
@@ -513,6 +516,9 @@ class _Context:
         records = []
         for key in keys:
             rec: dict[str, Any] = {"model": key[0], "pretrained": key[1]}
+            if key in self.model_columns.get("zeroshot:tasks", {}):
+                n = self.model_columns["zeroshot:tasks"][key]
+                rec["zero-shot tasks"] = (n, str(n))
             for col, title in (("zeroshot:mean_clip27", "zero-shot clip27 mean"),
                                ("zeroshot:mean_shifts", "zero-shot shifts mean"),
                                ("linear_probe:mean_clip27", "linear-probe clip27 mean")):
@@ -535,7 +541,7 @@ class _Context:
                     rec[title] = (d, f"{d:.2f} ({flagged} of {n} > 1)")
             records.append(rec)
         cols = ["model", "pretrained"] + [c for c in (
-            "zero-shot clip27 mean", "zero-shot shifts mean", "linear-probe clip27 mean", "effective robustness",
+            "zero-shot tasks", "zero-shot clip27 mean", "zero-shot shifts mean", "linear-probe clip27 mean", "effective robustness",
             "zero-shot matches (average)", "median shots to match", "zero-shot |Δ| vs CLIP paper",
             "zero-shot |Δ| vs open_clip") if any(c in r for r in records)]
         header, cells = cols, []
@@ -547,6 +553,7 @@ class _Context:
                 row.append(Cell(html.esc(text), repr(float(v)) if ok else "", True))
             cells.append(row)
         explain = {
+            "zero-shot tasks": "how many tasks the model has zero-shot results for",
             "zero-shot clip27 mean": "the mean over the CLIP paper's 27 datasets a model has (how many in brackets)",
             "zero-shot shifts mean": "the mean over the ImageNet distribution shifts",
             "linear-probe clip27 mean": "the same for the linear probe on all training data",
