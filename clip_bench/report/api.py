@@ -18,6 +18,7 @@ from ..errors import ClipBenchError
 from ..io_utils import write_text_atomic
 from ..progress import progress_bar
 from ..results import RESULTS_FILE
+from ..retrieval_report import retrieval_section
 from . import fewshot as fs
 from . import html
 from .html import Cell, Section
@@ -33,7 +34,7 @@ PLOTS_DIR = "plots"
 DEFAULT_OUT = Path("report")
 #: Files only build_report writes; any not rewritten by this run describe older data and are removed.
 OWNED = ("leaderboard.md", "published_comparison.csv", "effective_robustness.csv", "shots_to_match.csv",
-         "shots_to_match_summary.csv", "fewshot_curves.csv")
+         "shots_to_match_summary.csv", "fewshot_curves.csv", "retrieval.csv")
 OWNED_PLOTS = ("effective_robustness.png", "fewshot_*.png", "shots_to_match*.png")
 
 
@@ -242,6 +243,8 @@ class _Context:
             board = protocol_table(self.rows, protocol).drop(columns="protocol")
             board = _drop_empty_means(board)
             s.tables[f"leaderboard_{protocol}"] = board
+            if protocol == "zeroshot":
+                s.tables["leaderboard"] = board
             n_tasks = len([c for c in board.columns if c not in HEAD])
             s.lines.append(f"leaderboard {title}: {_plural(len(board), 'model')} x {_plural(n_tasks, 'task')}")
             for col in ("mean_clip27", "mean_shifts"):
@@ -273,6 +276,8 @@ class _Context:
             caption = ("k-shot linear probe, mean over seeds, one line per model and k. " + _means_caption(board, groups))
             self.fewshot_interval_cells(board, header, cells)
             children.append(Section("Leaderboard: few-shot", [html.paragraph(caption), html.table(header, cells)]))
+        for title, blocks in retrieval_section(self.rows, self.out, s):
+            children.append(Section(title, blocks))
         if not children:
             s.skip("leaderboard", "no standard main-metric rows")
             return

@@ -160,9 +160,13 @@ def frame_cells(df: pd.DataFrame, digits: int = 1, formatters: dict[str, Callabl
     return [str(c) for c in df.columns], rows
 
 
-def table(header: list[str], rows: list[list[Cell]], sortable: bool = False, sticky_first: bool = True,
-          wrap: tuple[str, ...] = (), caption: str = "", compact: bool = False) -> str:
-    """A table in its own scrolling box; `wrap` names columns whose long text wraps."""
+def table(header: list[str] | pd.DataFrame, rows: list[list[Cell]] | None = None, sortable: bool = False,
+          sticky_first: bool = True, wrap: tuple[str, ...] = (), caption: str = "", compact: bool = False) -> str:
+    """A table in its own scrolling box; `wrap` names columns whose long text wraps. A DataFrame may be
+    passed instead of (header, rows)."""
+    if isinstance(header, pd.DataFrame):
+        header, rows = frame_cells(header, 2)
+    rows = rows or []
     numeric_cols = [bool(rows) and all(r[i].numeric or not r[i].html for r in rows) and any(r[i].numeric for r in rows)
                     for i in range(len(header))]
     classes = [c for c, on in (("sortable", sortable), ("compact", compact)) if on]

@@ -2,8 +2,9 @@
 
 Columns: ``model, pretrained, protocol, mean_clip27, n_clip27, mean_shifts, n_shifts``, then one
 column per task's main metric (paper order, then the shifts, then other tasks alphabetically). One
-line per (model, pretrained, protocol): ``zeroshot``, ``linear_probe`` and ``fewshot_k{K}`` (mean over
-seeds). Only standard rows count; the latest run of each (model, task) wins.
+line per (model, pretrained, protocol): ``zeroshot`` (with zero-shot retrieval tasks beside the
+classification ones), ``linear_probe`` and ``fewshot_k{K}`` (mean over seeds). Only standard rows
+count; the latest run of each (model, task) wins.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..io_utils import write_text_atomic
+from ..results import LEADERBOARD_PROTOCOLS
 from .reference import collections
 from .tables import KEY, is_standard, main_values, task_order, valid_row
 
@@ -44,7 +46,7 @@ def protocol_table(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> pd
     if _FEWSHOT.match(protocol):
         values = _fewshot_values(rows, protocol)
     else:
-        values = main_values(rows, protocol)
+        values = pd.concat([main_values(rows, p) for p in LEADERBOARD_PROTOCOLS.get(protocol, (protocol,))])
         values = values[values["subset"] == ""]
     if values.empty:
         return pd.DataFrame(columns=HEAD)
@@ -67,7 +69,9 @@ def protocol_table(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> pd
 
 def protocols(rows: list[dict[str, Any]]) -> list[str]:
     """Protocols of the standard main-metric rows, in leaderboard order."""
-    found = {str(r.get("protocol")) for r in rows if r.get("is_main") and is_standard(r)}
+    shown_as = {p: line for line, group in LEADERBOARD_PROTOCOLS.items() for p in group}
+    found = {shown_as.get(str(r.get("protocol")), str(r.get("protocol"))) for r in rows
+             if r.get("is_main") and is_standard(r)}
     return sorted(found, key=_protocol_order)
 
 
