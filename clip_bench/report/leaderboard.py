@@ -46,8 +46,9 @@ def protocol_table(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> pd
     if _FEWSHOT.match(protocol):
         values = _fewshot_values(rows, protocol)
     else:
-        values = pd.concat([main_values(rows, p) for p in LEADERBOARD_PROTOCOLS.get(protocol, (protocol,))])
-        values = values[values["subset"] == ""]
+        parts = [main_values(rows, p) for p in LEADERBOARD_PROTOCOLS.get(protocol, (protocol,))]
+        values = pd.concat([p for p in parts if not p.empty] or parts[:1], ignore_index=True)
+        values = values[values["subset"] == ""].astype({"value": float})
     if values.empty:
         return pd.DataFrame(columns=HEAD)
     wide = values.pivot_table(index=KEY, columns="task", values="value", aggfunc="last")
