@@ -185,6 +185,7 @@ class _Context:
         self.headlines: list[str] = []
         self.model_columns: dict[str, dict[tuple[str, str], Any]] = {}
         self.er: pd.DataFrame = pd.DataFrame()
+        self.curve: pd.DataFrame = pd.DataFrame(columns=fs.CURVE_COLUMNS)
 
     # --- shared cell formatting ------------------------------------------------------------------
 
@@ -216,8 +217,7 @@ class _Context:
 
     def fewshot_interval_cells(self, board: pd.DataFrame, header: list[str], cells: list[list[Cell]]) -> None:
         """Few-shot task cells with the aggregate row's 95 % interval, where it has one."""
-        curve = fs.curves(self.rows)
-        curve = curve[curve["err_kind"] == fs.CI_BARS]
+        curve = self.curve[self.curve["err_kind"] == fs.CI_BARS]
         ci = {(m, p, t, int(k)): (v, v - lo, v + hi) for m, p, t, k, v, lo, hi in
               curve[[*KEY, "task", "k", "mean", "err_low", "err_high"]].itertuples(index=False)}
         if not ci:
@@ -233,6 +233,7 @@ class _Context:
     def leaderboards(self) -> None:
         s = self.summary
         s.write(self.out / "leaderboard.csv", leaderboard_csv(self.rows))
+        self.curve = fs.curves(self.rows)
         found = protocols(self.rows)
         groups = collections()
         md: list[str] = []
@@ -264,7 +265,7 @@ class _Context:
         if fewshot_protocols:
             parts = []
             for p in fewshot_protocols:
-                t = protocol_table(self.rows, p)
+                t = protocol_table(self.rows, p, self.curve)
                 t.insert(2, "k", fs.shots_of(p))
                 parts.append(t.drop(columns="protocol"))
             board = _drop_empty_means(pd.concat(parts, ignore_index=True))
@@ -353,7 +354,7 @@ class _Context:
 
     def fewshot(self) -> None:
         s = self.summary
-        curve = fs.curves(self.rows)
+        curve = self.curve
         if curve.empty:
             s.skip("few-shot", "no fewshot_k* rows")
             return

@@ -61,26 +61,31 @@ def curves(rows: list[dict[str, Any]]) -> pd.DataFrame:
     df["agg_std"] = pd.to_numeric(pd.Series([e.get("std") for e in extra], index=df.index), errors="coerce")
     df["n_agg"] = [e.get("n_seeds", e.get("seeds")) for e in extra]
     df = df.sort_values("date", kind="stable")
+    key = [*KEY, "task", "k"]
+    is_seed = df["aggregate"].isna() & df["seed"].notna()
+    seeds = df[is_seed].assign(seed=lambda d: d["seed"].astype(str)).groupby([*key, "seed"], sort=False).last()
+    stats = seeds.groupby(level=key)["value"].agg(["mean", "std", "count"])
+    stats["std"] = stats["std"].fillna(0.0)
+    aggs = df[df["aggregate"].notna()].groupby(key, sort=False).last()
+    other = df[~is_seed & df["aggregate"].isna()].groupby(key, sort=False).last()
     out = []
-    for (model, pretrained, task, k), g in df.groupby([*KEY, "task", "k"], sort=True):
-        seeds = g[g["aggregate"].isna() & g["seed"].notna()]
-        aggs = g[g["aggregate"].notna()]
-        agg = aggs.iloc[-1] if len(aggs) else None
-        if len(seeds):
-            vals = seeds.groupby(seeds["seed"].astype(str))["value"].last().to_numpy(dtype=float)
-            mean, n = float(vals.mean()), len(vals)
-            std = float(np.std(vals, ddof=1)) if n > 1 else 0.0
+    for idx in sorted(set(stats.index) | set(aggs.index) | set(other.index)):
+        agg = aggs.loc[idx] if idx in aggs.index else None
+        if idx in stats.index:
+            st = stats.loc[idx]
+            mean, std, n = float(st["mean"]), float(st["std"]), int(st["count"])
+            src = agg
         else:
-            last = agg if agg is not None else g.iloc[-1]
+            last = agg if agg is not None else other.loc[idx]
             mean = float(last["value"])
             std = float(last["agg_std"]) if pd.notna(last["agg_std"]) else 0.0
             n = last["n_agg"] if last["n_agg"] is not None else (np.nan if agg is not None else 1)
-        src = agg if agg is not None else (g.iloc[-1] if not len(seeds) else None)
+            src = last
         if src is not None and pd.notna(src["ci_low"]):
             lo, hi, kind = float(src["value"] - src["ci_low"]), float(src["ci_high"] - src["value"]), CI_BARS
         else:
             lo, hi, kind = std, std, STD_BARS
-        out.append((model, pretrained, task, int(k), mean, std, n, lo, hi, kind))
+        out.append((*idx[:3], int(idx[3]), mean, std, n, lo, hi, kind))
     return pd.DataFrame(out, columns=CURVE_COLUMNS)
 
 

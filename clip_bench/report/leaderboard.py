@@ -33,18 +33,18 @@ def _protocol_order(protocol: str) -> tuple[int, int, str]:
     return ({"zeroshot": 0, "linear_probe": 1}.get(protocol, 3), 0, protocol)
 
 
-def _fewshot_values(rows: list[dict[str, Any]], protocol: str) -> pd.DataFrame:
-    """Mean over seeds of a k-shot protocol's main metric (aggregate rows when there are no seed rows)."""
-    from .fewshot import curves
+def protocol_table(rows: list[dict[str, Any]], protocol: str = "zeroshot", curve: pd.DataFrame | None = None
+                   ) -> pd.DataFrame:
+    """One line per (model, pretrained) for `protocol`: means first, then each task's main metric.
 
-    c = curves([r for r in rows if r.get("protocol") == protocol])
-    return c.rename(columns={"mean": "value"})[[*KEY, "task", "value"]]
+    For ``fewshot_k{K}`` the value is the mean over seeds, from `curve` (:func:`.fewshot.curves`) when given.
+    """
+    m = _FEWSHOT.match(protocol)
+    if m:
+        from .fewshot import curves
 
-
-def protocol_table(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> pd.DataFrame:
-    """One line per (model, pretrained) for `protocol`: means first, then each task's main metric."""
-    if _FEWSHOT.match(protocol):
-        values = _fewshot_values(rows, protocol)
+        c = curves(rows) if curve is None else curve
+        values = c[c["k"] == int(m.group(1))].rename(columns={"mean": "value"})[[*KEY, "task", "value"]]
     else:
         parts = [main_values(rows, p) for p in LEADERBOARD_PROTOCOLS.get(protocol, (protocol,))]
         values = pd.concat([p for p in parts if not p.empty] or parts[:1], ignore_index=True)
@@ -78,7 +78,11 @@ def protocols(rows: list[dict[str, Any]]) -> list[str]:
 
 def leaderboard_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Every protocol's :func:`protocol_table`, stacked, with the union of task columns in task order."""
-    parts = [protocol_table(rows, p) for p in protocols(rows)]
+    from .fewshot import curves
+
+    found = protocols(rows)
+    curve = curves(rows) if any(_FEWSHOT.match(p) for p in found) else None
+    parts = [protocol_table(rows, p, curve) for p in found]
     parts = [p for p in parts if not p.empty]
     if not parts:
         return pd.DataFrame(columns=HEAD)
