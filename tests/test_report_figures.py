@@ -14,6 +14,7 @@ from clip_bench.results import append_rows
 MODELS = (("ViT-B/32", "openai"), ("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-B/16", "openai"), ("ViT-L-14", "laion2b_s32b_b82k"))
 SHIFTS = {"imagenetv2", "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet"}
 LABELS = {f"{m} ({p})" for m, p in MODELS}
+pytestmark = pytest.mark.slow  # two full reports (about 5 s each)
 
 
 def _rows(intervals: bool) -> list[dict]:
