@@ -309,11 +309,12 @@ class _Context:
             s.lines.append(f"effective robustness: {model_name(r.model, r.pretrained)} {r.protocol} "
                            f"{r.effective_robustness:+.2f} points (mean over {_plural(r.n_shifts, 'shift')})")
         has_ci = er["er_ci_low"].notna().any()
+        has_bars = er["acc_ci_low"].notna().any() or er["x_ci_low"].notna().any()
         self.figures.append(Section("Effective robustness", [html.figure(
             path, "effective robustness panels",
             "Shift accuracy against ImageNet accuracy (logit axes) for the imagenet-testbed models and ours; the "
             "label and the vertical segment are each model's effective robustness, in points above the baseline fit"
-            + ("; error bars: 95% intervals" if has_ci else "") + ".")]))
+            + ("; error bars: 95% intervals of the ImageNet and shift accuracies" if has_bars else "") + ".")]))
         labels = {s_: testbed_shifts()["shifts"][s_]["label"] for s_ in shifts}
         wide = er[~er["shift"].isin(["mean"])].copy()
         wide["column"] = wide["shift"].map(lambda x: labels.get(x, "average panel"))
@@ -342,7 +343,8 @@ class _Context:
                 "`average panel` is mean shift accuracy against the baseline fitted to the testbed's mean over all "
                 "shifts (the last panel of the figure, only for models with every shift). ImageNet-R, -A and ObjectNet "
                 "use ImageNet accuracy on their own classes as x"
-                + ("; ± gives the 95% interval of the shift accuracy, with the baseline held fixed." if has_ci else ".")
+                + ("; ± gives the 95% interval (a bootstrap over the model's test sets and the testbed models "
+                   "behind the baseline fit)." if has_ci else ".")
             ),
             html.table(header, cells),
             html.details(f"Per-shift details ({len(er)} rows, also in effective_robustness.csv)",

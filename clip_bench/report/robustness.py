@@ -21,7 +21,7 @@ from .tables import KEY, main_values
 PROTOCOLS = ("zeroshot", "linear_probe")
 ER_COLUMNS = [
     *KEY, "protocol", "shift", "label", "x_axis", "x", "accuracy", "baseline", "effective_robustness",
-    "in_fit_range", "n_shifts", "x_ci_low", "x_ci_high", "acc_ci_low", "acc_ci_high", "er_ci_low", "er_ci_high",
+    "in_fit_range", "n_shifts", "x_ci_low", "x_ci_high", "acc_ci_low", "acc_ci_high",
 ]
 _EPS = 1e-4
 
@@ -188,7 +188,6 @@ def effective_robustness(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list
                     "label": spec["label"], "x_axis": fit.x_col, "x": x, "accuracy": acc, "baseline": pred,
                     "effective_robustness": acc - pred, "in_fit_range": bool(x >= fit.x_min), "n_shifts": 1,
                     "x_ci_low": x_lo, "x_ci_high": x_hi, "acc_ci_low": a_lo, "acc_ci_high": a_hi,
-                    "er_ci_low": a_lo - pred, "er_ci_high": a_hi - pred,
                 })
             ers = [r["effective_robustness"] for r in model_rows]
             model_rows.append({
@@ -209,10 +208,12 @@ def effective_robustness(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list
                     "baseline": pred, "effective_robustness": acc - pred,
                     "in_fit_range": bool(imagenet >= avg_fit.x_min), "n_shifts": len(shift_names),
                     "x_ci_low": x_lo, "x_ci_high": x_hi, "acc_ci_low": acc - lo_err, "acc_ci_high": acc + hi_err,
-                    "er_ci_low": acc - lo_err - pred, "er_ci_high": acc + hi_err - pred,
                 })
             else:
                 missing = ", ".join(s for s in shift_names if s not in found)
                 notes.append(f"effective robustness: {name} {protocol} lacks {missing}; left out of the average panel")
             out.extend(model_rows)
-    return pd.DataFrame(out, columns=ER_COLUMNS), notes
+    from .robustness_ci import add_er_intervals
+
+    # er_ci_low / er_ci_high: the model's test-set noise and the baseline fit's uncertainty (robustness_ci)
+    return add_er_intervals(pd.DataFrame(out, columns=ER_COLUMNS), rows), notes

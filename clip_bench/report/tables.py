@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ..results import RESULTS_FILE, ROW_FIELDS, read_rows
+from ..results import is_standard as results_is_standard
 from .reference import collections
 
 KEY = ["model", "pretrained"]
@@ -38,14 +39,12 @@ def field_of(row: dict[str, Any], name: str) -> Any:
 
 
 def is_standard(row: dict[str, Any]) -> bool:
-    """True unless the row says it is not the full, standard evaluation (``standard`` false).
-
-    Rows written before the field existed count as standard.
-    """
-    value = field_of(row, "standard")
+    """Whether a row is the full, standard evaluation (:func:`clip_bench.results.is_standard`); a ``standard``
+    written as text ("false") in a hand-made results file is read as what it says."""
+    value = row.get("standard")
     if isinstance(value, str):
         return value.strip().lower() not in ("false", "0", "no")
-    return value is None or bool(value)
+    return results_is_standard(row)
 
 
 def _finite(v: Any) -> float | None:
