@@ -42,11 +42,19 @@ def rerun_command(row: dict[str, Any], output_dir: str | Path) -> str:
     return shlex.join(cmd)
 
 
-def _text_embeddings(cache_dir: Path, fingerprint: str, prompts: list[str]) -> dict[str, np.ndarray] | None:
-    """Cached embeddings of every prompt for this model (any tokenizer entry that has them all), or None."""
-    for folder in sorted((cache_dir / "text").glob(f"{fingerprint}-*")):
-        tokenizer = folder.name[len(fingerprint) + 1:]
-        found, missing = TextEmbeddingCache(cache_dir, fingerprint, tokenizer).lookup(prompts)
+def _text_embeddings(
+    cache_dir: Path, fingerprint: str, prompts: list[str], precision: str | None, device: Any,
+) -> dict[str, np.ndarray] | None:
+    """Cached embeddings of every prompt for this model at the row's precision (any tokenizer entry that
+    has them all), or None."""
+    probe = TextEmbeddingCache(cache_dir, fingerprint, "TOKENIZER", precision or "fp32", device)
+    head, tail = probe.dir.name.split("TOKENIZER")
+    for folder in sorted((cache_dir / "text").glob(f"{head}*{tail}")):
+        tokenizer = folder.name[len(head): len(folder.name) - len(tail)]
+        cache = TextEmbeddingCache(cache_dir, fingerprint, tokenizer, precision or "fp32", device)
+        if cache.dir != folder:
+            continue
+        found, missing = cache.lookup(prompts)
         if not missing:
             return found
     return None
@@ -69,14 +77,20 @@ def zeroshot_scores_from_cache(
     if (prompt_set.templates_hash, prompt_set.classnames_hash) != (row.get("templates_hash"), row.get("classnames_hash")):
         raise ClipBenchError(f"{row['model']} on {row['task']}: the row's prompts (templates/class names) are not the "
                              f"ones the task or its files give now; {redo}.")
-    key = feature_key(row["model_fingerprint"], task, task.source(row.get("source")), row["split"],
-                      row.get("feature_kind") or "embed", extra.get("limit"), Path(data_root))
-    feats = FeatureCache(cache_dir, key).load()
+    feats = None
+    for skip_bad in (False, True):  # an entry that skipped unreadable images is keyed apart
+        key = feature_key(row["model_fingerprint"], task, task.source(row.get("source")), row["split"],
+                          row.get("feature_kind") or "embed", extra.get("limit"), Path(data_root),
+                          precision=row.get("precision") or "fp32", device=row.get("device"), skip_bad_images=skip_bad)
+        feats = FeatureCache(cache_dir, key).load()
+        if feats is not None:
+            break
     if feats is None:
         raise ClipBenchError(f"{row['model']} on {row['task']}: no per-sample outcomes, and its image features are "
                              f"not in the cache {cache_dir} (or --data-root differs); {redo}.")
     per_class = prompt_set.all_prompts()
-    table = _text_embeddings(cache_dir, row["model_fingerprint"], list(dict.fromkeys(p for ps in per_class for p in ps)))
+    table = _text_embeddings(cache_dir, row["model_fingerprint"], list(dict.fromkeys(p for ps in per_class for p in ps)),
+                             row.get("precision"), row.get("device"))
     if table is None:
         raise ClipBenchError(f"{row['model']} on {row['task']}: no per-sample outcomes, and its prompt embeddings "
                              f"are not in the text cache under {cache_dir}; {redo}.")

@@ -15,8 +15,9 @@ from .errors import ClipBenchError
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="open_clip architecture, OpenAI name (ViT-B/32), hf-hub:org/repo, "
-                   "an architecture .json, or tiny-clip-digits")
+                   "an architecture .json, a transformers CLIP/SigLIP folder, transformers:org/repo, or tiny-clip-digits")
     p.add_argument("--pretrained", default=None, help="pretrained tag or local .pt/.bin/.safetensors checkpoint")
+    p.add_argument("--revision", default=None, help="hub models: branch, tag or commit (default main; the commit is recorded)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
 
@@ -318,6 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "revision", None) is not None:
+            from .models import with_revision
+
+            args.model = with_revision(args.model, args.revision)
         return int(args.func(args) or 0)
     except ClipBenchError as exc:
         print(f"clip-bench: error: {exc}", file=sys.stderr)

@@ -133,7 +133,8 @@ def provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str
         model=handle.spec.name, pretrained=handle.spec.pretrained, model_fingerprint=handle.fingerprint,
         task=task.name, task_version=task.version, source=source.name, split=task.eval_split,
         feature_kind=cfg.feature_kind, device=str(handle.device), precision=handle.precision, date=now_iso(),
-        **versions(), limit=cfg.limit, subset_rule=SUBSET_RULE if cfg.limit is not None else None,
+        **versions(), **handle.spec.provenance(), limit=cfg.limit,
+        subset_rule=SUBSET_RULE if cfg.limit is not None else None,
         task_hash=task_hash(task), source_config=source.config_hash,
         standard=cfg.limit is None and is_builtin_definition(task),
     )

@@ -264,23 +264,11 @@ class FeatureCache:
 
 
 def encode_images(lm: Any, images: torch.Tensor, kind: str = "embed", compile: bool = False) -> torch.Tensor:
-    """Image features of one preprocessed batch: the embedding, or the ViT's pre-projection features."""
-    model = lm.model
+    """Image features of one preprocessed batch: the embedding, or the pre-projection features (any backend)."""
     if kind == "embed":
         return lm.image_encoder(compile)(images)
-    visual = model.visual
     if kind == "pre-proj":
-        proj = getattr(visual, "proj", None)
-        if proj is None:
-            raise ClipBenchError(
-                f"--features pre-proj needs a ViT image tower with a projection; {type(visual).__name__} has none. "
-                "Use --features embed."
-            )
-        visual.proj = None
-        try:
-            return visual(images)
-        finally:
-            visual.proj = proj
+        return lm.encode_image_pre_proj(images)
     raise ClipBenchError(f"unknown feature kind {kind!r}; choose one of {', '.join(FEATURE_KINDS)}.")
 
 

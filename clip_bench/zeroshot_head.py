@@ -26,11 +26,23 @@ def ensemble(prompt_embeddings: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack(cols, axis=1).astype(np.float32)
 
 
-def zeroshot_logits(image_features: np.ndarray, classifier: np.ndarray, scale: float = LOGIT_SCALE) -> np.ndarray:
-    """100 * normalised image features @ W, computed in float32 whatever the stored dtype."""
-    feats = np.asarray(image_features, dtype=np.float32)
-    feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-    return scale * feats @ classifier
+def zeroshot_logits(
+    image_features: np.ndarray, classifier: np.ndarray, scale: float = LOGIT_SCALE, chunk_rows: int = 8192,
+) -> np.ndarray:
+    """100 * normalised image features @ W as float32 logits.
+
+    Each row chunk is normalised and multiplied in float64 (then rounded once to float32), so the
+    logits match a float64 reference head to float32 rounding whatever the stored dtype, and a
+    float16 memmap is never copied whole.
+    """
+    n = image_features.shape[0]
+    W = np.asarray(classifier, dtype=np.float64)
+    out = np.empty((n, W.shape[1]), dtype=np.float32)
+    for start in range(0, n, chunk_rows):
+        feats = np.asarray(image_features[start : start + chunk_rows], dtype=np.float64)
+        feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        out[start : start + chunk_rows] = scale * (feats @ W)
+    return out
 
 
 def build_classifier(
