@@ -15,6 +15,7 @@ from .errors import ClipBenchError
 from .evaluate import EvalConfig, get_features, provenance, run_protocol
 from .metrics import main_metric, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
+from .outcomes import attach_outcomes, attach_seed_mean_interval
 from .probe.protocol import ProbeConfig, run_fewshot, run_linear_probe
 from .progress import progress_bar
 from .results import make_row
@@ -49,6 +50,7 @@ def _metric(task: TaskSpec, bar: Any = None) -> Any:
     def scored(scores: np.ndarray, targets: np.ndarray) -> float:
         if bar is not None:
             bar.update(1)
+        scored.last = (scores, targets)  # the final call scores the test split: its evidence (outcomes)
         return fn(scores, targets)
 
     return scored
@@ -78,14 +80,15 @@ def linprobe(
     def body(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
         s = _split_features(handle, task, cfg, normalize)
         with progress_bar(desc=f"{task.name}: C search", unit="fit", quiet=cfg.quiet or not ddp.is_main()) as bar:
-            res = run_linear_probe(*s["train"], *s["val"], *s["test"], _metric(task, bar), seed=seed, config=probe,
+            metric = _metric(task, bar)
+            res = run_linear_probe(*s["train"], *s["val"], *s["test"], metric, seed=seed, config=probe,
                                    multilabel=task.multilabel, n_classes=len(task.prompt_set().classnames))
-        return [make_row(
+        return attach_outcomes([make_row(
             **_common(handle, task, cfg, normalize), protocol="linear_probe", value=res["test_score"], n=res["n_test"],
             C=res["C"], solver=res["solver"], seed=seed, val_score=res["val_score"], val_source=res["val_source"],
             n_train=res["n_train"], n_val=res["n_val"], n_refit=res["n_refit"], n_iter=res["n_iter"],
             converged=res["converged"], wall_time_s=round(res["wall_time_s"], 3), sweep=res["sweep"],
-        )]
+        )], *metric.last, cfg.output_dir)
 
     return run_protocol(model, tasks, config, pretrained, device, precision, overrides, body)
 
@@ -124,19 +127,20 @@ def fewshot(
         for k in shots:
             scores = []
             for seed in range(seeds):
-                res = run_fewshot(train_X, train_y, test_X, test_y, _metric(task), k, seed, config=probe,
+                metric = _metric(task)
+                res = run_fewshot(train_X, train_y, test_X, test_y, metric, k, seed, config=probe,
                                   n_classes=n_classes, allow_fewer=allow_fewer)
                 scores.append(res["test_score"])
                 bar.update(1)
-                rows.append(make_row(
+                rows.extend(attach_outcomes([make_row(
                     **common, protocol=f"fewshot_k{k}", value=res["test_score"], n=res["n_test"], k=k, seed=seed,
                     C=res["C"], C_rule=res["C_rule"], solver=res["solver"], n_train=res["n_shots"],
                     shots_sha1=res["shots_sha1"], n_iter=res["n_iter"],
-                ))
-            rows.append(make_row(
+                )], *metric.last, cfg.output_dir))
+            rows.append(attach_seed_mean_interval(make_row(
                 **common, protocol=f"fewshot_k{k}", value=float(np.mean(scores)), n=int(len(test_y)), k=k,
                 aggregate="mean", std=float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0, seeds=seeds,
-            ))
+            ), rows[-seeds:]))
         bar.close()
         if with_zeroshot:
             rows.extend(evaluate_zeroshot_task(handle, task, cfg))
