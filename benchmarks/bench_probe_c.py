@@ -9,15 +9,16 @@ Two feature sets from the built-in tiny CLIP (``tiny-clip-digits``, 64-d image e
 For each set, k in {1, 2, 4, 8, 16} and each seed, the k shots per class are drawn from train
 (``sample_k_shot``) and three test accuracies are measured on the same shots:
 
-* **chosen**: ``run_fewshot`` as the CLI runs it (C from cross-validation inside the shots, k >= 2;
-  the k = 1 rule otherwise);
+* **chosen**: clip-bench's pick: the search of ``sweep.py`` on the within-shot CV scores (k >= 2; the
+  scores ``run_fewshot`` sees, computed here at all 97 C once so the other rules can be replayed on
+  them; every fit is converged, so they do not depend on the search path), the k = 1 rule otherwise;
 * **oracle**: the best test accuracy over all 97 grid C (an upper bound no method can reach without
   peeking at test);
 * **C = 1**: a fixed C.
 
 It also reports where the picks land (the share at the grid floor 1e-6 and the ceiling 1e6), and what
 the *previous* rule (ties to the smallest C, refinement around the smallest tied point only, no
-log-loss) would have picked on the same within-shot CV scores, evaluated at all 97 C.
+log-loss) picks on the same within-shot CV scores.
 
 The full linear probe is measured the same way over several validation seeds: train + val pooled,
 a seeded stratified 20 % held out for the C search (``run_linear_probe``), refit on the pool, test.
@@ -43,8 +44,8 @@ from clip_bench.features import ExtractConfig, extract
 from clip_bench.loaders.base import ArrayImages
 from clip_bench.loaders.digits import digits_arrays
 from clip_bench.models import load_model
-from clip_bench.probe import ProbeConfig, run_fewshot, run_linear_probe, sample_k_shot, shot_folds
-from clip_bench.probe.sweep import COARSE_STEP
+from clip_bench.probe import ProbeConfig, one_shot_C, run_linear_probe, sample_k_shot, shot_folds
+from clip_bench.probe.sweep import COARSE_STEP, grid_edge, log_loss, parametric_search, proportion_se
 from clip_bench.tasks import get_task
 from clip_bench.zeroshot_head import build_classifier, zeroshot_logits
 
@@ -87,22 +88,30 @@ def feature_sets(names: list[str]) -> dict[str, dict]:
     return out
 
 
-def test_curve(cfg: ProbeConfig, X, y, test_X, test_y) -> np.ndarray:
-    """Test accuracy at every grid C (one warm-started path of converged fits)."""
+def path_scores(cfg: ProbeConfig, X, y, vX, vy) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy (%) and mean log-loss on (vX, vy) at every grid C: one warm-started path of fits,
+    each converged (so the scores do not depend on the path)."""
     grid = cfg.grid()
     probe = cfg.make_probe()
     init: dict = {}
-    acc = np.empty(len(grid))
+    acc, ll = np.empty(len(grid)), np.empty(len(grid))
     for i, C in enumerate(grid):
         fit = probe.clone(C=float(C)).fit(X, y, **init)
         init = {"coef_init": fit.coef_, "intercept_init": fit.intercept_, "init_classes": fit.classes_}
-        acc[i] = 100.0 * fit.score(test_X, test_y)
-    return acc
+        proba = fit.predict_proba(vX)
+        acc[i] = 100.0 * float(np.mean(fit.classes_[proba.argmax(1)] == vy))
+        ll[i] = log_loss(proba, vy, fit.classes_, False)
+    return acc, ll
 
 
-def previous_rule(score_at, n_points: int, coarse_step: int = COARSE_STEP) -> int:
+def test_curve(cfg: ProbeConfig, X, y, test_X, test_y) -> np.ndarray:
+    """Test accuracy at every grid C."""
+    return path_scores(cfg, X, y, test_X, test_y)[0]
+
+
+def previous_rule(acc: np.ndarray, coarse_step: int = COARSE_STEP) -> int:
     """The search before this change: ties to the smallest C, halving around that point only."""
-    seen = {i: score_at(i) for i in range(0, n_points, coarse_step)}
+    seen = {i: acc[i] for i in range(0, len(acc), coarse_step)}
 
     def best() -> int:
         return max(sorted(seen), key=lambda i: (seen[i], -i))
@@ -111,53 +120,59 @@ def previous_rule(score_at, n_points: int, coarse_step: int = COARSE_STEP) -> in
     while step >= 1:
         b = best()
         for j in (b - step, b + step):
-            if 0 <= j < n_points and j not in seen:
-                seen[j] = score_at(j)
+            if 0 <= j < len(acc):
+                seen[j] = acc[j]
         step //= 2
     return best()
 
 
-def cv_score_at(cfg: ProbeConfig, X, y, k: int):
-    """Mean within-shot CV accuracy at a grid index (cold fits: the scores the search sees)."""
-    folds = shot_folds(y, k, cfg.cv_max_folds)
-    grid, probe = cfg.grid(), cfg.make_probe()
-
-    def score(i: int) -> float:
-        return float(np.mean([100.0 * probe.clone(C=float(grid[i])).fit(X[tr], y[tr]).score(X[va], y[va])
-                              for tr, va in folds]))
-
-    return score
+def current_rule(cfg: ProbeConfig, acc: np.ndarray, ll: np.ndarray, n_val: int) -> tuple[int, int]:
+    """clip-bench's search (sweep.py) on a table of scores: (pick, number of C evaluated)."""
+    best, scores, _, _ = parametric_search(lambda i: (acc[i], ll[i]), len(acc), cfg.coarse_step, cfg.max_tied,
+                                           band=lambda top: cfg.tie_se * proportion_se(top, n_val))
+    return best, len(scores)
 
 
-def fewshot_runs(cfg: ProbeConfig, data: dict, seeds: int, shots: tuple[int, ...], with_previous: bool) -> list[dict]:
+def fewshot_runs(cfg: ProbeConfig, data: dict, seeds: int, shots: tuple[int, ...], log) -> list[dict]:
+    """Per (k, seed): the within-shot CV table and the test curve at all 97 C; clip-bench's pick is
+    the search run on the CV table (the same scores ``run_fewshot`` sees: every fit is converged).
+    k = 1 uses the fixed rule (``fewshot.one_shot_C``)."""
     (train_X, train_y), (test_X, test_y) = data["train"], data["test"]
     grid = cfg.grid()
     runs = []
     for k in shots:
         for seed in range(seeds):
-            res = run_fewshot(train_X, train_y, test_X, test_y, accuracy, k, seed, config=cfg)
+            t0 = time.perf_counter()
             idx = sample_k_shot(train_y, k, seed)
-            curve = test_curve(cfg, train_X[idx], train_y[idx], test_X, test_y)
-            i_chosen = int(np.argmin(np.abs(np.log(grid / res["C"]))))
-            run = {
-                "k": k, "seed": seed, "C": res["C"], "chosen": res["test_score"], "oracle": float(curve.max()),
-                "C_oracle": float(grid[int(curve.argmax())]), "C1": float(curve[np.argmin(np.abs(grid - 1.0))]),
-                "edge": res["C_at_grid_edge"], "on_grid": bool(np.isclose(grid[i_chosen], res["C"])),
-                "n_fits": res["sweep_n_fits"], "converged": res["sweep_converged"],
-            }
-            if with_previous and k >= 2:
-                j = previous_rule(cv_score_at(cfg, train_X[idx], train_y[idx], k), len(grid))
-                run["previous"] = float(curve[j])
-                run["C_previous"] = float(grid[j])
+            X, y = train_X[idx], train_y[idx]
+            curve = test_curve(cfg, X, y, test_X, test_y)
+            run = {"k": k, "seed": seed, "oracle": float(curve.max()), "C_oracle": float(grid[int(curve.argmax())]),
+                   "C1": float(curve[np.argmin(np.abs(grid - 1.0))]), "test_curve": curve.tolist()}
+            if k == 1:
+                C = one_shot_C(X)
+                fit = cfg.make_probe().clone(C=C).fit(X, y)
+                run.update(C=C, chosen=100.0 * fit.score(test_X, test_y), edge=None, n_fits=1)
+            else:
+                folds = shot_folds(y, k, cfg.cv_max_folds)
+                tables = [path_scores(cfg, X[tr], y[tr], X[va], y[va]) for tr, va in folds]
+                acc = np.mean([t[0] for t in tables], axis=0)
+                ll = np.mean([t[1] for t in tables], axis=0)
+                n_val = sum(len(va) for _, va in folds)
+                i, n_c = current_rule(cfg, acc, ll, n_val)
+                j = previous_rule(acc)
+                run.update(C=float(grid[i]), chosen=float(curve[i]), edge=grid_edge(i, len(grid)), n_fits=n_c * len(folds),
+                           previous=float(curve[j]), C_previous=float(grid[j]), cv_acc=acc.tolist(), cv_ll=ll.tolist(),
+                           n_val=n_val)
             runs.append(run)
-            print(f"  k={k:2d} seed={seed}: chosen C={res['C']:.3g} test {run['chosen']:.2f} | oracle {run['oracle']:.2f} "
+            log(run)
+            print(f"  k={k:2d} seed={seed}: chosen C={run['C']:.3g} test {run['chosen']:.2f} | oracle {run['oracle']:.2f} "
                   f"(C={run['C_oracle']:.3g}) | C=1 {run['C1']:.2f}"
-                  + (f" | previous rule C={run['C_previous']:.3g} {run['previous']:.2f}" if "previous" in run else ""),
-                  flush=True)
+                  + (f" | previous rule C={run['C_previous']:.3g} {run['previous']:.2f}" if "previous" in run else "")
+                  + f" [{time.perf_counter() - t0:.0f} s]", flush=True)
     return runs
 
 
-def linear_runs(cfg: ProbeConfig, data: dict, seeds: int) -> list[dict]:
+def linear_runs(cfg: ProbeConfig, data: dict, seeds: int, log) -> list[dict]:
     pool_X = np.concatenate([data["train"][0], data["val"][0]])
     pool_y = np.concatenate([data["train"][1], data["val"][1]])
     test_X, test_y = data["test"]
@@ -172,6 +187,7 @@ def linear_runs(cfg: ProbeConfig, data: dict, seeds: int) -> list[dict]:
             "edge": res["C_at_grid_edge"], "n_fits": res["sweep_n_fits"],
             "converged": res["sweep_converged"] and res["converged"],
         })
+        log({"linear": True, **runs[-1]})
         print(f"  linear seed={seed}: chosen C={res['C']:.3g} test {res['test_score']:.2f} | oracle {curve.max():.2f} "
               f"(C={runs[-1]['C_oracle']:.3g}) | C=1 {runs[-1]['C1']:.2f} | {res['sweep_n_fits']} fits", flush=True)
     return runs
@@ -190,7 +206,7 @@ def summarise(runs: list[dict]) -> dict:
         "ceiling_share": float(np.mean([r["edge"] == "high" for r in runs])),
         "median_C": float(np.median([r["C"] for r in runs])),
         "fits_mean": float(np.mean([r["n_fits"] for r in runs])),
-        "all_converged": all(r["converged"] in (True, None) for r in runs),
+        "all_converged": all(r.get("converged", True) in (True, None) for r in runs),
     }
     if any("previous" in r for r in runs):
         prev = [r for r in runs if "previous" in r]
@@ -205,20 +221,28 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10, help="few-shot seeds per k")
     ap.add_argument("--shots", default=",".join(map(str, SHOTS)))
     ap.add_argument("--linear-seeds", type=int, default=5, help="validation seeds of the full linear probe")
-    ap.add_argument("--no-previous", action="store_true", help="skip the previous rule (saves the CV curves)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--log", default=None, help="append one JSON line per run here as it finishes")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = ProbeConfig(n_threads=1, device="cpu")
     shots = tuple(int(k) for k in args.shots.split(","))
     t0 = time.perf_counter()
     sets = feature_sets(args.sets.split(","))
+
+    def log(run: dict) -> None:
+        if args.log:
+            with open(args.log, "a") as f:
+                f.write(json.dumps({"set": current[0], **run}) + "\n")
+
+    current = [""]
     print(f"tiny-clip-digits, torch {torch.__version__}, {platform.processor() or platform.machine()}, 1 thread")
     report: dict = {"args": vars(args), "sets": {}}
     for name, data in sets.items():
         print(f"[{name}] features {data['train'][0].shape[1]}-d; zero-shot test top-1 {data['zeroshot']:.2f}", flush=True)
-        few = fewshot_runs(cfg, data, args.seeds, shots, not args.no_previous)
-        lin = linear_runs(cfg, data, args.linear_seeds)
+        current[0] = name
+        few = fewshot_runs(cfg, data, args.seeds, shots, log)
+        lin = linear_runs(cfg, data, args.linear_seeds, log)
         by_k = defaultdict(list)
         for r in few:
             by_k[r["k"]].append(r)

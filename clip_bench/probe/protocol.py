@@ -42,7 +42,7 @@ class ProbeConfig:
     c_max: float = 1e6
     steps_per_decade: int = 8
     coarse_step: int = COARSE_STEP
-    max_tied: int = 4  # C search: tied best C refined around per halving round (sweep.py)
+    max_tied: int = 3  # C search: points of the tied set refined around per halving round (sweep.py)
     tie_se: float = 1.0  # C search: main scores within this many standard errors of the best tie (sweep.py)
     warm_start: bool | None = None  # None: on for torch, off for sklearn (the reference fits from zero)
     val_fraction: float = 0.2  # held out of train when a task has no validation split

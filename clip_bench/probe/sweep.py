@@ -19,12 +19,12 @@ Choosing among the scores (the paper does not say; this is clip-bench's rule):
   probability rather than a count of argmax hits, decides between C it cannot tell apart.
   (benchmarks/RESULTS.md, "Choosing C": on noisy digits, exact ties only left the full probe 1.1
   points under the oracle C, the SE rule 0.6.)
-* **Ties never hide a peak.** Each halving round refines around *every* C tied with the best, not
-  only the best-ranked one, so a plateau of equal coarse scores cannot hide a peak
-  between its points. When more than ``max_tied`` (default 4) C tie, the round refines around the
-  ``max_tied`` best-ranked of them (lowest log-loss).
-* **Bounded.** At most 7 + 4 rounds x 2 x max_tied = 39 distinct C are fitted (15 when one C
-  leads, the paper's count); the number is recorded (``n_fits``, x the number of CV folds).
+* **Ties never hide a peak.** Each halving round refines around three points of the tied set, not
+  only the best-ranked one: the best-ranked (lowest log-loss), the highest main score, and the
+  centre of the tied run (the median tied grid index), so a plateau of equal coarse scores cannot
+  hide a peak between its points.
+* **Bounded.** At most 7 + 4 rounds x 2 x 3 = 31 distinct C are fitted (15 when one C leads, the
+  paper's count); the number is recorded (``n_fits``, x the number of CV folds).
 * **Grid edge.** A pick at the first or last grid point is recorded (``C_at_grid_edge``: "low" or
   "high"): the best C may lie outside the searched range.
 
@@ -73,7 +73,7 @@ def proportion_se(score: float, n: int) -> float:
 
 
 def parametric_search(
-    score_at: Callable[[int], float | Score], n_points: int, coarse_step: int = COARSE_STEP, max_tied: int = 4,
+    score_at: Callable[[int], float | Score], n_points: int, coarse_step: int = COARSE_STEP, max_tied: int = 3,
     band: Callable[[float], float] | float = 0.0,
 ) -> tuple[int, dict[int, float], int, dict[int, float]]:
     """Maximise ``score_at(grid_index)`` with the coarse-grid + interval-halving search and the tie
@@ -98,6 +98,14 @@ def parametric_search(
         floor = top - width(top) - 1e-9 * max(1.0, abs(top))
         return sorted((i for i, s in scores.items() if s[0] >= floor), key=lambda i: (scores[i][1], i))
 
+    def centres() -> list[int]:
+        """Refine around: the best-ranked tied C (lowest log-loss), the highest main score, and the
+        centre of the tied run (so a plateau of exact ties cannot hide a peak)."""
+        ties = tied()
+        top = max(ties, key=lambda i: (scores[i][0], -scores[i][1], -i))
+        centre = sorted(ties)[len(ties) // 2]
+        return list(dict.fromkeys([ties[0], top, centre]))[:max_tied]
+
     coarse = list(range(0, n_points, coarse_step))
     if coarse[-1] != n_points - 1:
         coarse.append(n_points - 1)
@@ -105,7 +113,7 @@ def parametric_search(
         evaluate(i)
     step, rounds = coarse_step // 2, 0
     while step >= 1:
-        for b in tied()[:max_tied]:
+        for b in centres():
             evaluate(b - step)
             evaluate(b + step)
         step //= 2
@@ -243,7 +251,7 @@ def sweep_C(
     coarse_step: int = COARSE_STEP,
     warm_start: bool | None = None,
     n_classes: int | None = None,
-    max_tied: int = 4,
+    max_tied: int = 3,
     tie_se: float = 1.0,
 ) -> SweepResult:
     """Choose C on a validation set with the paper's search (see module docstring).
@@ -267,7 +275,7 @@ def sweep_C_folds(
     coarse_step: int = COARSE_STEP,
     warm_start: bool | None = None,
     n_classes: int | None = None,
-    max_tied: int = 4,
+    max_tied: int = 3,
     tie_se: float = 1.0,
 ) -> SweepResult:
     """Like :func:`sweep_C`, scoring each C by the mean metric over several (train_X, train_y, val_X,
