@@ -1,0 +1,81 @@
+"""Regressions found by trying to break clip-bench as a new user would (the review pass)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clip_bench import text_cache
+from clip_bench.cli import main
+from clip_bench.errors import ClipBenchError
+from clip_bench.results import append_rows, leaderboard, make_row, read_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _unit_rows(n: int, d: int = 8) -> np.ndarray:
+    arr = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
+    return arr / np.linalg.norm(arr, axis=1, keepdims=True)
+
+
+def _read_only(monkeypatch):
+    """Every lock or write in the text cache fails as on a read-only mount (EROFS, also for root)."""
+
+    def refuse(*_a, **_k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(text_cache, "file_lock", refuse)
+    monkeypatch.setattr(text_cache, "save_npy_atomic", refuse)
+
+
+def test_read_only_text_cache_is_read_and_a_write_is_one_clear_error(tmp_path, monkeypatch):
+    cache = text_cache.TextEmbeddingCache(tmp_path, "fp", "tok")
+    cache.add(["a", "b"], _unit_rows(2))
+    _read_only(monkeypatch)
+    found, missing = text_cache.TextEmbeddingCache(tmp_path, "fp", "tok").lookup(["a", "b", "c"])
+    assert sorted(found) == ["a", "b"] and missing == ["c"]  # was: OSError traceback (only PermissionError caught)
+    with pytest.raises(ClipBenchError, match=r"cannot write the text-embedding cache at .*Read-only file system"):
+        text_cache.TextEmbeddingCache(tmp_path, "fp", "tok").add(["c"], _unit_rows(1))
+
+
+def _row(**kw):
+    base = dict(model="M", pretrained="w", task="digits", protocol="zeroshot", metric="top1", is_main=True,
+                subset=None, standard=True, date="2024-01-01T00:00:00+00:00", value=50.0)
+    return make_row(**{**base, **kw})
+
+
+def test_results_lines_that_are_not_rows_never_reach_a_table(tmp_path, capsys):
+    append_rows(tmp_path, [_row(value=91.5)])
+    with open(tmp_path / "results.jsonl", "a") as fh:
+        fh.write('[1, 2, 3]\n"text"\n{"model": null, "value": 1}\n')
+        good = json.loads(json.dumps(_row(value=10.0)))
+        for bad_value in ("NaN", '"high"', "true", "Infinity"):
+            line = json.dumps({**good, "date": "2099-01-01T00:00:00+00:00"})
+            fh.write(re.sub(r'"value": [^,}]+', f'"value": {bad_value}', line) + "\n")
+    rows = read_rows(tmp_path)
+    assert [r["value"] for r in rows] == [91.5]
+    err = capsys.readouterr().err
+    assert err.count("skipped 7 line(s) that are not result rows") == 1
+    assert leaderboard(rows)["digits"].tolist() == [91.5]
+    read_rows(tmp_path)
+    assert "skipped" not in capsys.readouterr().err  # said once per file
+
+
+def test_compare_on_results_with_odd_rows_is_one_line(tmp_path, capsys):
+    (tmp_path / "results.jsonl").write_text('{"model": null, "value": 1}\n[1]\n' + json.dumps(_row(model="x")) + "\n")
+    assert main(["compare", "x", "y", "--results", str(tmp_path)]) == 2  # was: TypeError traceback
+    assert "no result rows for model 'y'" in capsys.readouterr().err
+
+
+def test_readme_python_imports_exist():
+    """Every `from clip_bench... import X` the README shows imports (the compare example used a moved name)."""
+    readme = (ROOT / "README.md").read_text()
+    lines = sorted(set(re.findall(r"^\s*(from clip_bench[\w.]* import [\w, ]+|import clip_bench[\w.]*)\s*$", readme,
+                                  flags=re.M)))
+    assert lines
+    exec("\n".join(lines), {})
