@@ -189,7 +189,8 @@ def _notes(extra: dict[str, Any]) -> str:
     if extra.get("C") is not None:
         parts.append(f"C={extra['C']:.3g}")
     if extra.get("skipped_images"):
-        parts.append(f"{extra['skipped_images']} bad images skipped")
+        n_bad = extra["skipped_images"]
+        parts.append(f"{n_bad} bad image{'' if n_bad == 1 else 's'} skipped")
     if extra.get("limit"):
         parts.append(f"--limit {extra['limit']}")
     return ", ".join(parts)
