@@ -268,10 +268,15 @@ def _add_sweep(sub: Any) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from . import distributed as ddp
     from .sweep import read_models_file, run_sweep
 
+    rows: list[dict[str, Any]] | None = [] if args.format == "json" else None
     counts = run_sweep(read_models_file(args.models), args.tasks, args.protocols, _eval_config(args),
-                       device=args.device, precision=args.precision)
+                       device=args.device, precision=args.precision, rows_out=rows,
+                       echo=print if rows is None else (lambda msg: print(msg, file=sys.stderr)))
+    if rows is not None and ddp.is_main():
+        print_rows(rows, "json")  # exactly the rows of the jobs this sweep ran
     return 1 if counts["failed"] else 0
 
 

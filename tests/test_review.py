@@ -105,3 +105,19 @@ def test_skipped_image_in_a_batch_that_straddles_two_shards(tmp_path, eval_confi
     whole = zeroshot("tiny-clip-digits", str(task), replace(eval_config, cache_dir=None, extract=replace(
         extract, batch_size=64, shard_size=64)), device="cpu")
     assert rows[0]["value"] == whole[0]["value"]
+
+
+def test_sweep_format_json_prints_only_the_rows(tmp_path, capsys):
+    """`--format json` is among sweep's options: stdout is exactly the rows of the jobs run (was: ignored)."""
+    models = tmp_path / "models.txt"
+    models.write_text("tiny-clip-digits\n")
+    args = ["sweep", "--models", str(models), "--tasks", "digits", "--cache-dir", str(tmp_path / "c"),
+            "--output-dir", str(tmp_path / "o"), "--workers", "0", "--device", "cpu", "--format", "json"]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    rows = json.loads(out.out)
+    assert [round(r["value"], 2) for r in rows if r["is_main"]] == [91.67]
+    assert "1 ran" in out.err
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out) == [] and "1 already in the results" in out.err
