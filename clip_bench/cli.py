@@ -168,15 +168,17 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, out: Any = None) -> None:
         metric = r["metric"] + (" *" if r.get("is_main") else "")
         ci = f"{r['ci_low']:.1f}-{r['ci_high']:.1f}" if r.get("ci_low") is not None else ""
         lines.append((label, task, r["protocol"], metric, f"{r['value']:.2f}", ci, str(r["n"]), _notes(r.get("extra") or {})))
-    if not any(row[-1] for row in lines[1:]):  # no row has notes: leave the column out
-        header, lines = header[:-1], [row[:-1] for row in lines]
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    has_ci = any(row[5] for row in lines[1:])
+    keep = [j for j in range(len(header)) if (j != 5 or has_ci) and (j != 7 or any(row[7] for row in lines[1:]))]
+    lines = [tuple(row[j] for j in keep) for row in lines]  # columns no row fills (CI, notes) are left out
+    widths = [max(len(row[i]) for row in lines) for i in range(len(keep))]
     for i, row in enumerate(lines):
-        out.write("  ".join(c.ljust(w) if j not in (4, 5, 6) else c.rjust(w)
+        out.write("  ".join(c.ljust(w) if keep[j] not in (4, 5, 6) else c.rjust(w)
                             for j, (c, w) in enumerate(zip(row, widths))).rstrip() + "\n")
         if i == 0:
             out.write("  ".join("-" * w for w in widths) + "\n")
-    out.write("* main metric of the task; values in percent; 95% CI as in the rows' ci_method\n")
+    ci_note = "; 95% CI as in the rows' ci_method" if has_ci else ""
+    out.write(f"* main metric of the task; values in percent{ci_note}\n")
 
 
 def _notes(extra: dict[str, Any]) -> str:

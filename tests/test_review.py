@@ -121,3 +121,35 @@ def test_sweep_format_json_prints_only_the_rows(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr()
     assert json.loads(out.out) == [] and "1 already in the results" in out.err
+
+
+def _readme_console(command: str) -> str:
+    """The output the README shows under `$ <command>` in a console block."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(f"$ {command}\n", 1)[1]
+    return block.split("```", 1)[0]
+
+
+def test_readme_quickstart_table_is_what_zeroshot_prints(eval_config, capsys):
+    from dataclasses import replace
+
+    from clip_bench import zeroshot
+    from clip_bench.cli import print_rows
+
+    rows = zeroshot("tiny-clip-digits", "digits", replace(eval_config, output_dir=None), device="cpu")
+    print_rows(rows, "table")
+    assert capsys.readouterr().out == _readme_console("clip-bench zeroshot --model tiny-clip-digits --task digits")
+
+
+def test_rows_without_intervals_print_no_empty_ci_column(capsys):
+    """Retrieval rows carry no interval: the table has no blank '95% CI' column (as the README shows)."""
+    from clip_bench.cli import print_rows
+
+    rows = [make_row(model="tiny-clip-digits", pretrained="builtin", task="flickr30k", protocol="retrieval",
+                     metric=m, value=v, is_main=main, n=n)
+            for m, v, main, n in (("text_retrieval_recall@1", 16.0, False, 50), ("mean_recall", 66.18, True, 149))]
+    print_rows(rows, "table")
+    out = capsys.readouterr().out
+    assert "95% CI" not in out and out.splitlines()[-1] == "* main metric of the task; values in percent"
+    assert out.splitlines()[2].split() == ["tiny-clip-digits", "(builtin)", "flickr30k", "retrieval",
+                                           "text_retrieval_recall@1", "16.00", "50"]
