@@ -153,3 +153,13 @@ def test_rows_without_intervals_print_no_empty_ci_column(capsys):
     assert "95% CI" not in out and out.splitlines()[-1] == "* main metric of the task; values in percent"
     assert out.splitlines()[2].split() == ["tiny-clip-digits", "(builtin)", "flickr30k", "retrieval",
                                            "text_retrieval_recall@1", "16.00", "50"]
+
+
+def test_classname_count_error_shows_the_task_names_instead_of_a_command_that_does_not():
+    from clip_bench.evaluate import _check_classname_count
+    from clip_bench.tasks import get_task
+
+    with pytest.raises(ClipBenchError) as err:
+        _check_classname_count(get_task("digits"), 9, "cn.txt")
+    assert "its own names: '0', '1', '2', ..., '9'" in str(err.value)
+    assert "clip-bench tasks" not in str(err.value)  # `clip-bench tasks digits` shows no class names
