@@ -235,17 +235,20 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .models import BUILTIN_MODELS, OPENAI_ALIASES, list_pretrained
 
     flt = (args.filter or "").lower()
-    print("built-in (offline):")
-    for name in BUILTIN_MODELS:
-        print(f"  {name}")
-    print("OpenAI names (--pretrained defaults to openai):")
-    for name, arch in OPENAI_ALIASES.items():
-        if flt in name.lower() or flt in arch.lower():
-            print(f"  {name:16s} -> {arch}")
-    print("open_clip architecture / pretrained tag:")
-    for arch, tag in list_pretrained():
-        if flt in arch.lower() or flt in tag.lower():
-            print(f"  {arch:40s} --pretrained {tag}")
+    sections = [
+        ("built-in (offline):", [f"  {name}" for name in BUILTIN_MODELS if flt in name.lower()]),
+        ("OpenAI names (--pretrained defaults to openai):",
+         [f"  {name:16s} -> {arch}" for name, arch in OPENAI_ALIASES.items() if flt in name.lower() or flt in arch.lower()]),
+        ("open_clip architecture / pretrained tag:",
+         [f"  {arch:40s} --pretrained {tag}" for arch, tag in list_pretrained() if flt in arch.lower() or flt in tag.lower()]),
+    ]
+    if not any(lines for _, lines in sections):
+        raise ClipBenchError(f"no model name or pretrained tag contains {args.filter!r}; `clip-bench models` lists them "
+                             "all (local checkpoints, folders and hub references are accepted too, see the README).")
+    for title, lines in sections:
+        if lines:
+            print(title)
+            print("\n".join(lines))
     return 0
 
 

@@ -163,3 +163,11 @@ def test_classname_count_error_shows_the_task_names_instead_of_a_command_that_do
         _check_classname_count(get_task("digits"), 9, "cn.txt")
     assert "its own names: '0', '1', '2', ..., '9'" in str(err.value)
     assert "clip-bench tasks" not in str(err.value)  # `clip-bench tasks digits` shows no class names
+
+
+def test_models_filter_applies_to_every_section(capsys):
+    assert main(["models", "--filter", "siglip"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-clip-digits" not in out and "ViT-B-16-SigLIP" in out  # the built-in model ignored the filter
+    assert main(["models", "--filter", "no-such-model-zzz"]) == 2
+    assert "no model name or pretrained tag contains 'no-such-model-zzz'" in capsys.readouterr().err
