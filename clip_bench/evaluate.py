@@ -46,7 +46,7 @@ class EvalConfig:
     classnames: str | None = None
     limit: int | None = None
     download: bool = False
-    feature_kind: str = "embed"
+    feature_kind: str = "auto"  # probes: auto | embed | pre-proj (probe_features); zero-shot always uses embed
     extract: ExtractConfig = field(default_factory=ExtractConfig)
 
     @property
@@ -107,6 +107,7 @@ def provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str
 
 def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
     """Zero-shot result rows for one task (main split, plus any class-subset rows)."""
+    cfg = replace(cfg, feature_kind="embed")  # zero-shot always scores the image embedding
     prompt_set = task.prompt_set(cfg.classnames, cfg.templates)
     split = task.eval_split
     feats = get_features(handle, task, split, cfg)

@@ -1,11 +1,14 @@
 """Linear-probe and few-shot protocols over cached features: rows in the same results as zero-shot.
 
 Features come from the feature cache (extracting only what is missing); once they exist, the model
-is never loaded. The probe maths lives in ``clip_bench.probe``.
+is never loaded. They stay float16 and memory-mapped (``probe_features``). Which probes a task runs
+(one, one per fold, one per official split) is data in its task file (``probe_runs``). The probe
+maths lives in ``clip_bench.probe``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -13,33 +16,47 @@ import numpy as np
 from . import distributed as ddp
 from .errors import ClipBenchError
 from .evaluate import EvalConfig, get_features, provenance, run_protocol
+from .features import Features, subset_indices
 from .metrics import main_metric, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
 from .probe.protocol import ProbeConfig, run_fewshot, run_linear_probe
+from .probe_features import normalized_rows, resolve_feature_kind
+from .probe_runs import ProbePlan, ProbeRun, probe_plan, read_folds
 from .progress import progress_bar
 from .results import make_row
 from .tasks import TaskSpec
 
 
-def _as_float(x: np.ndarray, normalize: bool) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    if normalize:
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return x
+class _ProbeData:
+    """One task's probe inputs: features per split (loaded once, float16), labels, the feature kind."""
 
+    def __init__(self, handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, normalize: bool) -> None:
+        self.handle, self.task, self.cfg, self.normalize = handle, task, cfg, normalize
+        self.kind = resolve_feature_kind(handle.spec.arch_config, cfg.feature_kind)
+        self._cache: dict[str, tuple[Features, np.ndarray]] = {}
 
-def _split_features(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, normalize: bool) -> dict[str, Any]:
-    """train / val (if the task has one) / test features and labels."""
-    if task.train_split is None:
-        raise ClipBenchError(f"task {task.name!r} has no train split, so it cannot be probed (splits: {', '.join(task.splits)}).")
-    out: dict[str, Any] = {}
-    for role, split in (("train", "train"), ("val", "val" if "val" in task.splits else None), ("test", task.eval_split)):
+    def split(self, split: str) -> tuple[Features, np.ndarray]:
+        """(features, probe-ready X) of a split; X is the cache's float16 memmap unless normalised."""
+        if split not in self._cache:
+            f = get_features(self.handle, self.task, split, self.cfg, kind=self.kind)
+            X = normalized_rows(f.features) if self.normalize else f.features
+            self._cache[split] = (f, X)
+        return self._cache[split]
+
+    def xy(self, split: str | None, training: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Features and targets of a split. Multi-label targets may hold -1 (ignore: VOC's "difficult");
+        a probe trains with them as negatives, while the test metric skips them."""
         if split is None:
-            out[role] = (None, None)
-            continue
-        f = get_features(handle, task, split, cfg)
-        out[role] = (_as_float(f.features, normalize), np.asarray(f.labels))
-    return out
+            return None, None
+        f, X = self.split(split)
+        y = np.asarray(f.labels)
+        if training and y.ndim == 2:
+            y = np.where(y < 0, 0, y).astype(y.dtype, copy=False)
+        return X, y
+
+    @property
+    def dim(self) -> int:
+        return int(next(iter(self._cache.values()))[1].shape[1]) if self._cache else 0
 
 
 def _metric(task: TaskSpec, bar: Any = None) -> Any:
@@ -54,10 +71,21 @@ def _metric(task: TaskSpec, bar: Any = None) -> Any:
     return scored
 
 
-def _common(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, normalize: bool) -> dict[str, Any]:
+def _common(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, data: _ProbeData) -> dict[str, Any]:
     row = provenance(handle, task, cfg)
-    row["feature_kind"] += "+l2" if normalize else ""
-    return {**row, "metric": main_metric_key(task.metric), "is_main": True, "subset": None}
+    row["feature_kind"] = data.kind + ("+l2" if data.normalize else "")
+    return {**row, "metric": main_metric_key(task.metric), "is_main": True, "subset": None,
+            "features_requested": cfg.feature_kind, "feature_dim": data.dim}
+
+
+def _fold_rows(data: _ProbeData, plan: ProbePlan, run: ProbeRun, folds: Any) -> np.ndarray:
+    """Rows of the split's features that make up fold `run.fold` (mapped through a --limit subset)."""
+    f, _ = data.split(run.train)
+    fold = folds.indices[run.fold]
+    if data.cfg.limit is None:
+        return fold
+    positions = subset_indices(int(f.meta.get("dataset_size", len(f))), data.cfg.limit)
+    return np.flatnonzero(np.isin(positions, fold))
 
 
 def linprobe(
@@ -72,20 +100,58 @@ def linprobe(
     normalize: bool = False,
     **overrides: Any,
 ) -> list[dict[str, Any]]:
-    """The paper's linear probe on each task: C chosen on val, refit on train+val, test main metric."""
+    """The paper's linear probe on each task: C chosen on val, refit on train+val, test main metric.
+
+    Tasks whose protocol runs several probes (STL-10's 10 folds, UCF101's 3 splits) give one row per
+    run (``is_main`` false) and a mean row with the spread (the main value)."""
     probe = probe or ProbeConfig()
 
     def body(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
-        s = _split_features(handle, task, cfg, normalize)
-        with progress_bar(desc=f"{task.name}: C search", unit="fit", quiet=cfg.quiet or not ddp.is_main()) as bar:
-            res = run_linear_probe(*s["train"], *s["val"], *s["test"], _metric(task, bar), seed=seed, config=probe,
-                                   multilabel=task.multilabel, n_classes=len(task.prompt_set().classnames))
-        return [make_row(
-            **_common(handle, task, cfg, normalize), protocol="linear_probe", value=res["test_score"], n=res["n_test"],
-            C=res["C"], solver=res["solver"], seed=seed, val_score=res["val_score"], val_source=res["val_source"],
-            n_train=res["n_train"], n_val=res["n_val"], n_refit=res["n_refit"], n_iter=res["n_iter"],
-            converged=res["converged"], wall_time_s=round(res["wall_time_s"], 3), sweep=res["sweep"],
-        )]
+        plan = probe_plan(task)
+        data = _ProbeData(handle, task, cfg, normalize)
+        folds = None
+        if plan.aggregate == "folds":
+            f, _ = data.split(plan.runs[0].train)
+            folds = read_folds(plan, task.source(cfg.source), cfg.data_root, int(f.meta.get("dataset_size", len(f))))
+        n_classes = len(task.prompt_set().classnames)
+        results = []
+        for run in plan.runs:
+            train_X, train_y = data.xy(run.train, training=True)
+            if run.fold is not None:
+                rows = _fold_rows(data, plan, run, folds)
+                train_X, train_y = train_X[rows], train_y[rows]
+            val_X, val_y = data.xy(run.val, training=True)
+            test_X, test_y = data.xy(run.test, training=False)
+            desc = f"{task.name}{f' {run.name}' if run.name else ''}: C search"
+            with progress_bar(desc=desc, unit="fit", quiet=cfg.quiet or not ddp.is_main()) as bar:
+                res = run_linear_probe(train_X, train_y, val_X, val_y, test_X, test_y, _metric(task, bar), seed=seed,
+                                       config=probe, multilabel=task.multilabel, n_classes=n_classes)
+            results.append((run, res))
+        common = _common(handle, task, cfg, data)
+        rows = []
+        for run, res in results:
+            where = {} if plan.aggregate is None else {
+                "run": run.name, "train_split": run.train, "val_split": run.val, "test_split": run.test,
+                **({"fold": run.fold, "folds_sha256": folds.sha256} if folds is not None else {}),
+            }
+            rows.append(make_row(
+                **{**common, "is_main": plan.aggregate is None}, protocol="linear_probe", value=res["test_score"],
+                n=res["n_test"], C=res["C"], solver=res["solver"], seed=seed, val_score=res["val_score"],
+                val_source=res["val_source"], n_train=res["n_train"], n_val=res["n_val"], n_refit=res["n_refit"],
+                n_iter=res["n_iter"], converged=res["converged"], wall_time_s=round(res["wall_time_s"], 3),
+                sweep=res["sweep"], **where,
+            ))
+        if plan.aggregate is not None:
+            values = [res["test_score"] for _, res in results]
+            tests = {run.test: res["n_test"] for run, res in results}
+            rows.append(make_row(
+                **common, protocol="linear_probe", value=float(np.mean(values)), n=int(sum(tests.values())),
+                aggregate="mean", over=plan.aggregate, n_runs=len(values), runs=[r.name for r, _ in results],
+                run_values=values, std=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                min=float(np.min(values)), max=float(np.max(values)), seed=seed, solver=probe.solver,
+                **({"folds_sha256": folds.sha256} if folds is not None else {}),
+            ))
+        return rows
 
     return run_protocol(model, tasks, config, pretrained, device, precision, overrides, body)
 
@@ -105,7 +171,9 @@ def fewshot(
     with_zeroshot: bool = True,
     **overrides: Any,
 ) -> list[dict[str, Any]]:
-    """k-shot probes per (k, seed) plus mean/std rows, and the zero-shot rows for the same model and task."""
+    """k-shot probes per (k, seed) plus mean/std rows, and the zero-shot rows for the same model and task.
+
+    Shots are drawn from the task's train split and scored on its eval split (for UCF101: split 1)."""
     from .evaluate import evaluate_zeroshot_task
 
     probe = probe or ProbeConfig()
@@ -113,11 +181,15 @@ def fewshot(
     def body(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
         if task.multilabel:
             raise ClipBenchError(f"task {task.name!r} is multi-label; k-shot sampling per class is not defined for it.")
-        s = _split_features(handle, task, cfg, normalize)
-        train_X, train_y = s["train"]
-        test_X, test_y = s["test"]
+        if task.train_split is None:
+            raise ClipBenchError(
+                f"task {task.name!r} has no train split, so it cannot be probed (splits: {', '.join(task.splits)})."
+            )
+        data = _ProbeData(handle, task, cfg, normalize)
+        train_X, train_y = data.xy(task.train_split, training=True)
+        test_X, test_y = data.xy(task.eval_split, training=False)
         n_classes = len(task.prompt_set().classnames)
-        common = _common(handle, task, cfg, normalize)
+        common = _common(handle, task, cfg, data)
         rows = []
         bar = progress_bar(total=len(shots) * seeds, desc=f"{task.name}: k-shot probes", unit="probe",
                            quiet=cfg.quiet or not ddp.is_main())
@@ -138,8 +210,9 @@ def fewshot(
                 aggregate="mean", std=float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0, seeds=seeds,
             ))
         bar.close()
-        if with_zeroshot:
-            rows.extend(evaluate_zeroshot_task(handle, task, cfg))
+        if with_zeroshot:  # zero-shot always scores the image embedding, whatever the probe used
+            rows.extend(evaluate_zeroshot_task(handle, task, replace(cfg, feature_kind="embed")))
         return rows
 
     return run_protocol(model, tasks, config, pretrained, device, precision, overrides, body)
+

@@ -1,0 +1,71 @@
+"""Which features a probe uses: the paper's pre-projection ViT representation by default, decided from
+the architecture config before any model loads; the embedding where that is not defined; float16 end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import open_clip
+import pytest
+
+from clip_bench.errors import ClipBenchError
+from clip_bench.linprobe import fewshot, linprobe
+from clip_bench.models import resolve_model
+from clip_bench.probe.protocol import ProbeConfig
+from clip_bench.probe_features import normalized_rows, pre_projection_width, resolve_feature_kind
+
+FAST = ProbeConfig(max_iter=100, steps_per_decade=2)  # the rows' feature kind is the point, not C
+TEXT = {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1}
+TINY_VIT = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 48, "head_width": 16,
+                                            "patch_size": 8}, "text_cfg": TEXT}
+TINY_RESNET = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8,
+                                               "head_width": 64}, "text_cfg": TEXT}
+
+
+def test_auto_follows_the_architecture_config():
+    assert resolve_feature_kind(open_clip.get_model_config("ViT-B-32"), "auto") == "pre-proj"
+    assert pre_projection_width(open_clip.get_model_config("ViT-B-32")) == 768  # the paper's I_f, not 512
+    for arch in ("RN50", "convnext_base"):  # ModifiedResNet; a timm tower
+        assert resolve_feature_kind(open_clip.get_model_config(arch), "auto") == "embed", arch
+    assert resolve_feature_kind(open_clip.get_model_config("coca_ViT-B-32"), "auto") == "embed"  # attention pool
+    assert resolve_feature_kind({"source": "hf-hub:org/repo"}, "auto") == "embed"  # unknown before loading
+    assert resolve_feature_kind(resolve_model("tiny-clip-digits").arch_config, "auto") == "pre-proj"
+    assert resolve_feature_kind(open_clip.get_model_config("RN50"), "pre-proj") == "pre-proj"  # forced: as asked
+    with pytest.raises(ClipBenchError, match="unknown feature kind 'penultimate'"):
+        resolve_feature_kind({}, "penultimate")
+
+
+def _write(tmp_path, name, cfg):
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_auto_probes_a_random_vit_before_its_projection_and_a_resnet_on_its_embedding(tmp_path, eval_config):
+    vit = linprobe(_write(tmp_path, "tiny-vit", TINY_VIT), "digits", eval_config, device="cpu", limit=300, probe=FAST)[0]
+    assert vit["feature_kind"] == "pre-proj" and vit["extra"]["feature_dim"] == 48  # vision width, not embed_dim 16
+    assert vit["extra"]["features_requested"] == "auto"
+    embed = linprobe(_write(tmp_path, "tiny-vit", TINY_VIT), "digits", eval_config, device="cpu", limit=300, probe=FAST,
+                     feature_kind="embed")[0]
+    assert embed["feature_kind"] == "embed" and embed["extra"]["feature_dim"] == 16
+    rn = linprobe(_write(tmp_path, "tiny-rn", TINY_RESNET), "digits", eval_config, device="cpu", limit=300, probe=FAST)[0]
+    assert rn["feature_kind"] == "embed" and rn["extra"]["feature_dim"] == 16
+    with pytest.raises(ClipBenchError, match="needs a ViT image tower"):
+        linprobe(_write(tmp_path, "tiny-rn", TINY_RESNET), "digits", eval_config, device="cpu", limit=300, probe=FAST,
+                 feature_kind="pre-proj")
+
+
+def test_fewshot_probes_pre_projection_but_zero_shot_scores_the_embedding(eval_config):
+    rows = fewshot("tiny-clip-digits", "digits", eval_config, shots=(2,), seeds=1, device="cpu")
+    assert {r["feature_kind"] for r in rows if r["protocol"] == "fewshot_k2"} == {"pre-proj"}
+    zs = [r for r in rows if r["protocol"] == "zeroshot" and r["is_main"]]
+    assert zs and zs[0]["feature_kind"] == "embed" and zs[0]["value"] == pytest.approx(91.67, abs=0.01)
+
+
+def test_normalized_rows_stays_float16_and_matches_a_float32_reference():
+    x = np.random.default_rng(0).normal(size=(1000, 24)).astype(np.float16)
+    out = normalized_rows(x, chunk_rows=64)
+    ref = x.astype(np.float32) / np.linalg.norm(x.astype(np.float32), axis=1, keepdims=True)
+    assert out.dtype == np.float16 and np.abs(out.astype(np.float32) - ref).max() < 1e-3
