@@ -165,7 +165,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(infos, indent=2))
     else:
-        print(format_task_table(infos))
+        print(format_task_table(infos, details=bool(args.names)))  # named tasks: with their descriptions
     return 0
 
 

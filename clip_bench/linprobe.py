@@ -21,7 +21,7 @@ from .metrics import main_metric, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
 from .probe.protocol import ProbeConfig, run_fewshot, run_linear_probe
 from .probe_features import normalized_rows, resolve_feature_kind
-from .probe_runs import ProbePlan, ProbeRun, probe_plan, read_folds
+from .probe_runs import ProbePlan, ProbeRun, check_fold_source, probe_plan, read_folds
 from .progress import progress_bar
 from .results import make_row
 from .tasks import TaskSpec
@@ -108,6 +108,7 @@ def linprobe(
 
     def body(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
         plan = probe_plan(task)
+        check_fold_source(plan, task.source(cfg.source))
         data = _ProbeData(handle, task, cfg, normalize)
         folds = None
         if plan.aggregate == "folds":

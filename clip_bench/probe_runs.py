@@ -131,14 +131,19 @@ class Folds:
     path: Path
 
 
-def read_folds(plan: ProbePlan, source: Any, data_root: Path, split_size: int) -> Folds:
-    """The source's fold file, checked: `count` lines of indices in ``[0, split_size)``."""
-    if source.name not in plan.fold_files:
+def check_fold_source(plan: ProbePlan, source: Any) -> None:
+    """A clear error, before any data is read, when a fold protocol runs on a source without folds."""
+    if plan.aggregate == "folds" and source.name not in plan.fold_files:
         listed = ", ".join(plan.fold_files)
         raise ClipBenchError(
             f"source {source.name!r} has no predefined folds, and this task's linear probe runs on them "
-            f"(one probe per fold); use --source {listed.split(', ')[0]} (sources with folds: {listed})."
+            f"(one probe per fold); use --source {next(iter(plan.fold_files))} (sources with folds: {listed})."
         )
+
+
+def read_folds(plan: ProbePlan, source: Any, data_root: Path, split_size: int) -> Folds:
+    """The source's fold file, checked: `count` lines of indices in ``[0, split_size)``."""
+    check_fold_source(plan, source)
     path = Path(data_root).expanduser() / (source.path or "") / plan.fold_files[source.name]
     if not path.is_file():
         raise ClipBenchError(f"the fold file {path} is missing; it ships with the dataset (re-download or restore it).")
