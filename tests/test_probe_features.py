@@ -16,6 +16,7 @@ from clip_bench.probe.protocol import ProbeConfig
 from clip_bench.probe_features import normalized_rows, pre_projection_width, resolve_feature_kind
 
 FAST = ProbeConfig(max_iter=100, steps_per_decade=2)  # the rows' feature kind is the point, not C
+TINY = ProbeConfig(max_iter=20, steps_per_decade=1)
 TEXT = {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1}
 TINY_VIT = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 48, "head_width": 16,
                                             "patch_size": 8}, "text_cfg": TEXT}
@@ -69,3 +70,26 @@ def test_normalized_rows_stays_float16_and_matches_a_float32_reference():
     out = normalized_rows(x, chunk_rows=64)
     ref = x.astype(np.float32) / np.linalg.norm(x.astype(np.float32), axis=1, keepdims=True)
     assert out.dtype == np.float16 and np.abs(out.astype(np.float32) - ref).max() < 1e-3
+
+
+@pytest.mark.slow
+def test_probes_get_the_cached_float16_memmap_not_a_float32_copy(eval_config, monkeypatch):
+    """Regression (issue 9 item 15): features used to be copied into full float32 arrays before the probe."""
+    import clip_bench.linprobe as lp
+
+    seen = []
+    real = lp.run_linear_probe
+
+    def spy(train_X, train_y, val_X, val_y, test_X, *args, **kwargs):
+        seen.append((train_X, val_X, test_X))
+        return real(train_X, train_y, val_X, val_y, test_X, *args, **kwargs)
+
+    monkeypatch.setattr(lp, "run_linear_probe", spy)
+    linprobe("tiny-clip-digits", "digits", eval_config, device="cpu", probe=TINY, limit=300)  # extracts, then probes
+    linprobe("tiny-clip-digits", "digits", eval_config, device="cpu", probe=TINY, limit=300)  # from the cache
+    for X in seen[1]:
+        assert X.dtype == np.float16 and isinstance(X, np.memmap)  # the cache file itself, mapped
+    linprobe("tiny-clip-digits", "digits", eval_config, device="cpu", probe=TINY, limit=300, normalize=True)
+    assert all(X.dtype == np.float16 for X in seen[2])
+    norms = np.linalg.norm(seen[2][0].astype(np.float32), axis=1)
+    assert np.allclose(norms, 1.0, atol=2e-3)
