@@ -7,6 +7,7 @@ from typing import Any
 
 from .class_groups import num_task_classes
 from .errors import ClipBenchError
+from .retrieval import task_kind
 from .task_status import task_status
 from .tasks import expand_tasks, get_task, list_tasks
 
@@ -19,9 +20,10 @@ def describe_tasks(names: list[str] | None = None, data_root: Path | None = None
     out = []
     for name in expand_tasks(names) if names else list_tasks():
         task = get_task(name)
+        kind = task_kind(task)
         try:
-            ps = task.prompt_set()
-            n_classes, n_templates = num_task_classes(task), len(ps.templates) or len(ps.per_class or {})
+            ps = task.prompt_set() if kind == "classification" else None  # retrieval: captions, no classes
+            n_classes, n_templates = (num_task_classes(task), len(ps.templates) or len(ps.per_class or {})) if ps else (0, 0)
         except ClipBenchError as exc:
             n_classes, n_templates = 0, 0
             status_note = str(exc)
@@ -29,7 +31,7 @@ def describe_tasks(names: list[str] | None = None, data_root: Path | None = None
             status_note = ""
         present, detail = task_status(task, data_root)
         out.append({
-            "name": task.name, "version": task.version, "classes": n_classes, "templates": n_templates,
+            "name": task.name, "kind": kind, "version": task.version, "classes": n_classes, "templates": n_templates,
             "metric": task.metric, "sources": list(task.sources), "default_source": task.default_source,
             "data_present": present, "detail": status_note or detail, "description": task.description,
         })

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_args(zs)
     zs.add_argument("--templates", default=None, help="templates file (JSON list, .txt, or CuPL JSON class -> sentences)")
     zs.add_argument("--classnames", default=None, help="class-names file (JSON list or .txt), in the task's label order")
+    zs.add_argument("--caption-template", default=None, help="retrieval tasks: put each caption in this text at {} "
+                    "(e.g. 'a photo of {}'); recorded in the rows")
     zs.set_defaults(func=cmd_zeroshot)
 
     tasks = sub.add_parser("tasks", help="list tasks: classes, templates, metric, sources, data present")
@@ -86,6 +88,7 @@ def _eval_config(args: argparse.Namespace) -> Any:
         source=args.source,
         templates=getattr(args, "templates", None),
         classnames=getattr(args, "classnames", None),
+        caption_template=getattr(args, "caption_template", None),
         limit=args.limit,
         download=args.download,
         feature_kind=getattr(args, "features", None) or "auto",

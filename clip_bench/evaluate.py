@@ -25,6 +25,7 @@ from .features import (
 from .metrics import all_metrics, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
 from .results import append_rows, make_row, now_iso, versions, write_leaderboard
+from .retrieval import evaluate_retrieval_task, task_kind
 from .tasks import TaskSpec, expand_tasks, get_task
 from .zeroshot_head import build_classifier, zeroshot_logits
 
@@ -47,6 +48,7 @@ class EvalConfig:
     limit: int | None = None
     download: bool = False
     feature_kind: str = "auto"  # probes: auto | embed | pre-proj (probe_features); zero-shot always uses embed
+    caption_template: str | None = None  # retrieval tasks: "{}" is replaced by each caption
     extract: ExtractConfig = field(default_factory=ExtractConfig)
 
     @property
@@ -68,7 +70,8 @@ def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfi
     indices = subset_indices(len(data), cfg.limit)
     return extract(
         handle, data, indices, cache, kind, cfg.extract,
-        provenance={"dataset_size": len(data)}, desc=f"{task.name}/{split}",
+        provenance={"dataset_size": len(data), **(data.cache_provenance() if hasattr(data, "cache_provenance") else {})},
+        desc=f"{task.name}/{split}",
     )
 
 
@@ -106,8 +109,10 @@ def provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str
 
 
 def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
-    """Zero-shot result rows for one task (main split, plus any class-subset rows)."""
+    """Zero-shot result rows for one task (main split, plus any class-subset rows); retrieval tasks score recall@k."""
     cfg = replace(cfg, feature_kind="embed")  # zero-shot always scores the image embedding
+    if task_kind(task) == "retrieval":
+        return evaluate_retrieval_task(handle, task, cfg)
     prompt_set = task.prompt_set(cfg.classnames, cfg.templates)
     split = task.eval_split
     feats = get_features(handle, task, split, cfg)

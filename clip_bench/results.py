@@ -92,11 +92,16 @@ def model_label(row: dict[str, Any]) -> str:
     return f"{row['model']}" + (f" ({row['pretrained']})" if row.get("pretrained") else "")
 
 
+#: Row protocols shown in a protocol's leaderboard: zero-shot retrieval tasks sit beside zero-shot classification.
+LEADERBOARD_PROTOCOLS = {"zeroshot": ("zeroshot", "retrieval")}
+
+
 def leaderboard(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> Any:
     """DataFrame: one line per (model, pretrained), one column per task's main metric (latest run wins)."""
     import pandas as pd
 
-    main = [r for r in rows if r.get("is_main") and r.get("protocol") == protocol and not r.get("subset")]
+    protocols = LEADERBOARD_PROTOCOLS.get(protocol, (protocol,))
+    main = [r for r in rows if r.get("is_main") and r.get("protocol") in protocols and not r.get("subset")]
     if not main:
         return pd.DataFrame(columns=["model", "pretrained"])
     df = pd.DataFrame(main).sort_values("date", kind="stable")

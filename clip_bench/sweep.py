@@ -15,6 +15,7 @@ from .models import ModelHandle, resolve_model
 from .progress import progress_bar
 from .registry import Registry
 from .results import read_rows
+from .retrieval import task_kind
 from .tasks import expand_tasks, get_task
 
 #: protocol name -> (function(model_handle, task_name, cfg) -> rows, the protocol name its rows carry)
@@ -73,7 +74,9 @@ def plan(models: list[ModelEntry], tasks: list[str], protocols: list[str]) -> li
     names = expand_tasks(tasks)
     for n in names:
         get_task(n)
-    return [Job(m, t, p) for m in models for t in names for p in protocols]
+    # retrieval tasks have no classes to probe: only their zero-shot job exists
+    return [Job(m, t, p) for m in models for t in names for p in protocols
+            if p == "zeroshot" or task_kind(get_task(t)) != "retrieval"]
 
 
 def _finished(rows: list[dict[str, Any]]) -> set[tuple[str, str, int, str]]:
@@ -87,7 +90,8 @@ def is_done(job: Job, finished: set[tuple[str, str, int, str]]) -> bool:
     """A job is done when a main-metric row exists for the same model weights, task version and protocol."""
     fp = resolve_model(job.model.name, job.model.pretrained).fingerprint
     task = get_task(job.task)
-    return (fp, task.name, task.version, ROW_PROTOCOL.get(job.protocol, job.protocol)) in finished
+    protocol = "retrieval" if task_kind(task) == "retrieval" else ROW_PROTOCOL.get(job.protocol, job.protocol)
+    return (fp, task.name, task.version, protocol) in finished
 
 
 def run_sweep(

@@ -15,7 +15,7 @@ from .io_utils import sha256_json
 from .prompts import PromptSet, load_prompt_set
 from .resources import data_dir
 
-METRICS = ("accuracy", "mean_per_class_recall", "map_11point", "roc_auc", "mean_top1_top5")
+METRICS = ("accuracy", "mean_per_class_recall", "map_11point", "roc_auc", "mean_top1_top5", "mean_recall")
 COLLECTIONS_FILE = "collections.yaml"
 
 

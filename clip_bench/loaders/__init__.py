@@ -25,6 +25,8 @@ LOADERS.register("wds", "clip_bench.loaders.webdataset:load_wds")
 LOADERS.register("hf_datasets", "clip_bench.loaders.hf_datasets:load_hf_datasets")
 LOADERS.register("indexfolder", "clip_bench.loaders.indexfolder:load_indexfolder")
 LOADERS.register("video", "clip_bench.loaders.video:load_video")
+LOADERS.register("wds_retrieval", "clip_bench.loaders.retrieval:load_wds_retrieval")
+LOADERS.register("karpathy_json", "clip_bench.loaders.retrieval:load_karpathy_json")
 
 
 def load_split(

@@ -12,6 +12,7 @@ import pandas as pd
 from ..errors import ClipBenchError
 from ..io_utils import write_text_atomic
 from ..progress import progress_bar
+from ..retrieval_report import retrieval_section
 from . import fewshot, html
 from .markdown import to_markdown
 from .plot_fewshot import METRIC_LABEL, plot_curves, plot_shots_to_match, references
@@ -95,6 +96,7 @@ def build_report(
     steps = progress_bar(total=5, desc="report", unit="part", quiet=quiet)
     sections: list[tuple[str, list[str]]] = []
     sections += _leaderboards(rows, comparison, out, summary)
+    sections += retrieval_section(rows, out, summary)
     steps.update()
     sections += _published(comparison, out, summary)
     steps.update()
@@ -123,7 +125,7 @@ def build_report(
 
 
 #: Files only build_report writes; any not rewritten by this run describe older data and are removed.
-OWNED = ("leaderboard.md", "published_comparison.csv", "effective_robustness.csv", "shots_to_match.csv")
+OWNED = ("leaderboard.md", "published_comparison.csv", "effective_robustness.csv", "shots_to_match.csv", "retrieval.csv")
 OWNED_PLOTS = ("effective_robustness.png", "fewshot_*.png", "shots_to_match_*.png")
 
 

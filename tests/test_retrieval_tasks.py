@@ -1,0 +1,182 @@
+"""Retrieval tasks end to end with the tiny CLIP on digit fixtures in the real formats (clip-benchmark
+retrieval WebDataset, Karpathy JSON), plus the catalogue, CLI, sweep, caches and loader errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixture_writers import fixture_task
+from retrieval_fixtures import digit_retrieval_set, write_karpathy, write_retrieval_wds
+
+from clip_bench import zeroshot
+from clip_bench.cli import main
+from clip_bench.errors import DataNotFoundError
+from clip_bench.evaluate import get_features
+from clip_bench.loaders import load_split
+from clip_bench.models import ModelHandle
+from clip_bench.results import read_rows
+from clip_bench.retrieval import flatten_captions, l2_normalize, task_kind
+from clip_bench.sweep import ModelEntry, run_sweep
+from clip_bench.tasks import expand_tasks, get_task
+from clip_bench.text_cache import TextEmbeddingCache
+from clip_bench.text_encoder import encode_prompts
+
+METRICS = [f"text_retrieval_recall@{k}" for k in (1, 5, 10)] + [f"image_retrieval_recall@{k}" for k in (1, 5, 10)]
+
+
+@pytest.fixture(scope="module")
+def digit_set():
+    return digit_retrieval_set(per_class=5)  # 50 images, 1-3 captions each (99 captions)
+
+
+@pytest.fixture
+def flickr(tmp_path, eval_config, digit_set):
+    """The shipped flickr30k task (minus its full-size counts) with both sources written from the digits."""
+    images, _, captions = digit_set
+    write_retrieval_wds(eval_config.data_root / "wds_flickr30k", "test", images, captions, shard_size=20)
+    write_karpathy(eval_config.data_root / "flickr30k", images, captions)
+    return fixture_task("flickr30k", tmp_path)
+
+
+def by_metric(rows):
+    return {r["metric"]: r for r in rows}
+
+
+def brute_force_recalls(image_features, text_features, text_image):
+    scores = l2_normalize(image_features) @ text_features.T
+    out = {}
+    for k in (1, 5, 10):  # stable descending sort = the documented tie rule
+        top_txt = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        out[f"text_retrieval_recall@{k}"] = 100 * np.mean([np.any(text_image[t] == i) for i, t in enumerate(top_txt)])
+        top_img = np.argsort(-scores.T, axis=1, kind="stable")[:, :k]
+        out[f"image_retrieval_recall@{k}"] = 100 * np.mean([text_image[t] in top for t, top in enumerate(top_img)])
+    return out
+
+
+def test_shipped_retrieval_tasks_and_collection():
+    assert expand_tasks(["retrieval"]) == ["flickr30k", "mscoco", "flickr8k"]
+    for name, n_images in (("flickr30k", 1000), ("mscoco", 5000), ("flickr8k", 1000)):
+        task = get_task(name)
+        assert task_kind(task) == "retrieval" and task.metric == "mean_recall"
+        assert set(task.sources) == {"wds", "karpathy"}
+        assert all(s.expected == {"test": n_images} for s in task.sources.values())
+    assert get_task("mscoco").sources["wds"].args["repo"] == "clip-benchmark/wds_mscoco_captions"
+    assert task_kind(get_task("digits")) == "classification"
+
+
+def test_wds_and_karpathy_fixtures_end_to_end(flickr, digit_set, eval_config, tiny_model):
+    _, _, captions = digit_set
+    rows_wds = zeroshot(tiny_model, flickr, eval_config, source="wds")
+    rows_kp = zeroshot(tiny_model, flickr, eval_config, source="karpathy")
+    wds, kp = by_metric(rows_wds), by_metric(rows_kp)
+    assert list(wds) == [*METRICS, "mean_recall"] and [r["metric"] for r in rows_wds if r["is_main"]] == ["mean_recall"]
+    # lossless webp and png hold the same pixels: both layouts give the same numbers
+    assert {m: r["value"] for m, r in wds.items()} == {m: r["value"] for m, r in kp.items()}
+    main = wds["mean_recall"]
+    assert main["protocol"] == "retrieval" and main["source"] == "wds" and main["split"] == "test"
+    assert main["model_fingerprint"] and main["task_version"] == 1 and main["date"]
+    assert main["extra"]["n_images"] == 50 and main["extra"]["n_captions"] == 99
+    assert wds["text_retrieval_recall@1"]["n"] == 50 and wds["image_retrieval_recall@1"]["n"] == 99
+    # chance: an image's 1-3 true captions among 99, a caption's one image among 50; the tiny CLIP reads
+    # the digit (5 images per digit, so about 1 in 5 at k = 1 and nearly all by k = 10)
+    assert wds["text_retrieval_recall@1"]["value"] > 5 * 100 * 2 / 99
+    assert wds["image_retrieval_recall@1"]["value"] > 5 * 100 / 50
+    assert wds["text_retrieval_recall@10"]["value"] > 80 and wds["image_retrieval_recall@10"]["value"] > 80
+    assert main["value"] > 50
+    # the rows equal a brute-force recall from the same image features and directly encoded captions
+    feats = get_features(ModelHandle.of(tiny_model), get_task(flickr), "test", eval_config)
+    texts, text_image = flatten_captions(captions, feats.labels)
+    ref = brute_force_recalls(feats.features, encode_prompts(tiny_model, texts), text_image)
+    for m in METRICS:
+        assert wds[m]["value"] == pytest.approx(ref[m], abs=1e-9), m
+
+
+def test_second_run_reads_both_caches_and_never_loads_the_model(flickr, digit_set, eval_config, tiny_model):
+    first = by_metric(zeroshot(tiny_model, flickr, eval_config))
+    text_dir = TextEmbeddingCache(eval_config.cache_dir, tiny_model.fingerprint, tiny_model.tokenizer_id)
+    _, missing = text_dir.lookup([c for caps in digit_set[2] for c in caps])
+    assert missing == []  # every caption string is in the text cache
+    handle = ModelHandle.of("tiny-clip-digits", device="cpu")
+    again = by_metric(zeroshot(handle, flickr, eval_config))
+    assert not handle.is_loaded
+    assert {m: r["value"] for m, r in again.items()} == {m: r["value"] for m, r in first.items()}
+
+
+def test_caption_template_and_limit_are_recorded(flickr, eval_config, tiny_model):
+    rows = by_metric(zeroshot(tiny_model, flickr, eval_config, caption_template="a photo of {}.", limit=20))
+    main = rows["mean_recall"]
+    assert main["extra"]["caption_template"] == "a photo of {}." and main["extra"]["limit"] == 20
+    assert main["extra"]["n_images"] == 20 and rows["text_retrieval_recall@1"]["n"] == 20
+    cache = TextEmbeddingCache(eval_config.cache_dir, tiny_model.fingerprint, tiny_model.tokenizer_id)
+    assert all(p.startswith("a photo of ") for p in cache._load())
+
+
+def test_mixed_with_classification_leaderboard_and_sweep(flickr, eval_config, tiny_model, tmp_path):
+    rows = zeroshot(tiny_model, ["digits", flickr], eval_config)
+    assert {r["protocol"] for r in rows} == {"zeroshot", "retrieval"}
+    board = (eval_config.output_dir / "leaderboard.csv").read_text().splitlines()
+    assert board[0].split(",")[2:] == ["digits", "flickr30k"]
+    models = [ModelEntry("tiny-clip-digits")]
+    counts = run_sweep(models, [flickr, "digits"], ["zeroshot", "linprobe"], eval_config, device="cpu", echo=lambda _: None)
+    # both zero-shot jobs are already in the results; retrieval has no linear-probe job; digits' probe runs
+    assert counts == {"done_before": 2, "ran": 1, "failed": 0}
+
+
+def test_cli_zeroshot_json_with_caption_template(flickr, eval_config, capsys):
+    code = main(["zeroshot", "--model", "tiny-clip-digits", "--task", flickr, "--data-root", str(eval_config.data_root),
+                 "--cache-dir", str(eval_config.cache_dir), "--output-dir", str(eval_config.output_dir),
+                 "--workers", "0", "--device", "cpu", "--format", "json", "--quiet", "--caption-template", "{}"])
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 7 and rows[-1]["metric"] == "mean_recall" and rows[-1]["extra"]["caption_template"] == "{}"
+    assert len(read_rows(eval_config.output_dir)) == 7
+
+
+def test_retrieval_wds_download_and_errors(monkeypatch, flickr, digit_set, eval_config, tmp_path):
+    import huggingface_hub
+
+    images, _, captions = digit_set
+    task = get_task(flickr)
+    root = eval_config.data_root / "wds_flickr30k"
+    with pytest.raises(DataNotFoundError, match="no WebDataset shards"):
+        load_split(task, "wds", "test", tmp_path / "empty")
+    calls = []
+
+    def fake_snapshot_download(repo_id, repo_type, local_dir, allow_patterns, revision=None):
+        calls.append((repo_id, allow_patterns))
+        write_retrieval_wds(Path(local_dir), "test", images[:7], captions[:7])
+        return local_dir
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    data = load_split(task, "wds", "test", tmp_path / "fetched", download=True)
+    assert len(data) == 7 and data.captions == captions[:7]
+    assert calls == [("clip-benchmark/wds_flickr30k", ["test/*", "dataset_type.txt"])]
+    (root / "dataset_type.txt").write_text("classification\n")
+    with pytest.raises(DataNotFoundError, match="not 'retrieval'"):
+        load_split(task, "wds", "test", eval_config.data_root)
+    empty = [list(c) for c in captions]
+    empty[4] = []
+    write_retrieval_wds(root, "test", images, empty)
+    with pytest.raises(DataNotFoundError, match="1 images have no caption"):
+        load_split(task, "wds", "test", eval_config.data_root)
+
+
+def test_karpathy_layout_errors_and_expected_counts(flickr, digit_set, eval_config, tmp_path):
+    images, _, captions = digit_set
+    task = get_task(flickr)
+    data = load_split(task, "karpathy", "test", eval_config.data_root)
+    assert len(data) == 50 and data.captions == captions  # the 3 train entries are left out
+    next((eval_config.data_root / "flickr30k" / "flickr30k-images").glob("10*.png")).unlink()
+    with pytest.raises(DataNotFoundError, match="1 of the 50 test images are missing"):
+        load_split(task, "karpathy", "test", eval_config.data_root)
+    # the shipped task: 1,000 images and 5,000 captions expected, so a 50-image copy is an error, never a subset
+    with pytest.raises(DataNotFoundError, match="has 50 samples but 1000 are expected"):
+        load_split(get_task("flickr30k"), "wds", "test", eval_config.data_root)
+    # COCO's layout: entries carry filepath (val2014)
+    write_karpathy(tmp_path / "coco" / "mscoco", images[:6], captions[:6], annotations="dataset_coco.json",
+                   image_dir=".", filepath="val2014")
+    coco = load_split(get_task(fixture_task("mscoco", tmp_path)), "karpathy", "test", tmp_path / "coco")
+    assert coco.describe(0).endswith("mscoco/val2014/1000.png") and coco.captions == captions[:6]
