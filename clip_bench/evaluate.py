@@ -61,6 +61,7 @@ def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfi
     from .loaders import load_split
 
     kind = kind or cfg.feature_kind
+    kind = "embed" if kind == "auto" else kind  # "auto" is the probes' default (resolved in linprobe); else the embedding
     source = task.source(cfg.source)
     key = feature_key(handle.fingerprint, task, source, split, kind, cfg.limit, cfg.data_root)
     cache = FeatureCache(cfg.cache_dir, key) if cfg.cache_dir is not None else None
