@@ -15,8 +15,9 @@ from .errors import ClipBenchError
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="open_clip architecture, OpenAI name (ViT-B/32), hf-hub:org/repo, "
-                   "an architecture .json, or tiny-clip-digits")
+                   "an architecture .json, a transformers CLIP/SigLIP folder, transformers:org/repo, or tiny-clip-digits")
     p.add_argument("--pretrained", default=None, help="pretrained tag or local .pt/.bin/.safetensors checkpoint")
+    p.add_argument("--revision", default=None, help="hub models: branch, tag or commit (default main; the commit is recorded)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
 
@@ -108,22 +109,23 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, out: Any = None) -> None:
     if not rows:
         out.write("no results\n")
         return
-    header = ("model", "task", "protocol", "metric", "value", "n", "notes")
+    header = ("model", "task", "protocol", "metric", "value", "95% CI", "n", "notes")
     lines = [header]
     for r in rows:
         label = r["model"] + (f" ({r['pretrained']})" if r.get("pretrained") else "")
         task = r["task"] + (f" [{r['subset']} classes]" if r.get("subset") else "")
         metric = r["metric"] + (" *" if r.get("is_main") else "")
-        lines.append((label, task, r["protocol"], metric, f"{r['value']:.2f}", str(r["n"]), _notes(r.get("extra") or {})))
+        ci = f"{r['ci_low']:.1f}-{r['ci_high']:.1f}" if r.get("ci_low") is not None else ""
+        lines.append((label, task, r["protocol"], metric, f"{r['value']:.2f}", ci, str(r["n"]), _notes(r.get("extra") or {})))
     if not any(row[-1] for row in lines[1:]):  # no row has notes: leave the column out
         header, lines = header[:-1], [row[:-1] for row in lines]
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     for i, row in enumerate(lines):
-        out.write("  ".join(c.ljust(w) if j not in (4, 5) else c.rjust(w)
+        out.write("  ".join(c.ljust(w) if j not in (4, 5, 6) else c.rjust(w)
                             for j, (c, w) in enumerate(zip(row, widths))).rstrip() + "\n")
         if i == 0:
             out.write("  ".join("-" * w for w in widths) + "\n")
-    out.write("* main metric of the task; values in percent\n")
+    out.write("* main metric of the task; values in percent; 95% CI as in the rows' ci_method\n")
 
 
 def _notes(extra: dict[str, Any]) -> str:
@@ -254,6 +256,40 @@ def _add_linprobe(sub: Any) -> None:
     fs.set_defaults(func=cmd_fewshot)
 
 
+def _add_compare(sub: Any) -> None:
+    cp = sub.add_parser("compare", help="is model A better than model B? paired tests per task, Holm across tasks")
+    cp.add_argument("model_a", metavar="MODEL_A", help="a model as named in the rows, or name:pretrained")
+    cp.add_argument("model_b", metavar="MODEL_B", help="the model to compare against (differences are A - B)")
+    cp.add_argument("--results", type=Path, default=Path("results"), help="folder with results.jsonl (and outcomes/)")
+    cp.add_argument("--task", nargs="+", default=None, help="only these tasks or collections (default: every shared task)")
+    cp.add_argument("--protocol", default="zeroshot", help="zeroshot (default), linear_probe or fewshot_kK")
+    cp.add_argument("--metric", default=None, help="compare this metric's rows instead of each task's main metric")
+    cp.add_argument("--seed", type=int, default=None, help="the few-shot draw to compare (fewshot_kK protocols)")
+    cp.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm's correction (0.05)")
+    cp.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for non-accuracy metrics (1000)")
+    cp.add_argument("--cache-dir", type=Path, default=None, help="rebuild missing outcomes of older zero-shot rows "
+                    "from this feature/text cache (default: $CLIP_BENCH_CACHE or ~/.cache/clip_bench)")
+    cp.add_argument("--data-root", type=Path, default=None, help="the --data-root the rows were evaluated with")
+    cp.add_argument("--format", choices=["table", "json"], default="table")
+    cp.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare, format_comparison
+    from .features import default_cache_dir
+
+    if not 0 < args.alpha < 1 or args.bootstrap < 100:
+        raise ClipBenchError("--alpha must be in (0, 1) and --bootstrap at least 100.")
+    result = compare(args.model_a, args.model_b, args.results, tasks=args.task, protocol=args.protocol,
+                     metric=args.metric, seed=args.seed, alpha=args.alpha, B=args.bootstrap,
+                     cache_dir=args.cache_dir or default_cache_dir(), data_root=args.data_root)
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        sys.stdout.write(format_comparison(result))
+    return 0
+
+
 def cmd_linprobe(args: argparse.Namespace) -> int:
     from . import distributed as ddp
     from .linprobe import linprobe
@@ -277,7 +313,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     return 0
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_linprobe, _add_sweep]
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_linprobe, _add_sweep, _add_compare]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -288,6 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "revision", None) is not None:
+            from .models import with_revision
+
+            args.model = with_revision(args.model, args.revision)
         return int(args.func(args) or 0)
     except ClipBenchError as exc:
         print(f"clip-bench: error: {exc}", file=sys.stderr)

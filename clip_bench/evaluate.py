@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 
 from . import distributed as ddp
-from .class_groups import apply_class_groups, class_indices
+from .class_groups import apply_class_groups, class_indices, task_class_groups
 from .errors import ClipBenchError
 from .features import (
+    SUBSET_RULE,
     ExtractConfig,
     FeatureCache,
     Features,
@@ -22,9 +23,20 @@ from .features import (
     feature_key,
     subset_indices,
 )
+from .identity import is_builtin_definition, task_hash
 from .metrics import all_metrics, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
-from .results import append_rows, make_row, now_iso, versions, write_leaderboard
+from .outcomes import attach_outcomes
+from .results import (
+    LEADERBOARD_FILE,
+    RESULTS_FILE,
+    append_rows,
+    check_writable,
+    make_row,
+    now_iso,
+    versions,
+    write_leaderboard,
+)
 from .retrieval import evaluate_retrieval_task, task_kind
 from .tasks import TaskSpec, expand_tasks, get_task
 from .zeroshot_head import build_classifier, zeroshot_logits
@@ -63,12 +75,13 @@ def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfi
     kind = kind or cfg.feature_kind
     kind = "embed" if kind == "auto" else kind  # "auto" is the probes' default (resolved in linprobe); else the embedding
     source = task.source(cfg.source)
-    key = feature_key(handle.fingerprint, task, source, split, kind, cfg.limit, cfg.data_root)
+    key = feature_key(handle.fingerprint, task, source, split, kind, cfg.limit, cfg.data_root,
+                      precision=handle.precision, device=handle.device, skip_bad_images=cfg.extract.skip_bad_images)
     cache = FeatureCache(cfg.cache_dir, key) if cfg.cache_dir is not None else None
     if cache is not None and (hit := cache.load()) is not None:
         return hit
     data = load_split(task, source.name, split, cfg.data_root, cfg.download)
-    indices = subset_indices(len(data), cfg.limit)
+    indices = subset_indices(len(data), cfg.limit, labels=np.asarray(data.targets))
     return extract(
         handle, data, indices, cache, kind, cfg.extract,
         provenance={"dataset_size": len(data), **(data.cache_provenance() if hasattr(data, "cache_provenance") else {})},
@@ -82,6 +95,20 @@ def _check_labels(task: TaskSpec, labels: np.ndarray, n_classes: int) -> None:
         raise ClipBenchError(
             f"task {task.name!r}: the data has label {top} but the class-name list has only {n_classes} names; "
             "the class names do not match this source's labels (check --classnames or the task's label_map)."
+        )
+
+
+def _check_classname_count(task: TaskSpec, given: int, where: str) -> None:
+    """A --classnames list must name every class of the task, no more and no fewer."""
+    own = len(task.prompt_set().classnames)
+    groups = task_class_groups(task)
+    allowed = {own} | ({len(groups)} if groups is not None else set())
+    if given not in allowed:
+        want = " or ".join(str(n) for n in sorted(allowed))
+        raise ClipBenchError(
+            f"--classnames {where} gives {given} class names but task {task.name!r} has {want} classes; "
+            "give exactly one name per class, in the task's label order (`clip-bench tasks "
+            f"{task.name}` shows them)."
         )
 
 
@@ -100,13 +127,32 @@ def _subset_scores(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> di
 
 
 def provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str, Any]:
-    """The row fields every protocol records: model, weights, task version, source, split, versions, date."""
+    """The row fields every protocol records: model, weights, task version and definition hash, source and its
+    config hash, split, versions, date, ``--limit``, and whether these inputs are the standard ones."""
+    source = task.source(cfg.source)
     return dict(
         model=handle.spec.name, pretrained=handle.spec.pretrained, model_fingerprint=handle.fingerprint,
-        task=task.name, task_version=task.version, source=task.source(cfg.source).name, split=task.eval_split,
-        feature_kind=cfg.feature_kind, device=str(handle.device), precision=handle.precision, date=now_iso(),
-        **versions(), limit=cfg.limit,
+        task=task.name, task_version=task.version, source=source.name, split=task.eval_split,
+        feature_kind="embed" if cfg.feature_kind == "auto" else cfg.feature_kind,  # probes record theirs (linprobe)
+        device=str(handle.device), precision=handle.precision, date=now_iso(),
+        **versions(), **handle.spec.provenance(), limit=cfg.limit,
+        subset_rule=SUBSET_RULE if cfg.limit is not None else None,
+        task_hash=task_hash(task), source_config=source.config_hash,
+        standard=cfg.limit is None and is_builtin_definition(task),
     )
+
+
+def zeroshot_identity(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str, Any]:
+    """The fields of a zero-shot row that are known before running (provenance, prompt hashes, standardness)."""
+    prompt_set = task.prompt_set(cfg.classnames, cfg.templates)
+    prov = provenance(handle, task, cfg)
+    own = task.prompt_set() if (cfg.classnames or cfg.templates) else prompt_set
+    same_prompts = (prompt_set.classnames_hash, prompt_set.templates_hash) == (own.classnames_hash, own.templates_hash)
+    prov.update(
+        protocol="zeroshot", templates_hash=prompt_set.templates_hash, classnames_hash=prompt_set.classnames_hash,
+        templates_file=cfg.templates, classnames_file=cfg.classnames, standard=prov["standard"] and same_prompts,
+    )
+    return prov
 
 
 def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
@@ -115,6 +161,8 @@ def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig)
     if task_kind(task) == "retrieval":
         return evaluate_retrieval_task(handle, task, cfg)
     prompt_set = task.prompt_set(cfg.classnames, cfg.templates)
+    if cfg.classnames:
+        _check_classname_count(task, len(prompt_set.classnames), cfg.classnames)
     split = task.eval_split
     feats = get_features(handle, task, split, cfg)
     if len(feats) == 0:
@@ -122,20 +170,20 @@ def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig)
     classifier = build_classifier(handle, prompt_set, cfg.cache_dir, quiet=cfg.quiet)
     logits = apply_class_groups(task, zeroshot_logits(feats.features, classifier))
     _check_labels(task, feats.labels, logits.shape[1])
-    common = dict(
-        **provenance(handle, task, cfg), protocol="zeroshot", templates_hash=prompt_set.templates_hash,
-        classnames_hash=prompt_set.classnames_hash, skipped_images=feats.meta.get("skipped_images", 0),
-        templates_file=cfg.templates, classnames_file=cfg.classnames,
-    )
+    common = zeroshot_identity(handle, task, cfg)
+    skipped = int(feats.meta.get("skipped_images", 0) or 0)
+    common.update(skipped_images=skipped, standard=common["standard"] and skipped == 0)
     main_key = main_metric_key(task.metric)
     rows = [
         make_row(**common, metric=m, value=v, is_main=(m == main_key), subset=None, n=int(len(feats)))
         for m, v in all_metrics(logits, feats.labels, task.metric).items()
     ]
+    attach_outcomes(rows, logits, feats.labels, cfg.output_dir)  # intervals + per-sample evidence (stats)
     if feats.labels.ndim == 1:
         for name, (sub_logits, sub_labels) in _subset_scores(task, logits, feats.labels).items():
-            for m, v in all_metrics(sub_logits, sub_labels, "accuracy").items():
-                rows.append(make_row(**common, metric=m, value=v, is_main=(m == "top1"), subset=name, n=int(len(sub_labels))))
+            sub_rows = [make_row(**common, metric=m, value=v, is_main=(m == "top1"), subset=name, n=int(len(sub_labels)))
+                        for m, v in all_metrics(sub_logits, sub_labels, "accuracy").items()]
+            rows.extend(attach_outcomes(sub_rows, sub_logits, sub_labels, cfg.output_dir))
     return rows
 
 
@@ -171,12 +219,34 @@ def run_protocol(
     ddp.init_from_env()
     handle = ModelHandle.of(model, pretrained, device or ddp.local_device(), precision)
     specs = [get_task(n) for n in expand_tasks([tasks] if isinstance(tasks, str) else list(tasks))]  # fail early
+    writing = cfg.output_dir is not None and ddp.is_main()
+    if writing:
+        check_writable(cfg.output_dir)  # a read-only output dir fails now, before any work
     rows: list[dict[str, Any]] = []
     for task in specs:
         task_rows = per_task(handle, task, cfg)
-        if cfg.output_dir is not None and ddp.is_main():
-            append_rows(cfg.output_dir, task_rows)
         rows.extend(task_rows)
-    if cfg.output_dir is not None and rows and ddp.is_main():
-        write_leaderboard(cfg.output_dir)
+        if writing:
+            try:
+                append_rows(cfg.output_dir, task_rows)
+            except ClipBenchError:
+                _dump_rows(rows)
+                raise
+    if writing and rows:
+        try:
+            write_leaderboard(cfg.output_dir)
+        except OSError as exc:
+            raise ClipBenchError(f"cannot write {cfg.output_dir / LEADERBOARD_FILE} ({exc.strerror}); the rows are in "
+                                 f"{cfg.output_dir / RESULTS_FILE}. Run `clip-bench report` once it is writable.") from None
     return rows
+
+
+def _dump_rows(rows: list[dict[str, Any]]) -> None:
+    """Keep what was computed when results cannot be written: every row on stderr, one JSON per line."""
+    import json
+    import sys
+
+    print(f"clip-bench: the {len(rows)} result rows of this run could not be written; here they are "
+          "(one JSON object per line, append them to results.jsonl):", file=sys.stderr)
+    for r in rows:
+        print(json.dumps(r, sort_keys=True, default=str), file=sys.stderr)

@@ -19,9 +19,10 @@ from .evaluate import EvalConfig, get_features, provenance, run_protocol
 from .features import Features, subset_indices
 from .metrics import main_metric, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
+from .outcomes import attach_outcomes, attach_seed_mean_interval
 from .probe.protocol import ProbeConfig, run_fewshot, run_linear_probe
 from .probe_features import normalized_rows, resolve_feature_kind
-from .probe_runs import ProbePlan, ProbeRun, check_fold_source, probe_plan, read_folds
+from .probe_runs import ProbeRun, check_fold_source, probe_plan, read_folds
 from .progress import progress_bar
 from .results import make_row
 from .tasks import TaskSpec
@@ -66,25 +67,51 @@ def _metric(task: TaskSpec, bar: Any = None) -> Any:
     def scored(scores: np.ndarray, targets: np.ndarray) -> float:
         if bar is not None:
             bar.update(1)
+        scored.last = (scores, targets)  # the final call scores the test split: its evidence (outcomes)
         return fn(scores, targets)
 
     return scored
 
 
+def probe_provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, normalize: bool = False) -> dict[str, Any]:
+    """``evaluate.provenance`` with the feature kind a probe really uses (``auto`` resolved; ``+l2`` if normalised):
+    the fields a probe row's identity is built from (the sweep predicts rows with it)."""
+    kind = resolve_feature_kind(handle.spec.arch_config, cfg.feature_kind)
+    row = provenance(handle, task, replace(cfg, feature_kind=kind))
+    row["feature_kind"] = kind + ("+l2" if normalize else "")
+    return row
+
+
 def _common(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, data: _ProbeData) -> dict[str, Any]:
-    row = provenance(handle, task, cfg)
-    row["feature_kind"] = data.kind + ("+l2" if data.normalize else "")
-    return {**row, "metric": main_metric_key(task.metric), "is_main": True, "subset": None,
-            "features_requested": cfg.feature_kind, "feature_dim": data.dim}
+    return {**probe_provenance(handle, task, cfg, data.normalize), "metric": main_metric_key(task.metric),
+            "is_main": True, "subset": None, "features_requested": cfg.feature_kind, "feature_dim": data.dim}
 
 
-def _fold_rows(data: _ProbeData, plan: ProbePlan, run: ProbeRun, folds: Any) -> np.ndarray:
-    """Rows of the split's features that make up fold `run.fold` (mapped through a --limit subset)."""
+def _fold_rows(data: _ProbeData, run: ProbeRun, folds: Any) -> np.ndarray:
+    """Rows of the split's features that make up fold `run.fold`.
+
+    Fold files index the whole split. Under ``--limit`` the features hold a subset: its dataset indices
+    are drawn again by the same rule (which needs the split's labels) and checked against the cached
+    labels, so a mismatch is an error, never a wrong fold."""
     f, _ = data.split(run.train)
+    if f.meta.get("skipped_images"):
+        raise ClipBenchError(
+            f"task {data.task.name!r}: {f.meta['skipped_images']} unreadable images were skipped in the "
+            f"{run.train} split, so its features no longer line up with the fold file; fix those images."
+        )
     fold = folds.indices[run.fold]
     if data.cfg.limit is None:
         return fold
-    positions = subset_indices(int(f.meta.get("dataset_size", len(f))), data.cfg.limit)
+    from .loaders import load_split
+
+    full = load_split(data.task, data.cfg.source, run.train, data.cfg.data_root, data.cfg.download)
+    labels = np.asarray(full.targets)
+    positions = subset_indices(len(labels), data.cfg.limit, labels=labels)
+    if not np.array_equal(labels[positions], np.asarray(f.labels)):
+        raise ClipBenchError(
+            f"task {data.task.name!r}: the cached --limit features of split {run.train!r} are not the subset "
+            "this version draws; run again with --no-cache (or without --limit)."
+        )
     return np.flatnonzero(np.isin(positions, fold))
 
 
@@ -119,39 +146,45 @@ def linprobe(
         for run in plan.runs:
             train_X, train_y = data.xy(run.train, training=True)
             if run.fold is not None:
-                rows = _fold_rows(data, plan, run, folds)
+                rows = _fold_rows(data, run, folds)
                 train_X, train_y = train_X[rows], train_y[rows]
             val_X, val_y = data.xy(run.val, training=True)
             test_X, test_y = data.xy(run.test, training=False)
             desc = f"{task.name}{f' {run.name}' if run.name else ''}: C search"
             with progress_bar(desc=desc, unit="fit", quiet=cfg.quiet or not ddp.is_main()) as bar:
-                res = run_linear_probe(train_X, train_y, val_X, val_y, test_X, test_y, _metric(task, bar), seed=seed,
+                metric = _metric(task, bar)
+                res = run_linear_probe(train_X, train_y, val_X, val_y, test_X, test_y, metric, seed=seed,
                                        config=probe, multilabel=task.multilabel, n_classes=n_classes)
-            results.append((run, res))
+            results.append((run, res, metric.last))
         common = _common(handle, task, cfg, data)
         rows = []
-        for run, res in results:
+        for run, res, evidence in results:
             where = {} if plan.aggregate is None else {
                 "run": run.name, "train_split": run.train, "val_split": run.val, "test_split": run.test,
                 **({"fold": run.fold, "folds_sha256": folds.sha256} if folds is not None else {}),
             }
-            rows.append(make_row(
+            rows.extend(attach_outcomes([make_row(
                 **{**common, "is_main": plan.aggregate is None}, protocol="linear_probe", value=res["test_score"],
                 n=res["n_test"], C=res["C"], solver=res["solver"], seed=seed, val_score=res["val_score"],
                 val_source=res["val_source"], n_train=res["n_train"], n_val=res["n_val"], n_refit=res["n_refit"],
                 n_iter=res["n_iter"], converged=res["converged"], wall_time_s=round(res["wall_time_s"], 3),
                 sweep=res["sweep"], **where,
-            ))
+            )], *evidence, cfg.output_dir))
         if plan.aggregate is not None:
-            values = [res["test_score"] for _, res in results]
-            tests = {run.test: res["n_test"] for run, res in results}
-            rows.append(make_row(
+            # The task's result: the mean over its runs. Its identity is the task's (the runs are part of the
+            # task definition), so it carries no ``aggregate`` setting; ``over`` says what it averages.
+            values = [res["test_score"] for _, res, _ in results]
+            tests = {run.test: res["n_test"] for run, res, _ in results}
+            mean = attach_seed_mean_interval(make_row(
                 **common, protocol="linear_probe", value=float(np.mean(values)), n=int(sum(tests.values())),
-                aggregate="mean", over=plan.aggregate, n_runs=len(values), runs=[r.name for r, _ in results],
+                over=plan.aggregate, n_runs=len(values), runs=[r.name for r, _, _ in results],
                 run_values=values, std=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                 min=float(np.min(values)), max=float(np.max(values)), seed=seed, solver=probe.solver,
                 **({"folds_sha256": folds.sha256} if folds is not None else {}),
-            ))
+            ), rows)
+            if mean.get("ci_method"):  # combined like few-shot seeds (the runs' test errors taken as correlated)
+                mean["ci_method"] = mean["ci_method"].replace("seeds+", f"{plan.aggregate}+", 1)
+            rows.append(mean)
         return rows
 
     return run_protocol(model, tasks, config, pretrained, device, precision, overrides, body)
@@ -197,23 +230,23 @@ def fewshot(
         for k in shots:
             scores = []
             for seed in range(seeds):
-                res = run_fewshot(train_X, train_y, test_X, test_y, _metric(task), k, seed, config=probe,
+                metric = _metric(task)
+                res = run_fewshot(train_X, train_y, test_X, test_y, metric, k, seed, config=probe,
                                   n_classes=n_classes, allow_fewer=allow_fewer)
                 scores.append(res["test_score"])
                 bar.update(1)
-                rows.append(make_row(
+                rows.extend(attach_outcomes([make_row(
                     **common, protocol=f"fewshot_k{k}", value=res["test_score"], n=res["n_test"], k=k, seed=seed,
                     C=res["C"], C_rule=res["C_rule"], solver=res["solver"], n_train=res["n_shots"],
                     shots_sha1=res["shots_sha1"], n_iter=res["n_iter"],
-                ))
-            rows.append(make_row(
+                )], *metric.last, cfg.output_dir))
+            rows.append(attach_seed_mean_interval(make_row(
                 **common, protocol=f"fewshot_k{k}", value=float(np.mean(scores)), n=int(len(test_y)), k=k,
                 aggregate="mean", std=float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0, seeds=seeds,
-            ))
+            ), rows[-seeds:]))
         bar.close()
         if with_zeroshot:  # zero-shot always scores the image embedding, whatever the probe used
             rows.extend(evaluate_zeroshot_task(handle, task, replace(cfg, feature_kind="embed")))
         return rows
 
     return run_protocol(model, tasks, config, pretrained, device, precision, overrides, body)
-

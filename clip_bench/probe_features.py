@@ -2,8 +2,9 @@
 
 The CLIP paper probes ViTs on the representation *before* the image projection (``I_f`` in its
 pseudocode: 768-d for ViT-B/32, not the 512-d embedding). ``--features auto`` picks that for open_clip
-ViT towers and the embedding for every tower where it is not defined (ModifiedResNet, timm towers,
-attention-pooled towers, or an architecture not known before loading, such as ``hf-hub:``). The choice
+ViT towers and transformers CLIP models, and the embedding for every tower where it is not defined
+(ModifiedResNet, timm towers, attention-pooled towers, SigLIP, or an open_clip ``hf-hub:`` model,
+whose architecture is not known before loading). The choice
 is read from the architecture config alone, because the feature cache key needs it before the model is
 (or is not) loaded.
 
@@ -30,7 +31,15 @@ def _vision_cfg(arch_config: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def pre_projection_width(arch_config: dict[str, Any]) -> int | None:
-    """Width of the ViT's pre-projection representation, or None where it is not defined."""
+    """Width of the ViT's pre-projection representation, or None where it is not defined.
+
+    Reads an open_clip architecture config (``vision_cfg``) or a transformers ``config.json``
+    (``model_type`` clip: the vision tower's pooled output before ``visual_projection``; SigLIP has no
+    image projection)."""
+    if arch_config.get("model_type") in ("clip", "siglip"):  # the transformers backend's configs
+        if arch_config["model_type"] != "clip":
+            return None
+        return int((arch_config.get("vision_config") or {}).get("hidden_size", 768))  # CLIPVisionConfig default
     vision = _vision_cfg(arch_config)
     if vision is None or vision.get("timm_model_name") or isinstance(vision.get("layers"), (list, tuple)):
         return None  # unknown before loading, a timm tower, or a ModifiedResNet (its attention pool projects)

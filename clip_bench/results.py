@@ -1,20 +1,29 @@
 """Result rows: one flat record per (model, pretrained, task, protocol, metric), with provenance.
 
 Rows are appended to ``<output-dir>/results.jsonl`` under a file lock, so concurrent runs lose
-nothing; ``leaderboard.csv`` is rebuilt from all rows after each run.
+nothing; ``leaderboard.csv`` is rebuilt from the *standard* rows after each run.
+
+Each row carries ``result_id``, a hash of every input that determines its value (see
+:func:`result_id`), and ``standard``: True only for the full evaluation of a built-in task
+definition with its own class names and templates (no ``--limit``, no override, no skipped image).
+Other rows stay in results.jsonl, labelled, and never reach the leaderboard.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .io_utils import file_lock, write_text_atomic
+from .errors import ClipBenchError
+from .identity import numeric_identity
+from .io_utils import file_lock, sha256_json, write_text_atomic
 
 RESULTS_FILE = "results.jsonl"
 LEADERBOARD_FILE = "leaderboard.csv"
@@ -24,7 +33,24 @@ ROW_FIELDS = (
     "model", "pretrained", "model_fingerprint", "task", "task_version", "source", "split", "protocol",
     "metric", "value", "is_main", "subset", "n", "templates_hash", "classnames_hash", "feature_kind",
     "clip_bench_version", "torch_version", "open_clip_version", "device", "precision", "date", "extra",
+    "result_id", "standard",
 )
+
+#: Row fields (top level or in ``extra``) that determine a row's value: its identity.
+IDENTITY_FIELDS = (
+    "model_fingerprint", "task", "task_version", "task_hash", "source", "source_config", "split", "protocol",
+    "metric", "subset", "limit", "subset_rule", "classnames_hash", "templates_hash", "feature_kind", "precision",
+)
+#: Protocol settings (in ``extra``) that are part of the identity when a row has them: probe settings, and the
+#: caption template of retrieval rows.
+SETTING_IDENTITY_FIELDS = (
+    "solver", "seed", "k", "aggregate", "seeds", "val_fraction", "allow_fewer", "probe_config", "caption_template",
+    "run",  # one of a task's several linear probes (an STL-10 fold, a UCF101 split): see probe_runs
+)
+#: The row's 95% interval (percent, like ``value``), how it was computed, and where its per-sample
+#: outcomes are (relative to the output folder); see ``clip_bench.outcomes``.
+EVIDENCE_FIELDS = ("ci_low", "ci_high", "ci_method", "outcomes")
+ROW_FIELDS = ROW_FIELDS + EVIDENCE_FIELDS
 
 
 def versions() -> dict[str, str]:
@@ -51,26 +77,114 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _field(row: dict[str, Any], key: str) -> Any:
+    """A row field from the top level, else from ``extra``."""
+    if row.get(key) is not None:
+        return row[key]
+    extra = row.get("extra")
+    return extra.get(key) if isinstance(extra, dict) else None
+
+
+def result_id(row: dict[str, Any]) -> str:
+    """Hash of everything that determines a row's value.
+
+    Model fingerprint, task name, version and definition hash, source and its config hash, split,
+    protocol, metric, class subset, ``--limit`` (and its sampling rule), class-name and template
+    hashes, feature kind, precision (and, below fp32, the device type), and protocol settings
+    (probe solver, seed, k, ...; a retrieval caption template). Two rows with the same id are the same measurement.
+    """
+    ident: dict[str, Any] = {k: _field(row, k) for k in IDENTITY_FIELDS}
+    ident.update(numeric_identity(_field(row, "precision"), _field(row, "device")))
+    ident["settings"] = {k: _field(row, k) for k in SETTING_IDENTITY_FIELDS if _field(row, k) is not None}
+    return sha256_json(ident)[:24]
+
+
+def is_standard(row: dict[str, Any]) -> bool:
+    """Whether a row is the full, standard evaluation (the only rows the leaderboard and sweep use).
+
+    Rows written before rows carried ``standard`` count as standard unless they record a ``--limit``
+    or a class-name/template override file.
+    """
+    if row.get("standard") is not None:
+        return bool(row["standard"])
+    return not any(_field(row, k) for k in ("limit", "templates_file", "classnames_file"))
+
+
 def make_row(**fields: Any) -> dict[str, Any]:
-    """A result row with every ROW_FIELDS key present (missing ones are None)."""
+    """A result row with every ROW_FIELDS key present (missing ones are None) and its ``result_id``.
+
+    A non-finite ``value`` is an error naming the row, never a row.
+    """
     row = {k: fields.pop(k, None) for k in ROW_FIELDS}
     row["extra"] = {**(row["extra"] or {}), **fields}
+    value = row["value"]
+    if isinstance(value, float | int) and not math.isfinite(value):
+        raise ClipBenchError(f"{describe_row(row)} is {value}: a non-finite metric is never a result. The features "
+                             "or scores behind it hold NaN or inf (a NaN checkpoint, too few samples, or --seeds 0?).")
+    row["result_id"] = result_id(row)
     return row
 
 
+def describe_row(row: dict[str, Any]) -> str:
+    """``metric top1 of model M on task T (protocol P)``, for messages."""
+    what = f"metric {row.get('metric')} of model {row.get('model')} on task {row.get('task')} ({row.get('protocol')})"
+    return what + (f" [{row['subset']} classes]" if row.get("subset") else "")
+
+
+def _row_json(row: dict[str, Any]) -> str:
+    try:
+        return json.dumps(row, sort_keys=True, default=str, allow_nan=False)
+    except ValueError:
+        bad = sorted(k for k, v in {**row, **(row.get("extra") or {})}.items()
+                     if isinstance(v, float) and not math.isfinite(v))
+        raise ClipBenchError(f"refusing to write a row with non-finite fields ({', '.join(bad) or '?'}) for "
+                             f"{describe_row(row)}; NaN is not valid JSON and never a result.") from None
+
+
 def append_rows(output_dir: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
-    """Append rows to results.jsonl under an exclusive lock, one fsync'd write per call."""
+    """Append rows to results.jsonl under an exclusive lock, one fsync'd write per call.
+
+    Rows with a non-finite number are refused (an error, nothing written). If the file does not
+    end with a newline (a writer killed mid-line), the torn line is reported once on stderr and the
+    new rows start on a fresh line, so they never merge with it.
+    """
     path = Path(output_dir) / RESULTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows)
+    payload = "".join(_row_json(r) + "\n" for r in rows)
     if not payload:
         return path
-    with file_lock(path.with_name(RESULTS_FILE + ".lock")):
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(path.with_name(RESULTS_FILE + ".lock")):
+            with open(path, "a+b") as fh:
+                if fh.seek(0, os.SEEK_END) > 0:
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":
+                        print(f"clip-bench: warning: {path} ends with a torn line (a writer was killed mid-row); "
+                              "it is skipped when reading, and new rows start on a fresh line.", file=sys.stderr)
+                        payload = "\n" + payload
+                fh.write(payload.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+    except OSError as exc:
+        raise ClipBenchError(
+            f"cannot write results to {path} ({exc.strerror or type(exc).__name__}); make the folder writable "
+            "or pass --output-dir to another folder."
+        ) from None
     return path
+
+
+def check_writable(output_dir: str | Path) -> None:
+    """A clear error now (before any work) when results could not be written to `output_dir`."""
+    path = Path(output_dir) / RESULTS_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(path.with_name(RESULTS_FILE + ".lock")), open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise ClipBenchError(
+            f"cannot write results to {path} ({exc.strerror or type(exc).__name__}); make the folder writable "
+            "or pass --output-dir to another folder."
+        ) from None
 
 
 def read_rows(output_dir: str | Path) -> list[dict[str, Any]]:
@@ -97,11 +211,15 @@ LEADERBOARD_PROTOCOLS = {"zeroshot": ("zeroshot", "retrieval")}
 
 
 def leaderboard(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> Any:
-    """DataFrame: one line per (model, pretrained), one column per task's main metric (latest run wins)."""
+    """DataFrame: one line per (model, pretrained), one column per task's main metric (latest run wins).
+
+    Only standard rows (:func:`is_standard`) count: a ``--limit`` or override run never shows here.
+    """
     import pandas as pd
 
     protocols = LEADERBOARD_PROTOCOLS.get(protocol, (protocol,))
-    main = [r for r in rows if r.get("is_main") and r.get("protocol") in protocols and not r.get("subset")]
+    main = [r for r in rows if r.get("is_main") and r.get("protocol") in protocols and not r.get("subset")
+            and is_standard(r)]
     if not main:
         return pd.DataFrame(columns=["model", "pretrained"])
     df = pd.DataFrame(main).sort_values("date", kind="stable")

@@ -156,7 +156,8 @@ def encode_texts(lm: Any, texts: Sequence[str], cache_dir: str | Path | None, qu
                  batch_size: int = 256) -> np.ndarray:
     """(len(texts), D) L2-normalised embeddings; each distinct string is encoded once and kept in the text cache."""
     unique = list(dict.fromkeys(texts))
-    cache = TextEmbeddingCache(cache_dir, lm.fingerprint, lm.tokenizer_id) if cache_dir is not None else None
+    cache = (TextEmbeddingCache(cache_dir, lm.fingerprint, lm.tokenizer_id, lm.precision, lm.device)
+             if cache_dir is not None else None)
     found, missing = cache.lookup(unique) if cache is not None else ({}, unique)
     table = dict(found)
     if missing:
@@ -210,6 +211,7 @@ def evaluate_retrieval_task(handle: Any, task: Any, cfg: Any) -> list[dict[str, 
         skipped_images=feats.meta.get("skipped_images", 0), caption_template=template,
         captions_hash=sha256_json(raw_texts)[:16], n_images=n_img, n_captions=n_txt,
     )
+    common["standard"] = common["standard"] and template == task.extra.get("caption_template")  # no override
     return [
         make_row(**common, metric=m, value=v, is_main=(m == MAIN),
                  n=n_img if m.startswith("text_") else n_txt if m.startswith("image_") else n_img + n_txt)

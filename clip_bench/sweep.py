@@ -14,7 +14,7 @@ from .errors import ClipBenchError
 from .models import ModelHandle, resolve_model
 from .progress import progress_bar
 from .registry import Registry
-from .results import read_rows
+from .results import is_standard, make_row, read_rows
 from .retrieval import task_kind
 from .tasks import expand_tasks, get_task
 
@@ -79,19 +79,72 @@ def plan(models: list[ModelEntry], tasks: list[str], protocols: list[str]) -> li
             if p == "zeroshot" or task_kind(get_task(t)) != "retrieval"]
 
 
-def _finished(rows: list[dict[str, Any]]) -> set[tuple[str, str, int, str]]:
-    return {
-        (r.get("model_fingerprint"), r.get("task"), r.get("task_version"), r.get("protocol"))
-        for r in rows if r.get("is_main") and not r.get("subset")
-    }
+def _finished(rows: list[dict[str, Any]]) -> dict[str, bool]:
+    """result_id -> whether a standard row holds it, for every main-metric row in the results."""
+    done: dict[str, bool] = {}
+    for r in rows:
+        if r.get("is_main") and not r.get("subset") and r.get("result_id"):
+            done[r["result_id"]] = done.get(r["result_id"], False) or is_standard(r)
+    return done
 
 
-def is_done(job: Job, finished: set[tuple[str, str, int, str]]) -> bool:
-    """A job is done when a main-metric row exists for the same model weights, task version and protocol."""
-    fp = resolve_model(job.model.name, job.model.pretrained).fingerprint
-    task = get_task(job.task)
-    protocol = "retrieval" if task_kind(task) == "retrieval" else ROW_PROTOCOL.get(job.protocol, job.protocol)
-    return (fp, task.name, task.version, protocol) in finished
+def expected_main_row(handle: ModelHandle, task_name: str, protocol: str, cfg: Any) -> dict[str, Any]:
+    """The identity fields of the main-metric row `protocol` would write for this model, task and config.
+
+    Built by the same code as the real rows (``evaluate.provenance``), so its ``result_id`` is the
+    real row's.
+    """
+    from .evaluate import provenance, zeroshot_identity
+    from .metrics import main_metric_key
+
+    task = get_task(task_name)
+    metric = main_metric_key(task.metric)
+    if protocol == "zeroshot" and task_kind(task) == "retrieval":
+        from .retrieval import MAIN, PROTOCOL
+
+        prov = provenance(handle, task, cfg)
+        own = task.extra.get("caption_template")
+        template = getattr(cfg, "caption_template", None) or own
+        prov["standard"] = prov["standard"] and template == own
+        return make_row(**prov, protocol=PROTOCOL, metric=MAIN, is_main=True, subset=None, caption_template=template)
+    if protocol == "zeroshot":
+        return make_row(**zeroshot_identity(handle, task, cfg), metric=metric, is_main=True, subset=None)
+    if protocol == "linprobe":
+        from .linprobe import probe_provenance  # the feature kind the probe resolves (--features auto)
+        from .probe.protocol import ProbeConfig
+
+        return make_row(**probe_provenance(handle, task, cfg), protocol=ROW_PROTOCOL[protocol], metric=metric,
+                        is_main=True, subset=None, solver=ProbeConfig().solver, seed=0)
+    raise ClipBenchError(f"sweep: no identity rule for protocol {protocol!r}.")
+
+
+def is_done(job: Job, finished: dict[str, bool], cfg: Any, handle: ModelHandle | None = None) -> bool:
+    """A job is done when the results hold a main-metric row with the identity this job would write.
+
+    A standard job (no --limit, the task's own definition and prompts) only counts standard rows,
+    so a ``--limit`` row never stands in for the full evaluation.
+    """
+    handle = handle or ModelHandle(resolve_model(job.model.name, job.model.pretrained))
+    row = expected_main_row(handle, job.task, job.protocol, cfg)
+    if row["result_id"] not in finished:
+        return False
+    return finished[row["result_id"]] or not row["standard"]
+
+
+def _read_finished(cfg: Any) -> dict[str, bool]:
+    """The finished identities in ``cfg.output_dir`` as rank 0 reads them (the same on every rank)."""
+    if cfg.output_dir is None:
+        return {}
+    return ddp.broadcast_object(_finished(read_rows(cfg.output_dir)) if ddp.is_main() else None)
+
+
+def _safe_is_done(job: Job, finished: dict[str, bool], cfg: Any, handle: ModelHandle) -> bool:
+    """is_done, where a job whose identity cannot be built (a bad source name, say) is not done: running
+    it reports the error on the job's own line."""
+    try:
+        return bool(finished) and is_done(job, finished, cfg, handle)
+    except ClipBenchError:
+        return False
 
 
 def run_sweep(
@@ -101,19 +154,21 @@ def run_sweep(
     """Run every unfinished job; a failing job is reported and the sweep goes on. Returns counts."""
     ddp.init_from_env()
     jobs = plan(models, tasks, protocols)
-    finished = _finished(read_rows(cfg.output_dir)) if cfg.output_dir is not None else set()
+    finished = _read_finished(cfg)
     counts = {"done_before": 0, "ran": 0, "failed": 0}
     quiet_job = replace(cfg, extract=replace(cfg.extract, quiet=True))
     handles: dict[ModelEntry, ModelHandle] = {}
     with progress_bar(total=len(jobs), desc="sweep", unit="job", quiet=cfg.quiet or not ddp.is_main()) as bar:
         say = bar.write if ddp.is_main() else (lambda _msg: None)
         for job in jobs:
-            if is_done(job, finished):
+            handle = handles.setdefault(job.model, ModelHandle.of(
+                job.model.name, job.model.pretrained, device or ddp.local_device(), precision))
+            if not _safe_is_done(job, finished, cfg, handle):
+                finished = _read_finished(cfg)  # another sweep sharing the output dir may have finished it meanwhile
+            if _safe_is_done(job, finished, cfg, handle):
                 counts["done_before"] += 1
                 bar.update(1)
                 continue
-            handle = handles.setdefault(job.model, ModelHandle.of(
-                job.model.name, job.model.pretrained, device or ddp.local_device(), precision))
             try:
                 rows = PROTOCOLS.get(job.protocol)(handle, [job.task], quiet_job)
             except ClipBenchError as exc:

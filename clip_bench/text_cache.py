@@ -1,44 +1,90 @@
-"""On-disk cache of text embeddings keyed by (model fingerprint, tokenizer, exact prompt string).
+"""On-disk cache of text embeddings keyed by (model fingerprint, tokenizer, precision, exact prompt string).
 
-Each write adds one shard: ``<n>.npy`` (float32 rows) then ``<n>.json`` (the prompt of each row,
-written last as the commit marker). Nothing is ever unpickled.
+Each write adds one shard: ``<n>.npy`` (float32 rows) then ``<n>.json`` (the prompt of each row, the
+array's SHA-256, shape and dtype), written last as the commit marker. Reading checks all of them
+and that every row is finite and unit-length: a damaged shard (a flipped byte, NaN rows, a wrong
+width, a torn or malformed JSON) is deleted and its prompts are encoded again. Nothing is ever
+unpickled. Reads, writes and merges hold the entry's lock, so no shard is deleted under a reader.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import uuid
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .io_utils import file_lock, save_npy_atomic, write_json_atomic
+from .identity import numeric_identity
+from .io_utils import file_lock, save_npy_atomic, sha256_file, write_json_atomic
 
 MAX_SHARDS = 32  # merge shards into one beyond this many
+SHARD_FORMAT = 2
+_NORM_TOLERANCE = 1e-3
 
 
 class TextEmbeddingCache:
-    """Prompt -> L2-normalised embedding, for one model fingerprint and tokenizer."""
+    """Prompt -> L2-normalised embedding, for one model fingerprint, tokenizer and precision."""
 
-    def __init__(self, root: str | Path, model_fingerprint: str, tokenizer_id: str) -> None:
-        self.dir = Path(root) / "text" / f"{model_fingerprint}-{tokenizer_id}"
+    def __init__(
+        self, root: str | Path, model_fingerprint: str, tokenizer_id: str, precision: str = "fp32", device: Any = None,
+        dim: int | None = None,
+    ) -> None:
+        num = numeric_identity(precision, device)
+        tag = num["precision"] + (f"-{num['device_type']}" if num["device_type"] else "")
+        self.dir = Path(root) / "text" / f"{model_fingerprint}-{tokenizer_id}-{tag}"
+        self.dim = dim  # the embedding width when the model config says it; shards of another width are damaged
         self._rows: dict[str, np.ndarray] | None = None
+        self.discarded: list[str] = []  # names of damaged shards found (and removed) while loading
+
+    def _lock(self) -> Any:
+        return file_lock(self.dir / ".lock")
 
     def _load(self) -> dict[str, np.ndarray]:
         if self._rows is None:
             self._rows = {}
             if self.dir.is_dir():
-                for meta in sorted(self.dir.glob("*.json")):
-                    arr_path = meta.with_suffix(".npy")
-                    try:
-                        prompts = json.loads(meta.read_text(encoding="utf-8"))["prompts"]
-                        arr = np.load(arr_path, allow_pickle=False)
-                    except (OSError, ValueError, KeyError):
-                        continue  # a damaged shard is ignored and its prompts are encoded again
-                    if arr.ndim != 2 or arr.shape[0] != len(prompts):
-                        continue
-                    self._rows.update(zip(prompts, arr))
+                try:
+                    with self._lock():
+                        self._rows = self._read_all(delete_damaged=True)
+                except PermissionError:  # a read-only cache: read it, repair nothing
+                    self._rows = self._read_all(delete_damaged=False)
         return self._rows
+
+    def _read_all(self, delete_damaged: bool) -> dict[str, np.ndarray]:
+        shards: list[tuple[Path, list[str], np.ndarray]] = []
+        for meta in sorted(self.dir.glob("*.json")):
+            got = _read_shard(meta)
+            if got is None:
+                self._discard(meta, delete_damaged)
+            else:
+                shards.append((meta, *got))
+        widths: Counter[int] = Counter()
+        for _, prompts, arr in shards:
+            widths[arr.shape[1]] += len(prompts)
+        width = self.dim if self.dim else (widths.most_common(1)[0][0] if widths else None)
+        rows: dict[str, np.ndarray] = {}
+        for meta, prompts, arr in shards:
+            if arr.shape[1] != width:
+                self._discard(meta, delete_damaged)
+                continue
+            rows.update(zip(prompts, arr))
+        if delete_damaged:  # an array without its JSON is a writer killed before committing (we hold the lock)
+            for arr_path in self.dir.glob("*.npy"):
+                if not arr_path.with_suffix(".json").exists():
+                    arr_path.unlink(missing_ok=True)
+        return rows
+
+    def _discard(self, meta: Path, delete: bool) -> None:
+        self.discarded.append(meta.stem)
+        print(f"clip-bench: warning: damaged text-cache shard {meta.with_suffix('.npy')} "
+              f"{'removed' if delete else 'ignored'}; its prompts are encoded again.", file=sys.stderr)
+        if delete:
+            meta.unlink(missing_ok=True)
+            meta.with_suffix(".npy").unlink(missing_ok=True)
 
     def lookup(self, prompts: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
         """Split prompts into (found embeddings, missing prompts)."""
@@ -50,23 +96,52 @@ class TextEmbeddingCache:
         """Store new embeddings as one shard; merges shards when there are many."""
         if not prompts:
             return
+        embeddings = np.asarray(embeddings, dtype=np.float32)
         rows = self._load()
         rows.update(zip(prompts, embeddings))
-        with file_lock(self.dir / ".lock"):
-            name = uuid.uuid4().hex
-            save_npy_atomic(self.dir / f"{name}.npy", np.asarray(embeddings, dtype=np.float32))
-            write_json_atomic(self.dir / f"{name}.json", {"prompts": list(prompts)})
+        with self._lock():
+            self._write_shard(uuid.uuid4().hex, list(prompts), embeddings)
             shards = sorted(self.dir.glob("*.json"))
             if len(shards) > MAX_SHARDS:
                 self._merge(shards)
 
+    def _write_shard(self, name: str, prompts: list[str], arr: np.ndarray) -> None:
+        arr_path = self.dir / f"{name}.npy"
+        save_npy_atomic(arr_path, arr)
+        write_json_atomic(self.dir / f"{name}.json", {
+            "format": SHARD_FORMAT, "prompts": prompts, "sha256": sha256_file(arr_path),
+            "shape": list(arr.shape), "dtype": str(arr.dtype),
+        })
+
     def _merge(self, shards: list[Path]) -> None:
-        self._rows = None
-        rows = self._load()
-        name = "merged-" + uuid.uuid4().hex
+        rows = self._read_all(delete_damaged=True)  # caller holds the lock
+        self._rows = rows
         keys = list(rows)
-        save_npy_atomic(self.dir / f"{name}.npy", np.stack([rows[k] for k in keys]).astype(np.float32))
-        write_json_atomic(self.dir / f"{name}.json", {"prompts": keys})
+        self._write_shard("merged-" + uuid.uuid4().hex, keys, np.stack([rows[k] for k in keys]).astype(np.float32))
         for meta in shards:
             meta.unlink(missing_ok=True)
             meta.with_suffix(".npy").unlink(missing_ok=True)
+
+
+def _read_shard(meta: Path) -> tuple[list[str], np.ndarray] | None:
+    """(prompts, rows) of one shard if every check passes, else None."""
+    arr_path = meta.with_suffix(".npy")
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        if not isinstance(info, dict) or info.get("format") != SHARD_FORMAT:
+            return None
+        prompts, shape = info.get("prompts"), info.get("shape")
+        if not (isinstance(prompts, list) and all(isinstance(p, str) for p in prompts) and isinstance(shape, list)):
+            return None
+        if info.get("dtype") != "float32" or shape[:1] != [len(prompts)] or len(shape) != 2:
+            return None
+        if sha256_file(arr_path) != info.get("sha256"):
+            return None
+        arr = np.load(arr_path, allow_pickle=False)
+    except (OSError, ValueError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if arr.dtype != np.float32 or list(arr.shape) != shape or not np.isfinite(arr).all():
+        return None
+    if len(arr) and np.abs(np.linalg.norm(arr, axis=1) - 1).max() > _NORM_TOLERANCE:
+        return None
+    return prompts, arr

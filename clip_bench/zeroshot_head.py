@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ClipBenchError
 from .models import LoadedModel, ModelHandle
 from .progress import progress_bar
 from .prompts import ClassName, PromptSet
@@ -25,11 +26,23 @@ def ensemble(prompt_embeddings: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack(cols, axis=1).astype(np.float32)
 
 
-def zeroshot_logits(image_features: np.ndarray, classifier: np.ndarray, scale: float = LOGIT_SCALE) -> np.ndarray:
-    """100 * normalised image features @ W, computed in float32 whatever the stored dtype."""
-    feats = np.asarray(image_features, dtype=np.float32)
-    feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-    return scale * feats @ classifier
+def zeroshot_logits(
+    image_features: np.ndarray, classifier: np.ndarray, scale: float = LOGIT_SCALE, chunk_rows: int = 8192,
+) -> np.ndarray:
+    """100 * normalised image features @ W as float32 logits.
+
+    Each row chunk is normalised and multiplied in float64 (then rounded once to float32), so the
+    logits match a float64 reference head to float32 rounding whatever the stored dtype, and a
+    float16 memmap is never copied whole.
+    """
+    n = image_features.shape[0]
+    W = np.asarray(classifier, dtype=np.float64)
+    out = np.empty((n, W.shape[1]), dtype=np.float32)
+    for start in range(0, n, chunk_rows):
+        feats = np.asarray(image_features[start : start + chunk_rows], dtype=np.float64)
+        feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        out[start : start + chunk_rows] = scale * (feats @ W)
+    return out
 
 
 def build_classifier(
@@ -42,16 +55,43 @@ def build_classifier(
     """(D, C) zero-shot weights for `prompt_set`; each distinct prompt is encoded once and cached."""
     per_class = prompt_set.all_prompts()
     flat = list(dict.fromkeys(p for prompts in per_class for p in prompts))
-    cache = TextEmbeddingCache(cache_dir, lm.fingerprint, lm.tokenizer_id) if cache_dir is not None else None
+    cache = None
+    if cache_dir is not None:
+        dim = (getattr(getattr(lm, "spec", None), "arch_config", None) or {}).get("embed_dim")
+        cache = TextEmbeddingCache(cache_dir, lm.fingerprint, lm.tokenizer_id, lm.precision, lm.device,
+                                   dim=dim if isinstance(dim, int) else None)
     found, missing = cache.lookup(flat) if cache is not None else ({}, flat)
     table = dict(found)
     if missing:
-        with progress_bar(total=len(missing), desc="text prompts", unit="prompt", quiet=quiet) as bar:
-            emb = encode_prompts(lm.get(), missing, batch_size=batch_size, progress=bar.update)
+        emb = _encode(lm, missing, batch_size, quiet)
+        widths = {v.shape[-1] for v in found.values()}
+        if widths and widths != {emb.shape[1]}:  # cached rows of another width: damaged, encode everything
+            emb, missing, table = _encode(lm, flat, batch_size, quiet), flat, {}
         table.update(zip(missing, emb))
         if cache is not None:
             cache.add(missing, emb)
-    return ensemble([np.stack([table[p] for p in prompts]) for prompts in per_class])
+    weights = ensemble([np.stack([table[p] for p in prompts]) for prompts in per_class])
+    if not np.isfinite(weights).all():
+        raise ClipBenchError(
+            f"the zero-shot classifier of model {lm.fingerprint} has non-finite weights (NaN or inf) for "
+            f"{int((~np.isfinite(weights)).any(axis=0).sum())} of {weights.shape[1]} classes; the model's text tower "
+            "gives non-finite outputs (check the checkpoint for NaN weights, or try --precision fp32)."
+        )
+    return weights
+
+
+def _encode(lm: LoadedModel | ModelHandle, prompts: list[str], batch_size: int, quiet: bool) -> np.ndarray:
+    """Encode prompts; non-finite embeddings are an error naming the prompt, never a cached row."""
+    with progress_bar(total=len(prompts), desc="text prompts", unit="prompt", quiet=quiet) as bar:
+        emb = encode_prompts(lm.get(), prompts, batch_size=batch_size, progress=bar.update)
+    bad = ~np.isfinite(emb).all(axis=1)
+    if bad.any():
+        raise ClipBenchError(
+            f"the text embeddings of {int(bad.sum())} of {len(prompts)} prompts are non-finite (NaN or inf), "
+            f"e.g. {prompts[int(np.flatnonzero(bad)[0])]!r}: model {lm.fingerprint} gives non-finite outputs "
+            "(check the checkpoint for NaN weights, or try --precision fp32)."
+        )
+    return emb
 
 
 def zeroshot_classifier(

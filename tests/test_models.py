@@ -68,3 +68,21 @@ def test_unreachable_tag_is_one_clear_sentence(monkeypatch):
         load_model("RN50", device="cpu")
     msg = str(err.value)
     assert "RN50-quickgelu" in msg and "'openai'" in msg and "\n" not in msg
+
+
+# Fingerprints and tokenizer ids name every existing cache entry: refactoring the model code must not move them.
+PINNED = [
+    (("tiny-clip-digits", None), "c5cfd331f87dbc04d87b", "604ccb2e6772c454"),
+    (("ViT-B/32", None), "aa60080833f05c94e838", "4cdc25545c1b0370"),
+    (("ViT-B-32", "laion2b_s34b_b79k"), "3800b41feff33a049d3b", "4cdc25545c1b0370"),
+    (("ViT-B-32", None), "fba3f370124a1c1270d8", "4cdc25545c1b0370"),
+    (("RN50", None), "a8853682c1d2ab9c8e94", "4cdc25545c1b0370"),
+]
+
+
+@pytest.mark.parametrize("ref, fingerprint, tok", PINNED)
+def test_open_clip_fingerprints_and_tokenizer_ids_are_pinned(ref, fingerprint, tok):
+    from clip_bench.models import ModelHandle
+
+    handle = ModelHandle.of(ref[0], ref[1], device="cpu")
+    assert (handle.fingerprint, handle.tokenizer_id) == (fingerprint, tok)

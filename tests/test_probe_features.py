@@ -31,6 +31,9 @@ def test_auto_follows_the_architecture_config():
         assert resolve_feature_kind(open_clip.get_model_config(arch), "auto") == "embed", arch
     assert resolve_feature_kind(open_clip.get_model_config("coca_ViT-B-32"), "auto") == "embed"  # attention pool
     assert resolve_feature_kind({"source": "hf-hub:org/repo"}, "auto") == "embed"  # unknown before loading
+    hf_clip = {"model_type": "clip", "vision_config": {"hidden_size": 1024}, "projection_dim": 768}
+    assert resolve_feature_kind(hf_clip, "auto") == "pre-proj" and pre_projection_width(hf_clip) == 1024
+    assert resolve_feature_kind({"model_type": "siglip", "vision_config": {"hidden_size": 768}}, "auto") == "embed"
     assert resolve_feature_kind(resolve_model("tiny-clip-digits").arch_config, "auto") == "pre-proj"
     assert resolve_feature_kind(open_clip.get_model_config("RN50"), "pre-proj") == "pre-proj"  # forced: as asked
     with pytest.raises(ClipBenchError, match="unknown feature kind 'penultimate'"):

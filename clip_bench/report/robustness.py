@@ -197,4 +197,7 @@ def effective_robustness(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list
                 missing = ", ".join(s for s in shift_names if s not in found)
                 notes.append(f"effective robustness: {name} {protocol} lacks {missing}; left out of the average panel")
             out.extend(model_rows)
-    return pd.DataFrame(out, columns=ER_COLUMNS), notes
+    from .robustness_ci import add_er_intervals
+
+    # er_ci_low / er_ci_high: the model's test-set noise and the baseline fit's uncertainty (robustness_ci)
+    return add_er_intervals(pd.DataFrame(out, columns=ER_COLUMNS), rows), notes

@@ -1,0 +1,133 @@
+"""Per-sample outcomes for zero-shot rows computed before clip-bench stored them, from the caches alone.
+
+The logits are rebuilt from the cached image features and the cached text embeddings of the row's
+prompts; no model is loaded and no image is opened. The rebuilt outcomes must reproduce the row's
+value exactly, or nothing is written. When a cache is missing, the error says what to run.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .class_groups import apply_class_groups
+from .errors import ClipBenchError
+from .features import FeatureCache, feature_key
+from .outcomes import OutcomeError, Outcomes, attach_outcomes, load_for_row, outcome_relpath
+from .tasks import get_task
+from .text_cache import TextEmbeddingCache
+from .zeroshot_head import ensemble, zeroshot_logits
+
+
+def rerun_command(row: dict[str, Any], output_dir: str | Path) -> str:
+    """The command that (re)computes `row` and writes its outcomes (it reuses whatever is cached)."""
+    extra = row.get("extra") or {}
+    protocol = row.get("protocol") or "zeroshot"
+    cmd = ["clip-bench", "linprobe" if protocol == "linear_probe" else
+           "fewshot" if protocol.startswith("fewshot") else "zeroshot", "--model", row["model"]]
+    if row.get("pretrained") and row["pretrained"] != "builtin":
+        cmd += ["--pretrained", row["pretrained"]]
+    cmd += ["--task", row["task"]]
+    if row.get("source"):
+        cmd += ["--source", row["source"]]
+    for flag, key in (("--limit", "limit"), ("--templates", "templates_file"), ("--classnames", "classnames_file")):
+        if extra.get(key) is not None:
+            cmd += [flag, str(extra[key])]
+    if row.get("precision") and row["precision"] != "fp32":
+        cmd += ["--precision", row["precision"]]
+    cmd += ["--output-dir", str(output_dir)]
+    return shlex.join(cmd)
+
+
+def _text_embeddings(
+    cache_dir: Path, fingerprint: str, prompts: list[str], precision: str | None, device: Any,
+) -> dict[str, np.ndarray] | None:
+    """Cached embeddings of every prompt for this model at the row's precision (any tokenizer entry that
+    has them all), or None."""
+    probe = TextEmbeddingCache(cache_dir, fingerprint, "TOKENIZER", precision or "fp32", device)
+    head, tail = probe.dir.name.split("TOKENIZER")
+    for folder in sorted((cache_dir / "text").glob(f"{head}*{tail}")):
+        tokenizer = folder.name[len(head): len(folder.name) - len(tail)]
+        cache = TextEmbeddingCache(cache_dir, fingerprint, tokenizer, precision or "fp32", device)
+        if cache.dir != folder:
+            continue
+        found, missing = cache.lookup(prompts)
+        if not missing:
+            return found
+    return None
+
+
+def zeroshot_scores_from_cache(
+    row: dict[str, Any], cache_dir: str | Path, data_root: str | Path, output_dir: str | Path = "results",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, labels) the zero-shot `row` was scored on, rebuilt from the feature and text caches."""
+    from .evaluate import _subset_scores
+
+    cache_dir = Path(cache_dir)
+    extra = row.get("extra") or {}
+    task = get_task(row["task"])
+    redo = f"run `{rerun_command(row, output_dir)}` (it reuses what is cached and stores the outcomes)"
+    if task.version != row.get("task_version"):
+        raise ClipBenchError(f"{row['model']} on {row['task']}: the row was computed with task version "
+                             f"{row.get('task_version')}, the task file is now version {task.version}; {redo}.")
+    prompt_set = task.prompt_set(extra.get("classnames_file"), extra.get("templates_file"))
+    if (prompt_set.templates_hash, prompt_set.classnames_hash) != (row.get("templates_hash"), row.get("classnames_hash")):
+        raise ClipBenchError(f"{row['model']} on {row['task']}: the row's prompts (templates/class names) are not the "
+                             f"ones the task or its files give now; {redo}.")
+    feats = None
+    for skip_bad in (False, True):  # an entry that skipped unreadable images is keyed apart
+        key = feature_key(row["model_fingerprint"], task, task.source(row.get("source")), row["split"],
+                          row.get("feature_kind") or "embed", extra.get("limit"), Path(data_root),
+                          precision=row.get("precision") or "fp32", device=row.get("device"), skip_bad_images=skip_bad)
+        feats = FeatureCache(cache_dir, key).load()
+        if feats is not None:
+            break
+    if feats is None:
+        raise ClipBenchError(f"{row['model']} on {row['task']}: no per-sample outcomes, and its image features are "
+                             f"not in the cache {cache_dir} (or --data-root differs); {redo}.")
+    per_class = prompt_set.all_prompts()
+    table = _text_embeddings(cache_dir, row["model_fingerprint"], list(dict.fromkeys(p for ps in per_class for p in ps)),
+                             row.get("precision"), row.get("device"))
+    if table is None:
+        raise ClipBenchError(f"{row['model']} on {row['task']}: no per-sample outcomes, and its prompt embeddings "
+                             f"are not in the text cache under {cache_dir}; {redo}.")
+    classifier = ensemble([np.stack([table[p] for p in prompts]) for prompts in per_class])
+    logits = apply_class_groups(task, zeroshot_logits(feats.features, classifier))
+    labels = np.asarray(feats.labels)
+    if row.get("subset"):
+        subsets = _subset_scores(task, logits, labels)
+        if row["subset"] not in subsets:
+            raise ClipBenchError(f"{row['model']} on {row['task']}: class subset {row['subset']!r} is unknown; {redo}.")
+        logits, labels = subsets[row["subset"]]
+    return logits, labels
+
+
+def backfill(
+    row: dict[str, Any], output_dir: str | Path, cache_dir: str | Path, data_root: str | Path,
+) -> Outcomes:
+    """Write the outcomes file of a zero-shot `row` (under `output_dir`) from the caches, and return it.
+
+    Raises ClipBenchError naming the command to run when the caches do not have what is needed, or
+    when the rebuilt scores do not reproduce the row's value.
+    """
+    if row.get("protocol") != "zeroshot":
+        raise ClipBenchError(
+            f"{row['model']} on {row['task']} ({row.get('protocol')}): the row has no per-sample outcomes (it was "
+            f"computed before clip-bench stored them); run `{rerun_command(row, output_dir)}` "
+            "(features come from the cache)."
+        )
+    logits, labels = zeroshot_scores_from_cache(row, cache_dir, data_root, output_dir)
+    copy = {**row, "outcomes": outcome_relpath(row)}
+    try:
+        attach_outcomes([copy], logits, labels, output_dir)
+        out = load_for_row(copy, output_dir)
+    except OutcomeError as exc:
+        raise ClipBenchError(
+            f"{row['model']} on {row['task']}: the cached features do not reproduce the row's {row['metric']} "
+            f"({exc}); run `{rerun_command(row, output_dir)}`."
+        ) from None
+    assert out is not None  # just written
+    return out

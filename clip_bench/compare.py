@@ -1,0 +1,313 @@
+"""``compare``: is model A better than model B, task by task and overall, beyond test-sample noise?
+
+For each task both models were evaluated on (same protocol, same test samples, checked by the hash
+of the test labels in sample order), the difference A - B of the task's main metric with a 95%
+interval and a paired test:
+
+- accuracy (top-1 / top-5): the exact McNemar test on the discordant images, and Newcombe's paired
+  score interval for the difference;
+- mean per-class recall, the Kinetics mean, 11-point mAP, ROC AUC: a paired bootstrap (the same
+  resampled images for both models, class-stratified except for multi-label mAP), B = 1000, seed 0,
+  with the percentile interval and the centred bootstrap p-value.
+
+Across tasks, p-values are corrected with Holm's step-down method; a task is a win (A significantly
+better), a loss, or a tie. The mean difference over tasks gets a percentile interval from the
+per-task paired replicates (tasks are independent test sets; the interval is conditional on this
+set of tasks).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import stats
+from .errors import ClipBenchError
+from .outcomes import OutcomeError, Outcomes, load_for_row
+from .results import RESULTS_FILE, read_rows
+
+ACCURACY_METRICS = ("top1", "top5")
+
+
+@dataclass
+class TaskComparison:
+    """A versus B on one task."""
+
+    task: str
+    subset: str | None
+    metric: str
+    n: int
+    value_a: float
+    value_b: float
+    diff: float  # A - B, points
+    ci_low: float
+    ci_high: float
+    test: str
+    p_value: float
+    p_holm: float = float("nan")
+    significant: bool = False
+    result: str = "tie"  # "A better", "B better" or "tie"
+    discordant: list[int] | None = None  # McNemar: [A right & B wrong, A wrong & B right]
+
+
+@dataclass
+class Comparison:
+    """Everything `clip-bench compare` prints."""
+
+    model_a: str
+    model_b: str
+    protocol: str
+    alpha: float
+    B: int
+    tasks: list[TaskComparison] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    wins: int = 0
+    losses: int = 0
+    ties: int = 0
+    mean_diff: float = float("nan")
+    mean_ci_low: float = float("nan")
+    mean_ci_high: float = float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows
+
+
+def _load_rows(results_dir: str | Path) -> list[tuple[dict[str, Any], Path]]:
+    """(row, folder of its results.jsonl) for every row under `results_dir` (or one .jsonl file)."""
+    root = Path(results_dir)
+    files = [root] if root.is_file() else sorted(root.rglob(RESULTS_FILE)) if root.is_dir() else []
+    return [(row, path.parent) for path in files for row in read_rows(path)]
+
+
+def _label(model: str, pretrained: str | None) -> str:
+    return f"{model}:{pretrained}" if pretrained else model
+
+
+def _resolve_model(rows: list[tuple[dict[str, Any], Path]], name: str) -> tuple[str, str | None]:
+    """(model, pretrained) named by `name`: a row's model name, or ``name:pretrained``."""
+    pairs = sorted({(r["model"], r.get("pretrained")) for r, _ in rows}, key=lambda p: (p[0], p[1] or ""))
+    exact = [p for p in pairs if p[0] == name]
+    if len(exact) == 1:
+        return exact[0]
+    if ":" in name:
+        model, tag = name.rsplit(":", 1)
+        tagged = [p for p in pairs if p[0] == model and (p[1] or "") == tag]
+        if tagged:
+            return tagged[0]
+    if len(exact) > 1:
+        raise ClipBenchError(f"model {name!r} has several pretrained tags in the results "
+                             f"({', '.join(str(p[1]) for p in exact)}); name one as {name}:TAG.")
+    known = ", ".join(_label(*p) for p in pairs) or "none"
+    raise ClipBenchError(f"no result rows for model {name!r}; models in the results: {known}.")
+
+
+def _pick_rows(
+    rows: list[tuple[dict[str, Any], Path]], model: tuple[str, str | None], protocol: str,
+    metric: str | None, seed: int | None,
+) -> dict[tuple[str, str | None], tuple[dict[str, Any], Path]]:
+    """Latest row per (task, subset) of `model` and `protocol`: main metric unless `metric` is given."""
+    chosen: dict[tuple[str, str | None], tuple[dict[str, Any], Path]] = {}
+    seeds_seen: set[Any] = set()
+    for row, folder in sorted(rows, key=lambda rf: str(rf[0].get("date") or "")):
+        extra = row.get("extra") or {}
+        if (row["model"], row.get("pretrained")) != model or row.get("protocol") != protocol:
+            continue
+        if extra.get("aggregate") or row.get("subset") or row.get("value") is None:
+            continue
+        if (row.get("metric") != metric) if metric else not row.get("is_main"):
+            continue
+        if protocol.startswith("fewshot"):
+            seeds_seen.add(extra.get("seed"))
+            if seed is None or extra.get("seed") != seed:
+                continue
+        chosen[(row["task"], row.get("subset"))] = (row, folder)
+    if protocol.startswith("fewshot") and seed is None and seeds_seen:
+        raise ClipBenchError(f"{protocol} rows are per seed; pass --seed (seeds in the results: "
+                             f"{', '.join(str(s) for s in sorted(seeds_seen, key=str))}).")
+    return chosen
+
+
+def _outcomes(row: dict[str, Any], folder: Path, cache_dir: Path | None, data_root: Path | None) -> Outcomes:
+    try:
+        out = load_for_row(row, folder)
+    except OutcomeError as exc:
+        raise ClipBenchError(str(exc)) from None
+    if out is not None:
+        return out
+    from .backfill import backfill, rerun_command
+
+    if cache_dir is None:
+        raise ClipBenchError(f"{row['model']} on {row['task']}: the row has no per-sample outcomes; pass --cache-dir "
+                             f"to rebuild them from the caches, or run `{rerun_command(row, folder)}`.")
+    from .evaluate import default_data_root
+
+    return backfill(row, folder, cache_dir, data_root or default_data_root())
+
+
+def _why_different(a: dict[str, Any], b: dict[str, Any], oa: Outcomes, ob: Outcomes) -> str:
+    parts = [f"{k} {a.get(k)!s} vs {b.get(k)!s}" for k in ("source", "split", "task_version") if a.get(k) != b.get(k)]
+    la, lb = (a.get("extra") or {}).get("limit"), (b.get("extra") or {}).get("limit")
+    if la != lb:
+        parts.append(f"--limit {la} vs {lb}")
+    if oa.n != ob.n:
+        parts.append(f"{oa.n} vs {ob.n} test samples")
+    parts.append(f"test-label hash {oa.sample_hash[:12]} vs {ob.sample_hash[:12]}")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+
+
+def _task_seed(seed: int, task: str, subset: str | None) -> int:
+    """A per-task seed, so tasks get independent bootstrap streams whatever their order."""
+    return seed * 1_000_003 + zlib.crc32(f"{task}/{subset or ''}".encode())
+
+
+def compare_outcomes(
+    oa: Outcomes, ob: Outcomes, B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED,
+) -> tuple[float, float, float, str, float, np.ndarray, list[int] | None]:
+    """(diff A-B, ci_low, ci_high, test, p-value, paired bootstrap replicates of A-B, discordant counts)."""
+    m = oa.metric
+    diff = oa.recompute() - ob.recompute()
+    if m in ACCURACY_METRICS:
+        p, only_a, only_b = stats.mcnemar_exact(oa.correct, ob.correct)
+        lo, hi = stats.newcombe_paired_interval(ob.correct, oa.correct)  # accuracy(A) - accuracy(B)
+        reps = stats.paired_accuracy_bootstrap(ob.correct, oa.correct, B, seed)
+        return diff, 100 * lo, 100 * hi, "McNemar exact", p, reps, [only_a, only_b]
+    if m == "mean_per_class_recall":
+        reps = stats.paired_mean_per_class_recall_bootstrap(ob.top1, oa.top1, oa.labels, B, seed)
+    elif m == "mean_top1_top5":
+        reps = stats.paired_mean_top1_top5_bootstrap(ob.top1, ob.top5, oa.top1, oa.top5, oa.labels, B, seed)
+    elif m == "map_11point":
+        reps = stats.paired_map_11point_bootstrap(ob.scores, oa.scores, oa.labels, B, seed)
+    elif m == "roc_auc":
+        reps = stats.paired_roc_auc_bootstrap(ob.scores, oa.scores, oa.labels, B, seed)
+    else:
+        raise ClipBenchError(f"compare has no paired test for metric {m!r}.")
+    lo, hi = stats.percentile_interval(reps)
+    return diff, lo, hi, f"paired bootstrap ({B})", stats.bootstrap_p_value(reps, diff), reps, None
+
+
+def compare(
+    model_a: str,
+    model_b: str,
+    results_dir: str | Path = "results",
+    tasks: list[str] | None = None,
+    protocol: str = "zeroshot",
+    metric: str | None = None,
+    seed: int | None = None,
+    alpha: float = 0.05,
+    B: int = stats.DEFAULT_B,
+    cache_dir: str | Path | None = None,
+    data_root: str | Path | None = None,
+) -> Comparison:
+    """Compare two models' rows under `results_dir` (see the module docstring).
+
+    `tasks` limits the comparison (names or collections); a named task that cannot be compared is an
+    error, while without `tasks` such tasks are listed in ``refused`` with the reason. Rows without
+    stored outcomes are rebuilt from `cache_dir` (zero-shot) when given. `seed` picks the few-shot
+    draw for ``fewshot_kK`` protocols.
+    """
+    rows = _load_rows(results_dir)
+    if not rows:
+        raise ClipBenchError(f"no result rows under {results_dir} (looked for {RESULTS_FILE}); pass --results DIR.")
+    a, b = _resolve_model(rows, model_a), _resolve_model(rows, model_b)
+    if a == b:
+        raise ClipBenchError(f"{model_a!r} and {model_b!r} name the same model rows ({_label(*a)}); name two models.")
+    ra, rb = _pick_rows(rows, a, protocol, metric, seed), _pick_rows(rows, b, protocol, metric, seed)
+    wanted = None
+    if tasks:
+        from .tasks import expand_tasks
+
+        wanted = set(expand_tasks(list(tasks)))
+        for side, picked, name in (("A", ra, a), ("B", rb, b)):
+            missing = sorted(wanted - {t for t, _ in picked})
+            if missing:
+                raise ClipBenchError(f"model {side} ({_label(*name)}) has no {protocol} {metric or 'main-metric'} row "
+                                     f"for {', '.join(missing)} under {results_dir}.")
+    cache = Path(cache_dir) if cache_dir is not None else None
+    root = Path(data_root) if data_root is not None else None
+    result = Comparison(_label(*a), _label(*b), protocol, alpha, B)
+    all_reps = []
+    for key in sorted(set(ra) & set(rb), key=lambda k: (k[0], k[1] or "")):
+        task, subset = key
+        if wanted is not None and task not in wanted:
+            continue
+        (row_a, dir_a), (row_b, dir_b) = ra[key], rb[key]
+        if row_a["metric"] != row_b["metric"]:
+            result.refused.append(f"{task}: A has {row_a['metric']} rows, B has {row_b['metric']}")
+            continue
+        oa, ob = _outcomes(row_a, dir_a, cache, root), _outcomes(row_b, dir_b, cache, root)
+        if oa.sample_hash != ob.sample_hash:
+            why = (f"{task}: refused, A and B were not evaluated on the same test samples "
+                   f"({_why_different(row_a, row_b, oa, ob)}); evaluate both with the same --source and --limit")
+            if wanted is not None:
+                raise ClipBenchError(why + ".")
+            result.refused.append(why)
+            continue
+        diff, lo, hi, test, p, reps, disc = compare_outcomes(oa, ob, B, _task_seed(0, task, subset))
+        result.tasks.append(TaskComparison(task, subset, oa.metric, oa.n, float(row_a["value"]), float(row_b["value"]),
+                                           diff, lo, hi, test, p, discordant=disc))
+        all_reps.append(reps)
+    if not result.tasks:
+        reasons = "; ".join(result.refused) if result.refused else (
+            f"no task has {protocol} rows for both {_label(*a)} and {_label(*b)}")
+        raise ClipBenchError(f"nothing to compare: {reasons}.")
+    p_values = np.array([t.p_value if np.isfinite(t.p_value) else 1.0 for t in result.tasks])
+    adjusted, rejected = stats.holm(p_values, alpha)
+    for t, p_adj, sig in zip(result.tasks, adjusted, rejected):
+        t.p_holm, t.significant = float(p_adj), bool(sig)
+        t.result = ("A better" if t.diff > 0 else "B better") if sig and t.diff != 0 else "tie"
+    result.wins = sum(t.result == "A better" for t in result.tasks)
+    result.losses = sum(t.result == "B better" for t in result.tasks)
+    result.ties = sum(t.result == "tie" for t in result.tasks)
+    result.mean_diff = float(np.mean([t.diff for t in result.tasks]))
+    if len(result.tasks) == 1:  # the mean is that task's difference: same interval
+        result.mean_ci_low, result.mean_ci_high = result.tasks[0].ci_low, result.tasks[0].ci_high
+    else:
+        result.mean_ci_low, result.mean_ci_high = stats.percentile_interval(np.mean(np.stack(all_reps), axis=0))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Text output
+
+
+def _p(p: float) -> str:
+    if not np.isfinite(p):
+        return "n/a"
+    return f"{p:.3g}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def format_comparison(c: Comparison) -> str:
+    """The comparison as a readable table, with the summary over tasks and any refusals."""
+    header = ("task", "metric", "n", "A", "B", "A-B", "95% CI", "test", "p", "p (Holm)", "result")
+    lines = [header]
+    for t in c.tasks:
+        task = t.task + (f" [{t.subset} classes]" if t.subset else "")
+        lines.append((task, t.metric, str(t.n), f"{t.value_a:.2f}", f"{t.value_b:.2f}", f"{t.diff:+.2f}",
+                      f"[{t.ci_low:+.2f}, {t.ci_high:+.2f}]", t.test, _p(t.p_value), _p(t.p_holm), t.result))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    numeric = {2, 3, 4, 5, 8, 9}
+    out = [f"A: {c.model_a}", f"B: {c.model_b}", f"protocol {c.protocol}; values in percent, 95% intervals, "
+           f"Holm-corrected over {len(c.tasks)} task(s) at alpha {c.alpha}", ""]
+    for i, row in enumerate(lines):
+        out.append("  ".join(cell.rjust(w) if j in numeric else cell.ljust(w)
+                             for j, (cell, w) in enumerate(zip(row, widths))).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    out.append("")
+    out.append(f"A better on {c.wins}, B better on {c.losses}, no significant difference on {c.ties} "
+               f"(of {len(c.tasks)}); mean A-B over tasks {c.mean_diff:+.2f} "
+               f"[{c.mean_ci_low:+.2f}, {c.mean_ci_high:+.2f}]")
+    out.extend(c.refused)
+    return "\n".join(out) + "\n"

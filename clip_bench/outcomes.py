@@ -1,0 +1,343 @@
+"""Per-sample outcomes behind each result row, and the row's 95% interval computed from them.
+
+Each row with a metric value gets ``ci_low`` / ``ci_high`` (percent, like ``value``), ``ci_method``
+and ``outcomes``: the path, relative to the output folder, of ``outcomes/<id>.npz`` holding only
+what that metric needs:
+
+=====================  =============================================================
+metric                 stored arrays
+=====================  =============================================================
+top1, top5             ``correct`` (packed bits)
+mean_per_class_recall  ``correct`` (packed bits), ``labels`` (smallest integer type)
+mean_top1_top5         ``top1``, ``top5`` (packed bits), ``labels``
+map_11point            ``scores`` (N, C) float32, ``targets`` (N, C multi-hot, packed bits)
+roc_auc                ``scores`` (N,) margins (float64), ``labels``
+=====================  =============================================================
+
+plus ``value`` (the row's value, recomputed from the arrays when written and checked when read)
+and ``sample_hash``: SHA-256 of the test labels in sample order and their shape, which
+``clip-bench compare`` requires to match between two rows. ImageNet (50,000 images): 6.1 KiB per
+top-1 or top-5 row, about 104 KiB for mean per-class recall before compression (see
+``benchmarks/RESULTS.md``).
+
+The file is named by the row's ``result_id`` when it has one, else by :func:`fallback_id`, a hash of
+the row's identity fields (everything that determines its value, metric included).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import stats
+from .io_utils import atomic_path, sha256_bytes, sha256_json
+
+OUTCOMES_DIR = "outcomes"
+FORMAT = 1
+#: Row fields that identify an evaluation (the fallback file id hashes these, plus the extra keys below).
+ID_FIELDS = (
+    "model_fingerprint", "task", "task_version", "source", "split", "protocol", "subset", "limit",
+    "templates_hash", "classnames_hash", "feature_kind", "precision", "metric",
+)
+ID_EXTRA_FIELDS = ("k", "seed", "solver", "aggregate", "val_fraction", "run")
+BINARY_METRICS = ("top1", "top5")
+#: Metrics the rows can carry and the interval method of each.
+CI_METHODS = {
+    "top1": "wilson",
+    "top5": "wilson",
+    "mean_per_class_recall": "bootstrap-stratified",
+    "mean_top1_top5": "bootstrap-stratified",
+    "map_11point": "bootstrap",
+    "roc_auc": "bootstrap-stratified",
+}
+_VALUE_TOL = 1e-6  # percent points
+
+
+class OutcomeError(RuntimeError):
+    """Stored outcomes that do not reproduce their row (an internal inconsistency, never silently used)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity
+
+
+def fallback_id(row: dict[str, Any]) -> str:
+    """A stable id for a row's evaluation from its identity fields (used until rows carry ``result_id``)."""
+    extra = row.get("extra") or {}
+    ident = {k: row[k] if k in row else extra.get(k) for k in ID_FIELDS}  # e.g. limit sits in extra
+    ident.update({f"extra.{k}": extra[k] for k in ID_EXTRA_FIELDS if k in extra})
+    return sha256_json(ident)[:24]
+
+
+def outcome_id(row: dict[str, Any]) -> str:
+    """The name (without ``.npz``) of a row's outcomes file: its ``result_id``, else :func:`fallback_id`."""
+    return str(row.get("result_id") or fallback_id(row))
+
+
+def outcome_relpath(row: dict[str, Any]) -> str:
+    """Where the row's outcomes are, relative to its output folder (the row's ``outcomes`` field if set)."""
+    return row.get("outcomes") or f"{OUTCOMES_DIR}/{outcome_id(row)}.npz"
+
+
+def sample_hash(labels: np.ndarray) -> str:
+    """SHA-256 of the test labels in sample order (and their shape): the identity of a test sample set."""
+    labels = np.asarray(labels)
+    canon = labels.astype(np.uint8) if labels.ndim == 2 else labels.astype(np.int64)
+    header = f"clip-bench-samples-v1:{canon.shape}".encode()
+    return sha256_bytes(header + np.ascontiguousarray(canon).tobytes())
+
+
+# ---------------------------------------------------------------------------------------------
+# Outcomes of one row
+
+
+@dataclass
+class Outcomes:
+    """The per-sample evidence behind one metric value."""
+
+    metric: str
+    n: int
+    sample_hash: str
+    value: float
+    labels: np.ndarray | None = None  # (n,) class indices, or (n, C) multi-hot for map_11point
+    top1: np.ndarray | None = None  # (n,) bool
+    top5: np.ndarray | None = None  # (n,) bool
+    scores: np.ndarray | None = None  # (n,) margins (roc_auc) or (n, C) scores (map_11point)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Per-sample correctness for the accuracy metrics (top-5 for ``top5``, else top-1)."""
+        arr = self.top5 if self.metric == "top5" else self.top1
+        if arr is None:
+            raise OutcomeError(f"outcomes for {self.metric} hold no per-sample correctness")
+        return arr
+
+    def recompute(self) -> float:
+        """The metric value (percent) from the stored arrays alone."""
+        m = self.metric
+        if m in BINARY_METRICS:
+            return 100.0 * float(np.mean(self.correct))
+        if m == "mean_per_class_recall":
+            _, inv = np.unique(self.labels, return_inverse=True)
+            return 100.0 * float(np.mean(np.bincount(inv, weights=self.top1) / np.bincount(inv)))
+        if m == "mean_top1_top5":
+            return 50.0 * (float(np.mean(self.top1)) + float(np.mean(self.top5)))
+        if m == "map_11point":
+            return float(stats.weighted_map_11point(self.scores, self.labels, np.ones((1, self.n)))[0])
+        if m == "roc_auc":
+            return float(stats.weighted_roc_auc(self.scores, self.labels, np.ones((1, self.n)))[0])
+        raise OutcomeError(f"no per-sample outcomes are defined for metric {m!r}")
+
+    def interval(self, B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED) -> tuple[float, float, str]:
+        """(ci_low, ci_high, ci_method): the 95% interval in percent."""
+        m = self.metric
+        if m in BINARY_METRICS:
+            lo, hi = stats.wilson(int(np.sum(self.correct)), self.n)
+            return 100.0 * float(lo), 100.0 * float(hi), "wilson"
+        reps = self.bootstrap(B, seed)
+        lo, hi = stats.percentile_interval(reps)
+        return lo, hi, f"{CI_METHODS[m]}-{B}"
+
+    def bootstrap(self, B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED) -> np.ndarray:
+        """Bootstrap replicates of the metric (percent)."""
+        m = self.metric
+        if m == "mean_per_class_recall":
+            return stats.bootstrap_mean_per_class_recall(self.top1, self.labels, B, seed)
+        if m == "mean_top1_top5":
+            return stats.bootstrap_mean_top1_top5(self.top1, self.top5, self.labels, B, seed)
+        if m == "map_11point":
+            return stats.bootstrap_map_11point(self.scores, self.labels, B, seed)
+        if m == "roc_auc":
+            return stats.bootstrap_roc_auc(self.scores, self.labels, B, seed)
+        if m in BINARY_METRICS:
+            k = int(np.sum(self.correct))
+            return 100.0 * np.random.default_rng(seed).binomial(self.n, k / self.n, size=B) / self.n
+        raise OutcomeError(f"no bootstrap is defined for metric {m!r}")
+
+
+def topk_correct(scores: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
+    """Whether each sample's target is among its k highest scores (as ``metrics.topk_accuracy`` decides)."""
+    k = min(k, scores.shape[1])
+    if k == 1:
+        return scores.argmax(axis=1) == targets
+    top = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
+    return np.any(top == targets[:, None], axis=1)
+
+
+def outcomes_for(
+    metric: str, scores: np.ndarray, targets: np.ndarray, value: float, memo: dict[str, Any] | None = None,
+) -> Outcomes:
+    """The outcomes a row with `metric` needs, from the scores and targets its value was computed on.
+
+    `memo` (one dict per (scores, targets)) shares the per-sample work between the rows of one evaluation.
+    """
+    scores, targets = np.asarray(scores), np.asarray(targets)
+    memo = {} if memo is None else memo
+
+    def top1() -> np.ndarray:
+        if "top1" not in memo:
+            memo["top1"] = topk_correct(scores, targets, 1)
+        return memo["top1"]
+
+    def top5() -> np.ndarray:
+        if "top5" not in memo:
+            memo["top5"] = topk_correct(scores, targets, 5)
+        return memo["top5"]
+
+    if "hash" not in memo:
+        memo["hash"] = sample_hash(targets)
+    common = dict(metric=metric, n=int(targets.shape[0]), value=float(value), sample_hash=memo["hash"])
+    if metric == "top1":
+        return Outcomes(**common, top1=top1())
+    if metric == "top5":
+        return Outcomes(**common, top5=top5())
+    if metric == "mean_per_class_recall":
+        return Outcomes(**common, top1=top1(), labels=targets)
+    if metric == "mean_top1_top5":
+        return Outcomes(**common, top1=top1(), top5=top5(), labels=targets)
+    if metric == "map_11point":
+        return Outcomes(**common, scores=_compact_float(scores), labels=targets.astype(bool))
+    if metric == "roc_auc":
+        margin = scores[:, 1] - scores[:, 0] if scores.ndim == 2 else scores
+        return Outcomes(**common, scores=np.asarray(margin, dtype=np.float64), labels=targets)
+    raise OutcomeError(f"no per-sample outcomes are defined for metric {metric!r}")
+
+
+def _compact_float(x: np.ndarray) -> np.ndarray:
+    """float32 when that loses nothing, else float64 (so the stored scores rank exactly as scored)."""
+    x32 = np.asarray(x, dtype=np.float32)
+    return x32 if np.array_equal(x32, x) else np.asarray(x, dtype=np.float64)
+
+
+def _small_int(labels: np.ndarray) -> np.ndarray:
+    top = int(labels.max()) if labels.size else 0
+    low = int(labels.min()) if labels.size else 0
+    for dtype in (np.uint8, np.uint16, np.int32):
+        if low >= np.iinfo(dtype).min and top <= np.iinfo(dtype).max:
+            return labels.astype(dtype)
+    return labels.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage
+
+
+def save(out: Outcomes, path: str | Path) -> Path:
+    """Write `out` to a compressed ``.npz`` atomically (bits packed, labels in the smallest integer type)."""
+    arrays: dict[str, np.ndarray] = {
+        "format": np.array(FORMAT), "metric": np.array(out.metric), "n": np.array(out.n),
+        "sample_hash": np.array(out.sample_hash), "value": np.array(out.value),
+    }
+    for name in ("top1", "top5"):
+        if getattr(out, name) is not None:
+            arrays[name] = np.packbits(np.asarray(getattr(out, name), dtype=bool))
+    if out.labels is not None:
+        labels = np.asarray(out.labels)
+        if labels.ndim == 2:
+            arrays["targets"] = np.packbits(labels.astype(bool), axis=1)
+            arrays["n_classes"] = np.array(labels.shape[1])
+        else:
+            arrays["labels"] = _small_int(labels)
+    if out.scores is not None:
+        arrays["scores"] = out.scores
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    return path
+
+
+def load(path: str | Path) -> Outcomes:
+    """Read an outcomes file written by :func:`save` (nothing is unpickled)."""
+    with np.load(path, allow_pickle=False) as z:
+        if int(z["format"]) != FORMAT:
+            raise OutcomeError(f"{path}: outcomes format {int(z['format'])}, expected {FORMAT}")
+        n = int(z["n"])
+        kw: dict[str, Any] = dict(metric=str(z["metric"]), n=n, sample_hash=str(z["sample_hash"]),
+                                  value=float(z["value"]))
+        for name in ("top1", "top5"):
+            if name in z:
+                kw[name] = np.unpackbits(z[name], count=n).astype(bool)
+        if "labels" in z:
+            kw["labels"] = z["labels"].astype(np.int64)
+        if "targets" in z:
+            kw["labels"] = np.unpackbits(z["targets"], axis=1, count=int(z["n_classes"])).astype(bool)
+        if "scores" in z:
+            kw["scores"] = z["scores"]
+    return Outcomes(**kw)
+
+
+def load_for_row(row: dict[str, Any], output_dir: str | Path) -> Outcomes | None:
+    """The outcomes behind `row` under `output_dir`, or None if there is no file.
+
+    Raises :class:`OutcomeError` if the file is damaged or does not reproduce the row's value (it
+    then belongs to another run of the same evaluation, and must not be used for this row).
+    """
+    path = Path(output_dir) / outcome_relpath(row)
+    if not path.is_file():
+        return None
+    try:
+        out = load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise OutcomeError(f"outcomes file {path} is damaged ({exc}); delete it and run `clip-bench compare` "
+                           "again to rebuild it from the feature cache") from None
+    if out.metric != row.get("metric") or abs(out.value - float(row["value"])) > _VALUE_TOL:
+        raise OutcomeError(
+            f"outcomes file {path} holds {out.metric} = {out.value:.4f}, but the row says "
+            f"{row.get('metric')} = {float(row['value']):.4f}; it belongs to another run of this evaluation"
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The hooks the protocols call
+
+
+def attach_outcomes(
+    rows: list[dict[str, Any]], scores: np.ndarray, targets: np.ndarray, output_dir: str | Path | None,
+    B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED,
+) -> list[dict[str, Any]]:
+    """Give each row (all scored on `scores` vs `targets`) its interval, and write its outcomes file.
+
+    The outcomes are checked to reproduce each row's value first: a mismatch is an internal error,
+    never a silently wrong interval. Files are written only by the main process and only when
+    `output_dir` is set; rows then say where (``outcomes``), else ``outcomes`` is None.
+    """
+    from . import distributed as ddp
+
+    memo: dict[str, Any] = {}
+    for row in rows:
+        if row.get("value") is None or row.get("metric") not in CI_METHODS:
+            continue
+        if row.get("n") is not None and int(row["n"]) != int(np.asarray(targets).shape[0]):
+            raise OutcomeError(f"{row['metric']} row has n = {row['n']} but {np.asarray(targets).shape[0]} outcomes")
+        out = outcomes_for(row["metric"], scores, targets, row["value"], memo)
+        check = out.recompute()
+        if not abs(check - float(row["value"])) <= _VALUE_TOL:
+            raise OutcomeError(f"per-sample outcomes give {row['metric']} = {check!r}, the row says {row['value']!r}")
+        row["ci_low"], row["ci_high"], row["ci_method"] = out.interval(B, seed)
+        row["outcomes"] = None
+        if output_dir is not None:
+            rel = f"{OUTCOMES_DIR}/{outcome_id(row)}.npz"
+            if ddp.is_main():
+                save(out, Path(output_dir) / rel)
+            row["outcomes"] = rel
+    return rows
+
+
+def attach_seed_mean_interval(mean_row: dict[str, Any], seed_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Interval of a few-shot mean row from its per-seed rows (see :func:`stats.combine_seed_intervals`)."""
+    if not seed_rows or any(r.get("ci_low") is None for r in seed_rows):
+        return mean_row
+    lo, hi = stats.combine_seed_intervals(
+        [r["value"] for r in seed_rows], [r["ci_low"] for r in seed_rows], [r["ci_high"] for r in seed_rows]
+    )
+    mean_row["ci_low"], mean_row["ci_high"] = lo, hi
+    mean_row["ci_method"] = "seeds+" + str(seed_rows[0]["ci_method"])
+    mean_row["outcomes"] = None
+    return mean_row

@@ -1,0 +1,129 @@
+"""The feature cache never serves other images, damaged metadata or NaN (issue 9, items 4, 7, 12, 13, 15)."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from clip_bench import zeroshot
+from clip_bench.errors import ClipBenchError
+from clip_bench.features import ExtractConfig, FeatureCache, subset_indices
+
+
+def _entry(cache):
+    (entry,) = (cache / "features").iterdir()
+    return entry
+
+
+def test_resume_with_another_shard_size_never_reuses_other_images(eval_config, tmp_path, monkeypatch):
+    # a run with 60-image shards is killed after 4 shards (images 0..239); part 3 holds images 180..239
+    import clip_bench.features as features
+
+    real, saved = features.FeatureCache.save_part, []
+
+    def killed_after_four(self, i, *a, **k):
+        if len(saved) == 4:
+            raise KeyboardInterrupt
+        saved.append(i)
+        return real(self, i, *a, **k)
+
+    monkeypatch.setattr(features.FeatureCache, "save_part", killed_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None,
+                 extract=replace(eval_config.extract, shard_size=60))
+    monkeypatch.setattr(features.FeatureCache, "save_part", real)
+    part3 = json.loads((_entry(eval_config.cache_dir) / "part-00003.json").read_text())
+    # resumed with 100-image shards: the last shard (images 300..359) also has 60 images, but other ones
+    resumed = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None,
+                       extract=replace(eval_config.extract, shard_size=100))
+    clean = zeroshot("tiny-clip-digits", "digits", replace(eval_config, cache_dir=tmp_path / "clean"), device="cpu",
+                     output_dir=None)
+    assert [r["value"] for r in resumed] == [r["value"] for r in clean]
+    assert resumed[0]["value"] == pytest.approx(91.67, abs=0.005)
+    assert np.array_equal(np.load(_entry(eval_config.cache_dir) / "features.npy"),
+                          np.load(_entry(tmp_path / "clean") / "features.npy"))
+    assert not list(_entry(eval_config.cache_dir).glob("part-*"))  # no orphan shard of the first plan
+    assert (part3.get("first"), part3.get("last"), part3.get("count"), part3.get("shard_size")) == (180, 239, 60, 60)
+
+
+@pytest.mark.parametrize("meta", [[], {"key": None}, {"rows": 3}, "text", 12])
+def test_meta_json_of_the_wrong_shape_is_discarded_and_recomputed(eval_config, meta):
+    first = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None)
+    meta_path = _entry(eval_config.cache_dir) / "meta.json"
+    meta_path.write_text(json.dumps(meta))
+    again = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None)
+    assert [r["value"] for r in again] == [r["value"] for r in first]
+    assert isinstance(json.loads(meta_path.read_text()), dict)  # rewritten
+
+
+def test_limit_draws_a_stratified_subset():
+    labels = np.repeat(np.arange(10), [30, 40, 50, 20, 60, 30, 40, 30, 30, 30])
+    idx = subset_indices(len(labels), 36, labels=labels)
+    counts = np.bincount(labels[idx], minlength=10)
+    expected = 36 * np.bincount(labels) / len(labels)
+    assert np.all(np.abs(counts - expected) <= 1)
+    assert np.array_equal(idx, subset_indices(len(labels), 36, labels=labels))  # the same every run
+    assert np.all(np.bincount(labels[subset_indices(len(labels), 10, labels=labels)], minlength=10) == 1)
+    assert np.array_equal(subset_indices(20, None), np.arange(20))
+
+
+def test_limit_rows_record_the_sampling_rule(eval_config):
+    rows = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", limit=20, output_dir=None)
+    assert rows[0]["extra"]["subset_rule"] == "stratified-v1" and rows[0]["n"] == 20
+
+
+def test_finalize_streams_shards(tmp_path):
+    """Merging keeps about one shard in memory, not all shards plus the merged array (~3x)."""
+    cache = FeatureCache(tmp_path, {"k": 1})
+    n_shards, rows, dim = 8, 2000, 256
+    shards = [np.arange(i * rows, (i + 1) * rows) for i in range(n_shards)]
+    data = np.random.default_rng(0).standard_normal((n_shards * rows, dim)).astype(np.float16)
+    for i, idx in enumerate(shards):
+        cache.save_part(i, data[idx], idx % 10, 0, idx, rows)
+    total = n_shards * rows * dim * 2
+    tracemalloc.start()
+    feats = cache.finalize(shards, {})
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert np.array_equal(feats.features, data) and np.array_equal(feats.labels, np.arange(len(data)) % 10)
+    assert peak < 0.5 * total, f"finalize peaked at {peak / total:.2f}x the feature size"
+    assert not list(cache.dir.glob("part-*"))
+
+
+def _nan_checkpoint(tmp_path, prefix=""):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from clip_bench.resources import assets_dir
+
+    cfg = tmp_path / "tiny.json"
+    shutil.copy(assets_dir() / "tiny_clip" / "tiny-clip-digits.json", cfg)
+    state = load_file(str(assets_dir() / "tiny_clip" / "tiny-clip-digits.safetensors"))
+    for k, v in state.items():
+        if v.is_floating_point() and k.startswith(prefix):
+            state[k] = torch.full_like(v, float("nan"))
+    ckpt = tmp_path / "nan.safetensors"
+    save_file(state, str(ckpt))
+    return str(cfg), str(ckpt)
+
+
+def test_nan_checkpoint_is_an_error_not_a_row(tmp_path, eval_config):
+    cfg, ckpt = _nan_checkpoint(tmp_path)
+    with pytest.raises(ClipBenchError, match=r"image features .* non-finite .*NaN"):
+        zeroshot(cfg, "digits", eval_config, pretrained=ckpt, device="cpu")
+    assert not (eval_config.output_dir / "results.jsonl").exists() or not (
+        eval_config.output_dir / "results.jsonl").read_text().strip()
+    assert not list((eval_config.cache_dir / "features").glob("*/features.npy"))  # nothing cached
+
+
+def test_nan_text_tower_is_an_error_not_a_row(tmp_path, eval_config):
+    cfg, ckpt = _nan_checkpoint(tmp_path, prefix="text_projection")
+    with pytest.raises(ClipBenchError, match=r"text embeddings .* non-finite"):
+        zeroshot(cfg, "digits", eval_config, pretrained=ckpt, device="cpu", extract=ExtractConfig(workers=0, quiet=True))
+    assert not list((eval_config.cache_dir / "text").glob("*/*.npy"))

@@ -1,0 +1,114 @@
+"""Result identity: a subset or override run is never taken for the standard result (issue 9, item 1)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+
+import pytest
+
+from clip_bench import zeroshot
+from clip_bench.results import make_row, read_rows, result_id
+from clip_bench.sweep import ModelEntry, expected_main_row, run_sweep
+
+TINY = [ModelEntry("tiny-clip-digits")]
+
+
+def _board(out) -> dict[str, str]:
+    with open(out / "leaderboard.csv") as fh:
+        lines = list(csv.DictReader(fh))
+    assert len(lines) <= 1
+    return lines[0] if lines else {}
+
+
+def _main(rows):
+    (row,) = [r for r in rows if r["is_main"] and not r["subset"]]
+    return row
+
+
+def test_limit_row_never_counts_as_the_full_result(eval_config):
+    limited = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", limit=5)
+    assert _main(limited)["n"] == 5 and not _main(limited)["standard"]
+    assert _board(eval_config.output_dir).get("digits", "") == ""  # nonstandard rows stay off the leaderboard
+    counts = run_sweep(TINY, ["digits"], ["zeroshot"], eval_config, device="cpu", echo=lambda _m: None)
+    assert counts == {"done_before": 0, "ran": 1, "failed": 0}
+    assert _board(eval_config.output_dir)["digits"] == "91.67"
+    rows = read_rows(eval_config.output_dir)
+    assert sorted((r["standard"], r["n"]) for r in rows if r["is_main"]) == [(False, 5), (True, 360)]
+    # a sweep with --limit skips only an identical --limit row
+    again = run_sweep(TINY, ["digits"], ["zeroshot"], replace(eval_config, limit=5), device="cpu", echo=lambda _m: None)
+    assert again["done_before"] == 1
+    other = run_sweep(TINY, ["digits"], ["zeroshot"], replace(eval_config, limit=6), device="cpu", echo=lambda _m: None)
+    assert other["ran"] == 1
+    full = run_sweep(TINY, ["digits"], ["zeroshot"], eval_config, device="cpu", echo=lambda _m: None)
+    assert full["done_before"] == 1
+    assert _board(eval_config.output_dir)["digits"] == "91.67"
+
+
+def test_classnames_override_is_labelled_and_kept_off_the_board(eval_config, tmp_path):
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]))
+    rows = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", classnames=str(names))
+    assert not _main(rows)["standard"]
+    assert _board(eval_config.output_dir).get("digits", "") == ""
+    counts = run_sweep(TINY, ["digits"], ["zeroshot"], eval_config, device="cpu", echo=lambda _m: None)
+    assert counts["ran"] == 1 and _board(eval_config.output_dir)["digits"] == "91.67"
+    # the same file as the task's own names is the standard evaluation
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps(list("0123456789")))
+    assert zeroshot("tiny-clip-digits", "digits", replace(eval_config, output_dir=None), device="cpu",
+                    classnames=str(own))[0]["standard"] is True
+
+
+@pytest.fixture
+def shadow_digits(tmp_path, monkeypatch):
+    """A CLIP_BENCH_TASKS folder whose digits.yaml scores the val split instead of test."""
+    import clip_bench.tasks as tasks
+
+    folder = tmp_path / "mytasks"
+    folder.mkdir()
+    (folder / "digits.yaml").write_text(
+        "name: digits\nversion: 1\nprompts: digits\nmetric: accuracy\nsplits: [train, val, test]\neval_split: val\n"
+        "sources:\n  sklearn:\n    loader: digits\n    args: {size: 32}\n")
+    monkeypatch.setenv("CLIP_BENCH_TASKS", str(folder))
+    for fn in (tasks._index, tasks.get_task, tasks.list_collections):
+        fn.cache_clear()
+    yield
+    monkeypatch.delenv("CLIP_BENCH_TASKS")
+    for fn in (tasks._index, tasks.get_task, tasks.list_collections):
+        fn.cache_clear()
+
+
+def test_user_task_shadowing_a_builtin_name_gets_its_own_identity(eval_config, shadow_digits):
+    rows = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu")
+    row = _main(rows)
+    assert row["split"] == "val" and row["standard"] is False
+    assert _board(eval_config.output_dir).get("digits", "") == ""
+    from clip_bench.models import ModelHandle
+
+    handle = ModelHandle.of("tiny-clip-digits", device="cpu")
+    shadow_id = expected_main_row(handle, "digits", "zeroshot", eval_config)["result_id"]
+    assert shadow_id == row["result_id"]
+
+
+def test_result_id_covers_every_input():
+    fields = dict(model_fingerprint="f", task="t", task_version=1, task_hash="h", source="s", source_config="c",
+                  split="test", protocol="zeroshot", metric="top1", subset=None, limit=None, classnames_hash="n",
+                  templates_hash="p", feature_kind="embed", precision="fp32", device="cpu", value=50.0,
+                  date="2026-01-01")
+    base = make_row(**fields)
+    changes = dict(model_fingerprint="g", task="u", task_version=2, task_hash="i", source="wds", source_config="d",
+                   split="val", protocol="linear_probe", metric="top5", subset="imagenet_r", limit=5,
+                   classnames_hash="m", templates_hash="q", feature_kind="pre-proj", precision="bf16",
+                   solver="sklearn", seed=1, k=4)
+    ids = {result_id(base)}
+    for key, value in changes.items():
+        ids.add(make_row(**{**fields, key: value})["result_id"])
+    assert len(ids) == len(changes) + 1
+    # what does not change a value does not change the identity
+    same = make_row(**{**fields, "value": 1.0, "date": "2027-01-01", "device": "cuda:0"})
+    assert same["result_id"] == base["result_id"]
+    # below fp32 the device type counts (autocast kernels differ)
+    half = {**fields, "precision": "fp16"}
+    assert make_row(**half)["result_id"] != make_row(**{**half, "device": "cuda:0"})["result_id"]

@@ -1,0 +1,105 @@
+"""Per-sample outcomes beside the rows: every metric row has an interval and evidence that reproduces its value."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clip_bench import outcomes
+from clip_bench.backfill import backfill
+from clip_bench.errors import ClipBenchError
+from clip_bench.evaluate import EvalConfig, zeroshot
+from clip_bench.features import ExtractConfig
+from clip_bench.linprobe import fewshot, linprobe
+from clip_bench.results import read_rows
+
+
+@pytest.fixture(scope="module")
+def digits_runs(tmp_path_factory, tiny_model):
+    """Zero-shot, linear-probe and few-shot rows of the tiny CLIP on digits, sharing one feature cache."""
+    tmp = tmp_path_factory.mktemp("outcomes")
+    cfg = EvalConfig(data_root=tmp / "data", cache_dir=tmp / "cache", output_dir=tmp / "results",
+                     extract=ExtractConfig(batch_size=128, workers=0, quiet=True))
+    zs = zeroshot(tiny_model, "digits", cfg)
+    lp = linprobe(tiny_model, "digits", cfg)
+    fs = fewshot(tiny_model, "digits", cfg, shots=(2,), seeds=2, with_zeroshot=False)
+    return cfg, zs, lp, fs
+
+
+@pytest.mark.slow
+def test_every_row_has_an_interval_and_its_evidence(digits_runs):
+    cfg, zs, lp, fs = digits_runs
+    for row in [*zs, *lp, *fs]:
+        assert row["ci_low"] <= row["value"] <= row["ci_high"], row["metric"]
+        if row["extra"].get("aggregate"):
+            continue
+        out = outcomes.load_for_row(row, cfg.output_dir)  # checks the stored value against the row
+        assert out is not None and out.n == 360 and out.recompute() == pytest.approx(row["value"], abs=1e-9)
+        assert out.sample_hash == outcomes.sample_hash(np.asarray(read_labels(cfg)))
+    top1 = next(r for r in zs if r["metric"] == "top1")
+    assert top1["ci_method"] == "wilson" and top1["outcomes"].startswith("outcomes/")
+    assert (top1["ci_low"], top1["ci_high"]) == pytest.approx((88.35, 94.10), abs=0.01)  # 330/360 correct
+    mpcr = next(r for r in zs if r["metric"] == "mean_per_class_recall")
+    assert mpcr["ci_method"] == "bootstrap-stratified-1000" and mpcr["ci_high"] - mpcr["ci_low"] < 8
+    assert lp[0]["ci_method"] == "wilson"
+    mean = fs[-1]
+    assert mean["extra"]["aggregate"] == "mean" and mean["ci_method"] == "seeds+wilson"
+    stored = {r["outcomes"] for r in read_rows(cfg.output_dir) if r.get("outcomes")}
+    assert stored == {p.relative_to(cfg.output_dir).as_posix() for p in (cfg.output_dir / "outcomes").glob("*.npz")}
+
+
+def read_labels(cfg: EvalConfig) -> np.ndarray:
+    from clip_bench.evaluate import get_features
+    from clip_bench.models import ModelHandle
+    from clip_bench.tasks import get_task
+
+    return get_features(ModelHandle.of("tiny-clip-digits", device="cpu"), get_task("digits"), "test", cfg).labels
+
+
+def test_storage_round_trip_is_compact(tmp_path):
+    """ImageNet scale (50,000 images, 1,000 classes): a few KiB per accuracy row, tens of KiB with labels."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(1000), 50)
+    top1 = rng.random(50_000) < 0.76
+    top5 = top1 | (rng.random(50_000) < 0.7)
+    sizes = {}
+    stored = {"top1": dict(top1=top1), "top5": dict(top5=top5), "mean_per_class_recall": dict(top1=top1, labels=labels),
+              "mean_top1_top5": dict(top1=top1, top5=top5, labels=labels)}  # what outcomes_for keeps per metric
+    for metric, arrays in stored.items():
+        out = outcomes.Outcomes(metric, 50_000, outcomes.sample_hash(labels), 0.0, **arrays)
+        out.value = out.recompute()
+        back = outcomes.load(outcomes.save(out, tmp_path / f"{metric}.npz"))
+        assert back.recompute() == out.value and back.sample_hash == out.sample_hash
+        assert all(np.array_equal(getattr(back, k), v) for k, v in arrays.items())
+        sizes[metric] = (tmp_path / f"{metric}.npz").stat().st_size
+    assert sizes["top1"] < 8_000 and sizes["top5"] < 8_000 and sizes["mean_per_class_recall"] < 12_000, sizes
+
+
+@pytest.mark.slow
+def test_a_stale_outcomes_file_is_never_used(digits_runs, tmp_path):
+    cfg, zs, _, _ = digits_runs
+    row = dict(next(r for r in zs if r["metric"] == "top1"), value=50.0)  # another run of the same evaluation
+    with pytest.raises(outcomes.OutcomeError, match="belongs to another run"):
+        outcomes.load_for_row(row, cfg.output_dir)
+
+
+@pytest.mark.slow
+def test_backfill_rebuilds_outcomes_from_the_caches_without_a_model(digits_runs, tmp_path, monkeypatch):
+    cfg, zs, _, _ = digits_runs
+    import clip_bench.models as models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("backfill loaded the model"))
+    for row in zs:
+        old = {k: v for k, v in row.items() if k not in ("ci_low", "ci_high", "ci_method", "outcomes")}  # a pre-stats row
+        out = backfill(old, tmp_path, cfg.cache_dir, cfg.data_root)
+        original = outcomes.load(cfg.output_dir / row["outcomes"])
+        assert out.sample_hash == original.sample_hash and out.value == original.value
+        assert (tmp_path / outcomes.outcome_relpath(old)).is_file()
+    with pytest.raises(ClipBenchError, match=r"not in the cache .*run `clip-bench zeroshot --model tiny-clip-digits "
+                                             r"--task digits --source sklearn --output-dir"):
+        backfill(old, tmp_path, tmp_path / "empty-cache", cfg.data_root)
+    lp = json.loads(json.dumps({**old, "protocol": "linear_probe"}))
+    with pytest.raises(ClipBenchError, match="run `clip-bench linprobe"):
+        backfill(lp, tmp_path, cfg.cache_dir, cfg.data_root)

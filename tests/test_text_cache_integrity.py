@@ -1,0 +1,87 @@
+"""A damaged text-cache shard is detected, removed and recomputed, never used (issue 9, item 3)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from clip_bench import zeroshot
+from clip_bench.evaluate import EvalConfig
+from clip_bench.features import ExtractConfig
+from clip_bench.io_utils import save_npy_atomic, sha256_file, write_json_atomic
+
+
+@pytest.fixture(scope="module")
+def warm_cache(tmp_path_factory):
+    """A cache holding digits' features and text embeddings for the tiny CLIP."""
+    root = tmp_path_factory.mktemp("warm")
+    cfg = EvalConfig(data_root=root / "data", cache_dir=root / "cache", output_dir=None,
+                     extract=ExtractConfig(batch_size=128, workers=0, quiet=True))
+    rows = zeroshot("tiny-clip-digits", "digits", cfg, device="cpu")
+    assert rows[0]["value"] == pytest.approx(91.67, abs=0.005)
+    return root / "cache"
+
+
+def _rewrite(npy, arr):
+    """Replace a shard's array and re-record its checksum and shape: a self-consistent but bad shard."""
+    meta = npy.with_suffix(".json")
+    info = json.loads(meta.read_text())
+    save_npy_atomic(npy, arr)
+    info.update(sha256=sha256_file(npy), shape=list(arr.shape), dtype=str(arr.dtype))
+    write_json_atomic(meta, info)
+
+
+def _flip_byte(npy):
+    data = bytearray(npy.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    npy.write_bytes(bytes(data))
+
+
+def _nan_rows(npy):
+    arr = np.load(npy)
+    arr[::3] = np.nan
+    _rewrite(npy, arr)
+
+
+def _wrong_width(npy):
+    arr = np.load(npy)[:, :7]
+    _rewrite(npy, arr / np.linalg.norm(arr, axis=1, keepdims=True))
+
+
+def _torn_json(npy):
+    meta = npy.with_suffix(".json")
+    meta.write_text(meta.read_text()[:40])
+
+
+def _json_list(npy):
+    npy.with_suffix(".json").write_text(json.dumps(["a", "b"]))
+
+
+def _json_missing_keys(npy):
+    npy.with_suffix(".json").write_text(json.dumps({"prompts": json.loads(npy.with_suffix(".json").read_text())["prompts"]}))
+
+
+@pytest.mark.parametrize("damage", [_flip_byte, _nan_rows, _wrong_width, _torn_json, _json_list, _json_missing_keys])
+def test_damaged_text_shard_is_recomputed(warm_cache, tmp_path, damage, monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    shutil.copytree(warm_cache, cache)
+    (npy,) = (cache / "text").glob("*/*.npy")
+    damage(npy)
+    encoded = []
+    import clip_bench.text_encoder as te
+
+    real = te.encode_prompts
+    monkeypatch.setattr("clip_bench.zeroshot_head.encode_prompts", lambda lm, p, **k: encoded.extend(p) or real(lm, p, **k))
+    cfg = EvalConfig(cache_dir=cache, output_dir=None, extract=ExtractConfig(workers=0, quiet=True))
+    rows = zeroshot("tiny-clip-digits", "digits", cfg, device="cpu")
+    assert rows[0]["value"] == pytest.approx(91.67, abs=0.005)
+    assert encoded  # the damaged shard's prompts were encoded again
+    # the repaired entry is used as is by the next run
+    encoded.clear()
+    again = zeroshot("tiny-clip-digits", "digits", replace(cfg), device="cpu")
+    assert encoded == [] and again[0]["value"] == rows[0]["value"]
+    assert len(list((cache / "text").glob("*/*.npy"))) == 1
