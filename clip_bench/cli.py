@@ -131,7 +131,7 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, out: Any = None) -> None:
 def _notes(extra: dict[str, Any]) -> str:
     """Short per-row details for the table: probe C, seed, spread across seeds, skipped images."""
     parts = []
-    if extra.get("aggregate") and extra.get("over"):  # a linear probe averaged over folds or official splits
+    if extra.get("over"):  # a linear probe averaged over folds or official splits
         parts.append(f"mean of {extra.get('n_runs')} {extra['over']}, std {extra.get('std', 0):.2f}")
     elif extra.get("aggregate"):
         parts.append(f"mean of {extra.get('seeds')} seeds, std {extra.get('std', 0):.2f}")

@@ -60,11 +60,18 @@ def test_stl10_probes_each_predefined_fold_and_reports_the_mean(tmp_path, eval_c
     fold_file = eval_config.data_root / "stl10" / "stl10_binary" / "fold_indices.txt"
     assert {r["extra"]["folds_sha256"] for r in rows} == {hashlib.sha256(fold_file.read_bytes()).hexdigest()}
     values = [r["value"] for r in per_fold]
-    assert mean["is_main"] and mean["extra"]["aggregate"] == "mean" and mean["extra"]["over"] == "folds"
+    assert mean["is_main"] and mean["extra"]["over"] == "folds" and "aggregate" not in mean["extra"]
     assert mean["value"] == pytest.approx(np.mean(values)) and mean["n"] == 100
     assert mean["extra"]["std"] == pytest.approx(np.std(values, ddof=1)) and mean["extra"]["n_runs"] == 10
     assert mean["extra"]["min"] == min(values) and mean["extra"]["max"] == max(values)
     assert np.mean(values) > 60  # ~80% at 4 shots a class; chance is 10%
+    # each fold is its own measurement (identity, outcomes file); the mean row is the one a sweep looks for
+    assert len({r["result_id"] for r in rows}) == 11 and len({r["outcomes"] for r in per_fold}) == 10
+    assert mean["ci_method"].startswith("folds+") and mean["ci_low"] < mean["value"] < mean["ci_high"]
+    from clip_bench.sweep import expected_main_row
+
+    expected = expected_main_row(ModelHandle.of("tiny-clip-digits", device="cpu"), task, "linprobe", eval_config)
+    assert expected["result_id"] == mean["result_id"] and expected["feature_kind"] == "pre-proj"
 
     # fold 3's row is exactly the paper's probe on the fold's 40 images
     handle = ModelHandle.of("tiny-clip-digits", device="cpu")
@@ -79,7 +86,7 @@ def test_stl10_probes_each_predefined_fold_and_reports_the_mean(tmp_path, eval_c
     limited = linprobe("tiny-clip-digits", task, eval_config, device="cpu", probe=FAST, limit=100, output_dir=None)
     from clip_bench.features import subset_indices
 
-    kept = subset_indices(200, 100)
+    kept = subset_indices(200, 100, labels=np.asarray(train.labels))  # --limit's (stratified) rule
     assert [r["extra"]["n_refit"] for r in limited[:-1]] == [int(np.isin(kept, f).sum()) for f in folds]
 
 
@@ -193,6 +200,11 @@ def test_voc2007_zero_shot_and_probe_follow_the_devkit(tmp_path, eval_config):
                                                              spec.prompt_set(), eval_config.cache_dir, quiet=True))
     assert row["value"] == pytest.approx(map_11point(logits, test.labels))
     assert row["value"] != pytest.approx(map_11point(logits, np.maximum(test.labels, 0)))  # ignoring matters here
+    from clip_bench.outcomes import load_for_row
+
+    stored = load_for_row(row, eval_config.output_dir)  # the row's evidence keeps the ignored entries
+    assert (stored.labels == -1).sum() == (test.labels == -1).sum() and stored.recompute() == pytest.approx(row["value"])
+    assert row["ci_method"].startswith("bootstrap") and row["ci_low"] < row["ci_high"]
     probe = linprobe("tiny-clip-digits", task, eval_config, device="cpu", probe=FAST)[0]
     assert probe["metric"] == "map_11point" and 0 < probe["value"] <= 100 and probe["extra"]["n_refit"] == 60
 
