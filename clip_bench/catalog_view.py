@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,26 @@ from .task_status import task_status
 from .tasks import expand_tasks, get_task, list_tasks
 
 
-def describe_tasks(names: list[str] | None = None, data_root: Path | None = None) -> list[dict[str, Any]]:
-    """One dict per task with its catalogue facts and whether its data is present under `data_root`."""
+def describe_tasks(
+    names: list[str] | None = None, data_root: Path | None = None, on_error: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One dict per task with its catalogue facts and whether its data is present under `data_root`.
+
+    With `on_error`, a task file that fails to load is reported through it (one line) and left out, unless
+    the task was named explicitly in `names` (then its error is raised).
+    """
     from .evaluate import default_data_root
 
     data_root = data_root or default_data_root()
     out = []
     for name in expand_tasks(names) if names else list_tasks():
-        task = get_task(name)
+        try:
+            task = get_task(name)
+        except ClipBenchError as exc:
+            if on_error is None or (names and name in names):
+                raise
+            on_error(str(exc))
+            continue
         kind = task_kind(task)
         try:
             ps = task.prompt_set() if kind == "classification" else None  # retrieval: captions, no classes

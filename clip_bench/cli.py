@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,12 +16,60 @@ from . import __version__
 from .errors import ClipBenchError
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (what was wrong, and where to read more)."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _int_at_least(low: int, what: str) -> Callable[[str], int]:
+    """An argparse ``type=`` for integers >= `low`; the message says what is expected."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = _int_at_least(1, "a positive integer (1 or more)")
+non_negative_int = _int_at_least(0, "an integer >= 0")
+
+
+def open_fraction(text: str) -> float:
+    """An argparse ``type=`` for a fraction strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (exclusive), e.g. 0.2, got {text!r}")
+    return value
+
+
+_DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")
+
+
+def device_name(text: str) -> str:
+    """An argparse ``type=`` for a torch device: cpu, cuda, cuda:N or mps."""
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N (a GPU index) or mps, got {text!r}")
+    return text
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="open_clip architecture, OpenAI name (ViT-B/32), hf-hub:org/repo, "
                    "an architecture .json, a transformers CLIP/SigLIP folder, transformers:org/repo, or tiny-clip-digits")
     p.add_argument("--pretrained", default=None, help="pretrained tag or local .pt/.bin/.safetensors checkpoint")
     p.add_argument("--revision", default=None, help="hub models: branch, tag or commit (default main; the commit is recorded)")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--device", type=device_name, default=None,
+                   help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
 
 
@@ -28,13 +79,13 @@ def _add_eval_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
     p.add_argument("--data-root", type=Path, default=None, help="where datasets live (default: $CLIP_BENCH_DATA or ~/.cache/clip_bench/data)")
     p.add_argument("--source", default=None, help="which of a task's data sources to read (see `clip-bench tasks`)")
     p.add_argument("--download", action="store_true", help="download data that a source can fetch by itself")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader worker processes (0: in-process)")
     p.add_argument("--cache-dir", type=Path, default=None, help="feature/text cache (default: $CLIP_BENCH_CACHE or ~/.cache/clip_bench)")
     p.add_argument("--no-cache", action="store_true", help="compute everything afresh and write no cache")
     p.add_argument("--output-dir", type=Path, default=Path("results"), help="results.jsonl and leaderboard.csv go here")
-    p.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of N samples (recorded in the rows)")
-    p.add_argument("--shard-size", type=int, default=2048, help="images per feature-cache shard (the unit of resuming)")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate a fixed random subset of N samples (recorded in the rows)")
+    p.add_argument("--shard-size", type=positive_int, default=2048, help="images per feature-cache shard (the unit of resuming)")
     p.add_argument("--compile", action="store_true", help="torch.compile the image tower (GPU; the first batch compiles)")
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (counted in the rows) instead of stopping")
     p.add_argument("--format", choices=["table", "json"], default="table", help="json prints exactly this run's rows on stdout")
@@ -43,7 +94,7 @@ def _add_eval_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    parser = argparse.ArgumentParser(prog="clip-bench", description="Evaluate CLIP-style models the way the CLIP paper did.")
+    parser = _Parser(prog="clip-bench", description="Evaluate CLIP-style models the way the CLIP paper did.")
     parser.add_argument("--version", action="version", version=f"clip-bench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -165,8 +216,15 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     from .catalog_view import describe_tasks, format_task_table
+    from .tasks import catalogue_problems
 
-    infos = describe_tasks(args.names or None, args.data_root)
+    def warn(msg: str) -> None:
+        print(f"clip-bench: warning: {msg}", file=sys.stderr)
+
+    if not args.names:
+        for problem in catalogue_problems():
+            warn(problem)
+    infos = describe_tasks(args.names or None, args.data_root, on_error=warn)
     if args.format == "json":
         print(json.dumps(infos, indent=2))
     else:
@@ -206,7 +264,7 @@ def _add_sweep(sub: Any) -> None:
     sw.add_argument("--models", required=True, type=Path, help="YAML list or text file: one 'name [pretrained]' per line")
     sw.add_argument("--tasks", nargs="+", required=True, help="tasks or collections (clip27, imagenet_shifts, all)")
     sw.add_argument("--protocols", nargs="+", default=["zeroshot"], help="zeroshot and/or linprobe")
-    sw.add_argument("--device", default=None)
+    sw.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:N or mps")
     sw.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     _add_eval_args(sw, with_task=False)
     sw.set_defaults(func=cmd_sweep)
@@ -227,7 +285,7 @@ def _add_probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalize", action="store_true", help="L2-normalise features before the probe")
     p.add_argument("--solver", choices=["torch", "sklearn"], default="torch",
                    help="torch: fast full-batch L-BFGS (CPU/GPU); sklearn: LogisticRegression(lbfgs), the reference")
-    p.add_argument("--probe-device", default=None, help="device for the torch solver (default: the model's)")
+    p.add_argument("--probe-device", type=device_name, default=None, help="device for the torch solver (default: the model's)")
 
 
 def _probe_config(args: argparse.Namespace) -> Any:
@@ -242,15 +300,15 @@ def _add_linprobe(sub: Any) -> None:
     _add_model_args(lp)
     _add_eval_args(lp)
     _add_probe_args(lp)
-    lp.add_argument("--seed", type=int, default=0, help="seed of the held-out validation split (tasks without val)")
-    lp.add_argument("--val-fraction", type=float, default=None, help="share of train held out as val when a task has no val split (default 0.2)")
+    lp.add_argument("--seed", type=non_negative_int, default=0, help="seed of the held-out validation split (tasks without val)")
+    lp.add_argument("--val-fraction", type=open_fraction, default=None, help="share of train held out as val when a task has no val split (default 0.2)")
     lp.set_defaults(func=cmd_linprobe)
     fs = sub.add_parser("fewshot", help="k-shot linear probes, with zero-shot alongside")
     _add_model_args(fs)
     _add_eval_args(fs)
     _add_probe_args(fs)
-    fs.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    fs.add_argument("--seeds", type=int, default=3, help="number of random draws of the shots per k")
+    fs.add_argument("--shots", type=positive_int, nargs="+", default=[1, 2, 4, 8, 16])
+    fs.add_argument("--seeds", type=positive_int, default=3, help="number of random draws of the shots per k")
     fs.add_argument("--allow-fewer", action="store_true", help="allow classes with fewer than k training examples")
     fs.add_argument("--no-zeroshot", action="store_true", help="skip the zero-shot rows for comparison")
     fs.set_defaults(func=cmd_fewshot)
@@ -264,9 +322,9 @@ def _add_compare(sub: Any) -> None:
     cp.add_argument("--task", nargs="+", default=None, help="only these tasks or collections (default: every shared task)")
     cp.add_argument("--protocol", default="zeroshot", help="zeroshot (default), linear_probe or fewshot_kK")
     cp.add_argument("--metric", default=None, help="compare this metric's rows instead of each task's main metric")
-    cp.add_argument("--seed", type=int, default=None, help="the few-shot draw to compare (fewshot_kK protocols)")
-    cp.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm's correction (0.05)")
-    cp.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for non-accuracy metrics (1000)")
+    cp.add_argument("--seed", type=non_negative_int, default=None, help="the few-shot draw to compare (fewshot_kK protocols)")
+    cp.add_argument("--alpha", type=open_fraction, default=0.05, help="significance level after Holm's correction (0.05)")
+    cp.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap replicates for non-accuracy metrics (1000)")
     cp.add_argument("--cache-dir", type=Path, default=None, help="rebuild missing outcomes of older zero-shot rows "
                     "from this feature/text cache (default: $CLIP_BENCH_CACHE or ~/.cache/clip_bench)")
     cp.add_argument("--data-root", type=Path, default=None, help="the --data-root the rows were evaluated with")
@@ -316,10 +374,42 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
 _EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_linprobe, _add_sweep, _add_compare]
 
 
+#: Python keyword arguments that API error messages name, and the flag a command-line user sets instead.
+_FLAG_FOR_KWARG = {"allow_fewer=True": "--allow-fewer", "skip_bad_images=True": "--skip-bad-images"}
+
+
+def error_line(exc: BaseException) -> str:
+    """A user error as the one line the CLI prints: CLI flags instead of Python keyword arguments."""
+    msg = re.sub(r"\s*\n\s*", " ", str(exc).strip())
+    for kwarg, flag in _FLAG_FOR_KWARG.items():
+        msg = msg.replace(kwarg, flag)
+    return f"clip-bench: error: {msg}"
+
+
+def _silence_stdout() -> None:
+    """After the reader of our stdout went away (``clip-bench models | head``), drop further output quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (captured): nothing to redirect
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run a subcommand; user errors print one clear message and exit 2."""
+    """Entry point: run a subcommand; user errors print one clear line and exit 2."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141  # what a shell reports for a process ended by SIGPIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad flag (one line already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -328,9 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .models import with_revision
 
             args.model = with_revision(args.model, args.revision)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except ClipBenchError as exc:
-        print(f"clip-bench: error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -339,3 +429,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    sys.stdout.flush()  # a closed pipe shows here, inside main's BrokenPipeError handler
+    return code

@@ -63,6 +63,11 @@ class EvalConfig:
     caption_template: str | None = None  # retrieval tasks: "{}" is replaced by each caption
     extract: ExtractConfig = field(default_factory=ExtractConfig)
 
+    def __post_init__(self) -> None:
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int | np.integer)
+                                       or self.limit < 1):
+            raise ClipBenchError(f"EvalConfig.limit must be a positive integer or None (all samples), got {self.limit!r}.")
+
     @property
     def quiet(self) -> bool:
         return self.extract.quiet

@@ -50,6 +50,12 @@ class ExtractConfig:
     skip_bad_images: bool = False
     compile: bool = False  # torch.compile the image tower (helps on recent GPUs; first batch is slow)
 
+    def __post_init__(self) -> None:
+        for name, low in (("batch_size", 1), ("workers", 0), ("shard_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+                raise ClipBenchError(f"ExtractConfig.{name} must be an integer >= {low}, got {value!r}.")
+
 
 @dataclass
 class Features:

@@ -67,11 +67,25 @@ def render(template: str, name: str) -> str:
     raise ClipBenchError(f"template {template!r} has no '{{}}' or '{{c}}' placeholder for the class name.")
 
 
-def _read_json(path: Path) -> Any:
+def read_prompt_text(path: Path) -> str:
+    """A prompt file's text (UTF-8, a leading byte-order mark dropped); anything unreadable is one clear error."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ClipBenchError(f"prompt file {path} does not exist.") from None
+    except IsADirectoryError:
+        raise ClipBenchError(f"prompt file {path} is a directory; expected a .json or .txt file.") from None
+    except UnicodeDecodeError as exc:
+        raise ClipBenchError(
+            f"prompt file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8."
+        ) from None
+    except OSError as exc:
+        raise ClipBenchError(f"prompt file {path} cannot be read: {exc.strerror or exc}.") from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(read_prompt_text(path))
     except json.JSONDecodeError as exc:
         raise ClipBenchError(f"prompt file {path} is not valid JSON: {exc}") from None
 
@@ -84,6 +98,10 @@ def resolve_prompt_file(ref: str) -> Path:
     shipped = data_dir("prompts") / (ref if ref.endswith((".json", ".txt")) else ref + ".json")
     if shipped.exists():
         return shipped
+    if path.is_dir():
+        raise ClipBenchError(f"prompt file {path} is a directory; expected a .json or .txt file.")
+    if path.exists():
+        raise ClipBenchError(f"prompt file {path} is neither .json nor .txt; rename it to say which it is.")
     raise ClipBenchError(f"no prompt file {ref!r}: looked for {path} and {shipped}.")
 
 
@@ -91,7 +109,7 @@ def load_classnames(ref: str) -> tuple[ClassName, ...]:
     """Class names from a prompts JSON (its ``classnames`` key), a JSON list, or a text file (one per line)."""
     path = resolve_prompt_file(ref)
     if path.suffix == ".txt":
-        names: list[Any] = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        names: list[Any] = [ln.strip() for ln in read_prompt_text(path).splitlines() if ln.strip()]
     else:
         data = _read_json(path)
         names = data["classnames"] if isinstance(data, dict) and "classnames" in data else data
@@ -111,7 +129,7 @@ def load_templates(ref: str) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]
     """
     path = resolve_prompt_file(ref)
     if path.suffix == ".txt":
-        return tuple(ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()), None
+        return tuple(ln.strip() for ln in read_prompt_text(path).splitlines() if ln.strip()), None
     data = _read_json(path)
     if isinstance(data, dict) and "templates" in data:
         data = data["templates"]

@@ -7,8 +7,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import distributed as ddp
 from .errors import ClipBenchError
 from .models import ModelHandle, resolve_model
@@ -42,29 +40,62 @@ class Job:
         return f"{m} / {self.task} / {self.protocol}"
 
 
+MODEL_KEYS = ("name", "pretrained")
+
+
 def read_models_file(path: str | Path) -> list[ModelEntry]:
-    """Models to sweep: YAML (a list of names or {name, pretrained} maps) or text lines ``name [pretrained]``."""
+    """Models to sweep: YAML (a list of names or {name, pretrained} maps) or text lines ``name [pretrained]``.
+
+    Anything else (unknown keys, names that are not strings, an empty list) is a one-line error.
+    """
+    import difflib
+
+    from .tasks import read_yaml
+
     path = Path(path)
-    if not path.exists():
-        raise ClipBenchError(f"models file {path} does not exist.")
-    text = path.read_text(encoding="utf-8")
+    if not path.is_file():
+        raise ClipBenchError(f"models file {path} {'is a directory' if path.is_dir() else 'does not exist'}.")
+    out: list[ModelEntry] = []
     if path.suffix in (".yaml", ".yml"):
-        items = yaml.safe_load(text) or []
-        out = []
+        items = read_yaml(path, "models file")
+        if not isinstance(items, list):
+            raise ClipBenchError(
+                f"models file {path} must hold a YAML list of model names or {{name, pretrained}} mappings, "
+                f"got {type(items).__name__ if items is not None else 'nothing'}."
+            )
         for it in items:
-            if isinstance(it, str):
-                out.append(ModelEntry(it))
-            elif isinstance(it, dict) and "name" in it:
-                out.append(ModelEntry(str(it["name"]), it.get("pretrained")))
+            if isinstance(it, dict):
+                unknown = [k for k in it if k not in MODEL_KEYS]
+                if unknown:
+                    close = difflib.get_close_matches(str(unknown[0]), MODEL_KEYS, n=1)
+                    hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(MODEL_KEYS)}."
+                    raise ClipBenchError(f"models file {path}: unknown key {unknown[0]!r} in {it!r}; {hint}")
+                name, pretrained = it.get("name"), it.get("pretrained")
             else:
-                raise ClipBenchError(f"{path}: each entry must be a model name or a mapping with 'name', got {it!r}.")
-        return out
-    entries = []
-    for line in text.splitlines():
-        parts = line.split("#", 1)[0].split()
-        if parts:
-            entries.append(ModelEntry(parts[0], parts[1] if len(parts) > 1 else None))
-    return entries
+                name, pretrained = it, None
+            if not isinstance(name, str) or not name.strip():
+                raise ClipBenchError(
+                    f"models file {path}: each entry must be a model name (a string) or a mapping with 'name', got {it!r}."
+                )
+            if pretrained is not None and not isinstance(pretrained, str):
+                raise ClipBenchError(f"models file {path}: 'pretrained' must be a string (a tag or a file), got {it!r}.")
+            out.append(ModelEntry(name.strip(), pretrained))
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ClipBenchError(f"models file {path} is not UTF-8 text.") from None
+        for number, line in enumerate(text.splitlines(), 1):
+            parts = line.split("#", 1)[0].split()
+            if len(parts) > 2:
+                raise ClipBenchError(
+                    f"models file {path}, line {number}: expected 'name [pretrained]', got {len(parts)} words: {line.strip()!r}."
+                )
+            if parts:
+                out.append(ModelEntry(parts[0], parts[1] if len(parts) > 1 else None))
+    if not out:
+        raise ClipBenchError(f"models file {path} lists no models (one 'name [pretrained]' per line, or a YAML list).")
+    return out
 
 
 def plan(models: list[ModelEntry], tasks: list[str], protocols: list[str]) -> list[Job]:

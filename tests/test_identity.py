@@ -62,33 +62,29 @@ def test_classnames_override_is_labelled_and_kept_off_the_board(eval_config, tmp
 
 
 @pytest.fixture
-def shadow_digits(tmp_path, monkeypatch):
-    """A CLIP_BENCH_TASKS folder whose digits.yaml scores the val split instead of test."""
-    import clip_bench.tasks as tasks
+def shadow_digits(tmp_path):
+    """A user task file named digits (passed by path) that scores the val split instead of test.
 
-    folder = tmp_path / "mytasks"
-    folder.mkdir()
-    (folder / "digits.yaml").write_text(
+    Under CLIP_BENCH_TASKS such a file is an error (tests/test_task_schema.py); passed as a path it runs,
+    with an identity of its own.
+    """
+    path = tmp_path / "mytasks" / "digits.yaml"
+    path.parent.mkdir()
+    path.write_text(
         "name: digits\nversion: 1\nprompts: digits\nmetric: accuracy\nsplits: [train, val, test]\neval_split: val\n"
         "sources:\n  sklearn:\n    loader: digits\n    args: {size: 32}\n")
-    monkeypatch.setenv("CLIP_BENCH_TASKS", str(folder))
-    for fn in (tasks._index, tasks.get_task, tasks.list_collections):
-        fn.cache_clear()
-    yield
-    monkeypatch.delenv("CLIP_BENCH_TASKS")
-    for fn in (tasks._index, tasks.get_task, tasks.list_collections):
-        fn.cache_clear()
+    return str(path)
 
 
 def test_user_task_shadowing_a_builtin_name_gets_its_own_identity(eval_config, shadow_digits):
-    rows = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu")
+    rows = zeroshot("tiny-clip-digits", shadow_digits, eval_config, device="cpu")
     row = _main(rows)
     assert row["split"] == "val" and row["standard"] is False
     assert _board(eval_config.output_dir).get("digits", "") == ""
     from clip_bench.models import ModelHandle
 
     handle = ModelHandle.of("tiny-clip-digits", device="cpu")
-    shadow_id = expected_main_row(handle, "digits", "zeroshot", eval_config)["result_id"]
+    shadow_id = expected_main_row(handle, shadow_digits, "zeroshot", eval_config)["result_id"]
     assert shadow_id == row["result_id"]
 
 

@@ -140,7 +140,7 @@ def test_wds_download_failure_is_a_clear_error(monkeypatch, task_file, eval_conf
 
 def test_wds_multilabel_targets(tmp_path, digits):
     images, _ = digits
-    hot = np.zeros((6, 4), dtype=np.float32)
+    hot = np.zeros((6, 10), dtype=np.float32)  # one column per class of the task (mnist prompts: 10)
     hot[np.arange(6), np.arange(6) % 4] = 1
     hot[0, 3] = 1
     task = tmp_path / "ml.yaml"

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from ..errors import ClipBenchError
+import numpy as np
+
+from ..errors import ClipBenchError, UnknownNameError
 from ..registry import Registry
 from .base import LabeledImages, LoadContext, Remapped
 
@@ -41,12 +47,53 @@ def load_split(
     data_root = Path(data_root).expanduser()
     root = data_root / spec.path if spec.path else None
     ctx = LoadContext(task, spec, split, spec.source_split(split), root, data_root, download)
-    loader = LOADERS.get(spec.loader)
+    try:
+        loader = LOADERS.get(spec.loader)
+    except UnknownNameError as exc:
+        raise ClipBenchError(f"task file {task.file or task.name}: source {spec.name!r}: {exc}") from None  # type: ignore[attr-defined]
+    check_loader_args(task, spec, loader)
     data = loader(ctx, **spec.args)
     check_expected_size(ctx, len(data))
+    check_label_range(ctx, data.targets)
     if spec.label_map is not None:
         data = Remapped(data, spec.label_map)
     return data
+
+
+def check_loader_args(task: Any, spec: Any, loader: Callable[..., Any]) -> None:
+    """A source's ``args`` must be arguments its loader takes, with every required one given."""
+    params = list(inspect.signature(loader).parameters.values())[1:]  # after ctx
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    known = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    where = f"task file {task.file or task.name}: 'args' of source {spec.name!r} (loader {spec.loader})"
+    for arg in spec.args:
+        if arg not in known:
+            close = difflib.get_close_matches(str(arg), known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"it takes {', '.join(known) or 'no arguments'}."
+            raise ClipBenchError(f"{where} has unknown argument {arg!r}; {hint}")
+    missing = [p.name for p in params if p.default is p.empty and p.name not in spec.args and p.name in known]
+    if missing:
+        raise ClipBenchError(f"{where} lacks the required argument {missing[0]!r}.")
+
+
+def check_label_range(ctx: LoadContext, targets: np.ndarray) -> None:
+    """Class-index targets must lie in 0..n-1 for the source's n classes (its label_map's length, else the
+    task's class count): a label outside is damaged data, never an extra class or a wrapped-around index."""
+    if targets.ndim != 1 or not targets.size or not np.issubdtype(targets.dtype, np.integer):
+        return
+    if getattr(ctx.task, "extra", {}).get("kind", "classification") != "classification":
+        return
+    from ..class_groups import num_task_classes
+
+    n = len(ctx.source.label_map) if ctx.source.label_map is not None else num_task_classes(ctx.task)
+    low, high = int(targets.min()), int(targets.max())
+    if low < 0 or high >= n:
+        bad = low if low < 0 else high
+        raise ClipBenchError(
+            f"{ctx.task.name} ({ctx.split} split) from source {ctx.source.name!r}: the data has label {bad}, outside "
+            f"the source's {n} classes (0..{n - 1}); the data is damaged or is another dataset (data under {ctx.root})."
+        )
 
 
 def check_expected_size(ctx: LoadContext, found: int) -> None:

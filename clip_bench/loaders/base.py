@@ -125,4 +125,8 @@ class Transformed:
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
         idx = self.indices[i]
-        return self.transform(self.inner.load_image(idx)), idx
+        try:
+            image = self.inner.load_image(idx)
+        except Image.DecompressionBombError as exc:  # an unreadable image like any other (named, skippable)
+            raise ValueError(f"{exc} (PIL refuses images this large)") from None
+        return self.transform(image), idx

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ClipBenchError
 from .base import FileImages, LoadContext
 from .fetch import torchvision_fetch
 from .imagefolder import list_images
@@ -75,6 +76,13 @@ def load_sampled_folders(
     if not base.is_dir():
         hint = " (pass --download to fetch it)" if fetch and not ctx.download else ""
         raise ctx.missing(f"no class folders{hint}", base)
+    counts = per_class.values() if isinstance(per_class, dict) else [per_class]
+    bad = [v for v in counts if v != "rest" and (isinstance(v, bool) or not isinstance(v, int) or v < 0)]
+    if bad:
+        raise ClipBenchError(
+            f"task file {ctx.task.file or ctx.task.name}: 'per_class' of source {ctx.source.name!r} must map each split "
+            f"to an image count per class (an integer >= 0) or 'rest', got {bad[0]!r}."
+        )
     if ctx.source_split not in per_class:
         raise ctx.missing(f"this source defines no split {ctx.source_split!r} (it has {', '.join(per_class)})")
     rng = np.random.default_rng(seed)

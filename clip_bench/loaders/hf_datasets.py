@@ -39,7 +39,7 @@ def _to_pil(value: Any, base: Path | None = None) -> Image.Image:
     if isinstance(value, bytes | bytearray | memoryview):
         with Image.open(io.BytesIO(bytes(value))) as im:
             return im.convert("RGB")
-    raise TypeError(f"cannot read an image from a {type(value).__name__} cell")
+    raise ValueError(f"the image cell holds {type(value).__name__}, not image bytes or a path")
 
 
 class ArrowImages(LabeledImages):
@@ -123,10 +123,16 @@ def _targets(ctx: LoadContext, values: list[Any], label_column: str) -> np.ndarr
         if unknown:
             raise ctx.missing(f"labels in column {label_column!r} are not class names of the task: {unknown[:5]}")
         return np.asarray([names[v] for v in values], dtype=np.int64)
-    try:
-        return np.asarray(values, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise ctx.missing(f"column {label_column!r} does not hold integer class indices or class names") from None
+    array = np.asarray(values)
+    if array.dtype.kind == "f" and array.size and np.isfinite(array).all() and (array == np.round(array)).all():
+        array = array.astype(np.int64)  # whole numbers stored as floats
+    if array.dtype.kind not in "iu":
+        bad = next((v for v in values if isinstance(v, bool) or not (
+            isinstance(v, int | np.integer) or (isinstance(v, float) and v.is_integer()))), None)
+        raise ctx.missing(
+            f"column {label_column!r} does not hold integer class indices or class names (found {bad!r})"
+        )
+    return array.astype(np.int64)
 
 
 def load_hf_datasets(
@@ -148,7 +154,11 @@ def load_hf_datasets(
     if (split_dir / "state.json").exists():
         import datasets
 
-        ds = datasets.load_from_disk(str(split_dir))
+        try:
+            ds = datasets.load_from_disk(str(split_dir))
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged state.json / dataset_info.json
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ctx.missing(f"{split_dir} is not a readable save_to_disk folder ({detail})", split_dir) from None
         for col in (image_column, label_column):
             if col not in ds.column_names:
                 raise ctx.missing(f"the dataset has no column {col!r} (it has {', '.join(ds.column_names)})", split_dir)
@@ -165,11 +175,15 @@ def load_hf_datasets(
 
     row_counts, labels = [], []
     for f in files:
-        pf = pq.ParquetFile(f)
-        names = pf.schema_arrow.names
-        for col in (image_column, label_column):
-            if col not in names:
-                raise ctx.missing(f"{f.name} has no column {col!r} (it has {', '.join(names)})", f)
-        row_counts.append([pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
-        labels.extend(pf.read(columns=[label_column]).column(label_column).to_pylist())
+        try:
+            pf = pq.ParquetFile(f)
+            names = pf.schema_arrow.names
+            for col in (image_column, label_column):
+                if col not in names:
+                    raise ctx.missing(f"{f.name} has no column {col!r} (it has {', '.join(names)})", f)
+            row_counts.append([pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
+            labels.extend(pf.read(columns=[label_column]).column(label_column).to_pylist())
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ctx.missing(f"{f.name} is not a readable parquet file ({detail})", f) from None
     return ParquetImages(files, row_counts, image_column, _targets(ctx, labels, label_column))

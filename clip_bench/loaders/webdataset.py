@@ -19,11 +19,13 @@ from __future__ import annotations
 import io
 import tarfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from ..class_groups import num_task_classes
+from ..errors import ClipBenchError
 from .base import LabeledImages, LoadContext
 from .hub import hub_snapshot
 
@@ -68,11 +70,23 @@ def _split_name(member: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
-def index_shard(path: Path) -> tuple[list[tuple[int, int]], list[bytes], list[str]]:
-    """One shard's samples in tar order: image (offset, size), raw label bytes, and incomplete keys."""
+class ShardIndex(NamedTuple):
+    """One shard's complete samples in tar order, and what is wrong with the others."""
+
+    members: list[tuple[int, int]]  # image (offset, size) per sample
+    labels: list[bytes]  # raw .cls/.npy bytes per sample
+    keys: list[str]  # sample keys
+    incomplete: list[str]  # keys lacking an image or a label
+    repeated: list[str]  # keys whose image or label member appears twice
+
+
+def index_shard(path: Path) -> ShardIndex:
+    """Index one shard: image (offset, size) and raw label bytes per sample key, reading no image data."""
     images: dict[str, tuple[int, int, int]] = {}  # key -> (rank of extension, offset, size)
     labels: dict[str, bytes] = {}
     order: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    repeated: list[str] = []
     with tarfile.open(path, "r:") as tf:
         for m in tf:
             if not m.isfile():
@@ -80,16 +94,42 @@ def index_shard(path: Path) -> tuple[list[tuple[int, int]], list[bytes], list[st
             key, ext = _split_name(m.name)
             if key not in images and key not in labels:
                 order.append(key)
+            if (key, ext) in seen:
+                repeated.append(key)
+            seen.add((key, ext))
             if ext in IMAGE_EXTENSIONS:
                 rank = IMAGE_EXTENSIONS.index(ext)
                 if key not in images or rank < images[key][0]:
                     images[key] = (rank, m.offset_data, m.size)
             elif ext in ("cls", "npy"):
+                if key in labels:
+                    repeated.append(key)
                 fh = tf.extractfile(m)
                 labels[key] = fh.read() if fh is not None else b""
     done = [k for k in order if k in images and k in labels]
     incomplete = [k for k in order if k not in images or k not in labels]
-    return [images[k][1:] for k in done], [labels[k] for k in done], incomplete
+    return ShardIndex([images[k][1:] for k in done], [labels[k] for k in done], done, incomplete, repeated)
+
+
+def _first_repeat(shards: list[Path], starts: list[int], hashes: np.ndarray) -> tuple[str, Path, Path] | None:
+    """The first sample key (in reading order) that an earlier shard already had, found from per-sample key
+    hashes so that the keys of a large split are never all held in memory; None if every key is unique."""
+    order = np.argsort(hashes, kind="stable")
+    same = np.flatnonzero(hashes[order][1:] == hashes[order][:-1])
+    pairs = sorted((int(order[d + 1]), int(order[d])) for d in same)  # (later, earlier) positions
+    keys: dict[int, list[str]] = {}
+
+    def key_at(position: int) -> tuple[str, int]:
+        shard = int(np.searchsorted(starts, position, side="right")) - 1
+        if shard not in keys:
+            keys[shard] = index_shard(shards[shard]).keys
+        return keys[shard][position - starts[shard]], shard
+
+    for later, earlier in pairs:
+        (k1, s1), (k2, s2) = key_at(earlier), key_at(later)
+        if k1 == k2:  # not a mere hash collision
+            return k1, shards[s1], shards[s2]
+    return None
 
 
 def _parse_label(raw: bytes, multilabel: bool) -> np.ndarray | int:
@@ -98,12 +138,30 @@ def _parse_label(raw: bytes, multilabel: bool) -> np.ndarray | int:
     return int(raw.decode("utf-8").strip())
 
 
+def _check_labels(ctx: LoadContext, path: Path, keys: list[str], labels: list[np.ndarray | int], n: int) -> None:
+    """Every label of a shard must index one of the source's `n` classes (multi-hot: have `n` entries)."""
+    for key, label in zip(keys, labels, strict=True):
+        if isinstance(label, np.ndarray):
+            if label.shape != (n,):
+                raise ctx.missing(f"sample {key!r} in {path.name} has a .npy label of {label.size} entries, not {n}", path)
+        elif not 0 <= label < n:
+            raise ctx.missing(
+                f"sample {key!r} in {path.name} has label {label}, outside the source's {n} classes (0..{n - 1})", path
+            )
+
+
 def list_shards(split_dir: Path) -> tuple[list[Path], int | None]:
     """The split's shards in numeric order, and the count ``nshards.txt`` promises (if present)."""
     expected = None
     nshards = split_dir / "nshards.txt"
     if nshards.exists():
-        expected = int(nshards.read_text().strip())
+        text = nshards.read_text(encoding="utf-8", errors="replace").strip()
+        if not text.isdigit() or int(text) < 1:
+            raise ClipBenchError(
+                f"{nshards} should hold the number of shards (a positive integer), but holds {text[:40]!r}; "
+                "fix it or delete it (the shards <n>.tar are then counted)."
+            )
+        expected = int(text)
     found = sorted(split_dir.glob("*.tar"), key=lambda p: (int(p.stem) if p.stem.isdigit() else 1 << 62, p.name))
     if expected is not None:
         wanted = {f"{i}.tar" for i in range(expected)}
@@ -146,27 +204,45 @@ def load_wds(ctx: LoadContext, repo: str | None = None, revision: str | None = N
     if dataset_type not in ("classification", "multilabel"):
         raise ctx.missing(f"dataset_type.txt says {dataset_type!r}; only classification data can be scored here")
     _check_classnames(ctx)
+    n_classes = _source_classes(ctx)
     shard_ids: list[int] = []
     offsets: list[int] = []
     sizes: list[int] = []
     targets: list[np.ndarray | int] = []
+    starts: list[int] = []
+    hashes: list[np.ndarray] = []
     for i, path in enumerate(shards):
         try:
-            members, raw_labels, incomplete = index_shard(path)
+            index = index_shard(path)
         except (tarfile.TarError, OSError) as exc:
             raise ctx.missing(f"shard {path.name} is not a readable tar file ({exc})", path) from None
-        if incomplete:
+        if index.repeated:
             raise ctx.missing(
-                f"{len(incomplete)} samples in {path.name} lack an image or a .cls/.npy label "
-                f"(first: {incomplete[0]!r}); is this a classification WebDataset?", path,
+                f"sample key {index.repeated[0]!r} appears twice in shard {path.name} (keys must be unique: "
+                "a repeated key pairs images with other samples' labels)", path,
+            )
+        if index.incomplete:
+            raise ctx.missing(
+                f"{len(index.incomplete)} samples in {path.name} lack an image or a .cls/.npy label "
+                f"(first: {index.incomplete[0]!r}); is this a classification WebDataset?", path,
             )
         try:
-            targets.extend(_parse_label(r, dataset_type == "multilabel") for r in raw_labels)
-        except ValueError as exc:
+            labels = [_parse_label(r, dataset_type == "multilabel") for r in index.labels]
+        except (ValueError, OSError, EOFError) as exc:
             raise ctx.missing(f"a label in {path.name} cannot be read ({exc})", path) from None
-        shard_ids.extend([i] * len(members))
-        offsets.extend(m[0] for m in members)
-        sizes.extend(m[1] for m in members)
+        _check_labels(ctx, path, index.keys, labels, n_classes)
+        targets.extend(labels)
+        starts.append(len(shard_ids))
+        hashes.append(np.fromiter((hash(k) for k in index.keys), dtype=np.int64, count=len(index.keys)))
+        shard_ids.extend([i] * len(index.members))
+        offsets.extend(m[0] for m in index.members)
+        sizes.extend(m[1] for m in index.members)
+    if len(shards) > 1 and (repeat := _first_repeat(shards, starts, np.concatenate(hashes))) is not None:
+        key, first, second = repeat
+        raise ctx.missing(
+            f"sample key {key!r} appears in shard {first.name} and again in shard {second.name} (keys must be "
+            "unique within a split)", first.parent,
+        )
     if not targets:
         raise ctx.missing("the shards hold no samples", split_dir)
     target_array = np.stack(targets) if dataset_type == "multilabel" else np.asarray(targets, dtype=np.int64)
@@ -176,6 +252,11 @@ def load_wds(ctx: LoadContext, repo: str | None = None, revision: str | None = N
     )
 
 
+def _source_classes(ctx: LoadContext) -> int:
+    """How many classes the source's labels index: its label_map's length, else the task's class count."""
+    return len(ctx.source.label_map) if ctx.source.label_map is not None else num_task_classes(ctx.task)
+
+
 def _check_classnames(ctx: LoadContext) -> None:
     """classnames.txt must list as many classes as the task (or its label_map) expects."""
     path = ctx.root / "classnames.txt" if ctx.root is not None else None
@@ -183,7 +264,7 @@ def _check_classnames(ctx: LoadContext) -> None:
         return
     n_wds = len(_read_lines(path))
     label_map = ctx.source.label_map
-    n_expected = len(label_map) if label_map is not None else num_task_classes(ctx.task)
+    n_expected = _source_classes(ctx)
     if n_wds != n_expected:
         what = "the source's label_map maps" if label_map is not None else "the task has"
         raise ctx.missing(

@@ -1,0 +1,80 @@
+"""WebDataset shards that would pair images with the wrong labels are errors naming the shard and key
+(issue 9, item 6), through the CLI: one line, exit status 2."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+from fixture_writers import _add, digits_rgb, encode, write_wds
+from test_task_schema import one_line_error
+
+DIGITS = [str(i) for i in range(10)]
+TASK = """name: wds_strict
+version: 1
+prompts: mnist
+metric: accuracy
+splits: [test]
+sources:
+  wds: {loader: wds, path: wds_digits}
+"""
+
+
+@pytest.fixture
+def setup(tmp_path):
+    task = tmp_path / "wds_strict.yaml"
+    task.write_text(TASK)
+    images, labels = digits_rgb("test", 32)
+    root = tmp_path / "data" / "wds_digits"
+    argv = ["zeroshot", "--model", "tiny-clip-digits", "--task", str(task), "--data-root", str(tmp_path / "data"),
+            "--no-cache", "--output-dir", str(tmp_path / "out"), "--workers", "0", "--quiet"]
+    return root, images[:30], labels[:30], argv
+
+
+def write_shard(path: Path, samples: list[tuple[str, int, object]]) -> None:
+    """A tar shard of (key, label text, image) samples, written as given (repeats included)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tf:
+        for key, label, image in samples:
+            _add(tf, f"{key}.cls", str(label).encode())
+            _add(tf, f"{key}.webp", encode(image, "webp"))
+
+
+def test_repeated_key_within_a_shard(setup, capsys):
+    root, images, labels, argv = setup
+    write_wds(root, "test", images, labels, DIGITS)
+    samples = [(f"s{i:07d}", int(labels[i]), images[i]) for i in range(30)]
+    samples[20] = ("s0000003", int(labels[20]), images[20])  # key 3 again, with another image and label
+    write_shard(root / "test" / "0.tar", samples)
+    msg = one_line_error(argv, capsys)
+    assert "sample key 's0000003' appears twice in shard 0.tar" in msg and str(root / "test" / "0.tar") in msg
+
+
+def test_repeated_key_across_shards(setup, capsys):
+    """Today: shard 1 repeats shard 0's keys, and the images are silently paired with other samples' labels."""
+    root, images, labels, argv = setup
+    write_wds(root, "test", images, labels, DIGITS, shard_size=15)
+    write_shard(root / "test" / "1.tar", [(f"s{i - 15:07d}", int(labels[i]), images[i]) for i in range(15, 30)])
+    msg = one_line_error(argv, capsys)
+    assert "sample key 's0000000' appears in shard 0.tar and again in shard 1.tar" in msg, msg
+
+
+@pytest.mark.parametrize("bad", [-1, 10, 99])
+def test_label_out_of_range_names_shard_and_key(setup, capsys, bad):
+    """Today a .cls of -1 wraps to the last class (or is scored as an extra class) with exit status 0."""
+    root, images, labels, argv = setup
+    labels = labels.copy()
+    labels[7] = bad
+    write_wds(root, "test", images, labels, DIGITS)
+    msg = one_line_error(argv, capsys)
+    assert f"sample 's0000007' in 0.tar has label {bad}, outside the source's 10 classes (0..9)" in msg, msg
+
+
+@pytest.mark.parametrize("text", ["two", "", "-1", "1.5"])
+def test_nshards_not_a_number_names_the_file(setup, capsys, text):
+    root, images, labels, argv = setup
+    write_wds(root, "test", images, labels, DIGITS)
+    (root / "test" / "nshards.txt").write_text(text)
+    msg = one_line_error(argv, capsys)
+    assert f"{root / 'test' / 'nshards.txt'} should hold the number of shards (a positive integer)" in msg, msg
