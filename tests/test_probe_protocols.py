@@ -223,3 +223,19 @@ def test_clip_bench_tasks_name_shows_the_description(capsys):
     assert main(["tasks", "stl10", "ucf101"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "stl10: STL-10" in out and "10 predefined training folds" in out and "mean over the 3 splits" in out
+
+
+def test_every_task_has_a_valid_probe_plan_and_bad_plans_are_one_line_errors(tmp_path):
+    from clip_bench.probe_runs import probe_plan
+    from clip_bench.tasks import list_tasks
+
+    for name in list_tasks():
+        task = get_task(name)
+        if task.train_split is not None or "probe" in task.extra:
+            assert probe_plan(task).runs, name
+    raw = yaml.safe_load(open(get_task("ucf101").file))
+    raw["probe"] = {"runs": [{"name": "a", "train": "train", "tset": "test"}]}
+    bad = tmp_path / "ucf_bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ClipBenchError, match="probe run 0 has unknown key 'tset'"):
+        probe_plan(get_task(str(bad)))
