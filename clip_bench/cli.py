@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="leaderboard, effective robustness and few-shot plots from result rows")
     rep.add_argument("--results", type=Path, default=Path("results"), help="folder with results.jsonl")
-    rep.add_argument("--out", type=Path, default=None, help="where to write the report (default: --results)")
+    rep.add_argument("--out", type=Path, default=Path("report"), help="where to write the report (default: ./report)")
     rep.add_argument("--reference", action="store_true", help="print only the comparison with published numbers")
     rep.add_argument("--quiet", action="store_true")
     rep.set_defaults(func=cmd_report)

@@ -14,6 +14,8 @@ Pure NumPy/SciPy functions of per-sample outcomes. Values are in percent, as in 
   weights and cumulative sums over each class's ranking, all replicates at once.
 - ROC AUC: a bootstrap stratified by class (positives and negatives resampled separately, so both
   counts stay fixed), weighted Mann-Whitney counts over the sorted scores.
+- Retrieval (text→image recall@k, mean recall): a cluster bootstrap over images (each image drawn
+  with all its caption queries), as ratios of resampled per-image sums (:func:`cluster_bootstrap_ratios`).
 - Paired comparisons: exact McNemar for accuracy with Newcombe's hybrid score interval for the paired
   difference; paired bootstraps (the same resampled images for both models) for the other metrics;
   Holm's step-down correction across tasks.
@@ -238,6 +240,27 @@ def bootstrap_roc_auc(
     n = np.asarray(margin).shape[0]
     return np.concatenate([weighted_roc_auc(margin, labels, _stratified_weights(rng, labels, b))
                            for b in _blocks(B, n * 4)])
+
+
+def cluster_bootstrap_ratios(
+    sums: np.ndarray, sizes: np.ndarray, B: int = DEFAULT_B, seed: int = DEFAULT_SEED,
+) -> np.ndarray:
+    """Cluster-bootstrap replicates of ratio means: (B, M) proportions sum(w·sums) / sum(w·sizes) per column.
+
+    `sums` (G, M) is each cluster's total outcome (e.g. the hits among an image's caption queries) and
+    `sizes` (G, M) its number of queries; every replicate draws G clusters with replacement (integer
+    weights), so correlated queries of one cluster move together. Paired differences: pass the
+    difference of two models' sums (same clusters, same sizes).
+    """
+    sums, sizes = np.asarray(sums, dtype=np.float64), np.asarray(sizes, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    n = sums.shape[0]
+    out = []
+    for size in _blocks(B, n * 2):
+        w = resample_weights(rng, n, size).astype(np.float64)  # integer weights: the sums stay exact
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append((w @ sums) / (w @ sizes))
+    return np.concatenate(out)
 
 
 # ---------------------------------------------------------------------------------------------
