@@ -33,7 +33,8 @@ def rerun_command(row: dict[str, Any], output_dir: str | Path) -> str:
     cmd += ["--task", row["task"]]
     if row.get("source"):
         cmd += ["--source", row["source"]]
-    for flag, key in (("--limit", "limit"), ("--templates", "templates_file"), ("--classnames", "classnames_file")):
+    for flag, key in (("--limit", "limit"), ("--templates", "templates_file"), ("--classnames", "classnames_file"),
+                      ("--caption-template", "caption_template")):
         if extra.get(key) is not None:
             cmd += [flag, str(extra[key])]
     if row.get("precision") and row["precision"] != "fp32":
@@ -113,6 +114,8 @@ def backfill(
     Raises ClipBenchError naming the command to run when the caches do not have what is needed, or
     when the rebuilt scores do not reproduce the row's value.
     """
+    if row.get("protocol") == "retrieval":
+        return _backfill_retrieval(row, output_dir, cache_dir, data_root)
     if row.get("protocol") != "zeroshot":
         raise ClipBenchError(
             f"{row['model']} on {row['task']} ({row.get('protocol')}): the row has no per-sample outcomes (it was "
@@ -129,5 +132,24 @@ def backfill(
             f"{row['model']} on {row['task']}: the cached features do not reproduce the row's {row['metric']} "
             f"({exc}); run `{rerun_command(row, output_dir)}`."
         ) from None
+    assert out is not None  # just written
+    return out
+
+
+def _backfill_retrieval(row: dict[str, Any], output_dir: str | Path, cache_dir: str | Path,
+                        data_root: str | Path) -> Outcomes:
+    """:func:`backfill` for a retrieval row: ranks rebuilt from the cached image features, captions and caption embeddings."""
+    from .outcomes import attach_retrieval_outcomes
+    from .retrieval import ranks_from_cache
+
+    redo = f"run `{rerun_command(row, output_dir)}` (it reuses what is cached and stores the outcomes)"
+    ranks, text_image, sample = ranks_from_cache(row, cache_dir, data_root, redo)
+    copy = {**row, "outcomes": outcome_relpath(row)}
+    try:
+        attach_retrieval_outcomes([copy], ranks, text_image, sample, output_dir)
+        out = load_for_row(copy, output_dir)
+    except OutcomeError as exc:
+        raise ClipBenchError(f"{row['model']} on {row['task']}: the cached features do not reproduce the row's "
+                             f"{row['metric']} ({exc}); {redo}.") from None
     assert out is not None  # just written
     return out

@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="leaderboard, effective robustness and few-shot plots from result rows")
     rep.add_argument("--results", type=Path, default=Path("results"), help="folder with results.jsonl")
-    rep.add_argument("--out", type=Path, default=None, help="where to write the report (default: --results)")
+    rep.add_argument("--out", type=Path, default=Path("report"), help="where to write the report (default: ./report)")
     rep.add_argument("--reference", action="store_true", help="print only the comparison with published numbers")
     rep.add_argument("--quiet", action="store_true")
     rep.set_defaults(func=cmd_report)
@@ -143,7 +143,7 @@ def _eval_config(args: argparse.Namespace) -> Any:
         caption_template=getattr(args, "caption_template", None),
         limit=args.limit,
         download=args.download,
-        feature_kind=getattr(args, "features", "embed") or "embed",
+        feature_kind=getattr(args, "features", None) or "auto",
         extract=ExtractConfig(
             batch_size=args.batch_size, workers=args.workers, quiet=args.quiet, skip_bad_images=args.skip_bad_images,
             shard_size=args.shard_size, compile=args.compile,
@@ -184,8 +184,12 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, out: Any = None) -> None:
 def _notes(extra: dict[str, Any]) -> str:
     """Short per-row details for the table: probe C, seed, spread across seeds, skipped images."""
     parts = []
-    if extra.get("aggregate"):
+    if extra.get("over"):  # a linear probe averaged over folds or official splits
+        parts.append(f"mean of {extra.get('n_runs')} {extra['over']}, std {extra.get('std', 0):.2f}")
+    elif extra.get("aggregate"):
         parts.append(f"mean of {extra.get('seeds')} seeds, std {extra.get('std', 0):.2f}")
+    elif extra.get("run"):
+        parts.append(str(extra["run"]))
     elif "seed" in extra and "k" in extra:
         parts.append(f"seed {extra['seed']}")
     if extra.get("C") is not None:
@@ -227,7 +231,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(infos, indent=2))
     else:
-        print(format_task_table(infos))
+        print(format_task_table(infos, details=bool(args.names)))  # named tasks: with their descriptions
     return 0
 
 
@@ -286,8 +290,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _add_probe_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--features", choices=["embed", "pre-proj"], default="embed",
-                   help="image embedding, or the ViT's representation before the projection (the paper's choice)")
+    p.add_argument("--features", choices=["auto", "embed", "pre-proj"], default="auto",
+                   help="auto (default): for ViT towers the representation before the image projection (the "
+                   "paper's choice), else the embedding; embed: the image embedding; pre-proj: force the former")
     p.add_argument("--normalize", action="store_true", help="L2-normalise features before the probe")
     p.add_argument("--solver", choices=["torch", "sklearn"], default="torch",
                    help="torch: fast full-batch L-BFGS (CPU/GPU); sklearn: LogisticRegression(lbfgs), the reference")

@@ -8,7 +8,10 @@ interval and a paired test:
   score interval for the difference;
 - mean per-class recall, the Kinetics mean, 11-point mAP, ROC AUC: a paired bootstrap (the same
   resampled images for both models, class-stratified except for multi-label mAP), B = 1000, seed 0,
-  with the percentile interval and the centred bootstrap p-value.
+  with the percentile interval and the centred bootstrap p-value;
+- retrieval (zero-shot protocol; the retrieval tasks' rows): exact McNemar on the image queries for
+  image→text recall@k; a paired cluster bootstrap over images (each with all its caption queries)
+  for text→image recall@k and mean_recall.
 
 Across tasks, p-values are corrected with Holm's step-down method; a task is a win (A significantly
 better), a loss, or a tie. The mean difference over tasks gets a percentile interval from the
@@ -27,8 +30,8 @@ import numpy as np
 
 from . import stats
 from .errors import ClipBenchError
-from .outcomes import OutcomeError, Outcomes, load_for_row
-from .results import RESULTS_FILE, read_rows
+from .outcomes import OutcomeError, Outcomes, load_for_row, paired_retrieval_bootstrap
+from .results import LEADERBOARD_PROTOCOLS, RESULTS_FILE, read_rows
 
 ACCURACY_METRICS = ("top1", "top5")
 
@@ -116,9 +119,10 @@ def _pick_rows(
     """Latest row per (task, subset) of `model` and `protocol`: main metric unless `metric` is given."""
     chosen: dict[tuple[str, str | None], tuple[dict[str, Any], Path]] = {}
     seeds_seen: set[Any] = set()
+    protocols = LEADERBOARD_PROTOCOLS.get(protocol, (protocol,))  # zero-shot includes the retrieval tasks
     for row, folder in sorted(rows, key=lambda rf: str(rf[0].get("date") or "")):
         extra = row.get("extra") or {}
-        if (row["model"], row.get("pretrained")) != model or row.get("protocol") != protocol:
+        if (row["model"], row.get("pretrained")) != model or row.get("protocol") not in protocols:
             continue
         if extra.get("aggregate") or row.get("subset") or row.get("value") is None:
             continue
@@ -159,6 +163,9 @@ def _why_different(a: dict[str, Any], b: dict[str, Any], oa: Outcomes, ob: Outco
         parts.append(f"--limit {la} vs {lb}")
     if oa.n != ob.n:
         parts.append(f"{oa.n} vs {ob.n} test samples")
+    ca, cb = (a.get("extra") or {}).get("captions_hash"), (b.get("extra") or {}).get("captions_hash")
+    if ca != cb:
+        parts.append(f"captions {ca} vs {cb}")
     parts.append(f"test-label hash {oa.sample_hash[:12]} vs {ob.sample_hash[:12]}")
     return ", ".join(parts)
 
@@ -178,7 +185,7 @@ def compare_outcomes(
     """(diff A-B, ci_low, ci_high, test, p-value, paired bootstrap replicates of A-B, discordant counts)."""
     m = oa.metric
     diff = oa.recompute() - ob.recompute()
-    if m in ACCURACY_METRICS:
+    if m in ACCURACY_METRICS or (oa.retrieval or ("",))[0] == "i2t":  # image→text: one query per image
         p, only_a, only_b = stats.mcnemar_exact(oa.correct, ob.correct)
         lo, hi = stats.newcombe_paired_interval(ob.correct, oa.correct)  # accuracy(A) - accuracy(B)
         reps = stats.paired_accuracy_bootstrap(ob.correct, oa.correct, B, seed)
@@ -191,6 +198,10 @@ def compare_outcomes(
         reps = stats.paired_map_11point_bootstrap(ob.scores, oa.scores, oa.labels, B, seed)
     elif m == "roc_auc":
         reps = stats.paired_roc_auc_bootstrap(ob.scores, oa.scores, oa.labels, B, seed)
+    elif oa.retrieval is not None:  # text→image recall@k, mean_recall: images resampled with their captions
+        reps = paired_retrieval_bootstrap(oa, ob, B, seed)
+        lo, hi = stats.percentile_interval(reps)
+        return diff, lo, hi, f"paired cluster bootstrap ({B})", stats.bootstrap_p_value(reps, diff), reps, None
     else:
         raise ClipBenchError(f"compare has no paired test for metric {m!r}.")
     lo, hi = stats.percentile_interval(reps)

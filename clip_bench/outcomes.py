@@ -12,11 +12,16 @@ mean_per_class_recall  ``correct`` (packed bits), ``labels`` (smallest integer t
 mean_top1_top5         ``top1``, ``top5`` (packed bits), ``labels``
 map_11point            ``scores`` (N, C) float32, ``targets`` (N, C multi-hot, packed bits)
 roc_auc                ``scores`` (N,) margins (float64), ``labels``
+text_retrieval_r@k     ``hits`` (packed bits, one per image query)
+image_retrieval_r@k    ``hits`` (packed bits, one per caption query), ``groups`` (each caption's image;
+                       ``group_sizes``, captions per image, when captions are in image order)
+mean_recall            ``ranks_i2t``, ``ranks_t2i`` (best-match ranks clipped at 10, uint8), ``groups``
 =====================  =============================================================
 
 plus ``value`` (the row's value, recomputed from the arrays when written and checked when read)
 and ``sample_hash``: SHA-256 of the test labels in sample order and their shape, which
-``clip-bench compare`` requires to match between two rows. ImageNet (50,000 images): 6.1 KiB per
+``clip-bench compare`` requires to match between two rows (for retrieval rows: of the image indices,
+the captions before any template and the caption→image pairing). ImageNet (50,000 images): 6.1 KiB per
 top-1 or top-5 row, about 104 KiB for mean per-class recall before compression (see
 ``benchmarks/RESULTS.md``).
 
@@ -35,6 +40,7 @@ import numpy as np
 
 from . import stats
 from .io_utils import atomic_path, sha256_bytes, sha256_json
+from .retrieval import KS, MAIN, RetrievalRanks, parse_metric
 
 OUTCOMES_DIR = "outcomes"
 FORMAT = 1
@@ -43,7 +49,7 @@ ID_FIELDS = (
     "model_fingerprint", "task", "task_version", "source", "split", "protocol", "subset", "limit",
     "templates_hash", "classnames_hash", "feature_kind", "precision", "metric",
 )
-ID_EXTRA_FIELDS = ("k", "seed", "solver", "aggregate", "val_fraction")
+ID_EXTRA_FIELDS = ("k", "seed", "solver", "aggregate", "val_fraction", "caption_template", "captions_hash", "run")
 BINARY_METRICS = ("top1", "top5")
 #: Metrics the rows can carry and the interval method of each.
 CI_METHODS = {
@@ -54,6 +60,10 @@ CI_METHODS = {
     "map_11point": "bootstrap",
     "roc_auc": "bootstrap-stratified",
 }
+#: Retrieval rows (metric names carry k): image→text recall@k is a proportion over independent image
+#: queries; text→image recall@k and mean_recall are resampled by image (captions of an image are correlated).
+RETRIEVAL_CI_METHODS = {"i2t": "wilson", "t2i": "bootstrap-cluster", "mean": "bootstrap-cluster"}
+_RANK_CLIP = max(KS)  # stored ranks: min(rank, 10) decides every hit at k <= 10
 _VALUE_TOL = 1e-6  # percent points
 
 
@@ -107,11 +117,20 @@ class Outcomes:
     top1: np.ndarray | None = None  # (n,) bool
     top5: np.ndarray | None = None  # (n,) bool
     scores: np.ndarray | None = None  # (n,) margins (roc_auc) or (n, C) scores (map_11point)
+    hits: np.ndarray | None = None  # (n,) bool: retrieval recall@k, one per query
+    groups: np.ndarray | None = None  # (n_captions,) the image of each caption query (retrieval)
+    ranks_i2t: np.ndarray | None = None  # (n_images,) best-true-match rank, clipped at 10 (mean_recall)
+    ranks_t2i: np.ndarray | None = None  # (n_captions,) likewise
+
+    @property
+    def retrieval(self) -> tuple[str, int] | None:
+        """("i2t" | "t2i", k), or ("mean", 0), for retrieval rows; None otherwise."""
+        return parse_metric(self.metric)
 
     @property
     def correct(self) -> np.ndarray:
-        """Per-sample correctness for the accuracy metrics (top-5 for ``top5``, else top-1)."""
-        arr = self.top5 if self.metric == "top5" else self.top1
+        """Per-sample correctness for the accuracy metrics (top-5 for ``top5``, else top-1; retrieval: hits)."""
+        arr = self.hits if self.hits is not None else self.top5 if self.metric == "top5" else self.top1
         if arr is None:
             raise OutcomeError(f"outcomes for {self.metric} hold no per-sample correctness")
         return arr
@@ -120,6 +139,10 @@ class Outcomes:
         """The metric value (percent) from the stored arrays alone."""
         m = self.metric
         if m in BINARY_METRICS:
+            return 100.0 * float(np.mean(self.correct))
+        if self.retrieval is not None:
+            if self.retrieval[0] == "mean":
+                return RetrievalRanks(self.ranks_i2t, self.ranks_t2i).recalls()[MAIN]
             return 100.0 * float(np.mean(self.correct))
         if m == "mean_per_class_recall":
             _, inv = np.unique(self.labels, return_inverse=True)
@@ -135,9 +158,11 @@ class Outcomes:
     def interval(self, B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED) -> tuple[float, float, str]:
         """(ci_low, ci_high, ci_method): the 95% interval in percent."""
         m = self.metric
-        if m in BINARY_METRICS:
+        if m in BINARY_METRICS or (self.retrieval or ("",))[0] == "i2t":
             lo, hi = stats.wilson(int(np.sum(self.correct)), self.n)
             return 100.0 * float(lo), 100.0 * float(hi), "wilson"
+        if self.retrieval is not None:
+            return self._retrieval_interval(B, seed)
         reps = self.bootstrap(B, seed)
         lo, hi = stats.percentile_interval(reps)
         return lo, hi, f"{CI_METHODS[m]}-{B}"
@@ -156,7 +181,45 @@ class Outcomes:
         if m in BINARY_METRICS:
             k = int(np.sum(self.correct))
             return 100.0 * np.random.default_rng(seed).binomial(self.n, k / self.n, size=B) / self.n
+        if self.retrieval is not None:
+            sums, sizes = self.cluster_sums()
+            return 100.0 * stats.cluster_bootstrap_ratios(sums, sizes, B, seed).mean(axis=1)
         raise OutcomeError(f"no bootstrap is defined for metric {m!r}")
+
+    def cluster_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Retrieval rows: per-image (hits, queries), shape (n_images, M) each; M = 1, or 6 for mean_recall.
+
+        The row's value is 100 × the mean over the M columns of sum(hits) / sum(queries).
+        """
+        kind, k = self.retrieval or ("", 0)
+        if kind == "i2t":
+            hits = np.asarray(self.hits, dtype=np.float64)[:, None]
+            return hits, np.ones_like(hits)
+        if kind == "t2i":
+            groups = np.asarray(self.groups, dtype=np.int64)
+            g = int(groups.max()) + 1
+            return (np.bincount(groups, weights=self.hits, minlength=g)[:, None],
+                    np.bincount(groups, minlength=g).astype(np.float64)[:, None])
+        if kind == "mean":
+            groups = np.asarray(self.groups, dtype=np.int64)
+            g = len(self.ranks_i2t)
+            n_caps = np.bincount(groups, minlength=g).astype(np.float64)
+            sums = [np.asarray(self.ranks_i2t < j, dtype=np.float64) for j in KS]
+            sums += [np.bincount(groups, weights=self.ranks_t2i < j, minlength=g) for j in KS]
+            sizes = [np.ones(g)] * len(KS) + [n_caps] * len(KS)
+            return np.stack(sums, axis=1), np.stack(sizes, axis=1)
+        raise OutcomeError(f"{self.metric} is not a retrieval metric")
+
+    def _retrieval_interval(self, B: int, seed: int) -> tuple[float, float, str]:
+        """Cluster-bootstrap interval; when every query has the same outcome the bootstrap has no spread,
+        and the interval is Wilson's with the number of images as the sample size (conservative)."""
+        value = self.recompute()
+        if value in (0.0, 100.0):
+            n_images = len(self.ranks_i2t) if self.ranks_i2t is not None else int(np.max(self.groups)) + 1
+            lo, hi = stats.wilson(round(value / 100.0 * n_images), n_images)
+            return 100.0 * float(lo), 100.0 * float(hi), "wilson-images"
+        lo, hi = stats.percentile_interval(self.bootstrap(B, seed))
+        return lo, hi, f"{RETRIEVAL_CI_METHODS[self.retrieval[0]]}-{B}"
 
 
 def topk_correct(scores: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
@@ -200,11 +263,42 @@ def outcomes_for(
     if metric == "mean_top1_top5":
         return Outcomes(**common, top1=top1(), top5=top5(), labels=targets)
     if metric == "map_11point":
-        return Outcomes(**common, scores=_compact_float(scores), labels=targets.astype(bool))
+        # 1 positive, 0 negative, -1 ignored for that class (VOC's difficult-only images), as the metric reads them
+        return Outcomes(**common, scores=_compact_float(scores), labels=np.sign(targets.astype(np.int8)))
     if metric == "roc_auc":
         margin = scores[:, 1] - scores[:, 0] if scores.ndim == 2 else scores
         return Outcomes(**common, scores=np.asarray(margin, dtype=np.float64), labels=targets)
     raise OutcomeError(f"no per-sample outcomes are defined for metric {metric!r}")
+
+
+def retrieval_outcomes(
+    metric: str, ranks: RetrievalRanks, text_image: np.ndarray, value: float, sample: str,
+) -> Outcomes:
+    """The outcomes of one retrieval row (see the table in the module docstring)."""
+    kind, k = parse_metric(metric) or ("", 0)
+    groups = _small_int(np.asarray(text_image, dtype=np.int64))
+    n_img, n_txt = len(ranks.image_to_text), len(ranks.text_to_image)
+    common = dict(metric=metric, value=float(value), sample_hash=sample)
+    if kind == "i2t":
+        return Outcomes(**common, n=n_img, hits=ranks.image_to_text < k)
+    if kind == "t2i":
+        return Outcomes(**common, n=n_txt, hits=ranks.text_to_image < k, groups=groups)
+    if kind == "mean":
+        return Outcomes(**common, n=n_img + n_txt, groups=groups,
+                        ranks_i2t=np.minimum(ranks.image_to_text, _RANK_CLIP).astype(np.uint8),
+                        ranks_t2i=np.minimum(ranks.text_to_image, _RANK_CLIP).astype(np.uint8))
+    raise OutcomeError(f"{metric!r} is not a retrieval metric")
+
+
+def paired_retrieval_bootstrap(
+    oa: Outcomes, ob: Outcomes, B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED,
+) -> np.ndarray:
+    """Paired cluster-bootstrap replicates of A - B (points) for a retrieval metric: the same resampled
+    images (each with all its caption queries) for both models."""
+    (sa, sizes), (sb, sizes_b) = oa.cluster_sums(), ob.cluster_sums()
+    if sa.shape != sb.shape or not np.array_equal(sizes, sizes_b):
+        raise OutcomeError(f"{oa.metric}: the two outcomes are not on the same queries")
+    return 100.0 * stats.cluster_bootstrap_ratios(sa - sb, sizes, B, seed).mean(axis=1)
 
 
 def _compact_float(x: np.ndarray) -> np.ndarray:
@@ -232,14 +326,25 @@ def save(out: Outcomes, path: str | Path) -> Path:
         "format": np.array(FORMAT), "metric": np.array(out.metric), "n": np.array(out.n),
         "sample_hash": np.array(out.sample_hash), "value": np.array(out.value),
     }
-    for name in ("top1", "top5"):
+    for name in ("top1", "top5", "hits"):
         if getattr(out, name) is not None:
             arrays[name] = np.packbits(np.asarray(getattr(out, name), dtype=bool))
+    if out.groups is not None:
+        groups = np.asarray(out.groups)
+        if groups.size and np.all(groups[1:] >= groups[:-1]) and groups[0] == 0:  # captions in image order
+            arrays["group_sizes"] = _small_int(np.bincount(groups))  # (kept as run lengths)
+        else:
+            arrays["groups"] = _small_int(groups)
+    for name in ("ranks_i2t", "ranks_t2i"):
+        if getattr(out, name) is not None:
+            arrays[name] = np.asarray(getattr(out, name), dtype=np.uint8)
     if out.labels is not None:
         labels = np.asarray(out.labels)
         if labels.ndim == 2:
-            arrays["targets"] = np.packbits(labels.astype(bool), axis=1)
+            arrays["targets"] = np.packbits(labels > 0, axis=1)
             arrays["n_classes"] = np.array(labels.shape[1])
+            if (labels < 0).any():  # entries the metric ignores (-1)
+                arrays["ignored"] = np.packbits(labels < 0, axis=1)
         else:
             arrays["labels"] = _small_int(labels)
     if out.scores is not None:
@@ -263,10 +368,22 @@ def load(path: str | Path) -> Outcomes:
         for name in ("top1", "top5"):
             if name in z:
                 kw[name] = np.unpackbits(z[name], count=n).astype(bool)
+        if "groups" in z:
+            kw["groups"] = z["groups"].astype(np.int64)
+        if "group_sizes" in z:
+            sizes = z["group_sizes"].astype(np.int64)
+            kw["groups"] = np.repeat(np.arange(sizes.size), sizes)
+        for name in ("ranks_i2t", "ranks_t2i"):
+            if name in z:
+                kw[name] = z[name].astype(np.int64)
+        if "hits" in z:
+            kw["hits"] = np.unpackbits(z["hits"], count=n).astype(bool)
         if "labels" in z:
             kw["labels"] = z["labels"].astype(np.int64)
         if "targets" in z:
-            kw["labels"] = np.unpackbits(z["targets"], axis=1, count=int(z["n_classes"])).astype(bool)
+            kw["labels"] = np.unpackbits(z["targets"], axis=1, count=int(z["n_classes"])).astype(np.int8)
+            if "ignored" in z:
+                kw["labels"][np.unpackbits(z["ignored"], axis=1, count=int(z["n_classes"])).astype(bool)] = -1
         if "scores" in z:
             kw["scores"] = z["scores"]
     return Outcomes(**kw)
@@ -320,6 +437,33 @@ def attach_outcomes(
         check = out.recompute()
         if not abs(check - float(row["value"])) <= _VALUE_TOL:
             raise OutcomeError(f"per-sample outcomes give {row['metric']} = {check!r}, the row says {row['value']!r}")
+        row["ci_low"], row["ci_high"], row["ci_method"] = out.interval(B, seed)
+        row["outcomes"] = None
+        if output_dir is not None:
+            rel = f"{OUTCOMES_DIR}/{outcome_id(row)}.npz"
+            if ddp.is_main():
+                save(out, Path(output_dir) / rel)
+            row["outcomes"] = rel
+    return rows
+
+
+def attach_retrieval_outcomes(
+    rows: list[dict[str, Any]], ranks: RetrievalRanks, text_image: np.ndarray, sample: str,
+    output_dir: str | Path | None, B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED,
+) -> list[dict[str, Any]]:
+    """:func:`attach_outcomes` for the rows of one retrieval evaluation (`ranks`, captions' images
+    `text_image`, test-set hash `sample` from :func:`clip_bench.retrieval.retrieval_sample_hash`)."""
+    from . import distributed as ddp
+
+    for row in rows:
+        if row.get("value") is None or parse_metric(row.get("metric")) is None:
+            continue
+        out = retrieval_outcomes(row["metric"], ranks, text_image, row["value"], sample)
+        if row.get("n") is not None and int(row["n"]) != out.n:
+            raise OutcomeError(f"{row['metric']} row has n = {row['n']} but {out.n} outcomes")
+        check = out.recompute()
+        if not abs(check - float(row["value"])) <= _VALUE_TOL:
+            raise OutcomeError(f"per-query outcomes give {row['metric']} = {check!r}, the row says {row['value']!r}")
         row["ci_low"], row["ci_high"], row["ci_method"] = out.interval(B, seed)
         row["outcomes"] = None
         if output_dir is not None:

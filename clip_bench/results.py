@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import ClipBenchError
 from .identity import numeric_identity
-from .io_utils import file_lock, sha256_json, write_text_atomic
+from .io_utils import file_lock, sha256_json
 
 RESULTS_FILE = "results.jsonl"
 LEADERBOARD_FILE = "leaderboard.csv"
@@ -45,6 +45,7 @@ IDENTITY_FIELDS = (
 #: caption template of retrieval rows.
 SETTING_IDENTITY_FIELDS = (
     "solver", "seed", "k", "aggregate", "seeds", "val_fraction", "allow_fewer", "probe_config", "caption_template",
+    "run",  # one of a task's several linear probes (an STL-10 fold, a UCF101 split): see probe_runs
 )
 #: The row's 95% interval (percent, like ``value``), how it was computed, and where its per-sample
 #: outcomes are (relative to the output folder); see ``clip_bench.outcomes``.
@@ -275,8 +276,7 @@ def leaderboard(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> Any:
 
 
 def write_leaderboard(output_dir: str | Path) -> Path:
-    """Rebuild ``leaderboard.csv`` from all rows of ``results.jsonl``, atomically."""
-    path = Path(output_dir) / LEADERBOARD_FILE
-    table = leaderboard(read_rows(output_dir))
-    write_text_atomic(path, table.to_csv(index=False, float_format="%.2f"))
-    return path
+    """Rebuild ``leaderboard.csv`` from all rows of ``results.jsonl``, atomically (the report's schema)."""
+    from .report.leaderboard import write_leaderboard_csv
+
+    return write_leaderboard_csv(read_rows(output_dir), Path(output_dir) / LEADERBOARD_FILE)

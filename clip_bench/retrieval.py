@@ -19,6 +19,13 @@ Memory. Scores are never held as a full (images × captions) matrix: queries are
 of at most ``block_bytes`` of float32 scores (default 128 MB); each block also needs one boolean
 temporary (a quarter of its size), so the peak above the embeddings is about 1.25 × ``block_bytes``
 plus small fixed buffers (rows with exact ties need one more boolean temporary, for those rows only).
+
+Confidence (see ``clip_bench.outcomes``). Image→text recall@k is a mean of one 0/1 outcome per image:
+Wilson interval. The caption queries of one image are not independent (its 5 captions tend to hit or
+miss together), so text→image recall@k and ``mean_recall`` get a cluster bootstrap over images: each
+replicate draws images with replacement, every drawn image bringing its own query and all its caption
+queries (B = 1000, seed 0). The candidate gallery is held fixed: the intervals describe the sampling
+of the queries, as the recalls are defined for this gallery.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ClipBenchError
-from .io_utils import sha256_json
+from .io_utils import sha256_bytes, sha256_json
 from .progress import progress_bar
 from .text_cache import TextEmbeddingCache
 from .text_encoder import encode_prompts
@@ -41,6 +48,17 @@ DEFAULT_BLOCK_BYTES = 128 * 2**20
 PROTOCOL = "retrieval"
 #: Row metric names: image→text is the paper's "text retrieval", text→image its "image retrieval".
 I2T, T2I, MAIN = "text_retrieval_recall@{k}", "image_retrieval_recall@{k}", "mean_recall"
+
+
+def parse_metric(metric: str | None) -> tuple[str, int] | None:
+    """("i2t", k) or ("t2i", k) for a recall@k row, ("mean", 0) for ``mean_recall``, None for other metrics."""
+    if metric == MAIN:
+        return "mean", 0
+    for direction, pattern in (("i2t", I2T), ("t2i", T2I)):
+        prefix = pattern.split("{")[0]
+        if metric and metric.startswith(prefix) and metric[len(prefix):].isdigit():
+            return direction, int(metric[len(prefix):])
+    return None
 
 
 @dataclass(frozen=True)
@@ -179,6 +197,15 @@ def flatten_captions(captions: Sequence[Sequence[str]], image_ids: np.ndarray) -
     return texts, np.asarray(owner, dtype=np.int64)
 
 
+def retrieval_sample_hash(image_ids: np.ndarray, captions: Sequence[str], text_image: np.ndarray) -> str:
+    """SHA-256 identifying a retrieval test set: the images (dataset indices), the captions (before any
+    template) and which image each caption belongs to. ``compare`` requires it to match."""
+    ids = np.ascontiguousarray(np.asarray(image_ids, dtype=np.int64))
+    owner = np.ascontiguousarray(np.asarray(text_image, dtype=np.int64))
+    header = f"clip-bench-retrieval-samples-v1:{ids.size}:{owner.size}:{sha256_json(list(captions))}".encode()
+    return sha256_bytes(header + ids.tobytes() + owner.tobytes())
+
+
 def task_kind(task: Any) -> str:
     """``classification`` (default) or ``retrieval``: the task file's ``kind``, which picks the protocol."""
     kind = getattr(task, "kind", None) or (getattr(task, "extra", None) or {}).get("kind") or "classification"
@@ -188,6 +215,7 @@ def task_kind(task: Any) -> str:
 def evaluate_retrieval_task(handle: Any, task: Any, cfg: Any) -> list[dict[str, Any]]:
     """Zero-shot retrieval rows for one ``kind: retrieval`` task: six recalls and their mean (the main metric)."""
     from .evaluate import get_features, provenance
+    from .outcomes import attach_retrieval_outcomes
     from .results import make_row
 
     split = task.eval_split
@@ -206,14 +234,63 @@ def evaluate_retrieval_task(handle: Any, task: Any, cfg: Any) -> list[dict[str, 
     text_emb = encode_texts(handle, texts, cfg.cache_dir, quiet=cfg.quiet)
     ranks = retrieval_ranks(l2_normalize(feats.features), text_emb, text_image, quiet=cfg.quiet)
     n_img, n_txt = len(feats), len(texts)
+    sample = retrieval_sample_hash(feats.labels, raw_texts, text_image)
     common = dict(
         **provenance(handle, task, cfg), protocol=PROTOCOL, subset=None,
         skipped_images=feats.meta.get("skipped_images", 0), caption_template=template,
         captions_hash=sha256_json(raw_texts)[:16], n_images=n_img, n_captions=n_txt,
     )
     common["standard"] = common["standard"] and template == task.extra.get("caption_template")  # no override
-    return [
+    rows = [
         make_row(**common, metric=m, value=v, is_main=(m == MAIN),
                  n=n_img if m.startswith("text_") else n_txt if m.startswith("image_") else n_img + n_txt)
         for m, v in ranks.recalls().items()
     ]
+    return attach_retrieval_outcomes(rows, ranks, text_image, sample, cfg.output_dir)  # intervals + evidence
+
+
+def ranks_from_cache(
+    row: dict[str, Any], cache_dir: str | Path, data_root: str | Path, redo: str,
+) -> tuple[RetrievalRanks, np.ndarray, str]:
+    """(ranks, caption→image indices, test-set hash) of the retrieval `row`, rebuilt from the feature
+    cache (image features and captions) and the text cache (caption embeddings), without a model.
+
+    `redo` is the advice appended to every error (the command that recomputes the row).
+    """
+    from .backfill import _text_embeddings
+    from .features import FeatureCache, feature_key
+    from .identity import task_hash
+    from .tasks import get_task
+
+    extra = row.get("extra") or {}
+    who = f"{row['model']} on {row['task']}"
+    task = get_task(row["task"])
+    if task.version != row.get("task_version"):
+        raise ClipBenchError(f"{who}: the row was computed with task version {row.get('task_version')}, "
+                             f"the task file is now version {task.version}; {redo}.")
+    recorded = row.get("task_hash") or extra.get("task_hash")
+    if recorded and recorded != task_hash(task):
+        raise ClipBenchError(f"{who}: the row was computed from another definition of task {row['task']!r} (a task "
+                             f"file?) than {task.file}; {redo}.")
+    feats = None
+    for skip_bad in (False, True):  # an entry that skipped unreadable images is keyed apart
+        key = feature_key(row["model_fingerprint"], task, task.source(row.get("source")), row["split"],
+                          row.get("feature_kind") or "embed", extra.get("limit"), Path(data_root),
+                          precision=row.get("precision") or "fp32", device=row.get("device"), skip_bad_images=skip_bad)
+        if (feats := FeatureCache(Path(cache_dir), key).load()) is not None:
+            break
+    if feats is None or feats.meta.get("captions") is None:
+        raise ClipBenchError(f"{who}: no per-query outcomes, and its image features and captions are not in the "
+                             f"cache {cache_dir} (or --data-root differs); {redo}.")
+    raw_texts, text_image = flatten_captions(feats.meta["captions"], feats.labels)
+    if sha256_json(raw_texts)[:16] != extra.get("captions_hash"):
+        raise ClipBenchError(f"{who}: the cached captions are not the ones the row was scored on; {redo}.")
+    texts = apply_template(raw_texts, extra.get("caption_template"))
+    table = _text_embeddings(Path(cache_dir), row["model_fingerprint"], list(dict.fromkeys(texts)),
+                             row.get("precision"), row.get("device"))
+    if table is None:
+        raise ClipBenchError(f"{who}: no per-query outcomes, and its caption embeddings are not in the text cache "
+                             f"under {cache_dir}; {redo}.")
+    text_emb = np.stack([table[t] for t in texts]).astype(np.float32)
+    ranks = retrieval_ranks(l2_normalize(feats.features), text_emb, text_image)
+    return ranks, text_image, retrieval_sample_hash(feats.labels, raw_texts, text_image)

@@ -14,6 +14,8 @@ Pure NumPy/SciPy functions of per-sample outcomes. Values are in percent, as in 
   weights and cumulative sums over each class's ranking, all replicates at once.
 - ROC AUC: a bootstrap stratified by class (positives and negatives resampled separately, so both
   counts stay fixed), weighted Mann-Whitney counts over the sorted scores.
+- Retrieval (text→image recall@k, mean recall): a cluster bootstrap over images (each image drawn
+  with all its caption queries), as ratios of resampled per-image sums (:func:`cluster_bootstrap_ratios`).
 - Paired comparisons: exact McNemar for accuracy with Newcombe's hybrid score interval for the paired
   difference; paired bootstraps (the same resampled images for both models) for the other metrics;
   Holm's step-down correction across tasks.
@@ -156,7 +158,7 @@ def weighted_map_11point(scores: np.ndarray, targets: np.ndarray, weights: np.nd
     ranked above. A sample drawn w times counts w times; one not drawn adds a point that is never
     above an existing one, so the interpolated maxima are those of the resampled image list.
     """
-    scores, targets = np.asarray(scores), np.asarray(targets).astype(bool)
+    scores, targets = np.asarray(scores), np.asarray(targets)  # 1 positive, 0 negative, -1 ignored (VOC difficult)
     wt = np.ascontiguousarray(np.asarray(weights, dtype=np.int32).T)  # (n, R): gathers and sums run over rows
     R = wt.shape[1]
     cols = np.arange(R)
@@ -164,8 +166,9 @@ def weighted_map_11point(scores: np.ndarray, targets: np.ndarray, weights: np.nd
     ap_sum = np.zeros(R)
     n_present = np.zeros(R)
     for c in range(targets.shape[1]):
-        order = np.argsort(-scores[:, c], kind="stable")
-        pos_sorted = targets[order, c]
+        keep = np.flatnonzero(targets[:, c] >= 0)  # as metrics.map_11point: ignored entries drop out per class
+        order = keep[np.argsort(-scores[keep, c], kind="stable")]
+        pos_sorted = targets[order, c] > 0
         if not pos_sorted.any():
             continue
         pos_idx, neg_idx = order[pos_sorted], order[~pos_sorted]
@@ -237,6 +240,27 @@ def bootstrap_roc_auc(
     n = np.asarray(margin).shape[0]
     return np.concatenate([weighted_roc_auc(margin, labels, _stratified_weights(rng, labels, b))
                            for b in _blocks(B, n * 4)])
+
+
+def cluster_bootstrap_ratios(
+    sums: np.ndarray, sizes: np.ndarray, B: int = DEFAULT_B, seed: int = DEFAULT_SEED,
+) -> np.ndarray:
+    """Cluster-bootstrap replicates of ratio means: (B, M) proportions sum(w·sums) / sum(w·sizes) per column.
+
+    `sums` (G, M) is each cluster's total outcome (e.g. the hits among an image's caption queries) and
+    `sizes` (G, M) its number of queries; every replicate draws G clusters with replacement (integer
+    weights), so correlated queries of one cluster move together. Paired differences: pass the
+    difference of two models' sums (same clusters, same sizes).
+    """
+    sums, sizes = np.asarray(sums, dtype=np.float64), np.asarray(sizes, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    n = sums.shape[0]
+    out = []
+    for size in _blocks(B, n * 2):
+        w = resample_weights(rng, n, size).astype(np.float64)  # integer weights: the sums stay exact
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append((w @ sums) / (w @ sizes))
+    return np.concatenate(out)
 
 
 # ---------------------------------------------------------------------------------------------

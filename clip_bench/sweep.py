@@ -142,10 +142,11 @@ def expected_main_row(handle: ModelHandle, task_name: str, protocol: str, cfg: A
     if protocol == "zeroshot":
         return make_row(**zeroshot_identity(handle, task, cfg), metric=metric, is_main=True, subset=None)
     if protocol == "linprobe":
+        from .linprobe import probe_provenance  # the feature kind the probe resolves (--features auto)
         from .probe.protocol import ProbeConfig
 
-        return make_row(**provenance(handle, task, cfg), protocol=ROW_PROTOCOL[protocol], metric=metric, is_main=True,
-                        subset=None, solver=ProbeConfig().solver, seed=0)
+        return make_row(**probe_provenance(handle, task, cfg), protocol=ROW_PROTOCOL[protocol], metric=metric,
+                        is_main=True, subset=None, solver=ProbeConfig().solver, seed=0)
     raise ClipBenchError(f"sweep: no identity rule for protocol {protocol!r}.")
 
 

@@ -30,8 +30,8 @@ def test_zeroshot_json_prints_exactly_the_rows(tmp_path):
     stored = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert stored == rows
     board = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()
-    assert board[0] == "model,pretrained,digits"
-    assert board[1].startswith("tiny-clip-digits,builtin,") and float(board[1].split(",")[2]) == pytest.approx(top1["value"], abs=0.01)
+    assert board[0] == "model,pretrained,protocol,mean_clip27,n_clip27,mean_shifts,n_shifts,digits"  # the report's schema
+    assert board[1].startswith("tiny-clip-digits,builtin,zeroshot,") and float(board[1].split(",")[7]) == pytest.approx(top1["value"], abs=0.01)
 
 
 def test_table_output_and_quiet(tmp_path):

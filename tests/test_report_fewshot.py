@@ -37,41 +37,69 @@ def test_curves_average_seeds_and_prefer_them_over_aggregates():
     assert len(c) == 2
 
 
+FS = fewshot
+
+
 @pytest.mark.parametrize(
-    ("acc", "target", "shots", "status"),
+    ("acc", "target", "full", "shots", "status"),
     [
-        ([10, 20, 30], 25, 2 ** 1.5, "interpolated"),  # halfway between k=2 and k=4 in log2 space
-        ([10, 20, 30], 20, 2.0, "interpolated"),
-        ([10, 20, 30], 5, 2 ** -0.5, "extrapolated"),  # below 1 shot, like the paper's 0.9
-        ([10, 20, 30], 40, 8.0, "extrapolated"),
-        ([30, 20, 10], 50, math.nan, "not reached"),
-        ([10, 30, 20], 25, 2 ** 0.75, "interpolated"),  # first crossing wins on a noisy curve
+        ([10, 20, 30], 25, None, 2 ** 1.5, FS.INTERPOLATED),  # halfway between k=2 and k=4 in log2 space
+        ([10, 20, 30], 20, None, 2.0, FS.INTERPOLATED),
+        ([10, 20, 30], 5, None, 2 ** -0.5, FS.BELOW),  # below 1 shot, like the paper's sub-1 values
+        ([10, 20, 30], 10, None, 1.0, FS.AT_MIN),
+        ([10, 30, 20], 25, None, 2 ** 0.75, FS.INTERPOLATED),  # first crossing wins on a noisy curve
+        # beyond the largest k: the full-data probe (here 64 examples per class, 50 %) is the next point
+        ([10, 20, 30], 40, (64, 50.0), 2 ** 4.0, FS.TO_FULL),
+        ([10, 20, 30], 40, None, math.nan, FS.NO_FULL),  # never extrapolated upwards
+        ([10, 20, 30], 60, (64, 50.0), math.nan, FS.NOT_REACHED),
+        ([10, 20, 30], 40, (3, 50.0), math.nan, FS.NO_FULL),  # a "full" set smaller than the largest k is ignored
     ],
 )
-def test_match_shots(acc, target, shots, status):
-    got, why = fewshot.match_shots([1, 2, 4], acc, target)
+def test_match_shots(acc, target, full, shots, status):
+    got, why = fewshot.match_shots([1, 2, 4], acc, target, *(full or (None, None)))
     assert why == status
     assert (math.isnan(got) and math.isnan(shots)) or got == pytest.approx(shots)
 
 
-def test_shots_to_match_summary_and_average_curve():
+def test_shots_to_match_uses_the_full_data_probe_and_keeps_summaries_apart():
     rows = []
-    for task, zs in (("a", 25.0), ("b", 35.0), ("c", 50.0)):
+    for task, zs in (("a", 25.0), ("b", 35.0), ("c", 50.0), ("e", 90.0)):
         rows.append(_row(task, "zeroshot", zs))
+        rows.append(_row(task, "linear_probe", 70.0, n_refit=1600))
         for k, v in ((1, 10.0), (2, 20.0), (4, 30.0), (8, 40.0)):
             rows.append(_row(task, f"fewshot_k{k}", v, aggregate="mean", std=2.0))
+            rows.append(_row(task, f"fewshot_k{k}", v, seed=0, k=k, n_train=10 * k))  # 10 classes
     rows.append(_row("d", "fewshot_k1", 10.0, aggregate="mean", std=1.0))  # lacks k>1 and zero-shot
     curve = fewshot.curves(rows)
     zs = fewshot.reference_lines(rows, "zeroshot")
-    match = fewshot.shots_to_match(curve, zs).set_index("task")
+    lp = fewshot.reference_lines(rows, "linear_probe")
+    full = fewshot.full_data_shots(rows)
+    assert full[("m", "p", "a")] == pytest.approx(160.0)  # 1600 training images / 10 classes
+    match = fewshot.shots_to_match(curve, zs, lp, full).set_index("task")
     assert match.loc["a", "shots"] == pytest.approx(2 ** 1.5)
     assert match.loc["b", "shots"] == pytest.approx(2 ** 2.5)
-    assert match.loc["c", "status"] == "extrapolated" and match.loc["c", "shots"] == pytest.approx(16.0)
-    summary = fewshot.with_summary(match.reset_index()).set_index("task")
-    assert summary.loc["median", "shots"] == pytest.approx(2 ** 2.5)
-    assert summary.loc["mean", "shots"] == pytest.approx((2 ** 1.5 + 2 ** 2.5 + 16) / 3)
-    avg, avg_zs = fewshot.average_curve(curve, zs)
-    assert set(avg["n_tasks"]) == {3}  # task d is left out
+    # 50 lies between 8-shot (40) and the full probe (70 at 160 per class): a third of the way in log2
+    assert match.loc["c", "status"] == FS.TO_FULL
+    assert match.loc["c", "shots"] == pytest.approx(2 ** (3 + (10 / 30) * (math.log2(160) - 3)))
+    assert math.isnan(match.loc["e", "shots"]) and match.loc["e", "status"] == FS.NOT_REACHED
+    summary = fewshot.match_summary(match.reset_index()).iloc[0]
+    assert summary["median_shots"] == pytest.approx(2 ** 2.5) and summary["n_tasks"] == 3
+    assert summary["n_not_reached"] == 1 and "task" not in summary.index
+    avg, refs = fewshot.average_curve(curve, zs, lp)
+    assert set(avg["n_tasks"]) == {4}  # task d is left out
     assert avg.set_index("k").loc[4, "mean"] == pytest.approx(30.0)
-    assert avg.set_index("k").loc[4, "std"] == pytest.approx(math.sqrt(3 * 4.0) / 3)
-    assert avg_zs[("m", "p")][0] == pytest.approx((25 + 35 + 50) / 3)
+    assert avg.set_index("k").loc[4, "err_low"] == pytest.approx(math.sqrt(4 * 0.0) / 4)  # seed rows: one seed, std 0
+    assert refs[("m", "p")]["zeroshot"] == pytest.approx((25 + 35 + 50 + 90) / 4)
+    assert refs[("m", "p")]["linear_probe"] == pytest.approx(70.0)
+
+
+def test_intervals_on_aggregate_rows_become_the_error_bars():
+    rows = [_row("a", "fewshot_k1", v, seed=s) for s, v in enumerate((10.0, 20.0))]
+    rows.append(_row("a", "fewshot_k1", 15.0, aggregate="mean", std=7.07))
+    rows[-1]["ci_low"], rows[-1]["ci_high"] = 12.0, 19.0
+    c = fewshot.curves(rows).iloc[0]
+    assert c["mean"] == pytest.approx(15.0) and c["err_kind"] == fewshot.CI_BARS
+    assert (c["err_low"], c["err_high"]) == pytest.approx((3.0, 4.0))
+    del rows[-1]["ci_low"]
+    c = fewshot.curves(rows).iloc[0]
+    assert c["err_kind"] == fewshot.STD_BARS and c["err_low"] == pytest.approx(c["std"])

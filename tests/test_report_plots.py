@@ -1,4 +1,4 @@
-"""Every plot renders from generated rows to a real PNG of sensible size."""
+"""Every figure renders from generated rows to a real PNG of sensible size; logit ticks are round."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from clip_bench.report import fewshot
-from clip_bench.report.plot_fewshot import plot_curves, plot_shots_to_match, references
+from clip_bench.report.plot_fewshot import fewshot_average_figure, fewshot_tasks_figure, shots_to_match_figure
 from clip_bench.report.plot_robustness import plot_effective_robustness
-from clip_bench.report.plotting import logit_ticks
+from clip_bench.report.plotting import logit_ticks, save_png
 from clip_bench.report.robustness import effective_robustness
+from clip_bench.report.styles import MODEL_COLORS, model_styles
 from clip_bench.report.synthetic import synthetic_rows
 
 
@@ -33,36 +34,36 @@ def rows():
     return synthetic_rows(fewshot_tasks=3, seeds=2)
 
 
-def test_effective_robustness_figure(rows, tmp_path):
-    er, _ = effective_robustness(rows)
-    path, notes = plot_effective_robustness(er, tmp_path / "er.png")
-    assert notes == []
-    assert_sensible_png(path, (1000, 700))  # 5 shift panels + the average panel
-
-
 def test_effective_robustness_figure_with_one_shift(rows, tmp_path):
     keep = {"imagenet", "imagenet_sketch"}
     er, _ = effective_robustness([r for r in rows if r["task"] in keep])
     assert set(er["shift"]) == {"imagenet_sketch", "mean"}
-    path, _ = plot_effective_robustness(er, tmp_path / "er1.png")
+    path, notes, fig = plot_effective_robustness(er, tmp_path / "er1.png", model_styles(rows))
+    assert notes == [] and len([ax for ax in fig.axes if ax.get_visible()]) == 1
     assert_sensible_png(path, (400, 400))
 
 
-def test_fewshot_curves_and_shots_to_match(rows, tmp_path):
+def test_fewshot_figures_and_shots_to_match(rows, tmp_path):
+    styles = model_styles(rows)
     curve = fewshot.curves(rows)
-    zs = fewshot.reference_lines(rows, "zeroshot")
-    lp = fewshot.reference_lines(rows, "linear_probe")
-    task = curve["task"].iloc[0]
-    one = plot_curves(curve[curve["task"] == task], references(zs, task), references(lp, task), task,
-                      "Top-1 accuracy (%)", tmp_path / "task.png")
-    assert_sensible_png(one)
-    avg, avg_zs = fewshot.average_curve(curve, zs)
-    both = plot_curves(avg, {k: v[0] for k, v in avg_zs.items()}, {}, "average", "Mean (%)", tmp_path / "avg.png")
-    assert_sensible_png(both)
-    match = fewshot.shots_to_match(curve, zs)
-    match.loc[0, ["shots", "status"]] = [float("nan"), "not reached"]  # the bar chart must cope with this
-    bars = plot_shots_to_match(match, "ViT-B/32", "openai", (1, 16), tmp_path / "bars.png")
-    assert_sensible_png(bars, (500, 200))
+    zs, lp = fewshot.reference_lines(rows, "zeroshot"), fewshot.reference_lines(rows, "linear_probe")
+    tasks = list(curve["task"].unique())
+    assert_sensible_png(save_png(fewshot_tasks_figure(curve, zs, lp, {}, tasks, styles), tmp_path / "t.png"), (900, 300))
+    avg, refs = fewshot.average_curve(curve, zs, lp)
+    assert_sensible_png(save_png(fewshot_average_figure(avg, refs, styles), tmp_path / "avg.png"))
+    match = fewshot.shots_to_match(curve, zs, lp, fewshot.full_data_shots(rows))
+    match.loc[0, ["shots", "status"]] = [float("nan"), fewshot.NOT_REACHED]  # the figure must cope with this
+    fig = shots_to_match_figure(match, styles, (1, 16))
+    assert "not\nreached" in [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert_sensible_png(save_png(fig, tmp_path / "m.png"), (500, 200))
+
+
+def test_styles_are_fixed_by_first_appearance_and_unique():
+    rows = [{"model": m, "pretrained": "", "date": d} for m, d in (("b", "2024-02"), ("a", "2024-03"), ("c", "2024-01"))]
+    styles = model_styles(rows)
+    assert [k[0] for k in styles] == ["c", "b", "a"]  # a model added later leaves the others' colours alone
+    many = model_styles([{"model": f"m{i:03d}", "date": ""} for i in range(len(MODEL_COLORS) * 10)])
+    assert len({(s.color, s.marker) for s in many.values()}) == len(many)
 
 
 def test_logit_ticks_are_round_and_spread():

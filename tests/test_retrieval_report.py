@@ -39,7 +39,7 @@ def test_report_has_retrieval_table_deltas_and_leaderboard_column(tmp_path):
     rows += rows_for("ViT-L-14-336-quickgelu", "openai", "mscoco", TABLE13["mscoco"], template="a photo of {}")
     rows += rows_for("ViT-B/32", "openai", "flickr30k", ours)
     append_rows(tmp_path, rows)
-    summary = build_report(tmp_path, quiet=True)
+    summary = build_report(tmp_path, tmp_path, quiet=True)
     table = summary.tables["retrieval"].set_index(["model", "task"])
     assert table.loc[("ViT-L/14@336px", "flickr30k"), "i2t_R@1"] == pytest.approx(87.0)
     assert table.loc[("ViT-L/14@336px", "flickr30k"), "t2i_R@10_vs_paper"] == pytest.approx(-1.0)

@@ -4,6 +4,7 @@ retrieval WebDataset, Karpathy JSON), plus the catalogue, CLI, sweep, caches and
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from clip_bench.errors import DataNotFoundError
 from clip_bench.evaluate import get_features
 from clip_bench.loaders import load_split
 from clip_bench.models import ModelHandle
+from clip_bench.outcomes import load_for_row
 from clip_bench.results import leaderboard, read_rows
 from clip_bench.retrieval import flatten_captions, l2_normalize, task_kind
 from clip_bench.sweep import ModelEntry, run_sweep
@@ -92,6 +94,14 @@ def test_wds_and_karpathy_fixtures_end_to_end(flickr, digit_set, eval_config, ti
     ref = brute_force_recalls(feats.features, encode_prompts(tiny_model, texts), text_image)
     for m in METRICS:
         assert wds[m]["value"] == pytest.approx(ref[m], abs=1e-9), m
+    # every row has its 95% interval and per-query outcomes that reproduce it (checked on reading)
+    for m, row in wds.items():
+        out = load_for_row(row, eval_config.output_dir)
+        assert row["ci_low"] <= row["value"] <= row["ci_high"] and out.recompute() == row["value"], m
+        assert row["ci_method"] == ("wilson" if m.startswith("text_") else "bootstrap-cluster-1000"), m
+        assert out.sample_hash == load_for_row(kp[m], eval_config.output_dir).sample_hash  # same images and captions
+    assert wds["text_retrieval_recall@1"]["outcomes"] != kp["text_retrieval_recall@1"]["outcomes"]  # another source
+    assert 2 < main["value"] - main["ci_low"] < 10 and 2 < main["ci_high"] - main["value"] < 10
 
 
 def test_second_run_reads_both_caches_and_never_loads_the_model(flickr, digit_set, eval_config, tiny_model):
@@ -120,7 +130,7 @@ def test_mixed_with_classification_leaderboard_and_sweep(flickr, eval_config, ti
     board = (eval_config.output_dir / "leaderboard.csv").read_text().splitlines()
     # the fixture's flickr30k expects other counts than the shipped task: its rows are not standard and stay off
     # leaderboard.csv; as standard rows they sit beside digits
-    assert board[0].split(",")[2:] == ["digits"]
+    assert board[0].split(",")[7:] == ["digits"]  # after model, pretrained, protocol and the means
     standard = [{**r, "standard": True} for r in read_rows(eval_config.output_dir)]
     assert list(leaderboard(standard).columns[2:]) == ["digits", "flickr30k"]
     models = [ModelEntry("tiny-clip-digits")]
@@ -184,3 +194,74 @@ def test_karpathy_layout_errors_and_expected_counts(flickr, digit_set, eval_conf
                    image_dir=".", filepath="val2014")
     coco = load_split(get_task(fixture_task("mscoco", tmp_path)), "karpathy", "test", tmp_path / "coco")
     assert coco.describe(0).endswith("mscoco/val2014/1000.png") and coco.captions == captions[:6]
+
+
+def _noisy_tiny(tmp_path: Path, scale: float) -> Path:
+    """The tiny CLIP's weights with Gaussian noise (`scale` × each tensor's std) added: a weaker model."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from clip_bench.resources import assets_dir
+
+    w = load_file(str(assets_dir() / "tiny_clip" / "tiny-clip-digits.safetensors"))
+    g = torch.Generator().manual_seed(0)
+    noisy = {k: v + (scale * v.float().std() * torch.randn(v.shape, generator=g)).to(v.dtype)
+             if v.is_floating_point() and v.numel() > 1 else v for k, v in w.items()}
+    path = tmp_path / "noisy.safetensors"
+    save_file(noisy, str(path))
+    return path
+
+
+def test_compare_retrieval_rows(flickr, eval_config, tiny_model, tmp_path, capsys, monkeypatch):
+    """compare on retrieval: the tiny CLIP beats a noisy copy; with and without a caption template are paired on
+    the same queries; identical outcomes are never significant; another --limit is refused; old rows backfill."""
+    import yaml
+
+    import clip_bench.models as models
+    from clip_bench.backfill import backfill
+    from clip_bench.compare import compare, compare_outcomes
+    from clip_bench.errors import ClipBenchError
+
+    base = by_metric(zeroshot(tiny_model, flickr, eval_config))
+    templ = by_metric(zeroshot(tiny_model, flickr, replace(eval_config, output_dir=tmp_path / "templ"),
+                               caption_template="a photo of {}."))
+    for m, row in base.items():
+        oa, ob = load_for_row(row, eval_config.output_dir), load_for_row(templ[m], tmp_path / "templ")
+        assert oa.sample_hash == ob.sample_hash  # the template changes the queries' text, not the test set
+        diff, lo, hi, test, p, _, _ = compare_outcomes(oa, ob)
+        assert diff == pytest.approx(row["value"] - templ[m]["value"]) and lo <= diff <= hi
+        assert compare_outcomes(oa, oa)[4] == 1.0
+    noisy = _noisy_tiny(tmp_path, 0.5)
+    zeroshot("tiny-clip-digits", flickr, eval_config, pretrained=str(noisy), device="cpu")
+    c = compare("tiny-clip-digits:builtin", f"tiny-clip-digits:{noisy}", eval_config.output_dir, protocol="retrieval")
+    assert [t.task for t in c.tasks] == ["flickr30k"] and c.tasks[0].metric == "mean_recall"
+    t = c.tasks[0]
+    assert t.test == "paired cluster bootstrap (1000)" and t.n == 149 and t.result == "A better" and t.p_value < 0.01, t
+    per_metric = {m: compare("tiny-clip-digits:builtin", f"tiny-clip-digits:{noisy}", eval_config.output_dir,
+                             metric=m).tasks[0] for m in ("text_retrieval_recall@5", "image_retrieval_recall@5")}
+    assert per_metric["text_retrieval_recall@5"].test == "McNemar exact" and per_metric["text_retrieval_recall@5"].n == 50
+    assert per_metric["image_retrieval_recall@5"].test.startswith("paired cluster bootstrap")
+    assert main(["compare", "tiny-clip-digits:builtin", f"tiny-clip-digits:{noisy}", "--results",
+                 str(eval_config.output_dir), "--task", "flickr30k"]) == 0  # the default (zeroshot) includes retrieval
+    assert "flickr30k  mean_recall  149" in capsys.readouterr().out
+    zeroshot("tiny-clip-digits", flickr, eval_config, pretrained=str(noisy), device="cpu", limit=30)
+    with pytest.raises(ClipBenchError, match=r"not evaluated on the same test samples \(--limit None vs 30, "
+                                             r"149 vs \d+ test samples, captions"):
+        compare("tiny-clip-digits:builtin", f"tiny-clip-digits:{noisy}", eval_config.output_dir, tasks=["flickr30k"])
+    # a retrieval row written before rows carried outcomes: rebuilt from the caches (found by task name), no model
+    folder = tmp_path / "mytasks"
+    folder.mkdir()
+    raw = yaml.safe_load(Path(flickr).read_text(encoding="utf-8"))
+    (folder / "digit_captions.yaml").write_text(yaml.safe_dump({**raw, "name": "digit_captions"}, sort_keys=False))
+    monkeypatch.setenv("CLIP_BENCH_TASKS", str(folder))
+    row = by_metric(zeroshot(tiny_model, "digit_captions", replace(eval_config, output_dir=tmp_path / "templ2"),
+                             caption_template="a photo of {}."))["mean_recall"]
+    old = {k: v for k, v in row.items() if k not in ("ci_low", "ci_high", "ci_method", "outcomes")}
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("backfill loaded the model"))
+    out = backfill(old, tmp_path / "old", eval_config.cache_dir, eval_config.data_root)
+    assert out.recompute() == old["value"] and out.sample_hash == load_for_row(row, tmp_path / "templ2").sample_hash
+    with pytest.raises(ClipBenchError, match=r"not in the\s+cache .*--caption-template 'a photo of \{\}\.'"):
+        backfill(old, tmp_path / "old", tmp_path / "empty-cache", eval_config.data_root)
+    other = {**old, "task_hash": "0" * 16, "extra": {**old["extra"], "task_hash": "0" * 16}}
+    with pytest.raises(ClipBenchError, match="another definition of task 'digit_captions'"):
+        backfill(other, tmp_path / "old", eval_config.cache_dir, eval_config.data_root)

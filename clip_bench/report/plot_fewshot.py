@@ -1,4 +1,8 @@
-"""Few-shot figures: accuracy vs shots per task and averaged, and the shots-to-match-zero-shot bars."""
+"""Few-shot figures: accuracy vs shots (averaged, and one small panel per task), and shots-to-match zero-shot.
+
+Zero-shot sits at k = 0 and the full-data linear probe at "all" on the same axis (CLIP paper Fig. 6
+style), as markers in each model's colour: no horizontal reference lines, however many models.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator, ScalarFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from .plotting import model_color, new_figure, save_png
+from . import fewshot as fs
+from .plotting import new_figure, plain, save_png, styled
+from .styles import ModelStyle
 
 METRIC_LABEL = {
     "top1": "Top-1 accuracy (%)",
@@ -22,95 +28,197 @@ METRIC_LABEL = {
     "roc_auc": "ROC AUC (%)",
     "mean_top1_top5": "Mean of top-1 and top-5 (%)",
 }
+NEUTRAL = "#777777"  # legend glyphs that explain a fill style rather than name a model
+Ref = dict[tuple[str, str], tuple[float, tuple[float, float] | None]]
 
 
-def _name(model: str, pretrained: str) -> str:
-    return f"{model} ({pretrained})" if pretrained else model
+def metric_label(metric: str) -> str:
+    return METRIC_LABEL.get(metric, f"{plain(metric or 'score')} (%)")
 
 
-def _log2_axis(ax: Any, ks: list[int]) -> None:
+def _dodge(i: int, n: int) -> float:
+    """Multiplicative x offset on the log axis so markers of different models at one k do not coincide."""
+    return float(2 ** ((i - (n - 1) / 2) * 0.07)) if n > 1 else 1.0
+
+
+def _err(value: tuple[float, float] | None) -> list[list[float]] | None:
+    return None if value is None else [[value[0]], [value[1]]]
+
+
+def _k_axis(ax: Any, ks: list[int], with_zero: bool, with_full: bool) -> tuple[float, float]:
+    """log2 axis over the measured k with "0" (zero-shot) left of them and "all" (full data) right of them."""
+    lo, hi = min(ks), max(ks)
+    x0, xf = lo / 2.8, hi * 2.8
+    ticks = ([x0] if with_zero else []) + sorted(set(ks)) + ([xf] if with_full else [])
+    names = {x0: "0", xf: "all"}
     ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_locator(FixedLocator(sorted(set(ks))))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: names.get(v, f"{v:g}")))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlim(min(ks) / 1.4, max(ks) * 1.4)
-
-
-def plot_curves(
-    curve: pd.DataFrame, zeroshot: dict[tuple[str, str], float], linear: dict[tuple[str, str], float],
-    title: str, y_label: str, path: str | Path,
-) -> Path:
-    """One figure: mean ± std over seeds vs k per model; zero-shot dashed, full linear probe dotted.
-
-    Colour identifies the model and line style the protocol, so the legend stays short.
-    """
-    fig = new_figure(6.4, 4.8)
-    ax = fig.subplots()
-    models = list(dict.fromkeys(zip(curve["model"], curve["pretrained"])))
-    handles, labels = [], []
-    for i, key in enumerate(models):
-        g = curve[(curve["model"] == key[0]) & (curve["pretrained"] == key[1])].sort_values("k")
-        color = model_color(i)
-        ax.errorbar(g["k"], g["mean"], yerr=g["std"], color=color, marker="o", ms=4, capsize=3, lw=1.6)
-        if key in zeroshot:
-            ax.axhline(zeroshot[key], color=color, ls="--", lw=1.3)
-        if key in linear:
-            ax.axhline(linear[key], color=color, ls=":", lw=1.3)
-        handles.append(Patch(color=color))
-        labels.append(_name(*key))
-    styles = [("-", "few-shot linear probe (±1 std over seeds)", True), ("--", "zero-shot", bool(zeroshot)),
-              (":", "linear probe, all training data", bool(linear))]
-    for ls, text, present in styles:
+    ax.set_xlim((x0 if with_zero else lo) / 1.5, (xf if with_full else hi) * 1.5)
+    for edge, present in ((math.sqrt(x0 * lo), with_zero), (math.sqrt(hi * xf), with_full)):
         if present:
-            handles.append(Line2D([], [], color="#444444", ls=ls, lw=1.5, marker="o" if ls == "-" else None, ms=4))
-            labels.append(text)
-    _log2_axis(ax, curve["k"].astype(int).tolist())
-    ax.set_xlabel("Labelled examples per class (k, log scale)")
-    ax.set_ylabel(y_label)
-    ax.set_title(title)
+            ax.axvline(edge, color="#bbbbbb", lw=0.8, ls="-", zorder=1)
+    return x0, xf
+
+
+def _curve_panel(ax: Any, curve: pd.DataFrame, zeroshot: Ref, linear: Ref, styles: dict[tuple[str, str], ModelStyle],
+                 ms: float = 5.0) -> None:
+    """One panel: per model the probe curve with error bars, zero-shot at "0", the full-data probe at "all"."""
+    keys = [k for k in styles if ((curve["model"] == k[0]) & (curve["pretrained"] == k[1])).any()]
+    ks = sorted(int(k) for k in curve["k"].unique())
+    x0, xf = _k_axis(ax, ks, any(k in zeroshot for k in keys), any(k in linear for k in keys))
+    for i, key in enumerate(keys):
+        st, d = styles[key], _dodge(i, len(keys))
+        g = curve[(curve["model"] == key[0]) & (curve["pretrained"] == key[1])].sort_values("k")
+        ax.errorbar(g["k"] * d, g["mean"], yerr=[g["err_low"], g["err_high"]], color=st.color, marker=st.marker,
+                    ms=ms, lw=1.5, capsize=2, elinewidth=0.9, zorder=4)
+        if key in zeroshot:
+            v, err = zeroshot[key]
+            ax.errorbar([x0 * d], [v], yerr=_err(err), color=st.color, marker=st.marker, ms=ms + 2, ls="none",
+                        markeredgecolor="black", markeredgewidth=0.6, capsize=2, zorder=5)
+        if key in linear:
+            v, err = linear[key]
+            ax.plot([g["k"].iloc[-1] * d, xf * d], [g["mean"].iloc[-1], v], color=st.color, ls=":", lw=1.1, zorder=3)
+            ax.errorbar([xf * d], [v], yerr=_err(err), color=st.color, marker=st.marker, ms=ms + 2, ls="none",
+                        markeredgecolor="black", markeredgewidth=0.6, capsize=2, zorder=5)
     ax.grid(True, color="#e2e2e2", linewidth=0.6)
-    fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
-    return save_png(fig, path)
 
 
-def plot_shots_to_match(
-    match: pd.DataFrame, model: str, pretrained: str, k_range: tuple[int, int], path: str | Path
-) -> Path:
-    """Horizontal bars, one per task, of the shots a linear probe needs to equal zero-shot (CLIP Fig. 7 style)."""
-    g = match[(match["model"] == model) & (match["pretrained"] == pretrained)]
-    g = g[~g["task"].isin(["median", "mean"])].copy()
-    min_k, max_k = k_range
-    g["sort"] = g["shots"].fillna(np.inf)
-    g = g.sort_values("sort")
-    fig = new_figure(7.5, 1.9 + 0.3 * len(g))
+def _model_legend(fig: Figure, keys: list[tuple[str, str]], styles: dict[tuple[str, str], ModelStyle],
+                  ncols: int, loc: str = "outside lower center") -> None:
+    handles = [Line2D([], [], color=styles[k].color, marker=styles[k].marker, ms=6, lw=1.5) for k in keys]
+    fig.legend(handles, [plain(styles[k].label) for k in keys], loc=loc, ncols=max(ncols, 1), frameon=False)
+
+
+def _drawn_keys(curve: pd.DataFrame, styles: dict[tuple[str, str], ModelStyle]) -> list[tuple[str, str]]:
+    present = set(zip(curve["model"], curve["pretrained"]))
+    return [k for k in styles if k in present]
+
+
+@styled
+def fewshot_average_figure(
+    avg: pd.DataFrame, refs: dict[tuple[str, str], dict[str, Any]], styles: dict[tuple[str, str], ModelStyle],
+) -> Figure:
+    """The task-averaged curve per model, zero-shot at 0 and the full-data probe at "all" (when every task has one)."""
+    fig = new_figure(6.6, 4.6)
     ax = fig.subplots()
-    y = np.arange(len(g))
-    reached = g["shots"].notna().to_numpy()
-    extrapolated = (g["status"] == "extrapolated").to_numpy()
-    color = "#1f77b4"
-    ax.barh(y[reached & ~extrapolated], g["shots"][reached & ~extrapolated], color=color, height=0.7,
-            label="interpolated between measured k")
-    ax.barh(y[reached & extrapolated], g["shots"][reached & extrapolated], color="white", edgecolor=color,
-            hatch="///", height=0.7, label=f"extrapolated outside the measured k = {min_k}–{max_k}")
-    finite = g["shots"].dropna()
-    lo = min([float(min_k), *finite]) / 2
-    hi = max([float(max_k), *finite]) * 2
-    for yi, r in zip(y, g.itertuples()):
-        text = f"{r.shots:.1f}" if math.isfinite(r.shots) else f"not reached by k = {max_k}"
-        ax.text(r.shots * 1.08 if math.isfinite(r.shots) else lo * 1.1, yi, text, va="center", fontsize=8,
-                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.6, "alpha": 0.85}, zorder=4)
-    if len(finite):
-        ax.axvline(finite.median(), color="black", ls="--", lw=1.2, label=f"median {finite.median():.1f}")
-        ax.axvline(finite.mean(), color="#d62728", ls=":", lw=1.4, label=f"mean {finite.mean():.1f}")
+    zs = {k: (r["zeroshot"], r["zeroshot_err"]) for k, r in refs.items()}
+    lp = {k: (r["linear_probe"], None) for k, r in refs.items() if r["linear_probe"] is not None}
+    _curve_panel(ax, avg, zs, lp, styles, ms=6)
+    n = sorted({len(r["tasks"]) for r in refs.values()})
+    tasks = f"{n[0]} tasks" if len(n) == 1 else f"{n[0]}–{n[-1]} tasks"
+    ax.set_title(f"Average over {tasks}: few-shot linear probe vs zero-shot")
+    ax.set_xlabel("Labelled examples per class (0 = zero-shot, all = full training set)")
+    ax.set_ylabel("Mean score over tasks (%)")
+    keys = _drawn_keys(avg, styles)
+    _model_legend(fig, keys, styles, 2 if len(keys) > 3 else len(keys))
+    return fig
+
+
+@styled
+def fewshot_tasks_figure(
+    curve: pd.DataFrame, zeroshot: pd.DataFrame, linear: pd.DataFrame, metrics: dict[str, str], tasks: list[str],
+    styles: dict[tuple[str, str], ModelStyle],
+) -> Figure:
+    """Small multiples: one panel per task, one shared legend."""
+    ncols = min(4, len(tasks))
+    nrows = math.ceil(len(tasks) / ncols)
+    fig = new_figure(max(3.5 * ncols, 5.0), 3.0 * nrows + 0.9)
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+
+    def refs(df: pd.DataFrame, task: str) -> Ref:
+        sel = df[df["task"] == task]
+        return {(m, p): (float(v), None if math.isnan(lo) else (v - lo, hi - v))
+                for m, p, v, lo, hi in sel[["model", "pretrained", "value", "ci_low", "ci_high"]].itertuples(index=False)}
+
+    for ax, task in zip(axes, tasks):
+        _curve_panel(ax, curve[curve["task"] == task], refs(zeroshot, task), refs(linear, task), styles)
+        ax.set_title(plain(task))
+        ax.set_ylabel(metric_label(metrics.get(task, "")), fontsize=8)
+    for ax in axes[len(tasks):]:
+        ax.set_visible(False)
+    fig.supxlabel("Labelled examples per class (0 = zero-shot, all = full training set)", fontsize=10)
+    keys = _drawn_keys(curve, styles)
+    _model_legend(fig, keys, styles, min(len(keys), 4), loc="outside upper center")
+    return fig
+
+
+#: How each shots-to-match status is drawn: marker fill style and legend text.
+STATUS_FILL = {
+    fs.INTERPOLATED: ("full", "filled: between k-shot points"),
+    fs.AT_MIN: ("full", "filled: between k-shot points"),
+    fs.TO_FULL: ("left", "half: between the largest k and the full-data probe"),
+    fs.BELOW: ("none", "hollow: extrapolated below the smallest k"),
+}
+
+
+@styled
+def shots_to_match_figure(match: pd.DataFrame, styles: dict[tuple[str, str], ModelStyle],
+                          k_range: tuple[int, int]) -> Figure:
+    """Dot plot (CLIP paper Fig. 7 as dots, every model at once): per task, the examples per class a linear
+    probe needs to equal zero-shot; tasks that never get there sit in a "not reached" column."""
+    keys = _drawn_keys(match, styles)
+    order = match.groupby("task")["shots"].median().sort_values(na_position="first", ascending=False)
+    tasks = list(order.index)
+    finite = match["shots"].dropna()
+    min_k, max_k = k_range
+    lo = min([float(min_k), *finite]) / 1.6
+    hi = max([float(max_k), *finite]) * 1.6
+    x_nr = hi * 2.2
+    row_in = max(0.32, 0.09 * len(keys))
+    fig = new_figure(7.6, 1.5 + row_in * len(tasks) + 0.25 * math.ceil((len(keys) + 3) / 3))
+    ax = fig.subplots()
+    ax.axvspan(min_k, max_k, color="#eef3f8", zorder=0, label=f"measured k = {min_k}–{max_k}")
+    y_of = {t: i for i, t in enumerate(tasks)}
+    shown: dict[str, str] = {}
+    for i, key in enumerate(keys):
+        st = styles[key]
+        g = match[(match["model"] == key[0]) & (match["pretrained"] == key[1])]
+        offset = i - (len(keys) - 1) / 2
+        dy = offset * min(0.75 / max(len(keys), 1), 0.22)
+        for r in g.itertuples():
+            y = y_of[r.task] + dy
+            if math.isfinite(r.shots):
+                fill, text = STATUS_FILL.get(r.status, ("full", "filled: between k-shot points"))
+                x = r.shots
+            else:
+                fill, text, x = "full", "", x_nr * 2 ** (offset * 0.12)
+            shown[fill] = text or shown.get(fill, "")
+            ax.plot([x], [y], marker=st.marker, ms=6.5, ls="none", color=st.color, fillstyle=fill,
+                    markerfacecoloralt="white", markeredgecolor=st.color, markeredgewidth=1.2, zorder=4)
+    not_reached = bool(match["shots"].isna().any())
+    if not_reached:
+        ax.axvline(math.sqrt(hi * x_nr), color="#999999", lw=0.8)
     ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    ax.set_xlim(lo, hi)
-    ax.set_yticks(y, g["task"])
-    ax.set_ylim(-0.7, len(g) - 0.3)
+    ticks = [t for t in (0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+             if lo <= t <= hi]
+    ax.xaxis.set_major_locator(FixedLocator([*ticks, *([x_nr] if not_reached else [])]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: "not\nreached" if v == x_nr else f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(lo, x_nr * 1.9 if not_reached else hi)
+    ax.set_yticks(range(len(tasks)), [plain(t) for t in tasks])
+    ax.set_ylim(-0.7, len(tasks) - 0.3)
     ax.set_xlabel("Labelled examples per class a linear probe needs to match zero-shot (log scale)")
-    ax.set_title(f"Data efficiency of zero-shot: {_name(model, pretrained)}")
     ax.grid(True, axis="x", color="#e2e2e2", linewidth=0.6)
-    fig.legend(loc="outside lower center", ncols=2, frameon=False)
+    handles: list[Any] = [Patch(color="#eef3f8", label=f"measured k = {min_k}–{max_k}")]
+    labels = [f"measured k = {min_k}–{max_k}"]
+    for key in keys:
+        handles.append(Line2D([], [], marker=styles[key].marker, ms=7, ls="none", color=styles[key].color))
+        labels.append(plain(styles[key].label))
+    if set(shown) - {"full"}:  # fill styles need explaining only when more than one is drawn
+        for fill, text in shown.items():
+            if text:
+                handles.append(Line2D([], [], marker="o", ms=7, ls="none", color=NEUTRAL, fillstyle=fill,
+                                      markerfacecoloralt="white", markeredgecolor=NEUTRAL, markeredgewidth=1.2))
+                labels.append(text)
+    fig.legend(handles, labels, loc="outside lower center", ncols=3 if len(handles) > 4 else 2, frameon=False)
+    ax.set_title("Data efficiency of zero-shot: shots a linear probe needs to match it")
+    return fig
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    """Write a figure made here (see :func:`.plotting.save_png`)."""
     return save_png(fig, path)
 
 
@@ -118,3 +226,4 @@ def references(df: pd.DataFrame, task: str) -> dict[tuple[str, str], float]:
     """{(model, pretrained): value} for one task of a reference table (zero-shot or linear probe)."""
     sel = df[df["task"] == task]
     return {(m, p): float(v) for m, p, v in zip(sel["model"], sel["pretrained"], sel["value"])}
+

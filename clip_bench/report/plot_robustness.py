@@ -7,11 +7,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from .plotting import logit_percent_axes, model_color, new_figure, padded_logit_range, save_png
+from .plotting import (
+    Label,
+    freeze_layout,
+    line_boxes,
+    logit_percent_axes,
+    new_figure,
+    padded_logit_range,
+    place_labels,
+    plain,
+    save_png,
+    styled,
+)
 from .reference import testbed_shifts, testbed_top1
 from .robustness import BaselineFit, average_fit, fit_models, shift_fits
-from .tables import KEY
+from .styles import ModelStyle
 
 X_AXIS_LABEL = {
     "val": "ImageNet top-1",
@@ -19,11 +32,11 @@ X_AXIS_LABEL = {
     "val-on-imagenet-r-classes": "ImageNet top-1, ImageNet-R classes",
     "val-on-imagenet-a-classes": "ImageNet top-1, ImageNet-A classes",
 }
-
-
-def _entry_label(model: str, pretrained: str, protocol: str) -> str:
-    name = f"{model} ({pretrained})" if pretrained else model
-    return name if protocol == "zeroshot" else f"{name}, {protocol.replace('_', ' ')}"
+FIT_LABEL = "Baseline: logit-linear fit to standard testbed models"
+EXTENDED_LABEL = "Baseline extended beyond the fitted models"
+OTHER_LABEL = "Testbed: other models (not fitted)"
+CORE_LABEL = "Testbed: standard models (fitted)"
+DIAGONAL_LABEL = "y = x"
 
 
 def _draw_fit(ax: Any, fit: BaselineFit, lo: float, hi: float) -> None:
@@ -34,83 +47,142 @@ def _draw_fit(ax: Any, fit: BaselineFit, lo: float, hi: float) -> None:
     for piece in fit.pieces[1:]:  # pieces need not meet: break the curve instead of joining them
         ys[min(int(np.searchsorted(xs, piece.x_lo)), len(ys) - 1)] = np.nan
     inside = xs >= fit.x_min
-    ax.plot(xs[inside] / 100, ys[inside] / 100, color="black", lw=1.6, label="Baseline fit (testbed, logit OLS)")
+    ax.plot(xs[inside] / 100, ys[inside] / 100, color="black", lw=1.6, label=FIT_LABEL)
     if (~inside).any():
-        ax.plot(xs[~inside] / 100, ys[~inside] / 100, color="black", lw=1.2, ls=":")
+        ax.plot(xs[~inside] / 100, ys[~inside] / 100, color="black", lw=1.2, ls=":", label=EXTENDED_LABEL)
+
+
+def _err(center: float, lo: Any, hi: Any) -> list[list[float]] | None:
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    return [[max(center - lo, 0.0) / 100], [max(hi - center, 0.0) / 100]]
 
 
 def _panel(
     ax: Any, title: str, fit: BaselineFit, ref_x: pd.Series, ref_y: pd.Series, fit_idx: pd.Index,
-    ours: pd.DataFrame, colors: dict[tuple[str, str, str], str], y_label: str,
-) -> None:
+    ours: pd.DataFrame, styles: dict[tuple[str, str], ModelStyle], y_label: str,
+) -> list[Label]:
+    """Draw one panel; returns the labels to place once the figure's layout is final."""
     ref = pd.DataFrame({"x": ref_x, "y": ref_y}).dropna()
     ref = ref[(ref["x"] > 0) & (ref["x"] < 100) & (ref["y"] > 0) & (ref["y"] < 100)]
     in_fit = ref.index.isin(fit_idx) & (ref["x"] >= fit.x_min).to_numpy()
     core = ref[in_fit]
-    (x_lo, x_hi), (y_lo, y_hi) = padded_logit_range([*core["x"], *ours["x"]]), padded_logit_range(
-        [*core["y"], *ours["accuracy"], *ours["baseline"]]
-    )
+    xs = [*core["x"], *ours["x"], *ours["x_ci_low"], *ours["x_ci_high"]]
+    ys = [*core["y"], *ours["accuracy"], *ours["baseline"], *ours["acc_ci_low"], *ours["acc_ci_high"]]
+    (x_lo, x_hi), (y_lo, y_hi) = padded_logit_range(xs), padded_logit_range(ys)
     visible = ref[~in_fit & ref["x"].between(x_lo, x_hi) & ref["y"].between(y_lo, y_hi)]
     logit_percent_axes(ax, (x_lo, x_hi), (y_lo, y_hi))
-    lo, hi = min(x_lo, y_lo), max(x_hi, y_hi)
-    ax.plot([lo / 100, hi / 100], [lo / 100, hi / 100], color="#888888", lw=1, ls="--", label="y = x")
-    ax.scatter(visible["x"] / 100, visible["y"] / 100, s=10, facecolors="none", edgecolors="#c4c4c4",
-               linewidths=0.7, label="Testbed: other models", zorder=2)
-    ax.scatter(core["x"] / 100, core["y"] / 100, s=12, color="#8c8c8c", label="Testbed: standard models (fitted)",
-               zorder=3)
+    lo, hi = max(x_lo, y_lo), min(x_hi, y_hi)
+    if lo < hi:  # only when the diagonal crosses the panel
+        ax.plot([lo / 100, hi / 100], [lo / 100, hi / 100], color="#888888", lw=1, ls="--", label=DIAGONAL_LABEL)
+    if len(visible):
+        ax.scatter(visible["x"] / 100, visible["y"] / 100, s=10, facecolors="none", edgecolors="#c4c4c4",
+                   linewidths=0.7, label=OTHER_LABEL, zorder=2)
+    ax.scatter(core["x"] / 100, core["y"] / 100, s=12, color="#8c8c8c", label=CORE_LABEL, zorder=3)
     _draw_fit(ax, fit, x_lo, x_hi)
-    for i, r in enumerate(ours.itertuples()):
-        color = colors[(r.model, r.pretrained, r.protocol)]
-        ax.scatter(r.x / 100, r.accuracy / 100, s=90, marker="*", color=color, edgecolors="black", linewidths=0.6,
-                   zorder=5)
-        ax.vlines(r.x / 100, r.baseline / 100, r.accuracy / 100, colors=color, lw=1.2, zorder=4)
-        right = i % 2 == 0  # alternate sides so labels of nearby models do not collide
-        ax.annotate(f"{r.effective_robustness:+.1f}", (r.x / 100, r.accuracy / 100), xytext=(7 if right else -7, 3),
-                    textcoords="offset points", ha="left" if right else "right", va="bottom", fontsize=9,
-                    color=color, fontweight="bold")
+    labels = []
+    for r in ours.itertuples():
+        st = styles[(r.model, r.pretrained)]
+        face = st.color if r.protocol == "zeroshot" else "white"
+        ax.vlines(r.x / 100, r.baseline / 100, r.accuracy / 100, colors=st.color, lw=1.2, zorder=4)
+        xerr, yerr = _err(r.x, r.x_ci_low, r.x_ci_high), _err(r.accuracy, r.acc_ci_low, r.acc_ci_high)
+        if xerr or yerr:
+            ax.errorbar([r.x / 100], [r.accuracy / 100], xerr=xerr, yerr=yerr, fmt="none", ecolor=st.color,
+                        elinewidth=1.0, capsize=2.5, zorder=5)
+        ax.plot([r.x / 100], [r.accuracy / 100], marker=st.marker, ms=9, ls="none", color=st.color,
+                markerfacecolor=face, markeredgecolor="black", markeredgewidth=0.7, zorder=6)
+        labels.append(Label(r.x / 100, r.accuracy / 100, f"{r.effective_robustness:+.1f}", st.color))
     ax.set_box_aspect(1)
     ax.set_title(title)
     ax.set_xlabel(X_AXIS_LABEL.get(fit.x_col, fit.x_col))
     ax.set_ylabel(y_label)
+    return labels
 
 
-def plot_effective_robustness(er: pd.DataFrame, path: str | Path) -> tuple[Path, list[str]]:
-    """Write the figure; returns its path and notes about models left out of a panel."""
+def _soft_boxes(ax: Any, ours: pd.DataFrame) -> list[Any]:
+    """What labels should rather not cover: the ER segments and the testbed dots."""
+    segs = [(r.x / 100, r.baseline / 100, r.x / 100, r.accuracy / 100) for r in ours.itertuples()]
+    dots = []
+    for coll in ax.collections:
+        if not hasattr(coll, "get_sizes"):
+            continue
+        for x, y in np.asarray(coll.get_offsets(), float):
+            dots.append((x, y, x, y))
+    return line_boxes(ax, segs) + line_boxes(ax, dots, width_px=2.5)
+
+
+def _legend(fig: Figure, axes: list[Any], er: pd.DataFrame, styles: dict[tuple[str, str], ModelStyle]) -> None:
+    """Only what is drawn: reference artists found in some panel, then each model, then the protocol fill."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    order = [DIAGONAL_LABEL, OTHER_LABEL, CORE_LABEL, FIT_LABEL, EXTENDED_LABEL]
+    handles = [seen[k] for k in order if k in seen]
+    labels = [k for k in order if k in seen]
+    drawn = set(zip(er["model"], er["pretrained"]))
+    for key in (k for k in styles if k in drawn):
+        st = styles[key]
+        handles.append(Line2D([], [], marker=st.marker, ls="none", ms=9, color=st.color, markeredgecolor="black",
+                              markeredgewidth=0.7))
+        labels.append(plain(st.label))
+    protocols = set(er["protocol"])
+    if len(protocols) > 1 or protocols != {"zeroshot"}:
+        for protocol, face, text in (("zeroshot", "#777777", "filled: zero-shot"),
+                                     ("linear_probe", "white", "hollow: linear probe")):
+            if protocol in protocols:
+                handles.append(Line2D([], [], marker="o", ls="none", ms=9, color="#777777", markerfacecolor=face,
+                                      markeredgecolor="black", markeredgewidth=0.7))
+                labels.append(text)
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
+
+
+@styled
+def effective_robustness_figure(
+    er: pd.DataFrame, styles: dict[tuple[str, str], ModelStyle]
+) -> tuple[Figure, list[str]]:
+    """Build the figure (labels placed off every marker); returns it and notes about models left out of a panel."""
     cfg, testbed, models = testbed_shifts(), testbed_top1(), fit_models()
     fits, fallbacks = shift_fits(), shift_fits(fallback=True)
-    entries = er[[*KEY, "protocol"]].drop_duplicates()
-    colors = {tuple(e): model_color(i) for i, e in enumerate(entries.itertuples(index=False))}
     panels = [s for s in cfg["shifts"] if (er["shift"] == s).any()]
     has_avg = (er["shift"] == "average").any()
     n = len(panels) + int(has_avg)
     ncols = min(3, n)
     nrows = int(np.ceil(n / ncols))
-    fig = new_figure(max(4.3 * ncols, 8.0), 4.1 * nrows + 1.0)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig = new_figure(max(4.3 * ncols, 8.0), 4.1 * nrows + 1.3)
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
     notes: list[str] = []
+    drawn: list[tuple[Any, list[Label], pd.DataFrame]] = []
     for ax, shift in zip(axes, panels):
         spec, rows = cfg["shifts"][shift], er[er["shift"] == shift]
         x_axis = rows["x_axis"].iloc[0]
         fit = fits[shift] if fits[shift].x_col == x_axis else fallbacks[shift]
         for r in rows[rows["x_axis"] != x_axis].itertuples():
             notes.append(f"robustness plot: {r.model} left out of the {spec['label']} panel (x-axis {r.x_axis})")
-        _panel(ax, spec["label"], fit, testbed[fit.x_col], testbed[fit.y_col], models.index,
-               rows[rows["x_axis"] == x_axis], colors, f"{spec['label']} top-1")
+        title = spec["label"]
+        if len(fit.pieces) > 1:
+            title += f" (baseline in 2 pieces, split at {fit.pieces[1].x_lo:.1f}%)"
+        ours = rows[rows["x_axis"] == x_axis]
+        drawn.append((ax, _panel(ax, title, fit, testbed[fit.x_col], testbed[fit.y_col], models.index, ours,
+                                 styles, f"{spec['label']} top-1"), ours))
     if has_avg:
         fit, mean_y = average_fit(list(cfg["shifts"]))
-        _panel(axes[len(panels)], f"{cfg['average']['label']} ({len(cfg['shifts'])})", fit,
-               testbed[fit.x_col], mean_y, models.index, er[er["shift"] == "average"], colors,
-               "Mean top-1 over shifts")
+        ax, ours = axes[len(panels)], er[er["shift"] == "average"]
+        drawn.append((ax, _panel(ax, f"{cfg['average']['label']} ({len(cfg['shifts'])})", fit, testbed[fit.x_col],
+                                 mean_y, models.index, ours, styles, "Mean top-1 over shifts"), ours))
     for ax in axes[n:]:
         ax.set_visible(False)
-    handles, labels = axes[0].get_legend_handles_labels()
-    from matplotlib.lines import Line2D
+    _legend(fig, axes[:n], er[er["shift"] != "mean"], styles)
+    fig.suptitle("Effective robustness: points above the imagenet-testbed baseline (Taori et al. 2020)", fontsize=12)
+    renderer = freeze_layout(fig)
+    for ax, labels, ours in drawn:
+        place_labels(ax, labels, renderer, soft=_soft_boxes(ax, ours), fontsize=9, fontweight="bold")
+    return fig, notes
 
-    for (model, pretrained, protocol), color in colors.items():
-        handles.append(Line2D([], [], marker="*", ls="none", markersize=11, color=color, markeredgecolor="black",
-                              markeredgewidth=0.6))
-        labels.append(_entry_label(model, pretrained, protocol))
-    fig.legend(handles, labels, loc="outside lower center", ncols=4 if ncols >= 3 else 2, frameon=False)
-    fig.suptitle("Effective robustness against the imagenet-testbed baseline (Taori et al. 2020)\n"
-                 "labels: shift accuracy minus the baseline's prediction, in points", fontsize=12)
-    return save_png(fig, path), notes
+
+def plot_effective_robustness(
+    er: pd.DataFrame, path: str | Path, styles: dict[tuple[str, str], ModelStyle]
+) -> tuple[Path, list[str], Figure]:
+    """Write the figure; returns its path, notes, and the figure itself (for inspection)."""
+    fig, notes = effective_robustness_figure(er, styles)
+    return save_png(fig, path), notes, fig

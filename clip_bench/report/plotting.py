@@ -1,14 +1,19 @@
-"""Shared plot plumbing: Agg figures without pyplot state, consistent style, atomic PNG writes."""
+"""Shared plot plumbing: Agg figures without pyplot, style kept local (``rc_context``), atomic PNG writes,
+label placement that keeps text off markers."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.transforms import Bbox
 
 from ..io_utils import atomic_path
 
@@ -21,21 +26,25 @@ STYLE = {
     "xtick.labelsize": 9,
     "ytick.labelsize": 9,
 }
-#: Colours for evaluated models (tab10 without its grey, which is reserved for reference points).
-MODEL_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
 LOGIT_TICKS = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5, 99.8, 99.9]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def model_color(i: int) -> str:
-    """Colour of the i-th evaluated model, stable across every figure of a report."""
-    return MODEL_COLORS[i % len(MODEL_COLORS)]
+def styled(fn: F) -> F:
+    """Run a figure-building function under the report's style, restoring matplotlib's settings after."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def new_figure(width: float, height: float) -> Figure:
     """A Figure bound to the Agg canvas (no pyplot, so no global state or GUI backend)."""
-    import matplotlib
-
-    matplotlib.rcParams.update(STYLE)
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -47,6 +56,18 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, facecolor="white")
     return path
+
+
+def plain(text: Any) -> str:
+    """Text from the data, shown literally by matplotlib (a ``$`` would start mathtext)."""
+    return str(text).replace("$", r"\$")
+
+
+def freeze_layout(fig: Figure) -> Any:
+    """Run the constrained layout once and keep it, so text placed afterwards sees final positions."""
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+    return fig.canvas.get_renderer()
 
 
 def percent_label(value: float) -> str:
@@ -87,3 +108,113 @@ def padded_logit_range(values: Any, pad: float = 0.25) -> tuple[float, float]:
     z = np.log(v / (1 - v))
     lo, hi = z.min() - pad, z.max() + pad
     return 100 / (1 + np.exp(-lo)), 100 / (1 + np.exp(-hi))
+
+
+# --- label placement -------------------------------------------------------------------------------
+
+
+def marker_boxes(ax: Any, renderer: Any, min_size_pt: float = 5.0) -> list[Bbox]:
+    """Display-space boxes of the markers drawn in `ax` (Line2D markers and scatter points of at least
+    `min_size_pt` points across); small reference dots are left out."""
+    boxes = []
+    scale = ax.figure.dpi / 72.0
+    for line in ax.get_lines():
+        marker = line.get_marker()
+        if not line.get_visible() or marker in (None, "None", "none", "", " ") or line.get_markersize() < min_size_pt:
+            continue
+        xy = np.column_stack([np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)])
+        r = (line.get_markersize() / 2 + line.get_markeredgewidth()) * scale
+        for x, y in ax.transData.transform(xy[np.isfinite(xy).all(axis=1)]):
+            boxes.append(Bbox([[x - r, y - r], [x + r, y + r]]))
+    for coll in ax.collections:
+        if not hasattr(coll, "get_sizes"):  # line collections (segments, error bars) are not markers
+            continue
+        sizes = np.asarray(coll.get_sizes(), float)
+        offsets = np.asarray(coll.get_offsets(), float)
+        if not coll.get_visible() or not len(sizes) or not len(offsets) or np.sqrt(sizes.max()) < min_size_pt:
+            continue
+        sizes = np.resize(sizes, len(offsets))
+        for (x, y), s in zip(ax.transData.transform(offsets), sizes):
+            r = (np.sqrt(s) / 2 + 0.6) * scale
+            boxes.append(Bbox([[x - r, y - r], [x + r, y + r]]))
+    return boxes
+
+
+@dataclass
+class Label:
+    """Text to put next to the point (x, y) in data coordinates."""
+
+    x: float
+    y: float
+    text: str
+    color: str
+
+
+#: Offsets (points) tried in order: close to the point first, then further out with a leader line.
+_DIRECTIONS = [(1, 0.4), (-1, 0.4), (1, -0.4), (-1, -0.4), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1)]
+_DISTANCES = [8, 15, 24, 36, 52]
+
+
+def _overlaps(box: Bbox, others: np.ndarray) -> float:
+    """Total overlap area of `box` with each row (x0, y0, x1, y1) of `others`."""
+    if not len(others):
+        return 0.0
+    w = np.minimum(box.x1, others[:, 2]) - np.maximum(box.x0, others[:, 0])
+    h = np.minimum(box.y1, others[:, 3]) - np.maximum(box.y0, others[:, 1])
+    return float((np.clip(w, 0, None) * np.clip(h, 0, None)).sum())
+
+
+def _array(boxes: Iterable[Bbox]) -> np.ndarray:
+    return np.array([[b.x0, b.y0, b.x1, b.y1] for b in boxes], dtype=float).reshape(-1, 4)
+
+
+def place_labels(ax: Any, labels: Iterable[Label], renderer: Any, soft: Iterable[Bbox] = (), **text_kw: Any) -> list[Any]:
+    """Annotate each label where its box overlaps no marker, no earlier label and stays inside the axes.
+
+    Candidate positions go round the point at growing distances (a thin leader line joins far ones);
+    overlapping `soft` boxes (lines, reference dots) is avoided when possible. The figure's layout
+    must be frozen first (:func:`freeze_layout`), so that display coordinates are final.
+    """
+    hard = _array(marker_boxes(ax, renderer))
+    soft_arr = _array(soft)
+    inside = ax.get_window_extent(renderer)
+    out = []
+    for lab in labels:
+        best: tuple[tuple[float, ...], Any, Bbox] | None = None
+        for dist in _DISTANCES:
+            for dx, dy in _DIRECTIONS:
+                ha = "left" if dx > 0 else "right" if dx < 0 else "center"
+                va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
+                ann = ax.annotate(
+                    lab.text, (lab.x, lab.y), xytext=(dx * dist, dy * dist * 0.8), textcoords="offset points",
+                    ha=ha, va=va, color=lab.color, annotation_clip=False, **text_kw,
+                    arrowprops={"arrowstyle": "-", "color": lab.color, "lw": 0.7, "shrinkA": 0, "shrinkB": 4}
+                    if dist >= 24 else None,
+                )
+                ann.set_in_layout(False)
+                box = ann.get_window_extent(renderer).padded(1.0)
+                outside = max(0.0, inside.x0 - box.x0) + max(0.0, box.x1 - inside.x1) + \
+                    max(0.0, inside.y0 - box.y0) + max(0.0, box.y1 - inside.y1)
+                hard_hits = _overlaps(box, hard)
+                score = (float(hard_hits > 0 or outside > 0), hard_hits + outside * 100, _overlaps(box, soft_arr), dist)
+                if best is None or score < best[0]:
+                    if best is not None:
+                        best[1].remove()
+                    best = (score, ann, box)
+                else:
+                    ann.remove()
+            if best is not None and best[0][0] == 0 and best[0][2] == 0:
+                break
+        if best is not None:
+            hard = np.vstack([hard, _array([best[2]])])
+            out.append(best[1])
+    return out
+
+
+def line_boxes(ax: Any, segments: Iterable[tuple[float, float, float, float]], width_px: float = 2.0) -> list[Bbox]:
+    """Display boxes of vertical/horizontal segments (x0, y0, x1, y1 in data coordinates), for `soft` avoidance."""
+    boxes = []
+    for x0, y0, x1, y1 in segments:
+        (a, b), (c, d) = ax.transData.transform([(x0, y0), (x1, y1)])
+        boxes.append(Bbox([[min(a, c) - width_px, min(b, d) - width_px], [max(a, c) + width_px, max(b, d) + width_px]]))
+    return boxes

@@ -97,35 +97,6 @@ def compare_published(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def add_delta_columns(board: pd.DataFrame, comparison: pd.DataFrame) -> pd.DataFrame:
-    """Leaderboard + ``<task>_vs_<source>`` delta columns (zero-shot), ``n_flagged`` and a ``flagged`` list."""
-    zs = comparison[comparison["protocol"] == "zeroshot"] if not comparison.empty else comparison
-    if zs.empty:
-        return board
-    board = board.copy()
-    for source in ("paper", "openclip"):
-        part = zs[zs["source"] == source]
-        if part.empty:
-            continue
-        wide = part.pivot_table(index=KEY, columns="task", values="delta", aggfunc="last")
-        wide = wide[task_order(wide.columns)]
-        wide.columns = [f"{t}_vs_{source}" for t in wide.columns]
-        board = board.merge(wide.reset_index(), on=KEY, how="left")
-    flagged = zs[zs["flagged"]]
-    text = {
-        key: "; ".join(
-            f"{SOURCE_LABEL[source]}: " + ", ".join(f"{r.task} {r.delta:+.1f}" for r in gs.itertuples())
-            for source, gs in g.groupby("source", sort=False)
-        )
-        for key, g in flagged.groupby(KEY)
-    }
-    counts = flagged.groupby(KEY).size().to_dict()
-    keys = list(zip(board["model"], board["pretrained"]))
-    board["n_flagged"] = [int(counts.get(k, 0)) for k in keys]
-    board["flagged"] = [text.get(k, "") for k in keys]
-    return board
-
-
 def summary_lines(comparison: pd.DataFrame, detailed: bool = False) -> list[str]:
     """One line per (model, protocol, source): tasks compared, mean |Δ|, flagged tasks; `detailed` adds a table."""
     if comparison.empty:

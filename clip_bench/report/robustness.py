@@ -21,7 +21,7 @@ from .tables import KEY, main_values
 PROTOCOLS = ("zeroshot", "linear_probe")
 ER_COLUMNS = [
     *KEY, "protocol", "shift", "label", "x_axis", "x", "accuracy", "baseline", "effective_robustness",
-    "in_fit_range", "n_shifts",
+    "in_fit_range", "n_shifts", "x_ci_low", "x_ci_high", "acc_ci_low", "acc_ci_high",
 ]
 _EPS = 1e-4
 
@@ -130,6 +130,13 @@ def average_fit(shifts: list[str]) -> tuple[BaselineFit, pd.Series]:
     return fit, mean_y
 
 
+def _mean_error(values: list[tuple[float, float, float]]) -> tuple[float, float]:
+    """Lower and upper 95 % errors of a mean of independent values (value, low, high): sqrt(Σ e²)/n; NaN if any lacks one."""
+    lo = np.sqrt(sum((v - a) ** 2 for v, a, _ in values)) / len(values)
+    hi = np.sqrt(sum((b - v) ** 2 for v, _, b in values)) / len(values)
+    return float(lo), float(hi)
+
+
 def effective_robustness(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str]]:
     """Per (model, protocol) and shift: x, shift accuracy, baseline prediction and their difference.
 
@@ -148,6 +155,8 @@ def effective_robustness(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list
         if values.empty:
             continue
         lookup = {(r["model"], r["pretrained"], r["task"], r["subset"]): r["value"] for r in values.to_dict("records")}
+        cis = {(r["model"], r["pretrained"], r["task"], r["subset"]): (r["ci_low"], r["ci_high"])
+               for r in values.to_dict("records")}
         for model, pretrained in values[KEY].drop_duplicates().itertuples(index=False):
             name = f"{model} ({pretrained})" if pretrained else model
             imagenet = lookup.get((model, pretrained, "imagenet", ""))
@@ -160,11 +169,12 @@ def effective_robustness(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list
             model_rows = []
             for shift in found:
                 spec, fit = cfg["shifts"][shift], fits[shift]
-                x = imagenet
+                x, x_key = imagenet, (model, pretrained, "imagenet", "")
                 if spec.get("subset"):
-                    x = lookup.get((model, pretrained, "imagenet", spec["subset"]))
+                    x_key = (model, pretrained, "imagenet", spec["subset"])
+                    x = lookup.get(x_key)
                     if x is None:
-                        fit, x = fallbacks[shift], imagenet
+                        fit, x, x_key = fallbacks[shift], imagenet, (model, pretrained, "imagenet", "")
                         notes.append(
                             f"effective robustness: {name} {protocol} has no ImageNet accuracy on the "
                             f"{spec['label']} classes (task imagenet, subset {spec['subset']}); used the "
@@ -172,10 +182,12 @@ def effective_robustness(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list
                         )
                 acc = lookup[(model, pretrained, shift, "")]
                 pred = float(fit.predict(x))
+                (x_lo, x_hi), (a_lo, a_hi) = cis[x_key], cis[(model, pretrained, shift, "")]
                 model_rows.append({
                     "model": model, "pretrained": pretrained, "protocol": protocol, "shift": shift,
                     "label": spec["label"], "x_axis": fit.x_col, "x": x, "accuracy": acc, "baseline": pred,
                     "effective_robustness": acc - pred, "in_fit_range": bool(x >= fit.x_min), "n_shifts": 1,
+                    "x_ci_low": x_lo, "x_ci_high": x_hi, "acc_ci_low": a_lo, "acc_ci_high": a_hi,
                 })
             ers = [r["effective_robustness"] for r in model_rows]
             model_rows.append({
@@ -187,11 +199,15 @@ def effective_robustness(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list
             if len(found) == len(shift_names):
                 acc = float(np.mean([lookup[(model, pretrained, s, "")] for s in shift_names]))
                 pred = float(avg_fit.predict(imagenet))
+                lo_err, hi_err = _mean_error([(lookup[(model, pretrained, s, "")], *cis[(model, pretrained, s, "")])
+                                              for s in shift_names])
+                x_lo, x_hi = cis[(model, pretrained, "imagenet", "")]
                 model_rows.append({
                     "model": model, "pretrained": pretrained, "protocol": protocol, "shift": "average",
                     "label": cfg["average"]["label"], "x_axis": avg_fit.x_col, "x": imagenet, "accuracy": acc,
                     "baseline": pred, "effective_robustness": acc - pred,
                     "in_fit_range": bool(imagenet >= avg_fit.x_min), "n_shifts": len(shift_names),
+                    "x_ci_low": x_lo, "x_ci_high": x_hi, "acc_ci_low": acc - lo_err, "acc_ci_high": acc + hi_err,
                 })
             else:
                 missing = ", ".join(s for s in shift_names if s not in found)

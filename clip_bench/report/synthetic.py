@@ -20,11 +20,28 @@ METRIC = {
 }
 
 
-def _row(model: str, pretrained: str, task: str, protocol: str, value: float, date: str, **kw: Any) -> dict[str, Any]:
-    return make_row(
+#: Rough training images per class, for the full-data probe's place on the shots-to-match axis.
+_TRAIN_PER_CLASS = {"cifar10": 5000, "cifar100": 500, "food101": 750, "birdsnap": 40, "sun397": 50,
+                    "stanford_cars": 41, "fgvc_aircraft": 67, "voc2007": 250, "imagenet": 1281}
+
+
+def _row(model: str, pretrained: str, task: str, protocol: str, value: float, date: str, intervals: bool = False,
+         **kw: Any) -> dict[str, Any]:
+    value = float(np.clip(value, 0.5, 99.5))
+    row = make_row(
         model=model, pretrained=pretrained, task=task, protocol=protocol, metric=METRIC.get(task, "top1"),
-        value=float(np.clip(value, 0.5, 99.5)), is_main=True, split="test", n=1000, date=date, **kw,
+        value=value, is_main=True, split="test", n=1000, date=date, **kw,
     )
+    if intervals:  # a normal-approximation 95 % interval for a proportion over n = 1000
+        half = 196 * float(np.sqrt(value / 100 * (1 - value / 100) / 1000))
+        row["ci_low"], row["ci_high"] = max(0.0, value - half), min(100.0, value + half)
+    return row
+
+
+def _n_classes(task: str) -> int:
+    from .fewshot import _n_classes_catalogue
+
+    return _n_classes_catalogue(task) or 100
 
 
 def synthetic_rows(
@@ -33,11 +50,13 @@ def synthetic_rows(
     seeds: int = 3,
     fewshot_tasks: int | None = 8,
     seed: int = 0,
+    intervals: bool = False,
 ) -> list[dict[str, Any]]:
     """Zero-shot, linear-probe and few-shot rows for `models` on the 27 datasets and the shifts.
 
     The first model's zero-shot numbers are the paper's ViT-B/32 values plus noise, so deltas against
     published results are small except where noise is added on purpose (kitti_distance, +3 points).
+    With `intervals`, main-metric rows (not per-seed ones) carry 95 % ``ci_low``/``ci_high``.
     """
     rng = np.random.default_rng(seed)
     tables = paper_tables()
@@ -52,14 +71,16 @@ def synthetic_rows(
         for task in clip27:
             zs = paper[cols[task]["paper"]] + offset + rng.normal(0, 0.3) + (3.0 if task == "kitti_distance" else 0)
             lp = lp_paper[cols[task]["paper"]] + offset + rng.normal(0, 0.3)
-            rows.append(_row(model, pretrained, task, "zeroshot", zs, date))
-            rows.append(_row(model, pretrained, task, "linear_probe", lp, date))
+            rows.append(_row(model, pretrained, task, "zeroshot", zs, date, intervals))
+            rows.append(_row(model, pretrained, task, "linear_probe", lp, date, intervals,
+                             n_refit=_TRAIN_PER_CLASS.get(task, 100) * _n_classes(task)))
             rows.append(make_row(model=model, pretrained=pretrained, task=task, protocol="zeroshot",
                                  metric="top5", value=min(99.0, zs + 20), is_main=False, date=date))
         for shift, acc in _SHIFTS.items():
-            rows.append(_row(model, pretrained, shift, "zeroshot", acc + offset + rng.normal(0, 0.3), date))
+            rows.append(_row(model, pretrained, shift, "zeroshot", acc + offset + rng.normal(0, 0.3), date, intervals))
         for subset, acc in _SUBSETS.items():
-            rows.append(_row(model, pretrained, "imagenet", "zeroshot", acc + offset / 2, date, subset=subset))
+            rows.append(_row(model, pretrained, "imagenet", "zeroshot", acc + offset / 2, date, intervals,
+                             subset=subset))
         for task in clip27[:fewshot_tasks]:
             zs = paper[cols[task]["paper"]] + offset
             lp = lp_paper[cols[task]["paper"]] + offset
@@ -69,7 +90,8 @@ def synthetic_rows(
                 mean = start + (lp - start) * frac
                 vals = mean + rng.normal(0, 1.5 / np.sqrt(k), size=seeds)
                 for s, v in enumerate(vals):
-                    rows.append(_row(model, pretrained, task, f"fewshot_k{k}", v, date, seed=s))
-                rows.append(_row(model, pretrained, task, f"fewshot_k{k}", float(vals.mean()), date,
-                                 aggregate="mean", std=float(vals.std(ddof=1)), n_seeds=seeds))
+                    rows.append(_row(model, pretrained, task, f"fewshot_k{k}", v, date, seed=s, k=k,
+                                     n_train=k * _n_classes(task)))
+                rows.append(_row(model, pretrained, task, f"fewshot_k{k}", float(vals.mean()), date, intervals,
+                                 aggregate="mean", std=float(vals.std(ddof=1)), seeds=seeds))
     return rows

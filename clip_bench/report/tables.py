@@ -1,24 +1,118 @@
-"""Result rows → the report's tables: latest main values, the leaderboard with means, all metrics."""
+"""Result rows → the report's tables: reading (deduplicated, standard rows), latest main values, all metrics.
+
+Results files are data from elsewhere: rows that are not objects with a model, task and protocol are
+skipped (and counted), every string is treated as text, never as a path.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..results import RESULTS_FILE, ROW_FIELDS, leaderboard, read_rows
+from ..results import RESULTS_FILE, ROW_FIELDS, read_rows
+from ..results import is_standard as results_is_standard
 from .reference import collections
 
 KEY = ["model", "pretrained"]
+#: Row fields other helpers add (identity, standard-ness, 95 % intervals); read top-level or from ``extra``.
+OPTIONAL_FIELDS = ("result_id", "standard", "ci_low", "ci_high")
+#: What makes two rows the same result: a re-run of the same thing replaces it (latest date wins).
+IDENTITY_FIELDS = (
+    "model", "pretrained", "model_fingerprint", "task", "task_version", "source", "split", "protocol", "metric",
+    "subset", "templates_hash", "classnames_hash", "feature_kind", "precision", "n",
+)
+IDENTITY_EXTRA = ("result_id", "limit", "seed", "aggregate", "k", "classnames_file", "templates_file")
 
 
-def find_rows(results_dir: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
-    """Every row of ``results.jsonl`` in `results_dir` and its subfolders (or of one .jsonl file).
+def field_of(row: dict[str, Any], name: str) -> Any:
+    """A row field that may live top-level or, in older rows, inside ``extra``."""
+    if row.get(name) is not None:
+        return row[name]
+    extra = row.get("extra")
+    return extra.get(name) if isinstance(extra, dict) else None
 
-    Each row gets a ``results_file`` key (path relative to `results_dir`) for provenance.
+
+def is_standard(row: dict[str, Any]) -> bool:
+    """Whether a row is the full, standard evaluation (:func:`clip_bench.results.is_standard`); a ``standard``
+    written as text ("false") in a hand-made results file is read as what it says."""
+    value = row.get("standard")
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no")
+    return results_is_standard(row)
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def interval(row: dict[str, Any]) -> tuple[float, float] | None:
+    """The row's 95 % interval (``ci_low``, ``ci_high``, percent) when it has a sane one, else None."""
+    lo, hi, v = _finite(field_of(row, "ci_low")), _finite(field_of(row, "ci_high")), _finite(row.get("value"))
+    if lo is None or hi is None or lo > hi or (v is not None and not lo - 1e-6 <= v <= hi + 1e-6):
+        return None
+    return lo, hi
+
+
+def identity(row: dict[str, Any]) -> tuple[str, ...]:
+    """The key under which a newer row replaces an older one (see IDENTITY_FIELDS)."""
+    extra = row.get("extra") if isinstance(row.get("extra"), dict) else {}
+    parts = [row.get(f) for f in IDENTITY_FIELDS] + [row.get(f, extra.get(f)) for f in IDENTITY_EXTRA]
+    return tuple(json.dumps(p, sort_keys=True, default=str) for p in parts)
+
+
+def valid_row(row: Any) -> bool:
+    """A row object with a model, task, protocol and a finite value (anything else is skipped)."""
+    return (
+        isinstance(row, dict)
+        and all(isinstance(row.get(f), str) and row.get(f) for f in ("model", "task", "protocol"))
+        and _finite(row.get("value")) is not None
+    )
+
+
+@dataclass
+class Rows:
+    """The rows a report reads: deduplicated, with counts of what was dropped and why."""
+
+    rows: list[dict[str, Any]]
+    files: list[Path]
+    duplicates: int = 0
+    malformed: int = 0
+    nonstandard: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def standard(self) -> list[dict[str, Any]]:
+        """Rows that are full, standard evaluations: the only ones tables, figures and comparisons use."""
+        return [r for r in self.rows if is_standard(r)]
+
+
+def dedupe(rows: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The latest row per :func:`identity` (by date, then file order); returns the rows and how many were dropped."""
+    latest: dict[tuple[str, ...], tuple[str, int, dict[str, Any]]] = {}
+    n = 0
+    for i, r in enumerate(rows):
+        n += 1
+        key, date = identity(r), str(r.get("date") or "")
+        if key not in latest or (date, i) >= latest[key][:2]:
+            latest[key] = (date, i, r)
+    kept = [r for _, _, r in sorted(latest.values(), key=lambda t: t[1])]
+    return kept, n - len(kept)
+
+
+def load_rows(results_dir: str | Path) -> Rows:
+    """Every valid row of ``results.jsonl`` in `results_dir` and its subfolders (or of one .jsonl file).
+
+    Identical re-runs are collapsed to the latest row; each row gets a ``results_file`` key (path
+    relative to `results_dir`) for provenance.
     """
     root = Path(results_dir)
     if root.is_file():
@@ -26,16 +120,29 @@ def find_rows(results_dir: str | Path) -> tuple[list[dict[str, Any]], list[Path]
         root = root.parent
     else:
         files = sorted(root.rglob(RESULTS_FILE)) if root.is_dir() else []
-    rows: list[dict[str, Any]] = []
+    raw: list[dict[str, Any]] = []
+    malformed = 0
     for path in files:
         rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-        rows.extend({**r, "results_file": rel} for r in read_rows(path))
-    return rows, files
+        for r in read_rows(path):
+            if valid_row(r):
+                raw.append({**r, "results_file": rel})
+            else:
+                malformed += 1
+    rows, duplicates = dedupe(raw)
+    return Rows(rows, files, duplicates, malformed, [r for r in rows if not is_standard(r)])
+
+
+def find_rows(results_dir: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
+    """(deduplicated rows, results files) of :func:`load_rows`."""
+    loaded = load_rows(results_dir)
+    return loaded.rows, loaded.files
 
 
 def rows_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Rows as a DataFrame with every ROW_FIELDS column; blank pretrained/subset/date become ""."""
-    df = pd.DataFrame(list(rows))
+    """Rows as a DataFrame with every ROW_FIELDS column plus ``ci_low``/``ci_high`` (NaN when absent)."""
+    rows = list(rows)
+    df = pd.DataFrame(rows)
     for col in ROW_FIELDS:
         if col not in df:
             df[col] = None
@@ -43,21 +150,26 @@ def rows_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     df["subset"] = df["subset"].fillna("").astype(str)
     df["date"] = df["date"].fillna("").astype(str)
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    ci = [interval(r) for r in rows]
+    df["ci_low"] = [c[0] if c else math.nan for c in ci]
+    df["ci_high"] = [c[1] if c else math.nan for c in ci]
     return df
 
 
-def main_values(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> pd.DataFrame:
-    """Latest main-metric value per (model, pretrained, task, subset) for one protocol.
+MAIN_COLUMNS = [*KEY, "task", "subset", "metric", "value", "ci_low", "ci_high"]
 
-    Columns: model, pretrained, task, subset ("" when unset), metric, value. Aggregated and per-seed
-    rows are not distinguished here; use :mod:`.fewshot` for few-shot protocols.
+
+def main_values(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> pd.DataFrame:
+    """Latest standard main-metric value per (model, pretrained, task, subset) for one protocol.
+
+    Columns: model, pretrained, task, subset ("" when unset), metric, value, ci_low, ci_high.
+    Aggregated and per-seed rows are not distinguished here; use :mod:`.fewshot` for few-shot protocols.
     """
-    cols = [*KEY, "task", "subset", "metric", "value"]
-    main = [r for r in rows if r.get("is_main") and r.get("protocol") == protocol]
+    main = [r for r in rows if r.get("is_main") and r.get("protocol") == protocol and is_standard(r)]
     if not main:
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=MAIN_COLUMNS)
     df = rows_frame(main).sort_values("date", kind="stable")
-    return df.groupby([*KEY, "task", "subset"], as_index=False, sort=True).last()[cols]
+    return df.groupby([*KEY, "task", "subset"], as_index=False, sort=True).last()[MAIN_COLUMNS]
 
 
 def task_order(tasks: Iterable[str]) -> list[str]:
@@ -68,30 +180,13 @@ def task_order(tasks: Iterable[str]) -> list[str]:
     return [t for t in known if t in tasks] + sorted(tasks - set(known))
 
 
-def leaderboard_table(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> pd.DataFrame:
-    """One line per (model, pretrained): each task's main metric, plus the clip27 and shift means.
-
-    ``mean_clip27`` / ``mean_shifts`` average the tasks each model has; ``n_clip27`` / ``n_shifts``
-    say how many that is, so partial means are visible as such.
-    """
-    board = leaderboard(rows, protocol=protocol)
-    if board.empty:
-        return board
-    tasks = task_order(c for c in board.columns if c not in KEY)
-    board = board[[*KEY, *tasks]].copy()
-    for name, group in (("clip27", "clip27"), ("shifts", "imagenet_shifts")):
-        present = [t for t in collections()[group] if t in board]
-        values = board[present] if present else pd.DataFrame(index=board.index)
-        board[f"mean_{name}"] = values.mean(axis=1) if present else float("nan")
-        board[f"n_{name}"] = values.notna().sum(axis=1).astype(int) if present else 0
-    board = board.sort_values(["mean_clip27", *KEY], ascending=[False, True, True], na_position="last")
-    return board.reset_index(drop=True)
-
-
 def all_metrics_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Every row with every provenance field; ``extra`` is kept as a compact JSON string."""
     df = rows_frame(rows)
     df["extra"] = [json.dumps(e, sort_keys=True, default=str) if isinstance(e, dict) else e for e in df["extra"]]
-    cols = [*ROW_FIELDS, *(["results_file"] if "results_file" in df else [])]
+    for name in ("result_id", "standard"):
+        df[name] = [field_of(r, name) for r in rows]
+    optional = [c for c in OPTIONAL_FIELDS if c not in ROW_FIELDS and df[c].notna().any()]
+    cols = [*ROW_FIELDS, *optional, *(["results_file"] if "results_file" in df else [])]
     order = ["model", "pretrained", "task", "subset", "protocol", "metric", "date"]
     return df[cols].sort_values(order, kind="stable", na_position="last").reset_index(drop=True)
