@@ -168,15 +168,17 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, out: Any = None) -> None:
         metric = r["metric"] + (" *" if r.get("is_main") else "")
         ci = f"{r['ci_low']:.1f}-{r['ci_high']:.1f}" if r.get("ci_low") is not None else ""
         lines.append((label, task, r["protocol"], metric, f"{r['value']:.2f}", ci, str(r["n"]), _notes(r.get("extra") or {})))
-    if not any(row[-1] for row in lines[1:]):  # no row has notes: leave the column out
-        header, lines = header[:-1], [row[:-1] for row in lines]
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    has_ci = any(row[5] for row in lines[1:])
+    keep = [j for j in range(len(header)) if (j != 5 or has_ci) and (j != 7 or any(row[7] for row in lines[1:]))]
+    lines = [tuple(row[j] for j in keep) for row in lines]  # columns no row fills (CI, notes) are left out
+    widths = [max(len(row[i]) for row in lines) for i in range(len(keep))]
     for i, row in enumerate(lines):
-        out.write("  ".join(c.ljust(w) if j not in (4, 5, 6) else c.rjust(w)
+        out.write("  ".join(c.ljust(w) if keep[j] not in (4, 5, 6) else c.rjust(w)
                             for j, (c, w) in enumerate(zip(row, widths))).rstrip() + "\n")
         if i == 0:
             out.write("  ".join("-" * w for w in widths) + "\n")
-    out.write("* main metric of the task; values in percent; 95% CI as in the rows' ci_method\n")
+    ci_note = "; 95% CI as in the rows' ci_method" if has_ci else ""
+    out.write(f"* main metric of the task; values in percent{ci_note}\n")
 
 
 def _notes(extra: dict[str, Any]) -> str:
@@ -193,7 +195,8 @@ def _notes(extra: dict[str, Any]) -> str:
     if extra.get("C") is not None:
         parts.append(f"C={extra['C']:.3g}")
     if extra.get("skipped_images"):
-        parts.append(f"{extra['skipped_images']} bad images skipped")
+        n_bad = extra["skipped_images"]
+        parts.append(f"{n_bad} bad image{'' if n_bad == 1 else 's'} skipped")
     if extra.get("limit"):
         parts.append(f"--limit {extra['limit']}")
     return ", ".join(parts)
@@ -236,17 +239,20 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .models import BUILTIN_MODELS, OPENAI_ALIASES, list_pretrained
 
     flt = (args.filter or "").lower()
-    print("built-in (offline):")
-    for name in BUILTIN_MODELS:
-        print(f"  {name}")
-    print("OpenAI names (--pretrained defaults to openai):")
-    for name, arch in OPENAI_ALIASES.items():
-        if flt in name.lower() or flt in arch.lower():
-            print(f"  {name:16s} -> {arch}")
-    print("open_clip architecture / pretrained tag:")
-    for arch, tag in list_pretrained():
-        if flt in arch.lower() or flt in tag.lower():
-            print(f"  {arch:40s} --pretrained {tag}")
+    sections = [
+        ("built-in (offline):", [f"  {name}" for name in BUILTIN_MODELS if flt in name.lower()]),
+        ("OpenAI names (--pretrained defaults to openai):",
+         [f"  {name:16s} -> {arch}" for name, arch in OPENAI_ALIASES.items() if flt in name.lower() or flt in arch.lower()]),
+        ("open_clip architecture / pretrained tag:",
+         [f"  {arch:40s} --pretrained {tag}" for arch, tag in list_pretrained() if flt in arch.lower() or flt in tag.lower()]),
+    ]
+    if not any(lines for _, lines in sections):
+        raise ClipBenchError(f"no model name or pretrained tag contains {args.filter!r}; `clip-bench models` lists them "
+                             "all (local checkpoints, folders and hub references are accepted too, see the README).")
+    for title, lines in sections:
+        if lines:
+            print(title)
+            print("\n".join(lines))
     return 0
 
 
@@ -271,10 +277,15 @@ def _add_sweep(sub: Any) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from . import distributed as ddp
     from .sweep import read_models_file, run_sweep
 
+    rows: list[dict[str, Any]] | None = [] if args.format == "json" else None
     counts = run_sweep(read_models_file(args.models), args.tasks, args.protocols, _eval_config(args),
-                       device=args.device, precision=args.precision)
+                       device=args.device, precision=args.precision, rows_out=rows,
+                       echo=print if rows is None else (lambda msg: print(msg, file=sys.stderr)))
+    if rows is not None and ddp.is_main():
+        print_rows(rows, "json")  # exactly the rows of the jobs this sweep ran
     return 1 if counts["failed"] else 0
 
 

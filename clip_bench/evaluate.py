@@ -105,15 +105,17 @@ def _check_labels(task: TaskSpec, labels: np.ndarray, n_classes: int) -> None:
 
 def _check_classname_count(task: TaskSpec, given: int, where: str) -> None:
     """A --classnames list must name every class of the task, no more and no fewer."""
-    own = len(task.prompt_set().classnames)
+    names = task.prompt_set().classnames
+    own = len(names)
     groups = task_class_groups(task)
     allowed = {own} | ({len(groups)} if groups is not None else set())
     if given not in allowed:
         want = " or ".join(str(n) for n in sorted(allowed))
+        shown = [n if isinstance(n, str) else "/".join(n) for n in names]
+        first = ", ".join(repr(n) for n in shown[:3]) + (f", ..., {shown[-1]!r}" if len(shown) > 3 else "")
         raise ClipBenchError(
             f"--classnames {where} gives {given} class names but task {task.name!r} has {want} classes; "
-            "give exactly one name per class, in the task's label order (`clip-bench tasks "
-            f"{task.name}` shows them)."
+            f"give exactly one name per class, in the task's label order (its own names: {first})."
         )
 
 
