@@ -403,6 +403,16 @@ def load_for_row(row: dict[str, Any], output_dir: str | Path) -> Outcomes | None
     except (OSError, ValueError, KeyError) as exc:
         raise OutcomeError(f"outcomes file {path} is damaged ({exc}); delete it and run `clip-bench compare` "
                            "again to rebuild it from the feature cache") from None
+    try:
+        recomputed = float(out.recompute())
+    except (ValueError, KeyError, IndexError) as exc:
+        raise OutcomeError(f"outcomes file {path} is damaged ({exc}); delete it and run `clip-bench compare` "
+                           "again to rebuild it from the feature cache") from None
+    if abs(recomputed - out.value) > _VALUE_TOL:
+        raise OutcomeError(
+            f"outcomes file {path} is damaged: its per-sample evidence gives {out.metric} = {recomputed:.4f}, not "
+            f"the {out.value:.4f} it records; delete it and run `clip-bench compare` again to rebuild it"
+        )
     if out.metric != row.get("metric") or abs(out.value - float(row["value"])) > _VALUE_TOL:
         raise OutcomeError(
             f"outcomes file {path} holds {out.metric} = {out.value:.4f}, but the row says "
