@@ -46,13 +46,14 @@ def describe_tasks(
         out.append({
             "name": task.name, "kind": kind, "version": task.version, "classes": n_classes, "templates": n_templates,
             "metric": task.metric, "sources": list(task.sources), "default_source": task.default_source,
-            "data_present": present, "detail": status_note or detail,
+            "data_present": present, "detail": status_note or detail, "description": task.description,
         })
     return out
 
 
-def format_task_table(infos: list[dict[str, Any]]) -> str:
-    """A readable fixed-width table of `describe_tasks` output."""
+def format_task_table(infos: list[dict[str, Any]], details: bool = False) -> str:
+    """A readable fixed-width table of `describe_tasks` output; `details` adds each task's description
+    (its protocol choices: splits, folds, what is ignored)."""
     header = ("task", "classes", "templates", "metric", "sources", "data")
     rows = [header] + [
         (
@@ -66,4 +67,11 @@ def format_task_table(infos: list[dict[str, Any]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     lines.insert(1, "-" * min(120, len(lines[0]) + 10))
     lines.append("* default source; --source picks another; --data-root sets where data is looked for")
+    if details:
+        import textwrap
+
+        for i in infos:
+            if i.get("description"):
+                lines += ["", textwrap.fill(f"{i['name']}: {i['description']}", width=100, subsequent_indent="  ",
+                                           break_on_hyphens=False)]
     return "\n".join(lines)

@@ -143,7 +143,7 @@ def _eval_config(args: argparse.Namespace) -> Any:
         caption_template=getattr(args, "caption_template", None),
         limit=args.limit,
         download=args.download,
-        feature_kind=getattr(args, "features", "embed") or "embed",
+        feature_kind=getattr(args, "features", None) or "auto",
         extract=ExtractConfig(
             batch_size=args.batch_size, workers=args.workers, quiet=args.quiet, skip_bad_images=args.skip_bad_images,
             shard_size=args.shard_size, compile=args.compile,
@@ -168,28 +168,35 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, out: Any = None) -> None:
         metric = r["metric"] + (" *" if r.get("is_main") else "")
         ci = f"{r['ci_low']:.1f}-{r['ci_high']:.1f}" if r.get("ci_low") is not None else ""
         lines.append((label, task, r["protocol"], metric, f"{r['value']:.2f}", ci, str(r["n"]), _notes(r.get("extra") or {})))
-    if not any(row[-1] for row in lines[1:]):  # no row has notes: leave the column out
-        header, lines = header[:-1], [row[:-1] for row in lines]
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    has_ci = any(row[5] for row in lines[1:])
+    keep = [j for j in range(len(header)) if (j != 5 or has_ci) and (j != 7 or any(row[7] for row in lines[1:]))]
+    lines = [tuple(row[j] for j in keep) for row in lines]  # columns no row fills (CI, notes) are left out
+    widths = [max(len(row[i]) for row in lines) for i in range(len(keep))]
     for i, row in enumerate(lines):
-        out.write("  ".join(c.ljust(w) if j not in (4, 5, 6) else c.rjust(w)
+        out.write("  ".join(c.ljust(w) if keep[j] not in (4, 5, 6) else c.rjust(w)
                             for j, (c, w) in enumerate(zip(row, widths))).rstrip() + "\n")
         if i == 0:
             out.write("  ".join("-" * w for w in widths) + "\n")
-    out.write("* main metric of the task; values in percent; 95% CI as in the rows' ci_method\n")
+    ci_note = "; 95% CI as in the rows' ci_method" if has_ci else ""
+    out.write(f"* main metric of the task; values in percent{ci_note}\n")
 
 
 def _notes(extra: dict[str, Any]) -> str:
     """Short per-row details for the table: probe C, seed, spread across seeds, skipped images."""
     parts = []
-    if extra.get("aggregate"):
+    if extra.get("over"):  # a linear probe averaged over folds or official splits
+        parts.append(f"mean of {extra.get('n_runs')} {extra['over']}, std {extra.get('std', 0):.2f}")
+    elif extra.get("aggregate"):
         parts.append(f"mean of {extra.get('seeds')} seeds, std {extra.get('std', 0):.2f}")
+    elif extra.get("run"):
+        parts.append(str(extra["run"]))
     elif "seed" in extra and "k" in extra:
         parts.append(f"seed {extra['seed']}")
     if extra.get("C") is not None:
         parts.append(f"C={extra['C']:.3g}")
     if extra.get("skipped_images"):
-        parts.append(f"{extra['skipped_images']} bad images skipped")
+        n_bad = extra["skipped_images"]
+        parts.append(f"{n_bad} bad image{'' if n_bad == 1 else 's'} skipped")
     if extra.get("limit"):
         parts.append(f"--limit {extra['limit']}")
     return ", ".join(parts)
@@ -224,7 +231,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(infos, indent=2))
     else:
-        print(format_task_table(infos))
+        print(format_task_table(infos, details=bool(args.names)))  # named tasks: with their descriptions
     return 0
 
 
@@ -232,17 +239,20 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .models import BUILTIN_MODELS, OPENAI_ALIASES, list_pretrained
 
     flt = (args.filter or "").lower()
-    print("built-in (offline):")
-    for name in BUILTIN_MODELS:
-        print(f"  {name}")
-    print("OpenAI names (--pretrained defaults to openai):")
-    for name, arch in OPENAI_ALIASES.items():
-        if flt in name.lower() or flt in arch.lower():
-            print(f"  {name:16s} -> {arch}")
-    print("open_clip architecture / pretrained tag:")
-    for arch, tag in list_pretrained():
-        if flt in arch.lower() or flt in tag.lower():
-            print(f"  {arch:40s} --pretrained {tag}")
+    sections = [
+        ("built-in (offline):", [f"  {name}" for name in BUILTIN_MODELS if flt in name.lower()]),
+        ("OpenAI names (--pretrained defaults to openai):",
+         [f"  {name:16s} -> {arch}" for name, arch in OPENAI_ALIASES.items() if flt in name.lower() or flt in arch.lower()]),
+        ("open_clip architecture / pretrained tag:",
+         [f"  {arch:40s} --pretrained {tag}" for arch, tag in list_pretrained() if flt in arch.lower() or flt in tag.lower()]),
+    ]
+    if not any(lines for _, lines in sections):
+        raise ClipBenchError(f"no model name or pretrained tag contains {args.filter!r}; `clip-bench models` lists them "
+                             "all (local checkpoints, folders and hub references are accepted too, see the README).")
+    for title, lines in sections:
+        if lines:
+            print(title)
+            print("\n".join(lines))
     return 0
 
 
@@ -267,16 +277,22 @@ def _add_sweep(sub: Any) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from . import distributed as ddp
     from .sweep import read_models_file, run_sweep
 
+    rows: list[dict[str, Any]] | None = [] if args.format == "json" else None
     counts = run_sweep(read_models_file(args.models), args.tasks, args.protocols, _eval_config(args),
-                       device=args.device, precision=args.precision)
+                       device=args.device, precision=args.precision, rows_out=rows,
+                       echo=print if rows is None else (lambda msg: print(msg, file=sys.stderr)))
+    if rows is not None and ddp.is_main():
+        print_rows(rows, "json")  # exactly the rows of the jobs this sweep ran
     return 1 if counts["failed"] else 0
 
 
 def _add_probe_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--features", choices=["embed", "pre-proj"], default="embed",
-                   help="image embedding, or the ViT's representation before the projection (the paper's choice)")
+    p.add_argument("--features", choices=["auto", "embed", "pre-proj"], default="auto",
+                   help="auto (default): for ViT towers the representation before the image projection (the "
+                   "paper's choice), else the embedding; embed: the image embedding; pre-proj: force the former")
     p.add_argument("--normalize", action="store_true", help="L2-normalise features before the probe")
     p.add_argument("--solver", choices=["torch", "sklearn"], default="torch",
                    help="torch: fast full-batch L-BFGS (CPU/GPU); sklearn: LogisticRegression(lbfgs), the reference")

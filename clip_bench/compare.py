@@ -31,7 +31,7 @@ import numpy as np
 from . import stats
 from .errors import ClipBenchError
 from .outcomes import OutcomeError, Outcomes, load_for_row, paired_retrieval_bootstrap
-from .results import LEADERBOARD_PROTOCOLS, RESULTS_FILE, read_rows
+from .results import LEADERBOARD_PROTOCOLS, RESULTS_FILE, is_standard, read_rows
 
 ACCURACY_METRICS = ("top1", "top5")
 
@@ -116,8 +116,13 @@ def _pick_rows(
     rows: list[tuple[dict[str, Any], Path]], model: tuple[str, str | None], protocol: str,
     metric: str | None, seed: int | None,
 ) -> dict[tuple[str, str | None], tuple[dict[str, Any], Path]]:
-    """Latest row per (task, subset) of `model` and `protocol`: main metric unless `metric` is given."""
+    """Latest row per (task, subset) of `model` and `protocol`: main metric unless `metric` is given.
+
+    The full, standard evaluation is preferred: a later ``--limit`` or class-name/template override row
+    never displaces it. A task with only non-standard rows uses the latest of those (and a pair with
+    different test samples is then refused by the sample check)."""
     chosen: dict[tuple[str, str | None], tuple[dict[str, Any], Path]] = {}
+    fallback: dict[tuple[str, str | None], tuple[dict[str, Any], Path]] = {}  # --limit / override rows
     seeds_seen: set[Any] = set()
     protocols = LEADERBOARD_PROTOCOLS.get(protocol, (protocol,))  # zero-shot includes the retrieval tasks
     for row, folder in sorted(rows, key=lambda rf: str(rf[0].get("date") or "")):
@@ -132,11 +137,11 @@ def _pick_rows(
             seeds_seen.add(extra.get("seed"))
             if seed is None or extra.get("seed") != seed:
                 continue
-        chosen[(row["task"], row.get("subset"))] = (row, folder)
+        (chosen if is_standard(row) else fallback)[(row["task"], row.get("subset"))] = (row, folder)
     if protocol.startswith("fewshot") and seed is None and seeds_seen:
         raise ClipBenchError(f"{protocol} rows are per seed; pass --seed (seeds in the results: "
                              f"{', '.join(str(s) for s in sorted(seeds_seen, key=str))}).")
-    return chosen
+    return {**fallback, **chosen}
 
 
 def _outcomes(row: dict[str, Any], folder: Path, cache_dir: Path | None, data_root: Path | None) -> Outcomes:

@@ -59,7 +59,7 @@ class EvalConfig:
     classnames: str | None = None
     limit: int | None = None
     download: bool = False
-    feature_kind: str = "embed"
+    feature_kind: str = "auto"  # probes: auto | embed | pre-proj (probe_features); zero-shot always uses embed
     caption_template: str | None = None  # retrieval tasks: "{}" is replaced by each caption
     extract: ExtractConfig = field(default_factory=ExtractConfig)
 
@@ -78,6 +78,7 @@ def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfi
     from .loaders import load_split
 
     kind = kind or cfg.feature_kind
+    kind = "embed" if kind == "auto" else kind  # "auto" is the probes' default (resolved in linprobe); else the embedding
     source = task.source(cfg.source)
     key = feature_key(handle.fingerprint, task, source, split, kind, cfg.limit, cfg.data_root,
                       precision=handle.precision, device=handle.device, skip_bad_images=cfg.extract.skip_bad_images)
@@ -104,15 +105,17 @@ def _check_labels(task: TaskSpec, labels: np.ndarray, n_classes: int) -> None:
 
 def _check_classname_count(task: TaskSpec, given: int, where: str) -> None:
     """A --classnames list must name every class of the task, no more and no fewer."""
-    own = len(task.prompt_set().classnames)
+    names = task.prompt_set().classnames
+    own = len(names)
     groups = task_class_groups(task)
     allowed = {own} | ({len(groups)} if groups is not None else set())
     if given not in allowed:
         want = " or ".join(str(n) for n in sorted(allowed))
+        shown = [n if isinstance(n, str) else "/".join(n) for n in names]
+        first = ", ".join(repr(n) for n in shown[:3]) + (f", ..., {shown[-1]!r}" if len(shown) > 3 else "")
         raise ClipBenchError(
             f"--classnames {where} gives {given} class names but task {task.name!r} has {want} classes; "
-            "give exactly one name per class, in the task's label order (`clip-bench tasks "
-            f"{task.name}` shows them)."
+            f"give exactly one name per class, in the task's label order (its own names: {first})."
         )
 
 
@@ -137,7 +140,8 @@ def provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str
     return dict(
         model=handle.spec.name, pretrained=handle.spec.pretrained, model_fingerprint=handle.fingerprint,
         task=task.name, task_version=task.version, source=source.name, split=task.eval_split,
-        feature_kind=cfg.feature_kind, device=str(handle.device), precision=handle.precision, date=now_iso(),
+        feature_kind="embed" if cfg.feature_kind == "auto" else cfg.feature_kind,  # probes record theirs (linprobe)
+        device=str(handle.device), precision=handle.precision, date=now_iso(),
         **versions(), **handle.spec.provenance(), limit=cfg.limit,
         subset_rule=SUBSET_RULE if cfg.limit is not None else None,
         task_hash=task_hash(task), source_config=source.config_hash,
@@ -160,6 +164,7 @@ def zeroshot_identity(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> d
 
 def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
     """Zero-shot result rows for one task (main split, plus any class-subset rows); retrieval tasks score recall@k."""
+    cfg = replace(cfg, feature_kind="embed")  # zero-shot always scores the image embedding
     if task_kind(task) == "retrieval":
         return evaluate_retrieval_task(handle, task, cfg)
     prompt_set = task.prompt_set(cfg.classnames, cfg.templates)

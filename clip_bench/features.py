@@ -406,13 +406,13 @@ def _encode_shards(
     targets = np.asarray(dataset.targets)
     buf_f: list[np.ndarray] = []
     buf_i: list[np.ndarray] = []
-    skipped = 0
+    buf_bad: list[np.ndarray] = []  # indices of skipped images, attributed to the shard that holds them
     queue = iter(todo)
     current = next(queue)
     need = len(shards[current])
     with progress_bar(total=len(pending), desc=desc, unit="img", quiet=cfg.quiet) as bar, torch.inference_mode():
-        for images, idx, n_bad in _unwrap_worker_errors(loader):
-            skipped += n_bad
+        for images, idx, bad_idx in _unwrap_worker_errors(loader):
+            buf_bad.append(bad_idx)
             if len(idx):
                 images = images.to(model.device, non_blocking=True)
                 if model.device.type == "cuda":
@@ -421,12 +421,15 @@ def _encode_shards(
                     emb = encode_images(model, images, kind, cfg.compile)
                 buf_f.append(emb.float().cpu().numpy())
                 buf_i.append(idx)
-            bar.update(len(idx) + n_bad)
-            need -= len(idx) + n_bad
+            bar.update(len(idx) + len(bad_idx))
+            need -= len(idx) + len(bad_idx)
             while current is not None and need <= 0:
                 got_f = np.concatenate(buf_f) if buf_f else np.zeros((0, 0), np.float32)
                 got_i = np.concatenate(buf_i) if buf_i else np.zeros(0, np.int64)
+                got_bad = np.concatenate(buf_bad)
                 here = np.isin(got_i, shards[current])
+                bad_here = np.isin(got_bad, shards[current])
+                skipped = int(bad_here.sum())
                 f, ix = got_f[here].astype(np.float16), got_i[here]
                 _check_finite(f, ix, dataset, desc)
                 if cache is not None:
@@ -434,7 +437,7 @@ def _encode_shards(
                 else:
                     out[current] = (f, targets[ix], skipped)
                 buf_f, buf_i = ([got_f[~here]], [got_i[~here]]) if (~here).any() else ([], [])
-                skipped = 0
+                buf_bad = [got_bad[~bad_here]]
                 current = next(queue, None)
                 need += len(shards[current]) if current is not None else 0
     return out
@@ -475,24 +478,24 @@ class _SafeTransformed:
     def __len__(self) -> int:
         return len(self.inner)
 
-    def __getitem__(self, i: int) -> tuple[Any, int] | None:
+    def __getitem__(self, i: int) -> tuple[Any, int]:
         from PIL import Image
 
         try:
             return self.inner[i]
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             if self.skip_bad:
-                return None
+                return None, int(self.inner.indices[i])  # a skipped image, named by its dataset index
             where = self.inner.inner.describe(self.inner.indices[i])
             raise ClipBenchError(
                 f"cannot read image {where}: {exc}. Fix or remove it, or pass --skip-bad-images to skip such images."
             ) from None
 
 
-def _collate(batch: list[tuple[Any, int] | None]) -> tuple[torch.Tensor, np.ndarray, int]:
-    good = [b for b in batch if b is not None]
-    bad = len(batch) - len(good)
+def _collate(batch: list[tuple[Any, int]]) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """(images, their dataset indices, the dataset indices of skipped images) of one batch."""
+    good = [b for b in batch if b[0] is not None]
+    bad = np.asarray([b[1] for b in batch if b[0] is None], np.int64)
     if not good:
         return torch.zeros(0), np.zeros(0, np.int64), bad
     return torch.stack([b[0] for b in good]), np.asarray([b[1] for b in good], np.int64), bad
-

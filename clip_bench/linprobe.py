@@ -1,11 +1,14 @@
 """Linear-probe and few-shot protocols over cached features: rows in the same results as zero-shot.
 
 Features come from the feature cache (extracting only what is missing); once they exist, the model
-is never loaded. The probe maths lives in ``clip_bench.probe``.
+is never loaded. They stay float16 and memory-mapped (``probe_features``). Which probes a task runs
+(one, one per fold, one per official split) is data in its task file (``probe_runs``). The probe
+maths lives in ``clip_bench.probe``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -13,34 +16,48 @@ import numpy as np
 from . import distributed as ddp
 from .errors import ClipBenchError
 from .evaluate import EvalConfig, get_features, provenance, run_protocol
+from .features import Features, subset_indices
 from .metrics import main_metric, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
 from .outcomes import attach_outcomes, attach_seed_mean_interval
 from .probe.protocol import ProbeConfig, run_fewshot, run_linear_probe
+from .probe_features import normalized_rows, resolve_feature_kind
+from .probe_runs import ProbeRun, check_fold_source, probe_plan, read_folds
 from .progress import progress_bar
 from .results import make_row
 from .tasks import TaskSpec
 
 
-def _as_float(x: np.ndarray, normalize: bool) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    if normalize:
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return x
+class _ProbeData:
+    """One task's probe inputs: features per split (loaded once, float16), labels, the feature kind."""
 
+    def __init__(self, handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, normalize: bool) -> None:
+        self.handle, self.task, self.cfg, self.normalize = handle, task, cfg, normalize
+        self.kind = resolve_feature_kind(handle.spec.arch_config, cfg.feature_kind)
+        self._cache: dict[str, tuple[Features, np.ndarray]] = {}
 
-def _split_features(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, normalize: bool) -> dict[str, Any]:
-    """train / val (if the task has one) / test features and labels."""
-    if task.train_split is None:
-        raise ClipBenchError(f"task {task.name!r} has no train split, so it cannot be probed (splits: {', '.join(task.splits)}).")
-    out: dict[str, Any] = {}
-    for role, split in (("train", "train"), ("val", "val" if "val" in task.splits else None), ("test", task.eval_split)):
+    def split(self, split: str) -> tuple[Features, np.ndarray]:
+        """(features, probe-ready X) of a split; X is the cache's float16 memmap unless normalised."""
+        if split not in self._cache:
+            f = get_features(self.handle, self.task, split, self.cfg, kind=self.kind)
+            X = normalized_rows(f.features) if self.normalize else f.features
+            self._cache[split] = (f, X)
+        return self._cache[split]
+
+    def xy(self, split: str | None, training: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Features and targets of a split. Multi-label targets may hold -1 (ignore: VOC's "difficult");
+        a probe trains with them as negatives, while the test metric skips them."""
         if split is None:
-            out[role] = (None, None)
-            continue
-        f = get_features(handle, task, split, cfg)
-        out[role] = (_as_float(f.features, normalize), np.asarray(f.labels))
-    return out
+            return None, None
+        f, X = self.split(split)
+        y = np.asarray(f.labels)
+        if training and y.ndim == 2:
+            y = np.where(y < 0, 0, y).astype(y.dtype, copy=False)
+        return X, y
+
+    @property
+    def dim(self) -> int:
+        return int(next(iter(self._cache.values()))[1].shape[1]) if self._cache else 0
 
 
 def _metric(task: TaskSpec, bar: Any = None) -> Any:
@@ -56,10 +73,46 @@ def _metric(task: TaskSpec, bar: Any = None) -> Any:
     return scored
 
 
-def _common(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, normalize: bool) -> dict[str, Any]:
-    row = provenance(handle, task, cfg)
-    row["feature_kind"] += "+l2" if normalize else ""
-    return {**row, "metric": main_metric_key(task.metric), "is_main": True, "subset": None}
+def probe_provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, normalize: bool = False) -> dict[str, Any]:
+    """``evaluate.provenance`` with the feature kind a probe really uses (``auto`` resolved; ``+l2`` if normalised):
+    the fields a probe row's identity is built from (the sweep predicts rows with it)."""
+    kind = resolve_feature_kind(handle.spec.arch_config, cfg.feature_kind)
+    row = provenance(handle, task, replace(cfg, feature_kind=kind))
+    row["feature_kind"] = kind + ("+l2" if normalize else "")
+    return row
+
+
+def _common(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, data: _ProbeData) -> dict[str, Any]:
+    return {**probe_provenance(handle, task, cfg, data.normalize), "metric": main_metric_key(task.metric),
+            "is_main": True, "subset": None, "features_requested": cfg.feature_kind, "feature_dim": data.dim}
+
+
+def _fold_rows(data: _ProbeData, run: ProbeRun, folds: Any) -> np.ndarray:
+    """Rows of the split's features that make up fold `run.fold`.
+
+    Fold files index the whole split. Under ``--limit`` the features hold a subset: its dataset indices
+    are drawn again by the same rule (which needs the split's labels) and checked against the cached
+    labels, so a mismatch is an error, never a wrong fold."""
+    f, _ = data.split(run.train)
+    if f.meta.get("skipped_images"):
+        raise ClipBenchError(
+            f"task {data.task.name!r}: {f.meta['skipped_images']} unreadable images were skipped in the "
+            f"{run.train} split, so its features no longer line up with the fold file; fix those images."
+        )
+    fold = folds.indices[run.fold]
+    if data.cfg.limit is None:
+        return fold
+    from .loaders import load_split
+
+    full = load_split(data.task, data.cfg.source, run.train, data.cfg.data_root, data.cfg.download)
+    labels = np.asarray(full.targets)
+    positions = subset_indices(len(labels), data.cfg.limit, labels=labels)
+    if not np.array_equal(labels[positions], np.asarray(f.labels)):
+        raise ClipBenchError(
+            f"task {data.task.name!r}: the cached --limit features of split {run.train!r} are not the subset "
+            "this version draws; run again with --no-cache (or without --limit)."
+        )
+    return np.flatnonzero(np.isin(positions, fold))
 
 
 def linprobe(
@@ -74,21 +127,65 @@ def linprobe(
     normalize: bool = False,
     **overrides: Any,
 ) -> list[dict[str, Any]]:
-    """The paper's linear probe on each task: C chosen on val, refit on train+val, test main metric."""
+    """The paper's linear probe on each task: C chosen on val, refit on train+val, test main metric.
+
+    Tasks whose protocol runs several probes (STL-10's 10 folds, UCF101's 3 splits) give one row per
+    run (``is_main`` false) and a mean row with the spread (the main value)."""
     probe = probe or ProbeConfig()
 
     def body(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
-        s = _split_features(handle, task, cfg, normalize)
-        with progress_bar(desc=f"{task.name}: C search", unit="fit", quiet=cfg.quiet or not ddp.is_main()) as bar:
-            metric = _metric(task, bar)
-            res = run_linear_probe(*s["train"], *s["val"], *s["test"], metric, seed=seed, config=probe,
-                                   multilabel=task.multilabel, n_classes=len(task.prompt_set().classnames))
-        return attach_outcomes([make_row(
-            **_common(handle, task, cfg, normalize), protocol="linear_probe", value=res["test_score"], n=res["n_test"],
-            C=res["C"], solver=res["solver"], seed=seed, val_score=res["val_score"], val_source=res["val_source"],
-            n_train=res["n_train"], n_val=res["n_val"], n_refit=res["n_refit"], n_iter=res["n_iter"],
-            converged=res["converged"], wall_time_s=round(res["wall_time_s"], 3), sweep=res["sweep"],
-        )], *metric.last, cfg.output_dir)
+        plan = probe_plan(task)
+        check_fold_source(plan, task.source(cfg.source))
+        data = _ProbeData(handle, task, cfg, normalize)
+        folds = None
+        if plan.aggregate == "folds":
+            f, _ = data.split(plan.runs[0].train)
+            folds = read_folds(plan, task.source(cfg.source), cfg.data_root, int(f.meta.get("dataset_size", len(f))))
+        n_classes = len(task.prompt_set().classnames)
+        results = []
+        for run in plan.runs:
+            train_X, train_y = data.xy(run.train, training=True)
+            if run.fold is not None:
+                rows = _fold_rows(data, run, folds)
+                train_X, train_y = train_X[rows], train_y[rows]
+            val_X, val_y = data.xy(run.val, training=True)
+            test_X, test_y = data.xy(run.test, training=False)
+            desc = f"{task.name}{f' {run.name}' if run.name else ''}: C search"
+            with progress_bar(desc=desc, unit="fit", quiet=cfg.quiet or not ddp.is_main()) as bar:
+                metric = _metric(task, bar)
+                res = run_linear_probe(train_X, train_y, val_X, val_y, test_X, test_y, metric, seed=seed,
+                                       config=probe, multilabel=task.multilabel, n_classes=n_classes)
+            results.append((run, res, metric.last))
+        common = _common(handle, task, cfg, data)
+        rows = []
+        for run, res, evidence in results:
+            where = {} if plan.aggregate is None else {
+                "run": run.name, "train_split": run.train, "val_split": run.val, "test_split": run.test,
+                **({"fold": run.fold, "folds_sha256": folds.sha256} if folds is not None else {}),
+            }
+            rows.extend(attach_outcomes([make_row(
+                **{**common, "is_main": plan.aggregate is None}, protocol="linear_probe", value=res["test_score"],
+                n=res["n_test"], C=res["C"], solver=res["solver"], seed=seed, val_score=res["val_score"],
+                val_source=res["val_source"], n_train=res["n_train"], n_val=res["n_val"], n_refit=res["n_refit"],
+                n_iter=res["n_iter"], converged=res["converged"], wall_time_s=round(res["wall_time_s"], 3),
+                sweep=res["sweep"], **where,
+            )], *evidence, cfg.output_dir))
+        if plan.aggregate is not None:
+            # The task's result: the mean over its runs. Its identity is the task's (the runs are part of the
+            # task definition), so it carries no ``aggregate`` setting; ``over`` says what it averages.
+            values = [res["test_score"] for _, res, _ in results]
+            tests = {run.test: res["n_test"] for run, res, _ in results}
+            mean = attach_seed_mean_interval(make_row(
+                **common, protocol="linear_probe", value=float(np.mean(values)), n=int(sum(tests.values())),
+                over=plan.aggregate, n_runs=len(values), runs=[r.name for r, _, _ in results],
+                run_values=values, std=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                min=float(np.min(values)), max=float(np.max(values)), seed=seed, solver=probe.solver,
+                **({"folds_sha256": folds.sha256} if folds is not None else {}),
+            ), rows)
+            if mean.get("ci_method"):  # combined like few-shot seeds (the runs' test errors taken as correlated)
+                mean["ci_method"] = mean["ci_method"].replace("seeds+", f"{plan.aggregate}+", 1)
+            rows.append(mean)
+        return rows
 
     return run_protocol(model, tasks, config, pretrained, device, precision, overrides, body)
 
@@ -108,7 +205,9 @@ def fewshot(
     with_zeroshot: bool = True,
     **overrides: Any,
 ) -> list[dict[str, Any]]:
-    """k-shot probes per (k, seed) plus mean/std rows, and the zero-shot rows for the same model and task."""
+    """k-shot probes per (k, seed) plus mean/std rows, and the zero-shot rows for the same model and task.
+
+    Shots are drawn from the task's train split and scored on its eval split (for UCF101: split 1)."""
     from .evaluate import evaluate_zeroshot_task
 
     probe = probe or ProbeConfig()
@@ -116,11 +215,15 @@ def fewshot(
     def body(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
         if task.multilabel:
             raise ClipBenchError(f"task {task.name!r} is multi-label; k-shot sampling per class is not defined for it.")
-        s = _split_features(handle, task, cfg, normalize)
-        train_X, train_y = s["train"]
-        test_X, test_y = s["test"]
+        if task.train_split is None:
+            raise ClipBenchError(
+                f"task {task.name!r} has no train split, so it cannot be probed (splits: {', '.join(task.splits)})."
+            )
+        data = _ProbeData(handle, task, cfg, normalize)
+        train_X, train_y = data.xy(task.train_split, training=True)
+        test_X, test_y = data.xy(task.eval_split, training=False)
         n_classes = len(task.prompt_set().classnames)
-        common = _common(handle, task, cfg, normalize)
+        common = _common(handle, task, cfg, data)
         rows = []
         bar = progress_bar(total=len(shots) * seeds, desc=f"{task.name}: k-shot probes", unit="probe",
                            quiet=cfg.quiet or not ddp.is_main())
@@ -142,8 +245,8 @@ def fewshot(
                 aggregate="mean", std=float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0, seeds=seeds,
             ), rows[-seeds:]))
         bar.close()
-        if with_zeroshot:
-            rows.extend(evaluate_zeroshot_task(handle, task, cfg))
+        if with_zeroshot:  # zero-shot always scores the image embedding, whatever the probe used
+            rows.extend(evaluate_zeroshot_task(handle, task, replace(cfg, feature_kind="embed")))
         return rows
 
     return run_protocol(model, tasks, config, pretrained, device, precision, overrides, body)

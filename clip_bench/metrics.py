@@ -28,9 +28,14 @@ def mean_per_class_recall(scores: np.ndarray, targets: np.ndarray) -> float:
 
 
 def average_precision_11point(scores: np.ndarray, positives: np.ndarray) -> float:
-    """PASCAL VOC 2007's 11-point interpolated AP for one class (0-1)."""
+    """PASCAL VOC 2007's 11-point interpolated AP for one class (0-1).
+
+    `positives` is 1 (positive), 0 (negative) or -1 (ignored: the devkit's "difficult" images, which
+    count neither as hits nor as false positives)."""
+    keep = positives >= 0
+    scores, positives = scores[keep], positives[keep]
     order = np.argsort(-scores, kind="stable")
-    pos = positives[order].astype(bool)
+    pos = positives[order] > 0
     tp = np.cumsum(pos)
     fp = np.cumsum(~pos)
     n_pos = max(int(pos.sum()), 1)
@@ -44,8 +49,10 @@ def average_precision_11point(scores: np.ndarray, positives: np.ndarray) -> floa
 
 
 def map_11point(scores: np.ndarray, targets: np.ndarray) -> float:
-    """Mean over classes of 11-point AP; `targets` is a multi-hot (N, C) matrix."""
-    aps = [average_precision_11point(scores[:, c], targets[:, c]) for c in range(targets.shape[1]) if targets[:, c].any()]
+    """Mean over classes with a positive of 11-point AP; `targets` is an (N, C) matrix of 1 (positive),
+    0 (negative) and -1 (ignored for that class, as VOC's difficult-only images)."""
+    aps = [average_precision_11point(scores[:, c], targets[:, c])
+           for c in range(targets.shape[1]) if (targets[:, c] > 0).any()]
     return 100.0 * float(np.mean(aps))
 
 

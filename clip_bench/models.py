@@ -15,6 +15,7 @@ from .backends.hub import split_revision
 from .backends.open_clip_backend import BUILTIN_MODELS, CHECKPOINT_SUFFIXES, OPENAI_ALIASES
 from .backends.open_clip_backend import list_models as _open_clip_models
 from .errors import ClipBenchError
+from .resources import assets_dir  # noqa: F401  (re-exported: the assets folder was public here before)
 
 __all__ = [
     "BUILTIN_MODELS", "CHECKPOINT_SUFFIXES", "OPENAI_ALIASES", "PRECISIONS", "LoadedModel", "ModelHandle", "ModelSpec",

@@ -49,7 +49,7 @@ ID_FIELDS = (
     "model_fingerprint", "task", "task_version", "source", "split", "protocol", "subset", "limit",
     "templates_hash", "classnames_hash", "feature_kind", "precision", "metric",
 )
-ID_EXTRA_FIELDS = ("k", "seed", "solver", "aggregate", "val_fraction", "caption_template", "captions_hash")
+ID_EXTRA_FIELDS = ("k", "seed", "solver", "aggregate", "val_fraction", "caption_template", "captions_hash", "run")
 BINARY_METRICS = ("top1", "top5")
 #: Metrics the rows can carry and the interval method of each.
 CI_METHODS = {
@@ -263,7 +263,8 @@ def outcomes_for(
     if metric == "mean_top1_top5":
         return Outcomes(**common, top1=top1(), top5=top5(), labels=targets)
     if metric == "map_11point":
-        return Outcomes(**common, scores=_compact_float(scores), labels=targets.astype(bool))
+        # 1 positive, 0 negative, -1 ignored for that class (VOC's difficult-only images), as the metric reads them
+        return Outcomes(**common, scores=_compact_float(scores), labels=np.sign(targets.astype(np.int8)))
     if metric == "roc_auc":
         margin = scores[:, 1] - scores[:, 0] if scores.ndim == 2 else scores
         return Outcomes(**common, scores=np.asarray(margin, dtype=np.float64), labels=targets)
@@ -340,8 +341,10 @@ def save(out: Outcomes, path: str | Path) -> Path:
     if out.labels is not None:
         labels = np.asarray(out.labels)
         if labels.ndim == 2:
-            arrays["targets"] = np.packbits(labels.astype(bool), axis=1)
+            arrays["targets"] = np.packbits(labels > 0, axis=1)
             arrays["n_classes"] = np.array(labels.shape[1])
+            if (labels < 0).any():  # entries the metric ignores (-1)
+                arrays["ignored"] = np.packbits(labels < 0, axis=1)
         else:
             arrays["labels"] = _small_int(labels)
     if out.scores is not None:
@@ -378,7 +381,9 @@ def load(path: str | Path) -> Outcomes:
         if "labels" in z:
             kw["labels"] = z["labels"].astype(np.int64)
         if "targets" in z:
-            kw["labels"] = np.unpackbits(z["targets"], axis=1, count=int(z["n_classes"])).astype(bool)
+            kw["labels"] = np.unpackbits(z["targets"], axis=1, count=int(z["n_classes"])).astype(np.int8)
+            if "ignored" in z:
+                kw["labels"][np.unpackbits(z["ignored"], axis=1, count=int(z["n_classes"])).astype(bool)] = -1
         if "scores" in z:
             kw["scores"] = z["scores"]
     return Outcomes(**kw)
@@ -398,6 +403,16 @@ def load_for_row(row: dict[str, Any], output_dir: str | Path) -> Outcomes | None
     except (OSError, ValueError, KeyError) as exc:
         raise OutcomeError(f"outcomes file {path} is damaged ({exc}); delete it and run `clip-bench compare` "
                            "again to rebuild it from the feature cache") from None
+    try:
+        recomputed = float(out.recompute())
+    except (ValueError, KeyError, IndexError) as exc:
+        raise OutcomeError(f"outcomes file {path} is damaged ({exc}); delete it and run `clip-bench compare` "
+                           "again to rebuild it from the feature cache") from None
+    if abs(recomputed - out.value) > _VALUE_TOL:
+        raise OutcomeError(
+            f"outcomes file {path} is damaged: its per-sample evidence gives {out.metric} = {recomputed:.4f}, not "
+            f"the {out.value:.4f} it records; delete it and run `clip-bench compare` again to rebuild it"
+        )
     if out.metric != row.get("metric") or abs(out.value - float(row["value"])) > _VALUE_TOL:
         raise OutcomeError(
             f"outcomes file {path} holds {out.metric} = {out.value:.4f}, but the row says "

@@ -45,6 +45,7 @@ IDENTITY_FIELDS = (
 #: caption template of retrieval rows.
 SETTING_IDENTITY_FIELDS = (
     "solver", "seed", "k", "aggregate", "seeds", "val_fraction", "allow_fewer", "probe_config", "caption_template",
+    "run",  # one of a task's several linear probes (an STL-10 fold, a UCF101 split): see probe_runs
 )
 #: The row's 95% interval (percent, like ``value``), how it was computed, and where its per-sample
 #: outcomes are (relative to the output folder); see ``clip_bench.outcomes``.
@@ -186,18 +187,63 @@ def check_writable(output_dir: str | Path) -> None:
         ) from None
 
 
+#: Row fields that, when set, must be text (a results file is data from elsewhere).
+_TEXT_FIELDS = ("task", "protocol", "metric", "pretrained", "subset", "result_id")
+_warned_files: set[str] = set()
+
+
+def row_problem(row: Any) -> str | None:
+    """Why a parsed line of results.jsonl is not a usable result row, or None if it is one."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not a row"
+    if not isinstance(row.get("model"), str) or not row["model"]:
+        return "no model name"
+    bad = [k for k in _TEXT_FIELDS if row.get(k) is not None and not isinstance(row[k], str)]
+    if bad:
+        return f"{bad[0]} is not text"
+    value = row.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"value {value!r} is not a number"
+    if not math.isfinite(value):
+        return f"value {value} is not finite"
+    if row.get("extra") is not None and not isinstance(row["extra"], dict):
+        return "extra is not a mapping"
+    return None
+
+
 def read_rows(output_dir: str | Path) -> list[dict[str, Any]]:
-    """Every row of results.jsonl; a torn last line (a crash mid-write) is skipped."""
+    """Every row of results.jsonl.
+
+    A line that is not JSON (a torn line left by a killed writer) is skipped; a JSON line that is not
+    a usable row (not a mapping, no model name, a value that is not a finite number, ...) is skipped
+    too, and said once per file on stderr: such a line never becomes a number in a table.
+    """
     path = Path(output_dir) / RESULTS_FILE if Path(output_dir).is_dir() else Path(output_dir)
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    skipped: list[str] = []
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ClipBenchError(f"cannot read {path} ({exc.strerror or type(exc).__name__}).") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        problem = row_problem(row)
+        if problem is None:
+            rows.append(row)
+        else:
+            skipped.append(f"line {number}: {problem}")
+    if skipped and str(path) not in _warned_files:
+        _warned_files.add(str(path))
+        more = f" (+{len(skipped) - 3} more)" if len(skipped) > 3 else ""
+        print(f"clip-bench: warning: {path}: skipped {len(skipped)} line(s) that are not result rows "
+              f"({'; '.join(skipped[:3])}{more}).", file=sys.stderr)
     return rows
 
 

@@ -158,7 +158,7 @@ def weighted_map_11point(scores: np.ndarray, targets: np.ndarray, weights: np.nd
     ranked above. A sample drawn w times counts w times; one not drawn adds a point that is never
     above an existing one, so the interpolated maxima are those of the resampled image list.
     """
-    scores, targets = np.asarray(scores), np.asarray(targets).astype(bool)
+    scores, targets = np.asarray(scores), np.asarray(targets)  # 1 positive, 0 negative, -1 ignored (VOC difficult)
     wt = np.ascontiguousarray(np.asarray(weights, dtype=np.int32).T)  # (n, R): gathers and sums run over rows
     R = wt.shape[1]
     cols = np.arange(R)
@@ -166,8 +166,9 @@ def weighted_map_11point(scores: np.ndarray, targets: np.ndarray, weights: np.nd
     ap_sum = np.zeros(R)
     n_present = np.zeros(R)
     for c in range(targets.shape[1]):
-        order = np.argsort(-scores[:, c], kind="stable")
-        pos_sorted = targets[order, c]
+        keep = np.flatnonzero(targets[:, c] >= 0)  # as metrics.map_11point: ignored entries drop out per class
+        order = keep[np.argsort(-scores[keep, c], kind="stable")]
+        pos_sorted = targets[order, c] > 0
         if not pos_sorted.any():
             continue
         pos_idx, neg_idx = order[pos_sorted], order[~pos_sorted]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -141,10 +142,11 @@ def expected_main_row(handle: ModelHandle, task_name: str, protocol: str, cfg: A
     if protocol == "zeroshot":
         return make_row(**zeroshot_identity(handle, task, cfg), metric=metric, is_main=True, subset=None)
     if protocol == "linprobe":
+        from .linprobe import probe_provenance  # the feature kind the probe resolves (--features auto)
         from .probe.protocol import ProbeConfig
 
-        return make_row(**provenance(handle, task, cfg), protocol=ROW_PROTOCOL[protocol], metric=metric, is_main=True,
-                        subset=None, solver=ProbeConfig().solver, seed=0)
+        return make_row(**probe_provenance(handle, task, cfg), protocol=ROW_PROTOCOL[protocol], metric=metric,
+                        is_main=True, subset=None, solver=ProbeConfig().solver, seed=0)
     raise ClipBenchError(f"sweep: no identity rule for protocol {protocol!r}.")
 
 
@@ -180,8 +182,13 @@ def _safe_is_done(job: Job, finished: dict[str, bool], cfg: Any, handle: ModelHa
 def run_sweep(
     models: list[ModelEntry], tasks: list[str], protocols: list[str], cfg: Any,
     device: str | None = None, precision: str = "fp32", echo: Callable[[str], None] = print,
+    rows_out: list[dict[str, Any]] | None = None,
 ) -> dict[str, int]:
-    """Run every unfinished job; a failing job is reported and the sweep goes on. Returns counts."""
+    """Run every unfinished job; a failing job is reported and the sweep goes on. Returns counts.
+
+    With `rows_out`, the rows of the jobs that ran are appended to it and the per-job lines go to
+    stderr (``--format json`` prints those rows, and nothing else, on stdout).
+    """
     ddp.init_from_env()
     jobs = plan(models, tasks, protocols)
     finished = _read_finished(cfg)
@@ -189,7 +196,12 @@ def run_sweep(
     quiet_job = replace(cfg, extract=replace(cfg.extract, quiet=True))
     handles: dict[ModelEntry, ModelHandle] = {}
     with progress_bar(total=len(jobs), desc="sweep", unit="job", quiet=cfg.quiet or not ddp.is_main()) as bar:
-        say = bar.write if ddp.is_main() else (lambda _msg: None)
+        job_lines = sys.stderr if rows_out is not None else None
+
+        def say(msg: str) -> None:
+            if ddp.is_main():
+                bar.write(msg, file=job_lines)
+
         for job in jobs:
             handle = handles.setdefault(job.model, ModelHandle.of(
                 job.model.name, job.model.pretrained, device or ddp.local_device(), precision))
@@ -206,6 +218,8 @@ def run_sweep(
                 say(f"FAILED  {job.label()}: {exc}")
             else:
                 counts["ran"] += 1
+                if rows_out is not None:
+                    rows_out.extend(rows)
                 main = next((r for r in rows if r.get("is_main") and not r.get("subset")), None)
                 value = f"{main['metric']} {main['value']:.2f} (n={main['n']})" if main else "no main metric"
                 say(f"done    {job.label()}: {value}")

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ClipBenchError
 from .identity import numeric_identity
 from .io_utils import file_lock, save_npy_atomic, sha256_file, write_json_atomic
 
@@ -50,7 +51,7 @@ class TextEmbeddingCache:
                 try:
                     with self._lock():
                         self._rows = self._read_all(delete_damaged=True)
-                except PermissionError:  # a read-only cache: read it, repair nothing
+                except OSError:  # a read-only cache (permissions, a read-only mount): read it, repair nothing
                     self._rows = self._read_all(delete_damaged=False)
         return self._rows
 
@@ -99,11 +100,17 @@ class TextEmbeddingCache:
         embeddings = np.asarray(embeddings, dtype=np.float32)
         rows = self._load()
         rows.update(zip(prompts, embeddings))
-        with self._lock():
-            self._write_shard(uuid.uuid4().hex, list(prompts), embeddings)
-            shards = sorted(self.dir.glob("*.json"))
-            if len(shards) > MAX_SHARDS:
-                self._merge(shards)
+        try:
+            with self._lock():
+                self._write_shard(uuid.uuid4().hex, list(prompts), embeddings)
+                shards = sorted(self.dir.glob("*.json"))
+                if len(shards) > MAX_SHARDS:
+                    self._merge(shards)
+        except OSError as exc:
+            raise ClipBenchError(
+                f"cannot write the text-embedding cache at {self.dir} ({exc.strerror or type(exc).__name__}); "
+                "free space or make it writable, or pass --cache-dir to a writable folder (or --no-cache)."
+            ) from None
 
     def _write_shard(self, name: str, prompts: list[str], arr: np.ndarray) -> None:
         arr_path = self.dir / f"{name}.npy"

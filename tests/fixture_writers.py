@@ -124,3 +124,70 @@ def write_digit_folder(split_root: Path, per_class: int) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for j, img in enumerate(images[labels == c][:per_class]):
             Image.fromarray(img).save(folder / f"{j:03d}.png")
+
+
+def write_stl10_binary(
+    root: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], folds: Sequence[Sequence[int]],
+) -> dict[str, str]:
+    """STL-10's binary release under ``<root>/stl10_binary``: {train,test}_{X,y}.bin, unlabeled_X.bin,
+    fold_indices.txt and class_names.txt. Images are (N, 96, 96, 3) uint8, stored as the dataset does
+    (channel-major, each channel column-major); labels are 0-based here and written 1-based. Returns
+    each file's md5 (torchvision checks them)."""
+    import hashlib
+
+    base = root / "stl10_binary"
+    base.mkdir(parents=True, exist_ok=True)
+
+    def images(x: np.ndarray) -> bytes:
+        return np.ascontiguousarray(x.transpose(0, 3, 2, 1)).astype(np.uint8).tobytes()
+
+    (base / "train_X.bin").write_bytes(images(train[0]))
+    (base / "train_y.bin").write_bytes((np.asarray(train[1]) + 1).astype(np.uint8).tobytes())
+    (base / "test_X.bin").write_bytes(images(test[0]))
+    (base / "test_y.bin").write_bytes((np.asarray(test[1]) + 1).astype(np.uint8).tobytes())
+    (base / "unlabeled_X.bin").write_bytes(images(train[0][:1]))
+    (base / "fold_indices.txt").write_text("".join(" ".join(map(str, f)) + " \n" for f in folds))
+    names = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+    (base / "class_names.txt").write_text("\n".join(names) + "\n")
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in base.iterdir()}
+
+
+def voc_xml(objects: Sequence[tuple[str, int]]) -> str:
+    """A VOC annotation file with one ``<object>`` per (class, difficult flag)."""
+    body = "".join(
+        f"<object><name>{c}</name><pose>Left</pose><truncated>0</truncated><difficult>{d}</difficult>"
+        "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>"
+        for c, d in objects
+    )
+    return f"<annotation><folder>VOC2007</folder><size><width>16</width><height>16</height></size>{body}</annotation>"
+
+
+def write_voc(root: Path, image_sets: dict[str, dict[str, Sequence[tuple[str, int]]]], size: int = 16) -> None:
+    """A VOCdevkit/VOC2007 tree: ImageSets/Main/<set>.txt, Annotations/<id>.xml and random JPEGImages/<id>.jpg;
+    `image_sets` maps set name -> {image id: [(class, difficult)]}."""
+    base = root / "VOCdevkit" / "VOC2007"
+    for d in ("ImageSets/Main", "Annotations", "JPEGImages"):
+        (base / d).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, images in image_sets.items():
+        (base / "ImageSets" / "Main" / f"{name}.txt").write_text("\n".join(images) + "\n")
+        for i, objects in images.items():
+            (base / "Annotations" / f"{i}.xml").write_text(voc_xml(objects))
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(base / "JPEGImages" / f"{i}.jpg")
+
+
+def write_ucf101_frames(root: Path, splits: dict[str, list[tuple[str, np.ndarray]]]) -> None:
+    """UCF101's layout with pre-extracted frames: ``UCF-101/<Class>/v_<Class>_gGG_cCC/00000.jpg`` (one frame,
+    the middle one) and ``ucfTrainTestlist/<list>.txt`` naming each clip's ``.avi``. `splits` maps a list
+    name (``trainlist02``) to (clip stem ``Class/v_Class_g01_c01``, frame) pairs; train lists carry a
+    1-based class index after the path, as the real ones do."""
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir(parents=True, exist_ok=True)
+    for name, clips in splits.items():
+        lines = []
+        for stem, frame in clips:
+            folder = root / "UCF-101" / stem
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(frame).save(folder / "00000.jpg", quality=95)
+            lines.append(f"{stem}.avi" + (" 1" if name.startswith("train") else ""))
+        (lists / f"{name}.txt").write_text("\n".join(lines) + "\n")

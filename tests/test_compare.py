@@ -29,7 +29,7 @@ def _write(out: Path, model: str, task: str, scores: np.ndarray, labels: np.ndar
     key = main_metric_key(main)
     rows = [make_row(model=model, pretrained="tag", model_fingerprint=model, task=task, task_version=1,
                      source="s", split="test", protocol="zeroshot", metric=m, value=v, is_main=(m == key),
-                     n=int(labels.shape[0]), date="2026-01-01", **fields)
+                     n=int(labels.shape[0]), **{"date": "2026-01-01", **fields})
             for m, v in all_metrics(scores, labels, main).items()]
     attach_outcomes(rows, scores, labels, out)
     append_rows(out, rows)
@@ -148,3 +148,31 @@ def test_format_comparison_lists_refusals(results):
     _write(results, "bad", "t3", _scores(rng, labels[::-1].copy(), 0.9, 10), labels[::-1].copy())
     text = format_comparison(compare("good", "bad", results))
     assert "t3: refused" in text and "A better on 2" in text
+
+
+def test_a_later_override_row_never_displaces_the_standard_row(results):
+    """A --classnames/--limit run written after the full evaluation is not what compare compares."""
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 10, 600)
+    _write(results, "good", "t1", _scores(rng, labels, 0.1, 10), labels, standard=False,
+           date="2026-06-01", classnames_file="wrong.txt", classnames_hash="0123456789abcdef")
+    c = compare("good", "bad", results)
+    t1 = next(t for t in c.tasks if t.task == "t1")
+    assert t1.result == "A better" and 10 < t1.diff < 30  # the standard 90% row, not the 10% override
+
+
+def test_outcomes_whose_evidence_was_altered_are_refused(results):
+    """A valid .npz whose per-sample bits no longer give its recorded value is damaged, never evidence."""
+    from clip_bench.outcomes import OutcomeError, load, load_for_row, outcome_relpath
+    from clip_bench.results import read_rows
+
+    row = next(r for r in read_rows(results) if r["model"] == "good" and r["task"] == "t1" and r["is_main"])
+    path = results / outcome_relpath(row)
+    with np.load(path, allow_pickle=False) as npz:
+        data = {k: npz[k] for k in npz.files}
+    key = next(k for k, v in data.items() if v.dtype == np.uint8 and v.ndim == 1 and v.size > 10)
+    data[key] = np.bitwise_xor(data[key], np.uint8(0xFF))  # flip the evidence, keep the recorded value
+    np.savez(path, **data)
+    assert load(path).value == pytest.approx(row["value"])
+    with pytest.raises(OutcomeError, match="damaged"):
+        load_for_row(row, results)

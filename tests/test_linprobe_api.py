@@ -19,7 +19,7 @@ def test_linprobe_rows_and_no_model_load_on_second_run(eval_config, monkeypatch)
     ex = row["extra"]
     assert ex["solver"] == "torch" and 1e-6 <= ex["C"] <= 1e6 and ex["seed"] == 0
     assert (ex["n_train"], ex["n_val"], ex["n_refit"], row["n"]) == (1078, 359, 1437, 360)
-    assert row["feature_kind"] == "embed"
+    assert row["feature_kind"] == "pre-proj"  # the default (auto) for a ViT: before the image projection
 
     loads = []
     real = models.load_model

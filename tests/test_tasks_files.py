@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import fixture_writers
 import numpy as np
 import pytest
 from _task_fixtures import fixture_task, main_row, save_images
@@ -22,29 +23,14 @@ VOC_OBJECTS = {
     "000001": [("dog", 0), ("person", 0)],
     "000002": [("train", 0)],
     "000004": [("diningtable", 0), ("chair", 0), ("chair", 1)],
-    "000006": [("pottedplant", 0), ("sofa", 1)],  # sofa only difficult: negative
+    "000006": [("pottedplant", 0), ("sofa", 1)],  # sofa only difficult: ignored for sofa (-1)
     "000008": [("aeroplane", 0), ("tvmonitor", 0)],
     "000010": [("sheep", 0), ("dog", 0)],
 }
 
 
-def voc_xml(objects: list[tuple[str, int]]) -> str:
-    body = "".join(
-        f"<object><name>{c}</name><pose>Left</pose><truncated>0</truncated><difficult>{d}</difficult>"
-        "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>"
-        for c, d in objects
-    )
-    return f"<annotation><folder>VOC2007</folder><size><width>16</width><height>16</height></size>{body}</annotation>"
-
-
 def write_voc(root: Path) -> None:
-    base = root / "VOCdevkit" / "VOC2007"
-    (base / "ImageSets" / "Main").mkdir(parents=True)
-    (base / "Annotations").mkdir()
-    (base / "ImageSets" / "Main" / "test.txt").write_text("\n".join(VOC_OBJECTS) + "\n")
-    for i, objects in VOC_OBJECTS.items():
-        (base / "Annotations" / f"{i}.xml").write_text(voc_xml(objects))
-    save_images([base / "JPEGImages" / f"{i}.jpg" for i in VOC_OBJECTS])
+    fixture_writers.write_voc(root, {"test": VOC_OBJECTS})
 
 
 def test_voc2007_multi_hot_targets_in_task_order_and_map(tmp_path, eval_config):
@@ -54,7 +40,9 @@ def test_voc2007_multi_hot_targets_in_task_order_and_map(tmp_path, eval_config):
     names = get_task("voc2007").prompt_set().display_names()
     assert data.targets.shape == (6, 20) and data.targets.dtype == np.float32
     for row, objects in zip(data.targets, VOC_OBJECTS.values()):
-        assert {names[j] for j in np.flatnonzero(row)} == {c for c, d in objects if not d}
+        assert {names[j] for j in np.flatnonzero(row > 0)} == {c for c, d in objects if not d}
+        assert {names[j] for j in np.flatnonzero(row < 0)} == {c for c, d in objects if d} - {c for c, d in objects if not d}
+    assert data.targets[3, names.index("sofa")] == -1 and data.targets[2, names.index("chair")] == 1
     assert map_11point(data.targets + 0.0, data.targets) == pytest.approx(100.0)
     row = main_row(zeroshot("tiny-clip-digits", task, eval_config, device="cpu"))
     assert row["metric"] == "map_11point" and row["n"] == 6 and 0.0 < row["value"] <= 100.0

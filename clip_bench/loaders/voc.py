@@ -6,10 +6,11 @@ Layout (torchvision's ``VOCDetection`` layout, which ``--download`` fills)::
     <root>/VOCdevkit/VOC2007/Annotations/<id>.xml
     <root>/VOCdevkit/VOC2007/JPEGImages/<id>.jpg
 
-An image is positive for a class when it holds an object of that class not marked ``difficult``
-(``keep_difficult: true`` counts those too). The devkit's classification scorer *ignores* images whose
-only instances of a class are difficult; a multi-hot matrix cannot express "ignore", so they count as
-negatives here.
+Targets follow the devkit's classification ground truth (``VOCevalcls``): per image and class, 1 when
+the image holds an object of that class not marked ``difficult``, -1 ("ignore") when its only objects
+of that class are difficult, 0 otherwise. The 11-point mAP skips ignored entries per class (they are
+neither hits nor false positives); a linear probe trains with them as negatives. ``keep_difficult:
+true`` counts difficult objects as positives instead (no ignored entries).
 """
 
 from __future__ import annotations
@@ -29,14 +30,23 @@ VOC_CLASSES = (
 )
 
 
+#: Target values: a positive, a negative, and an entry the devkit ignores (difficult-only).
+POSITIVE, NEGATIVE, IGNORE = 1.0, 0.0, -1.0
+
+
 def voc_targets(xml_path: Path, keep_difficult: bool = False) -> np.ndarray:
-    """The multi-hot (20,) float32 vector of one annotation file."""
-    row = np.zeros(len(VOC_CLASSES), dtype=np.float32)
+    """The (20,) float32 target vector of one annotation file: 1 positive, 0 negative, -1 ignore."""
+    row = np.full(len(VOC_CLASSES), NEGATIVE, dtype=np.float32)
     for obj in ET.parse(xml_path).getroot().iter("object"):
         name = (obj.findtext("name") or "").strip()
+        if name not in VOC_CLASSES:
+            continue
+        c = VOC_CLASSES.index(name)
         difficult = (obj.findtext("difficult") or "0").strip() == "1"
-        if name in VOC_CLASSES and (keep_difficult or not difficult):
-            row[VOC_CLASSES.index(name)] = 1.0
+        if keep_difficult or not difficult:
+            row[c] = POSITIVE
+        elif row[c] == NEGATIVE:
+            row[c] = IGNORE
     return row
 
 
