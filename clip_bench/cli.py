@@ -194,6 +194,10 @@ def _notes(extra: dict[str, Any]) -> str:
         parts.append(f"seed {extra['seed']}")
     if extra.get("C") is not None:
         parts.append(f"C={extra['C']:.3g}")
+    if extra.get("C_at_grid_edge"):
+        parts.append(f"C at the {extra['C_at_grid_edge']} end of the grid")
+    if extra.get("converged") is False or extra.get("sweep_converged") is False:
+        parts.append("not converged")
     if extra.get("skipped_images"):
         n_bad = extra["skipped_images"]
         parts.append(f"{n_bad} bad image{'' if n_bad == 1 else 's'} skipped")

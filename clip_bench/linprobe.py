@@ -168,7 +168,9 @@ def linprobe(
                 n=res["n_test"], C=res["C"], solver=res["solver"], seed=seed, val_score=res["val_score"],
                 val_source=res["val_source"], n_train=res["n_train"], n_val=res["n_val"], n_refit=res["n_refit"],
                 n_iter=res["n_iter"], converged=res["converged"], wall_time_s=round(res["wall_time_s"], 3),
-                sweep=res["sweep"], **where,
+                sweep=res["sweep"], C_at_grid_edge=res.get("C_at_grid_edge"),
+                sweep_converged=res.get("sweep_converged"), sweep_n_fits=res.get("sweep_n_fits"),
+                val_log_loss=res.get("val_log_loss"), **where,
             )], *evidence, cfg.output_dir))
         if plan.aggregate is not None:
             # The task's result: the mean over its runs. Its identity is the task's (the runs are part of the
@@ -238,7 +240,8 @@ def fewshot(
                 rows.extend(attach_outcomes([make_row(
                     **common, protocol=f"fewshot_k{k}", value=res["test_score"], n=res["n_test"], k=k, seed=seed,
                     C=res["C"], C_rule=res["C_rule"], solver=res["solver"], n_train=res["n_shots"],
-                    shots_sha1=res["shots_sha1"], n_iter=res["n_iter"],
+                    shots_sha1=res["shots_sha1"], n_iter=res["n_iter"], converged=res.get("converged"),
+                    C_at_grid_edge=res.get("C_at_grid_edge"), sweep_converged=res.get("sweep_converged"),
                 )], *metric.last, cfg.output_dir))
             rows.append(attach_seed_mean_interval(make_row(
                 **common, protocol=f"fewshot_k{k}", value=float(np.mean(scores)), n=int(len(test_y)), k=k,

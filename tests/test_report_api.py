@@ -227,3 +227,15 @@ def test_non_standard_rows_stay_out_of_tables_and_figures(tmp_path):
     assert len(_read_csv(tmp_path / "out" / "all_metrics.csv")) == 2
     assert "non-standard" in summary.lines[0]
     assert len(read_rows(tmp_path)) == 2
+
+
+def test_a_probe_C_at_the_grid_edge_is_flagged(tmp_path):
+    """A linear-probe row whose C was picked at an end of the grid is named in the report."""
+    results = tmp_path / "results"
+    rows = synthetic_rows(fewshot_tasks=1, seeds=2)
+    lp = next(r for r in rows if r["protocol"] == "linear_probe" and r["is_main"])
+    lp["extra"] = {**(lp.get("extra") or {}), "C": 1e-6, "C_at_grid_edge": "low"}
+    append_rows(results, rows)
+    build_report(results, tmp_path / "out", quiet=True)
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "Flagged: C was picked at an end" in page and f"{lp['model']} on {lp['task']} (low, C = 1e-06)" in page

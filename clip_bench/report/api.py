@@ -17,7 +17,7 @@ import pandas as pd
 from ..errors import ClipBenchError
 from ..io_utils import write_text_atomic
 from ..progress import progress_bar
-from ..results import RESULTS_FILE
+from ..results import RESULTS_FILE, is_standard
 from ..retrieval_report import retrieval_section
 from . import fewshot as fs
 from . import html
@@ -259,6 +259,8 @@ class _Context:
             header, cells = self.keyed(board)
             self.interval_cells(board, protocol, header, cells)
             caption = _means_caption(board, groups) + _interval_note(self.rows, protocol)
+            if protocol == "linear_probe":
+                caption += _grid_edge_note(self.rows)
             md += [f"## Leaderboard: {title}\n", caption.replace("`", "") + "\n", to_markdown(board, ".1f")]
             children.append(Section(f"Leaderboard: {title}", [html.paragraph(caption), html.table(header, cells)]))
         fewshot_protocols = [p for p in found if fs.shots_of(p)]
@@ -633,6 +635,20 @@ def _means_caption(board: pd.DataFrame, groups: dict[str, list[str]]) -> str:
     if parts:
         text += " " + " and ".join(parts) + "; `n_*` says how many of them each model has, so partial means show as such."
     return text
+
+
+def _grid_edge_note(rows: list[dict[str, Any]]) -> str:
+    """A warning naming the linear-probe results whose C was picked at an end of the search grid."""
+    flagged = sorted({
+        f"{r['model']} on {r['task']} ({r['extra']['C_at_grid_edge']}, C = {r['extra'].get('C', float('nan')):.3g})"
+        for r in rows
+        if r.get("protocol") == "linear_probe" and is_standard(r) and isinstance(r.get("extra"), dict)
+        and r["extra"].get("C_at_grid_edge")
+    })
+    if not flagged:
+        return ""
+    return (" Flagged: C was picked at an end of the 1e-6 to 1e6 grid (the optimum may lie outside it) for "
+            + "; ".join(flagged) + ".")
 
 
 def _interval_note(rows: list[dict[str, Any]], protocol: str) -> str:
