@@ -176,3 +176,25 @@ def test_outcomes_whose_evidence_was_altered_are_refused(results):
     assert load(path).value == pytest.approx(row["value"])
     with pytest.raises(OutcomeError, match="damaged"):
         load_for_row(row, results)
+
+
+def test_report_has_a_paired_comparison_section(results, tmp_path):
+    """With two or more models, the report compares each against the first (same tests as `compare`)."""
+    import csv
+
+    from clip_bench.report import build_report
+
+    out = tmp_path / "report"
+    build_report(results, out, quiet=True)
+    with open(out / "comparisons.csv", newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    first = table[0]["model A"]
+    assert len(table) == 2 and all(r["model A"] == first for r in table)  # every model against the first
+    assert {first} | {r["model B"] for r in table} == {"good:tag", "twin:tag", "bad:tag"}
+    for r in table:
+        if "bad:tag" in (r["model A"], r["model B"]):  # 90% vs 70% on both tasks: two significant results
+            assert int(r["A better"]) + int(r["B better"]) == 2 and 10 < abs(float(r["mean A - B"])) < 30
+            assert (float(r["mean A - B"]) > 0) == (r["model B"] == "bad:tag")
+        else:  # good vs twin: identical predictions, never significant
+            assert (r["ties"], float(r["mean A - B"])) == ("2", 0.0)
+    assert "Paired comparisons" in (out / "report.html").read_text(encoding="utf-8")

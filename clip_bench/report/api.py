@@ -133,6 +133,7 @@ def build_report(
     ctx.fewshot()
     steps.update()
     ctx.published()
+    ctx.comparisons(root)
     steps.update()
     metrics = all_metrics_table(loaded.rows)
     summary.tables["all_metrics"] = metrics
@@ -498,6 +499,48 @@ class _Context:
             self.model_columns[f"published:{source}"] = {
                 key: (float(g["delta"].abs().mean()), int(g["flagged"].sum()), len(g))
                 for key, g in part.groupby(KEY)}
+
+    def comparisons(self, root: Path, max_models: int = 6) -> None:
+        """Paired zero-shot comparisons (``clip-bench compare``) of every model against the first one."""
+        from ..compare import compare
+
+        models = sorted({(r["model"], r.get("pretrained") or "") for r in self.rows if r.get("protocol") == "zeroshot"},
+                        key=lambda m: list(self.styles).index(m) if m in self.styles else len(self.styles))
+        if len(models) < 2:
+            return
+        if len(models) > max_models:
+            self.summary.notes.append(f"paired comparisons: only the first {max_models} of {len(models)} models")
+            models = models[:max_models]
+        label = [f"{m}:{p}" if p else m for m, p in models]
+        records = []
+        for other in label[1:]:
+            try:
+                c = compare(label[0], other, root)
+            except ClipBenchError as exc:
+                self.summary.notes.append(f"paired comparison {label[0]} vs {other} skipped: {exc}")
+                continue
+            if not c.tasks:
+                continue
+            records.append({
+                "model A": label[0], "model B": other, "tasks": len(c.tasks),
+                "A better": c.wins, "B better": c.losses, "ties": c.ties,
+                "mean A - B": c.mean_diff, "95% CI low": c.mean_ci_low, "95% CI high": c.mean_ci_high,
+                "refused": "; ".join(c.refused),
+            })
+        if not records:
+            return
+        table = pd.DataFrame(records)
+        self.summary.tables["comparisons"] = table
+        self.summary.write(self.out / "comparisons.csv", table.to_csv(index=False, float_format="%.2f"))
+        self.summary.lines.append(f"paired comparisons: {len(table)} pair(s) -> comparisons.csv")
+        self.tables.append(Section("Paired comparisons", [
+            html.paragraph(
+                "Each model against the first, on the zero-shot tasks both evaluated on identical test samples "
+                "(clip-bench compare): per task an exact McNemar test (accuracy) or a paired bootstrap (other "
+                "metrics), wins and losses at 5% after a Holm correction across tasks, and the mean difference "
+                "over tasks in points with its 95% interval. Run clip-bench compare A B for the per-task table."),
+            html.table(table, wrap=("refused",)),
+        ]))
 
     # --- the page --------------------------------------------------------------------------------
 
