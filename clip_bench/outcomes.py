@@ -435,7 +435,6 @@ def attach_outcomes(
     never a silently wrong interval. Files are written only by the main process and only when
     `output_dir` is set; rows then say where (``outcomes``), else ``outcomes`` is None.
     """
-    from . import distributed as ddp
 
     memo: dict[str, Any] = {}
     for row in rows:
@@ -444,17 +443,24 @@ def attach_outcomes(
         if row.get("n") is not None and int(row["n"]) != int(np.asarray(targets).shape[0]):
             raise OutcomeError(f"{row['metric']} row has n = {row['n']} but {np.asarray(targets).shape[0]} outcomes")
         out = outcomes_for(row["metric"], scores, targets, row["value"], memo)
-        check = out.recompute()
-        if not abs(check - float(row["value"])) <= _VALUE_TOL:
-            raise OutcomeError(f"per-sample outcomes give {row['metric']} = {check!r}, the row says {row['value']!r}")
-        row["ci_low"], row["ci_high"], row["ci_method"] = out.interval(B, seed)
-        row["outcomes"] = None
-        if output_dir is not None:
-            rel = f"{OUTCOMES_DIR}/{outcome_id(row)}.npz"
-            if ddp.is_main():
-                save(out, Path(output_dir) / rel)
-            row["outcomes"] = rel
+        _attach(row, out, "per-sample", output_dir, B, seed)
     return rows
+
+
+def _attach(row: dict[str, Any], out: Outcomes, what: str, output_dir: str | Path | None, B: int, seed: int) -> None:
+    """Check that `out` reproduces the row's value, give the row its interval and write the outcomes file."""
+    from . import distributed as ddp
+
+    check = out.recompute()
+    if not abs(check - float(row["value"])) <= _VALUE_TOL:
+        raise OutcomeError(f"{what} outcomes give {row['metric']} = {check!r}, the row says {row['value']!r}")
+    row["ci_low"], row["ci_high"], row["ci_method"] = out.interval(B, seed)
+    row["outcomes"] = None
+    if output_dir is not None:
+        rel = f"{OUTCOMES_DIR}/{outcome_id(row)}.npz"
+        if ddp.is_main():
+            save(out, Path(output_dir) / rel)
+        row["outcomes"] = rel
 
 
 def attach_retrieval_outcomes(
@@ -463,7 +469,6 @@ def attach_retrieval_outcomes(
 ) -> list[dict[str, Any]]:
     """:func:`attach_outcomes` for the rows of one retrieval evaluation (`ranks`, captions' images
     `text_image`, test-set hash `sample` from :func:`clip_bench.retrieval.retrieval_sample_hash`)."""
-    from . import distributed as ddp
 
     for row in rows:
         if row.get("value") is None or parse_metric(row.get("metric")) is None:
@@ -471,16 +476,7 @@ def attach_retrieval_outcomes(
         out = retrieval_outcomes(row["metric"], ranks, text_image, row["value"], sample)
         if row.get("n") is not None and int(row["n"]) != out.n:
             raise OutcomeError(f"{row['metric']} row has n = {row['n']} but {out.n} outcomes")
-        check = out.recompute()
-        if not abs(check - float(row["value"])) <= _VALUE_TOL:
-            raise OutcomeError(f"per-query outcomes give {row['metric']} = {check!r}, the row says {row['value']!r}")
-        row["ci_low"], row["ci_high"], row["ci_method"] = out.interval(B, seed)
-        row["outcomes"] = None
-        if output_dir is not None:
-            rel = f"{OUTCOMES_DIR}/{outcome_id(row)}.npz"
-            if ddp.is_main():
-                save(out, Path(output_dir) / rel)
-            row["outcomes"] = rel
+        _attach(row, out, "per-query", output_dir, B, seed)
     return rows
 
 

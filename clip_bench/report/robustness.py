@@ -87,17 +87,23 @@ def fit_models(testbed: pd.DataFrame | None = None) -> pd.DataFrame:
     return testbed[(testbed["model_type"] == cfg["fit_model_type"]).to_numpy() & ~excluded]
 
 
+def baseline_pieces(
+    x: pd.Series, y: pd.Series, x_min: float, split_at: float | None,
+) -> list[tuple[float, float, pd.DataFrame]]:
+    """(lo, hi, points) of each piece of a baseline fit: points with x ≥ `x_min`, none at 0 % or 100 %."""
+    d = pd.DataFrame({"x": x, "y": y}).dropna()
+    d = d[(d["x"] >= x_min) & (d["x"] > 0) & (d["x"] < 100) & (d["y"] > 0) & (d["y"] < 100)]
+    bounds = [x_min, split_at, 100.0] if split_at is not None else [x_min, 100.0]
+    return [(lo, hi, d[(d["x"] >= lo) & (d["x"] < hi)]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
 def fit_baseline(
     x: pd.Series, y: pd.Series, x_min: float, split_at: float | None = None, name: str = "",
     x_col: str = "", y_col: str = "",
 ) -> BaselineFit:
     """OLS in logit space over points with x ≥ `x_min`; models at 0 % or 100 % are dropped, as there."""
-    d = pd.DataFrame({"x": x, "y": y}).dropna()
-    d = d[(d["x"] >= x_min) & (d["x"] > 0) & (d["x"] < 100) & (d["y"] > 0) & (d["y"] < 100)]
-    bounds = [x_min, split_at, 100.0] if split_at is not None else [x_min, 100.0]
     pieces = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        part = d[(d["x"] >= lo) & (d["x"] < hi)]
+    for lo, hi, part in baseline_pieces(x, y, x_min, split_at):
         if len(part) < 3:
             raise ValueError(f"baseline {name}: only {len(part)} testbed models in [{lo}, {hi})")
         res = stats.linregress(logit(part["x"]), logit(part["y"]))

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .. import stats
 from .reference import testbed_shifts, testbed_top1
-from .robustness import fit_models, inv_logit, logit
+from .robustness import baseline_pieces, fit_models, inv_logit, logit
 
 #: Columns this module adds to the effective-robustness table.
 CI_COLUMNS = ["er_ci_low", "er_ci_high"]
@@ -32,12 +32,8 @@ CI_COLUMNS = ["er_ci_low", "er_ci_high"]
 def _fit_pieces(x: pd.Series, y: pd.Series, x_min: float, split_at: float | None, rng: np.random.Generator,
                 B: int) -> list[tuple[float, float, np.ndarray, np.ndarray]]:
     """Bootstrap (lo, hi, slopes (B,), intercepts (B,)) of each piece of a testbed baseline fit."""
-    d = pd.DataFrame({"x": x, "y": y}).dropna()
-    d = d[(d["x"] >= x_min) & (d["x"] > 0) & (d["x"] < 100) & (d["y"] > 0) & (d["y"] < 100)]
-    bounds = [x_min, split_at, 100.0] if split_at is not None else [x_min, 100.0]
     pieces = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        part = d[(d["x"] >= lo) & (d["x"] < hi)]
+    for lo, hi, part in baseline_pieces(x, y, x_min, split_at):
         lx, ly = logit(part["x"]), logit(part["y"])
         w = stats.resample_weights(rng, len(part), B).astype(float)
         sw = w.sum(axis=1)
