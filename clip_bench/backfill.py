@@ -61,6 +61,18 @@ def _text_embeddings(
     return None
 
 
+def cached_features(row: dict[str, Any], task: Any, cache_dir: str | Path, data_root: str | Path) -> Any:
+    """The complete feature-cache entry `row` was scored on (keyed by the row's own fields), or None."""
+    extra = row.get("extra") or {}
+    for skip_bad in (False, True):  # an entry that skipped unreadable images is keyed apart
+        key = feature_key(row["model_fingerprint"], task, task.source(row.get("source")), row["split"],
+                          row.get("feature_kind") or "embed", extra.get("limit"), Path(data_root),
+                          precision=row.get("precision") or "fp32", device=row.get("device"), skip_bad_images=skip_bad)
+        if (feats := FeatureCache(Path(cache_dir), key).load()) is not None:
+            return feats
+    return None
+
+
 def zeroshot_scores_from_cache(
     row: dict[str, Any], cache_dir: str | Path, data_root: str | Path, output_dir: str | Path = "results",
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -78,14 +90,7 @@ def zeroshot_scores_from_cache(
     if (prompt_set.templates_hash, prompt_set.classnames_hash) != (row.get("templates_hash"), row.get("classnames_hash")):
         raise ClipBenchError(f"{row['model']} on {row['task']}: the row's prompts (templates/class names) are not the "
                              f"ones the task or its files give now; {redo}.")
-    feats = None
-    for skip_bad in (False, True):  # an entry that skipped unreadable images is keyed apart
-        key = feature_key(row["model_fingerprint"], task, task.source(row.get("source")), row["split"],
-                          row.get("feature_kind") or "embed", extra.get("limit"), Path(data_root),
-                          precision=row.get("precision") or "fp32", device=row.get("device"), skip_bad_images=skip_bad)
-        feats = FeatureCache(cache_dir, key).load()
-        if feats is not None:
-            break
+    feats = cached_features(row, task, cache_dir, data_root)
     if feats is None:
         raise ClipBenchError(f"{row['model']} on {row['task']}: no per-sample outcomes, and its image features are "
                              f"not in the cache {cache_dir} (or --data-root differs); {redo}.")

@@ -77,8 +77,8 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _field(row: dict[str, Any], key: str) -> Any:
-    """A row field from the top level, else from ``extra``."""
+def field_of(row: dict[str, Any], key: str) -> Any:
+    """A row field from the top level, else (older rows) from ``extra``."""
     if row.get(key) is not None:
         return row[key]
     extra = row.get("extra")
@@ -93,9 +93,9 @@ def result_id(row: dict[str, Any]) -> str:
     hashes, feature kind, precision (and, below fp32, the device type), and protocol settings
     (probe solver, seed, k, ...; a retrieval caption template). Two rows with the same id are the same measurement.
     """
-    ident: dict[str, Any] = {k: _field(row, k) for k in IDENTITY_FIELDS}
-    ident.update(numeric_identity(_field(row, "precision"), _field(row, "device")))
-    ident["settings"] = {k: _field(row, k) for k in SETTING_IDENTITY_FIELDS if _field(row, k) is not None}
+    ident: dict[str, Any] = {k: field_of(row, k) for k in IDENTITY_FIELDS}
+    ident.update(numeric_identity(field_of(row, "precision"), field_of(row, "device")))
+    ident["settings"] = {k: field_of(row, k) for k in SETTING_IDENTITY_FIELDS if field_of(row, k) is not None}
     return sha256_json(ident)[:24]
 
 
@@ -107,7 +107,7 @@ def is_standard(row: dict[str, Any]) -> bool:
     """
     if row.get("standard") is not None:
         return bool(row["standard"])
-    return not any(_field(row, k) for k in ("limit", "templates_file", "classnames_file"))
+    return not any(field_of(row, k) for k in ("limit", "templates_file", "classnames_file"))
 
 
 def make_row(**fields: Any) -> dict[str, Any]:

@@ -257,8 +257,7 @@ def ranks_from_cache(
 
     `redo` is the advice appended to every error (the command that recomputes the row).
     """
-    from .backfill import _text_embeddings
-    from .features import FeatureCache, feature_key
+    from .backfill import _text_embeddings, cached_features
     from .identity import task_hash
     from .tasks import get_task
 
@@ -272,13 +271,7 @@ def ranks_from_cache(
     if recorded and recorded != task_hash(task):
         raise ClipBenchError(f"{who}: the row was computed from another definition of task {row['task']!r} (a task "
                              f"file?) than {task.file}; {redo}.")
-    feats = None
-    for skip_bad in (False, True):  # an entry that skipped unreadable images is keyed apart
-        key = feature_key(row["model_fingerprint"], task, task.source(row.get("source")), row["split"],
-                          row.get("feature_kind") or "embed", extra.get("limit"), Path(data_root),
-                          precision=row.get("precision") or "fp32", device=row.get("device"), skip_bad_images=skip_bad)
-        if (feats := FeatureCache(Path(cache_dir), key).load()) is not None:
-            break
+    feats = cached_features(row, task, cache_dir, data_root)
     if feats is None or feats.meta.get("captions") is None:
         raise ClipBenchError(f"{who}: no per-query outcomes, and its image features and captions are not in the "
                              f"cache {cache_dir} (or --data-root differs); {redo}.")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..results import RESULTS_FILE, ROW_FIELDS, read_rows
+from ..results import RESULTS_FILE, ROW_FIELDS, field_of, read_rows
 from ..results import is_standard as results_is_standard
 from .reference import collections
 
@@ -30,12 +30,6 @@ IDENTITY_FIELDS = (
 IDENTITY_EXTRA = ("result_id", "limit", "seed", "aggregate", "k", "classnames_file", "templates_file")
 
 
-def field_of(row: dict[str, Any], name: str) -> Any:
-    """A row field that may live top-level or, in older rows, inside ``extra``."""
-    if row.get(name) is not None:
-        return row[name]
-    extra = row.get("extra")
-    return extra.get(name) if isinstance(extra, dict) else None
 
 
 def is_standard(row: dict[str, Any]) -> bool:
