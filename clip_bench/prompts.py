@@ -102,7 +102,8 @@ def resolve_prompt_file(ref: str) -> Path:
         raise ClipBenchError(f"prompt file {path} is a directory; expected a .json or .txt file.")
     if path.exists():
         raise ClipBenchError(f"prompt file {path} is neither .json nor .txt; rename it to say which it is.")
-    raise ClipBenchError(f"no prompt file {ref!r}: looked for {path} and {shipped}.")
+    places = " and ".join(dict.fromkeys(str(p) for p in (path, shipped)))  # an absolute ref is both
+    raise ClipBenchError(f"no prompt file {ref!r}: looked for {places}.")
 
 
 def load_classnames(ref: str) -> tuple[ClassName, ...]:

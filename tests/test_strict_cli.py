@@ -127,3 +127,12 @@ def test_python_api_configs_check_their_values(config, kwargs):
     (name,) = kwargs
     with pytest.raises(ClipBenchError, match=rf"{config.__name__}\.{name} must be"):
         config(**kwargs)
+
+
+def test_a_missing_prompt_file_is_named_once(capsys, tmp_path):
+    from clip_bench.cli import main
+
+    assert main(["zeroshot", "--model", "tiny-clip-digits", "--task", "digits", "--classnames", "/nonexistent.txt",
+                 "--output-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "clip-bench: error: no prompt file '/nonexistent.txt': looked for /nonexistent.txt."
