@@ -44,7 +44,7 @@ import numpy as np
 
 from clip_bench.errors import ClipBenchError
 
-from .logreg import LogisticRegressionProbe
+from .logreg import LogisticRegressionProbe, path_start
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -210,6 +210,7 @@ class _PathFitter:
         self.template, self.X, self.y, self.grid, self.warm_start = template, X, y, grid, warm_start
         self.fold = fold
         self.solutions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.memory = None
         self.n_iter = 0
         self.fit_times: list[float] = []
         self.records: list[dict] = []
@@ -217,10 +218,13 @@ class _PathFitter:
     def fit(self, i: int) -> LogisticRegressionProbe:
         init = {}
         if self.warm_start and self.solutions:
-            j = min(self.solutions, key=lambda j: (abs(j - i), j))
-            init = dict(zip(("coef_init", "intercept_init", "init_classes"), self.solutions[j], strict=True))
+            # linear in log C through the nearest fitted C (logreg.path_start)
+            start = path_start({float(self.grid[j]): sol for j, sol in self.solutions.items()}, float(self.grid[i]))
+            init = dict(zip(("coef_init", "intercept_init", "init_classes"), start, strict=True))
+            init["lbfgs_memory"] = self.memory  # the last fit's curvature pairs: fewer iterations (logreg.py)
         probe = self.template.clone(C=float(self.grid[i])).fit(self.X, self.y, **init)
         self.solutions[i] = (probe.coef_, probe.intercept_, probe.classes_)
+        self.memory = getattr(probe, "lbfgs_memory_", None)
         self.n_iter += int(probe.n_iter_)
         self.fit_times.append(probe.fit_time_)
         self.records.append({
