@@ -40,6 +40,7 @@ from clip_bench.probe import (
     logistic_objective,
     run_linear_probe,
 )
+from clip_bench.probe.logreg import path_start
 
 
 def clip_like_features(n_train: int, n_val: int, n_test: int, dim: int, classes: int, seed: int,
@@ -66,10 +67,12 @@ def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
 
 def parity(data: dict, threads: int | None, stride: int, max_iter: int) -> dict:
     """torch (warm path and cold) against scikit-learn (tol=1e-10, cold) at every ``stride``-th grid C:
-    relative objective difference and val accuracy difference."""
+    relative objective difference and val accuracy difference. The warm path starts each fit as the
+    sweep does (``path_start`` from the fits before it, plus the last fit's L-BFGS curvature pairs)."""
     (X, y), (vX, vy) = data["train"], data["val"]
     grid = c_grid()[::stride]
-    warm_init: dict = {}
+    path: dict = {}  # C -> (coef, intercept, classes) of the warm path, as the sweep keeps them
+    memory = None
     rows = []
     for C in grid:
         t0 = time.perf_counter()
@@ -81,9 +84,14 @@ def parity(data: dict, threads: int | None, stride: int, max_iter: int) -> dict:
         row = {"C": float(C), "sklearn_obj": obj_ref, "sklearn_val": acc_ref, "sklearn_iter": int(lr.n_iter_[0]),
                "sklearn_s": t_ref}
         for mode in ("cold", "warm"):
-            fit = LogisticRegressionProbe(C=C, n_threads=threads).fit(X, y, **(warm_init if mode == "warm" else {}))
+            init = {}
+            if mode == "warm" and path:  # the sweep's start: log-C extrapolation and the last curvature pairs
+                init = dict(zip(("coef_init", "intercept_init", "init_classes"), path_start(path, C), strict=True))
+                init["lbfgs_memory"] = memory
+            fit = LogisticRegressionProbe(C=C, n_threads=threads).fit(X, y, **init)
             if mode == "warm":
-                warm_init = {"coef_init": fit.coef_, "intercept_init": fit.intercept_}
+                path[C] = (fit.coef_, fit.intercept_, fit.classes_)
+                memory = fit.lbfgs_memory_
             obj = logistic_objective(X, y, fit.coef_, fit.intercept_, C)
             row[mode] = {"rel_obj": (obj - obj_ref) / obj_ref, "val_diff": 100.0 * fit.score(vX, vy) - acc_ref,
                          "n_iter": int(fit.n_iter_), "converged": bool(fit.converged_)}
