@@ -11,6 +11,7 @@ from sklearn.preprocessing import StandardScaler
 
 from clip_bench.errors import ClipBenchError
 from clip_bench.probe import LogisticRegressionProbe, logistic_objective
+from clip_bench.probe.logreg import path_start
 
 
 def synthetic(n: int, k: int = 25, d: int = 40, seed: int = 0, offset: float = 0.0):
@@ -215,16 +216,23 @@ def grid_reference():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("warm", [False, True])
-def test_parity_with_tight_sklearn_across_the_grid(grid_reference, warm):
+@pytest.mark.parametrize("start", ["cold", "neighbour", "path"])
+def test_parity_with_tight_sklearn_across_the_grid(grid_reference, start):
     """Relative objective within 1e-3 and val accuracy within 0.3 points of a tight, cold sklearn fit at
-    every C, warm-started along the path or cold (benchmarks/bench_probe.py --parity: all 97 C on the
-    benchmark data)."""
+    every C, cold, warm-started from the previous C, or started as the sweep does (log-C extrapolation
+    through the fits so far plus the last fit's curvature pairs) (benchmarks/bench_probe.py --parity:
+    all 97 C on the benchmark data)."""
     X, y, vX, vy, ref = grid_reference
     init: dict = {}
+    path: dict = {}
+    last = None
     for C, (obj_ref, acc_ref) in ref.items():
-        fit = LogisticRegressionProbe(C=C, n_threads=1).fit(X, y, **init)
-        if warm:
+        if start == "path" and path:
+            init = dict(zip(("coef_init", "intercept_init", "init_classes"), path_start(path, C), strict=True))
+            init["lbfgs_memory"] = last.lbfgs_memory_
+        fit = last = LogisticRegressionProbe(C=C, n_threads=1).fit(X, y, **init)
+        path[C] = (fit.coef_, fit.intercept_, fit.classes_)
+        if start == "neighbour":
             init = {"coef_init": fit.coef_, "intercept_init": fit.intercept_}
         obj = logistic_objective(X, y, fit.coef_, fit.intercept_, C)
         assert fit.converged_, (C, fit.stop_reason_)
@@ -249,3 +257,56 @@ def test_warm_start_is_matched_by_class():
     binary = LogisticRegressionProbe(C=1.0, n_threads=1).fit(X[two], y[two])
     again = LogisticRegressionProbe(C=1.0, n_threads=1).fit(X, y, coef_init=binary.coef_, init_classes=binary.classes_)
     assert again.objective_ == pytest.approx(cold.objective_, rel=1e-3)
+
+
+# ---------------------------------------------------------------- starts along a C path (speed)
+
+def test_path_start_is_linear_in_log_C():
+    k = np.array([0, 1, 2])
+    W1, W100 = np.full((3, 2), 1.0, np.float32), np.full((3, 2), 3.0, np.float32)
+    sols = {1.0: (W1, np.zeros(3, np.float32), k), 100.0: (W100, np.ones(3, np.float32), k)}
+    W, b, classes = path_start(sols, 10.0)  # between the two: interpolation
+    np.testing.assert_allclose(W, 2.0), np.testing.assert_allclose(b, 0.5)
+    assert W.dtype == np.float32 and classes is k
+    np.testing.assert_allclose(path_start(sols, 1e4)[0], 5.0)  # one span beyond: extrapolation
+    np.testing.assert_allclose(path_start(sols, 1e8)[0], 5.0)  # never by more than the span
+    np.testing.assert_allclose(path_start(sols, 0.01)[0], -1.0)
+    assert path_start(sols, 100.0)[0] is W100  # a fitted C is its own start
+    assert path_start({1.0: sols[1.0]}, 10.0)[0] is W1  # one fit: the nearest
+    other = {1.0: sols[1.0], 100.0: (np.full((2, 2), 3.0), np.ones(2), np.array([0, 1]))}
+    assert path_start(other, 30.0)[0].shape == (2, 2)  # layouts differ: the nearest as is
+
+
+def test_path_starts_and_curvature_pairs_reach_the_cold_solution():
+    """The sweep's starts (log-C interpolation or extrapolation plus the last fit's L-BFGS pairs)
+    change the iterations, not the solution: same objective and coefficients as a cold fit, within
+    the stopping rule's bound (||W - W*|| <= tol ||W||). A start that already passes the relative test
+    (0 iterations) is within that bound too."""
+    X, y = _small(seed=3, sep=0.5)
+    path, last = {}, None
+    grid = [0.1, 10.0, 1000.0, 1.0, 100.0 * 10**0.125]  # extrapolate twice, then interpolate
+    for C in grid:
+        init = {}
+        if path:
+            init = dict(zip(("coef_init", "intercept_init", "init_classes"), path_start(path, C), strict=True))
+            init["lbfgs_memory"] = last.lbfgs_memory_
+        warm = LogisticRegressionProbe(C=C, n_threads=1).fit(X, y, **init)
+        cold = LogisticRegressionProbe(C=C, n_threads=1).fit(X, y)
+        tight = LogisticRegressionProbe(C=C, dtype="float64", tol=1e-6, max_iter=5000, n_threads=1).fit(X, y)
+        assert warm.converged_ and warm.residual_ <= 1e-2, (C, warm.stop_reason_)
+        assert warm.objective_ == pytest.approx(tight.objective_, rel=1e-3)
+        assert cold.objective_ == pytest.approx(tight.objective_, rel=1e-3)
+        assert np.linalg.norm(warm.coef_ - tight.coef_) <= 1.5e-2 * np.linalg.norm(tight.coef_), C
+        path[C], last = (warm.coef_, warm.intercept_, warm.classes_), warm
+
+
+def test_curvature_pairs_of_other_features_are_ignored():
+    X, y = _small(seed=4)
+    first = LogisticRegressionProbe(C=1.0, n_threads=1).fit(X + 1.0, y)  # other features (other centre)
+    plain = LogisticRegressionProbe(C=2.0, n_threads=1).fit(X, y)
+    seeded = LogisticRegressionProbe(C=2.0, n_threads=1).fit(X, y, lbfgs_memory=first.lbfgs_memory_)
+    assert seeded.n_iter_ == plain.n_iter_ and seeded.objective_ == plain.objective_
+    same = LogisticRegressionProbe(C=1.0, n_threads=1).fit(X, y)
+    reused = LogisticRegressionProbe(C=2.0, n_threads=1).fit(X, y, lbfgs_memory=same.lbfgs_memory_)
+    assert reused.converged_ and reused.objective_ == pytest.approx(plain.objective_, rel=1e-3)
+    assert len(same.lbfgs_memory_.S) > 0

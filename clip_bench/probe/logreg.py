@@ -32,6 +32,15 @@ with ``stop_reason_``. ``criterion="sklearn"`` restores scipy's test as sklearn 
 from a warm start, often after 0 iterations. The loss is written so that tiny per-example losses
 (large C on separable data) keep their precision in float32.
 
+Along a C path (the sweep) two things make the fits cheaper without touching what they converge to:
+``path_start`` starts each fit linearly in log C through two fitted neighbours (interpolation between
+the nearest fitted C on either side, else extrapolation), and ``lbfgs_memory`` hands the previous
+fit's L-BFGS curvature pairs to the next one (the penalty's part of each pair is re-computed at the
+new C, so only the data curvature is carried over). On the benchmark data they cut the loss
+evaluations of a sweep by about 2.5x. An interpolated start can already pass the relative test: the
+fit then takes 0 iterations, and that is still the bound above, ``||W - W*|| <= tol ||W||`` at *this*
+C (the old absolute test, by contrast, passed at the neighbour's solution).
+
 scikit-learn now divides the lbfgs objective by n (PR #26721, 2023) and kept ``tol``; the paper
 (2021) ran an older sklearn whose gradient test applied to the *summed* objective. With today's
 ``tol=1e-4`` and large C the sklearn fit stops well before the optimum, so where it stops depends on

@@ -28,9 +28,10 @@ Choosing among the scores (the paper does not say; this is clip-bench's rule):
 * **Grid edge.** A pick at the first or last grid point is recorded (``C_at_grid_edge``: "low" or
   "high"): the best C may lie outside the searched range.
 
-Each fit is warm-started from the nearest C already fitted (torch solver; grid distance, ties to the
-smaller C). The solver stops on a relative optimality residual that a warm start cannot pass without
-converging (``logreg.py``), so every score belongs to the C it is reported at; each fit's iterations
+Each fit is warm-started from the C already fitted (torch solver): linearly in log C through the
+nearest fitted C (``logreg.path_start``), with the last fit's L-BFGS curvature pairs. The solver stops
+on a relative optimality residual that bounds the distance to the optimum at the fitted C from any
+start (``logreg.py``), so every score belongs to the C it is reported at; each fit's iterations
 and convergence are recorded (``fits``).
 """
 
