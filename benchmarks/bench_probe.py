@@ -1,14 +1,14 @@
 """Benchmark: the paper's full linear-probe protocol with the torch solver vs scikit-learn.
 
-Measured (shared 2-core Xeon VM, CPU only, torch 2.14.1, sklearn 1.9.1; 20k/5k/10k x 512, 100 classes;
-``/work/venv/bin/python benchmarks/bench_probe.py --threads 1``; details in RESULTS_probe.md):
+Measured (shared 2-core AMD EPYC VM, CPU only, torch 2.15.0, sklearn 1.9.1; 20k/5k/10k x 512, 100 classes;
+``PYTHONPATH=$PWD python benchmarks/bench_probe.py --threads 1``; history in RESULTS_probe.md), every torch
+fit converged (relative residual <= 1e-2):
 
-    threads=1: torch 27.1 s (sweep 24.0 + refit 3.1, 399+48 L-BFGS iterations)
-               sklearn 160.2 s (sweep 146.6 + refit 13.5, 1722+154 iterations)
-               speed ratio sklearn/torch 5.9x (6.2x in a second run); test accuracy 89.28 vs 89.00 (+0.28)
-    threads=2: torch 13.2 s vs sklearn 245.0 s = 18.5x (sklearn half partly under other jobs' load);
-               test accuracy 89.28 vs 89.14 (+0.14). Under a competing CPU job, 2-thread torch is ~15x
-               slower (oversubscribed OpenMP), so on a shared CPU use --threads 1.
+    threads=1: torch 20.5 s (sweep 17.5 + refit 2.9, 181+29 L-BFGS iterations, 21 fits)
+               sklearn 225.0 s (sweep 208.8 + refit 16.2, 2017+168 iterations, 17 fits)
+               speed ratio sklearn/torch 11.0x (load ~2.2); test accuracy 89.07 vs 88.58 (+0.49)
+    Under a competing CPU job, 2-thread torch is ~15x slower (oversubscribed OpenMP), so on a shared
+    CPU use --threads 1.
 
 Synthetic CLIP-like features (float32): 100 class means plus Gaussian noise with a decaying spectrum
 (feature variances ~ j^-decay, randomly rotated) and a large common offset, as real CLIP features
