@@ -88,10 +88,32 @@ def shot_folds(shot_labels: np.ndarray, k: int, max_folds: int = 4) -> list[tupl
     return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(n_folds)]
 
 
-def one_shot_C(shots_X: np.ndarray) -> float:
-    """The fixed k=1 rule: C = 1 / mean squared distance of a shot to the shots' mean."""
-    X = np.asarray(shots_X, dtype=np.float64)
-    spread = float(np.mean(np.sum((X - X.mean(axis=0)) ** 2, axis=1)))
-    if not spread > 0:
-        raise ClipBenchError("all 1-shot features are identical; cannot set a scale-aware C")
-    return 1.0 / spread
+#: The prior's scale: C = PRIOR_SCALE / (n * mean squared spread of the features). See the module docstring.
+PRIOR_SCALE = 100.0
+
+
+def prior_C(X: np.ndarray, n: int | None = None, scale: float = PRIOR_SCALE) -> float:
+    """The scale-aware prior C = ``scale`` / (n * mean_i ||x_i - mean(x)||^2), n = ``len(X)`` unless given:
+    it fixes the per-example regularisation 1 / (C n) relative to the squared feature scale."""
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[0] if n is None else n
+    spread = float(np.mean(np.sum((X - X.mean(axis=0)) ** 2, axis=1))) if X.size else 0.0
+    if not spread > 0 or n < 1:
+        raise ClipBenchError("all features are identical; cannot set a scale-aware C (check the features)")
+    return scale / (n * spread)
+
+
+def one_shot_C(shots_X: np.ndarray, scale: float = PRIOR_SCALE) -> float:
+    """The fixed k=1 rule: the prior C of the shots (``prior_C``)."""
+    return prior_C(shots_X, scale=scale)
+
+
+def transfer_C(C: float, n_from: float, n_to: float) -> float:
+    """A C chosen on fits to ``n_from`` examples, for a fit to ``n_to``: the same per-example
+    regularisation 1 / (C n), i.e. C * n_from / n_to."""
+    return float(C) * float(n_from) / float(n_to)
+
+
+def cv_train_size(folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Mean number of training examples of the CV folds (what the CV's C was chosen for)."""
+    return float(np.mean([len(tr) for tr, _ in folds]))
