@@ -8,15 +8,22 @@ curves over k compare like with like).
 Choosing C without peeking at val or test (the paper does not say how its few-shot probes were
 regularised, so this is clip-bench's documented rule):
 
+* **The prior C** = ``PRIOR_SCALE`` / (n * mean_i ||x_i - mean(x)||^2) = 100 / (n s^2) for a fit to n
+  examples. In scikit-learn's scaling (sum of n losses + ||w||^2 / 2C) this fixes the per-example
+  regularisation 1 / (C n) at s^2 / 100, the same for any number of shots or classes and any feature
+  scale (scaling the features by a scales the best C by 1 / a^2). The constant is measured, not
+  derived: on both feature sets of ``benchmarks/bench_probe_c.py`` the best *fixed* value of C n s^2
+  lies between 10^1.75 and 10^2.5 at every k (RESULTS.md, "Choosing C", has the sensitivity).
 * k >= 2: cross-validation inside the shots. Shot j of every class (in drawn order) goes to fold
   ``j % n_folds`` with ``n_folds = min(k, max_folds)`` (default 4; k = 2 is leave-one-shot-out).
   Every fold keeps >= 1 training shot per class. C is chosen by the paper's grid + binary search
-  (``sweep.py``) on the mean fold score, then the probe is refit on all shots at that C. C is carried
-  over from the (k - k/n_folds)-shot folds unchanged, as ``LogisticRegressionCV`` does.
-* k = 1: no shot can be held out without losing its class, so C is fixed:
-  ``C = 1 / mean_i ||x_i - mean(x)||^2`` over the shots (or ``one_shot_C`` if given). In the
-  sum-of-losses scaling this makes the regularised logits of order 1 whatever the feature scale,
-  i.e. a strongly regularised probe close to a class-prototype classifier, the sensible 1-shot prior.
+  (``sweep.py``) on the mean fold accuracy; C within one standard error of the best tie, and among
+  them the one nearest the prior C of the folds' training size n_cv wins: the shots decide what
+  they can resolve, the prior the rest. The probe is then refit on all n shots at C * n_cv / n
+  (``transfer_C``: the per-example regularisation the CV chose, not its raw C; the CV fits saw
+  fewer examples, so the same C would regularise the final fit less).
+* k = 1: no shot can be held out without losing its class, so C is the prior C of the shots
+  (``one_shot_C``), unless ``ProbeConfig.one_shot_C`` fixes it.
 """
 
 from __future__ import annotations

@@ -19,12 +19,19 @@ Choosing among the scores (the paper does not say; this is clip-bench's rule):
   probability rather than a count of argmax hits, decides between C it cannot tell apart.
   (benchmarks/RESULTS.md, "Choosing C": on noisy digits, exact ties only left the full probe 1.1
   points under the oracle C, the SE rule 0.6.)
+* **With a prior C** (``prior_C``; the few-shot probes give one, ``fewshot.py``): the tied C nearest
+  the prior in log C wins instead (then the log-loss, then the smaller C), and the prior's grid point
+  is fitted with the coarse points. The validation data still decide whenever they can resolve a
+  difference; the prior only ranks what they cannot. It replaces the log-loss for the few-shot CV
+  because there the validation sets are tiny (a 1-SE band of 5-10 points ties most of the grid) and
+  the log-loss minimum sits systematically at larger C than the accuracy optimum (it rewards
+  confident probabilities, not better decisions): on noisy digits 0.8-1 decade too high at every k.
 * **Ties never hide a peak.** Each halving round refines around three points of the tied set, not
   only the best-ranked one: the best-ranked (lowest log-loss), the highest main score, and the
   centre of the tied run (the median tied grid index), so a plateau of equal coarse scores cannot
   hide a peak between its points.
 * **Bounded.** At most 7 + 4 rounds x 2 x 3 = 31 distinct C are fitted (15 when one C leads, the
-  paper's count); the number is recorded (``n_fits``, x the number of CV folds).
+  paper's count; one more with a prior); the number is recorded (``n_fits``, x the number of CV folds).
 * **Grid edge.** A pick at the first or last grid point is recorded (``C_at_grid_edge``: "low" or
   "high"): the best C may lie outside the searched range.
 
