@@ -186,13 +186,13 @@ def apply_rules(cfg: ProbeConfig, run: dict, X, y, k: int, test_X, test_y) -> di
             "previous": float(curve[j_old]), "C_previous": float(grid[j_old])}
 
 
-def fewshot_runs(cfg: ProbeConfig, data: dict, seeds: int, shots: tuple[int, ...], log, done: dict) -> list[dict]:
+def fewshot_runs(cfg: ProbeConfig, data: dict, seeds: range, shots: tuple[int, ...], log, done: dict) -> list[dict]:
     """Per (k, seed): the measured tables (or those read back from --log) and the rules applied to them.
     k = 1 uses the fixed rule (``fewshot.one_shot_C``)."""
     (train_X, train_y), (test_X, test_y) = data["train"], data["test"]
     runs = []
     for k in shots:
-        for seed in range(seeds):
+        for seed in seeds:
             t0 = time.perf_counter()
             idx = sample_k_shot(train_y, k, seed)
             X, y = train_X[idx], train_y[idx]
@@ -272,14 +272,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default="digits,noisy-digits")
     ap.add_argument("--seeds", type=int, default=10, help="few-shot seeds per k")
+    ap.add_argument("--seed-from", type=int, default=0, help="first few-shot seed (to split a run over processes)")
     ap.add_argument("--shots", default=",".join(map(str, SHOTS)))
     ap.add_argument("--linear-seeds", type=int, default=5, help="validation seeds of the full linear probe")
+    ap.add_argument("--prior-scale", type=float, default=ProbeConfig.prior_scale,
+                    help="few-shot prior C = SCALE / (n s^2) (sensitivity check; with --log, no refits)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--log", default=None, help="append one JSON line per run here as it finishes; runs already "
                     "in the file are read back instead of refitted (resume)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cfg = ProbeConfig(n_threads=1, device="cpu")
+    cfg = ProbeConfig(n_threads=1, device="cpu", prior_scale=args.prior_scale)
     shots = tuple(int(k) for k in args.shots.split(","))
     t0 = time.perf_counter()
     sets = feature_sets(args.sets.split(","))
@@ -301,7 +304,7 @@ def main() -> None:
         current[0] = name
         done = {("linear" if r.get("linear") else r["k"], r["seed"]): {k: v for k, v in r.items() if k not in ("set", "linear")}
                 for r in previous if r["set"] == name}
-        few = fewshot_runs(cfg, data, args.seeds, shots, log, done)
+        few = fewshot_runs(cfg, data, range(args.seed_from, args.seeds), shots, log, done)
         lin = linear_runs(cfg, data, args.linear_seeds, log, done)
         by_k = defaultdict(list)
         for r in few:
