@@ -239,7 +239,8 @@ def fewshot(
                 bar.update(1)
                 rows.extend(attach_outcomes([make_row(
                     **common, protocol=f"fewshot_k{k}", value=res["test_score"], n=res["n_test"], k=k, seed=seed,
-                    C=res["C"], C_rule=res["C_rule"], solver=res["solver"], n_train=res["n_shots"],
+                    C=res["C"], C_rule=res["C_rule"], C_cv=res.get("C_cv"), C_prior=res.get("C_prior"),
+                    solver=res["solver"], n_train=res["n_shots"],
                     shots_sha1=res["shots_sha1"], n_iter=res["n_iter"], converged=res.get("converged"),
                     C_at_grid_edge=res.get("C_at_grid_edge"), sweep_converged=res.get("sweep_converged"),
                 )], *metric.last, cfg.output_dir))
