@@ -9,21 +9,30 @@ Two feature sets from the built-in tiny CLIP (``tiny-clip-digits``, 64-d image e
 For each set, k in {1, 2, 4, 8, 16} and each seed, the k shots per class are drawn from train
 (``sample_k_shot``) and three test accuracies are measured on the same shots:
 
-* **chosen**: clip-bench's pick: the search of ``sweep.py`` on the within-shot CV scores (k >= 2; the
-  scores ``run_fewshot`` sees, computed here at all 97 C once so the other rules can be replayed on
-  them; every fit is converged, so they do not depend on the search path), the k = 1 rule otherwise;
+* **chosen**: clip-bench's pick. k >= 2: the search of ``sweep.py`` with the few-shot prior
+  (``fewshot.prior_C``) on the within-shot CV scores, the pick scaled by n_cv / n (``transfer_C``),
+  i.e. the functions ``run_fewshot`` calls; the CV scores are computed here at all 97 C once, so that
+  other rules can be replayed on them (every fit is converged, so they do not depend on the search
+  path). k = 1: the prior C of the shots (``one_shot_C``). Then one fit on the shots at that C;
 * **oracle**: the best test accuracy over all 97 grid C (an upper bound no method can reach without
   peeking at test);
 * **C = 1**: a fixed C.
 
 It also reports where the picks land (the share at the grid floor 1e-6 and the ceiling 1e6), and what
-the *previous* rule (ties to the smallest C, refinement around the smallest tied point only, no
-log-loss) picks on the same within-shot CV scores.
+two earlier rules pick on the same CV scores: ties within one SE to the lowest CV log-loss (no prior,
+no transfer), and the original search (exact ties to the smallest C, refinement around it only); at
+k = 1 the earlier rule C = 1 / mean squared spread.
 
 The full linear probe is measured the same way over several validation seeds: train + val pooled,
-a seeded stratified 20 % held out for the C search (``run_linear_probe``), refit on the pool, test.
+a seeded stratified 20 % held out for the C search (``run_linear_probe``), refit on the pool, test;
+the held-out split's scores at all 97 C are logged too.
 
-    /work/venv/bin/python benchmarks/bench_probe_c.py                  # 10 seeds, both sets
+``--log FILE`` appends each configuration's measurement (test curve, CV table) as it finishes and
+reads back whatever is already in the file instead of refitting it: a run resumes where it stopped,
+can be split over processes (``--shots``, ``--seed-from``, ``--sets``; concatenate the logs), and the
+rules are re-applied to logged tables in seconds (``--prior-scale`` for the prior's sensitivity).
+
+    /work/venv/bin/python benchmarks/bench_probe_c.py --linear-seeds 10 --log runs.jsonl --json out.json
     /work/venv/bin/python benchmarks/bench_probe_c.py --seeds 3 --sets digits --json out.json
 
 Results: benchmarks/RESULTS.md ("Choosing C").
