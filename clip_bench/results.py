@@ -91,11 +91,14 @@ def result_id(row: dict[str, Any]) -> str:
     Model fingerprint, task name, version and definition hash, source and its config hash, split,
     protocol, metric, class subset, ``--limit`` (and its sampling rule), class-name and template
     hashes, feature kind, precision (and, below fp32, the device type), and protocol settings
-    (probe solver, seed, k, ...; a retrieval caption template). Two rows with the same id are the same measurement.
+    (probe solver, seed, k, ...; a retrieval caption template), and the number of images
+    ``--skip-bad-images`` left out when there were any. Two rows with the same id are the same measurement.
     """
     ident: dict[str, Any] = {k: field_of(row, k) for k in IDENTITY_FIELDS}
     ident.update(numeric_identity(field_of(row, "precision"), field_of(row, "device")))
     ident["settings"] = {k: field_of(row, k) for k in SETTING_IDENTITY_FIELDS if field_of(row, k) is not None}
+    if field_of(row, "skipped_images"):  # --skip-bad-images left images out: another measurement (ids of clean rows unchanged)
+        ident["skipped_images"] = int(field_of(row, "skipped_images"))
     return sha256_json(ident)[:24]
 
 

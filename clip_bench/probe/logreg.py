@@ -52,6 +52,8 @@ import torch
 
 from clip_bench.errors import ClipBenchError
 
+from .rows import RowView, TorchRows
+
 SOLVERS = ("torch", "sklearn")
 _PARAM_NAMES = (
     "C", "solver", "max_iter", "tol", "device", "multilabel", "dtype", "batch_rows", "history",
@@ -95,6 +97,11 @@ def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
         raise ClipBenchError(f"probe dtype must be 'float32' or 'float64', got {dtype!r}") from None
 
 
+def torch_to_numpy(dtype: torch.dtype) -> type:
+    """The NumPy scalar type of a torch float dtype."""
+    return {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}[dtype]
+
+
 def _feature_tensor(
     X: np.ndarray | torch.Tensor, dtype: torch.dtype, device: torch.device, batch_rows: int
 ) -> torch.Tensor:
@@ -104,6 +111,8 @@ def _feature_tensor(
     if isinstance(X, torch.Tensor):
         keep = X.dtype in (torch.float16, torch.bfloat16) or X.dtype == dtype
         return X.to(device=device, dtype=X.dtype if keep else dtype)
+    if isinstance(X, RowView) and device.type == "cpu" and X.dtype in (np.float16, torch_to_numpy(dtype)):
+        return TorchRows(X)  # rows gathered a chunk at a time by the loss: no copy of the features
     if X.ndim != 2:
         raise ClipBenchError(f"features must be a 2-D array (n_samples, n_features), got shape {X.shape}")
     store = torch.float16 if X.dtype in _HALF_DTYPES else dtype
@@ -568,7 +577,7 @@ class LogisticRegressionProbe:
         that lacked some classes): rows are matched by class, a class the start does not know starts
         at zero. A start that cannot be matched (other feature width, binary against multiclass) is
         ignored: the fit starts from zero, which changes the iterations, not the solution."""
-        if not isinstance(X, (np.ndarray, torch.Tensor)):
+        if not isinstance(X, (np.ndarray, torch.Tensor, RowView)):
             X = np.asarray(X)
         previous = (self.coef_, self.intercept_, self.classes_) if self.warm_start and hasattr(self, "coef_") else None
         if self.solver not in SOLVERS:
@@ -751,10 +760,21 @@ class LogisticRegressionProbe:
             out[i : i + batch_rows] = np.asarray(Xn[i : i + batch_rows], dtype=dt) @ self.coef_.T + self.intercept_
         return out[:, 0] if (self.coef_.shape[0] == 1 and not self.multilabel) else out
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: np.ndarray, dtype: type = np.float64, batch_rows: int = 4096) -> np.ndarray:
         """Class probabilities (N, K): softmax (multiclass), [1-p, p] (binary), per-class sigmoid
-        (multilabel; rows do not sum to 1)."""
-        Z = self.decision_function(X).astype(np.float64)
+        (multilabel; rows do not sum to 1). Computed in float64 a chunk of rows at a time and stored
+        as ``dtype``: the only full-size array is the result (float32 halves it; the logits are float32
+        already, so rounding the probabilities to float32 keeps their order and their log-loss)."""
+        n = X.shape[0]
+        first = self._proba64(self.decision_function(X[:batch_rows]))
+        out = np.empty((n, first.shape[1]), dtype=dtype)
+        out[: first.shape[0]] = first
+        for i in range(batch_rows, n, batch_rows):
+            out[i : i + batch_rows] = self._proba64(self.decision_function(X[i : i + batch_rows]))
+        return out
+
+    def _proba64(self, logits: np.ndarray) -> np.ndarray:
+        Z = logits.astype(np.float64)
         if self.multilabel:
             return 1.0 / (1.0 + np.exp(-Z))
         if Z.ndim == 1:

@@ -22,6 +22,7 @@ from clip_bench.errors import ClipBenchError
 
 from .fewshot import PRIOR_SCALE, cv_train_size, one_shot_C, prior_C, sample_k_shot, shot_folds, transfer_C
 from .logreg import LogisticRegressionProbe
+from .rows import rows_of, stack_rows
 from .sweep import COARSE_STEP, Metric, SweepResult, c_grid, probe_scores, sweep_C, sweep_C_folds
 
 
@@ -124,7 +125,9 @@ def run_linear_probe(
         tr_idx, va_idx = stratified_holdout(train_y, config.val_fraction, seed)
         if va_idx.size == 0:
             raise ClipBenchError("the train split is too small to hold out a validation set")
-        fit_X, fit_y, sel_X, sel_y = train_X[tr_idx], train_y[tr_idx], train_X[va_idx], train_y[va_idx]
+        # large splits are read row by row out of the (memory-mapped) features, never gathered whole
+        fit_X, sel_X = rows_of(train_X, tr_idx), rows_of(train_X, va_idx)
+        fit_y, sel_y = train_y[tr_idx], train_y[va_idx]
         val_source = "held_out"
     else:
         fit_X, fit_y, sel_X, sel_y = train_X, train_y, val_X, np.asarray(val_y)
@@ -136,7 +139,7 @@ def run_linear_probe(
     if val_source == "held_out":
         refit_X, refit_y = train_X, train_y
     else:
-        refit_X, refit_y = np.concatenate([train_X, val_X]), np.concatenate([train_y, sel_y])
+        refit_X, refit_y = stack_rows(train_X, val_X), np.concatenate([train_y, sel_y])
     init = {}
     if sweep.best_solution is not None and (config.warm_start or (config.warm_start is None and template.solver == "torch")):
         # matched by class: the sweep's training part can lack classes the refit has (tiny splits)
