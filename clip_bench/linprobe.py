@@ -20,6 +20,7 @@ from .features import Features, subset_indices
 from .metrics import main_metric, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
 from .outcomes import attach_outcomes, attach_seed_mean_interval
+from .probe import PROBE_RULE
 from .probe.protocol import ProbeConfig, run_fewshot, run_linear_probe
 from .probe_features import normalized_rows, resolve_feature_kind
 from .probe_runs import ProbeRun, check_fold_source, probe_plan, read_folds
@@ -79,6 +80,7 @@ def probe_provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, norma
     kind = resolve_feature_kind(handle.spec.arch_config, cfg.feature_kind)
     row = provenance(handle, task, replace(cfg, feature_kind=kind))
     row["feature_kind"] = kind + ("+l2" if normalize else "")
+    row["probe_rule"] = PROBE_RULE  # a row of an earlier C rule or solver is another measurement
     return row
 
 

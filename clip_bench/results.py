@@ -45,6 +45,7 @@ IDENTITY_FIELDS = (
 #: caption template of retrieval rows.
 SETTING_IDENTITY_FIELDS = (
     "solver", "seed", "k", "aggregate", "seeds", "val_fraction", "allow_fewer", "probe_config", "caption_template",
+    "probe_rule",  # the probe method's version (clip_bench.probe.PROBE_RULE)
     "run",  # one of a task's several linear probes (an STL-10 fold, a UCF101 split): see probe_runs
 )
 #: The row's 95% interval (percent, like ``value``), how it was computed, and where its per-sample

@@ -97,7 +97,7 @@ def test_result_id_covers_every_input():
     changes = dict(model_fingerprint="g", task="u", task_version=2, task_hash="i", source="wds", source_config="d",
                    split="val", protocol="linear_probe", metric="top5", subset="imagenet_r", limit=5,
                    classnames_hash="m", templates_hash="q", feature_kind="pre-proj", precision="bf16",
-                   solver="sklearn", seed=1, k=4, skipped_images=3)
+                   solver="sklearn", seed=1, k=4, skipped_images=3, probe_rule="an-older-rule")
     ids = {result_id(base)}
     for key, value in changes.items():
         ids.add(make_row(**{**fields, key: value})["result_id"])
