@@ -9,21 +9,30 @@ Two feature sets from the built-in tiny CLIP (``tiny-clip-digits``, 64-d image e
 For each set, k in {1, 2, 4, 8, 16} and each seed, the k shots per class are drawn from train
 (``sample_k_shot``) and three test accuracies are measured on the same shots:
 
-* **chosen**: clip-bench's pick: the search of ``sweep.py`` on the within-shot CV scores (k >= 2; the
-  scores ``run_fewshot`` sees, computed here at all 97 C once so the other rules can be replayed on
-  them; every fit is converged, so they do not depend on the search path), the k = 1 rule otherwise;
+* **chosen**: clip-bench's pick. k >= 2: the search of ``sweep.py`` with the few-shot prior
+  (``fewshot.prior_C``) on the within-shot CV scores, the pick scaled by n_cv / n (``transfer_C``),
+  i.e. the functions ``run_fewshot`` calls; the CV scores are computed here at all 97 C once, so that
+  other rules can be replayed on them (every fit is converged, so they do not depend on the search
+  path). k = 1: the prior C of the shots (``one_shot_C``). Then one fit on the shots at that C;
 * **oracle**: the best test accuracy over all 97 grid C (an upper bound no method can reach without
   peeking at test);
 * **C = 1**: a fixed C.
 
 It also reports where the picks land (the share at the grid floor 1e-6 and the ceiling 1e6), and what
-the *previous* rule (ties to the smallest C, refinement around the smallest tied point only, no
-log-loss) picks on the same within-shot CV scores.
+two earlier rules pick on the same CV scores: ties within one SE to the lowest CV log-loss (no prior,
+no transfer), and the original search (exact ties to the smallest C, refinement around it only); at
+k = 1 the earlier rule C = 1 / mean squared spread.
 
 The full linear probe is measured the same way over several validation seeds: train + val pooled,
-a seeded stratified 20 % held out for the C search (``run_linear_probe``), refit on the pool, test.
+a seeded stratified 20 % held out for the C search (``run_linear_probe``), refit on the pool, test;
+the held-out split's scores at all 97 C are logged too.
 
-    /work/venv/bin/python benchmarks/bench_probe_c.py                  # 10 seeds, both sets
+``--log FILE`` appends each configuration's measurement (test curve, CV table) as it finishes and
+reads back whatever is already in the file instead of refitting it: a run resumes where it stopped,
+can be split over processes (``--shots``, ``--seed-from``, ``--sets``; concatenate the logs), and the
+rules are re-applied to logged tables in seconds (``--prior-scale`` for the prior's sensitivity).
+
+    /work/venv/bin/python benchmarks/bench_probe_c.py --linear-seeds 10 --log runs.jsonl --json out.json
     /work/venv/bin/python benchmarks/bench_probe_c.py --seeds 3 --sets digits --json out.json
 
 Results: benchmarks/RESULTS.md ("Choosing C").
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from collections import defaultdict
@@ -45,7 +55,16 @@ from clip_bench.loaders.base import ArrayImages
 from clip_bench.loaders.digits import digits_arrays
 from clip_bench.models import load_model
 from clip_bench.probe import ProbeConfig, one_shot_C, run_linear_probe, sample_k_shot, shot_folds
-from clip_bench.probe.sweep import COARSE_STEP, grid_edge, log_loss, parametric_search, proportion_se
+from clip_bench.probe.fewshot import cv_train_size, prior_C, transfer_C
+from clip_bench.probe.protocol import stratified_holdout
+from clip_bench.probe.sweep import (
+    COARSE_STEP,
+    grid_edge,
+    grid_position,
+    log_loss,
+    parametric_search,
+    proportion_se,
+)
 from clip_bench.tasks import get_task
 from clip_bench.zeroshot_head import build_classifier, zeroshot_logits
 
@@ -126,70 +145,107 @@ def previous_rule(acc: np.ndarray, coarse_step: int = COARSE_STEP) -> int:
     return best()
 
 
-def current_rule(cfg: ProbeConfig, acc: np.ndarray, ll: np.ndarray, n_val: int) -> tuple[int, int]:
-    """clip-bench's search (sweep.py) on a table of scores: (pick, number of C evaluated)."""
+def search_rule(cfg: ProbeConfig, acc: np.ndarray, ll: np.ndarray, n_val: int, prior: float | None) -> tuple[int, int]:
+    """clip-bench's search (sweep.py) on a table of scores: (pick, number of C evaluated). ``prior``:
+    the prior C (None: the rule before the prior, ties to the lowest log-loss)."""
     best, scores, _, _ = parametric_search(lambda i: (acc[i], ll[i]), len(acc), cfg.coarse_step, cfg.max_tied,
-                                           band=lambda top: cfg.tie_se * proportion_se(top, n_val))
+                                           band=lambda top: cfg.tie_se * proportion_se(top, n_val),
+                                           prior=grid_position(prior, cfg.grid()))
     return best, len(scores)
 
 
-def fewshot_runs(cfg: ProbeConfig, data: dict, seeds: int, shots: tuple[int, ...], log) -> list[dict]:
-    """Per (k, seed): the within-shot CV table and the test curve at all 97 C; clip-bench's pick is
-    the search run on the CV table (the same scores ``run_fewshot`` sees: every fit is converged).
+def fit_score(cfg: ProbeConfig, C: float, X, y, test_X, test_y) -> float:
+    return 100.0 * cfg.make_probe().clone(C=float(C)).fit(X, y).score(test_X, test_y)
+
+
+def measure_fewshot(cfg: ProbeConfig, X, y, k: int, test_X, test_y) -> dict:
+    """The rule-independent part of a run (resumable from --log): the test curve at all 97 C and, for
+    k >= 2, the within-shot CV table at all 97 C (every fit converged, so a search sees the same scores)."""
+    grid = cfg.grid()
+    curve = test_curve(cfg, X, y, test_X, test_y)
+    run = {"oracle": float(curve.max()), "C_oracle": float(grid[int(curve.argmax())]),
+           "C1": float(curve[np.argmin(np.abs(grid - 1.0))]), "test_curve": curve.tolist()}
+    if k >= 2:
+        folds = shot_folds(y, k, cfg.cv_max_folds)
+        tables = [path_scores(cfg, X[tr], y[tr], X[va], y[va]) for tr, va in folds]
+        run.update(cv_acc=np.mean([t[0] for t in tables], axis=0).tolist(),
+                   cv_ll=np.mean([t[1] for t in tables], axis=0).tolist(), n_val=sum(len(va) for _, va in folds))
+    return run
+
+
+def apply_rules(cfg: ProbeConfig, run: dict, X, y, k: int, test_X, test_y) -> dict:
+    """clip-bench's pick on a measured run (the same functions ``run_fewshot`` calls), refitted on the
+    shots at the picked C and scored on test; plus the two earlier rules on the same scores."""
+    grid, curve = cfg.grid(), np.asarray(run["test_curve"])
+    if k == 1:
+        C = one_shot_C(X, cfg.prior_scale)
+        C_old = prior_C(X, n=1, scale=1.0)  # the k = 1 rule before the prior: C = 1 / mean squared spread
+        return {**run, "C": C, "chosen": fit_score(cfg, C, X, y, test_X, test_y), "edge": None, "n_fits": 1,
+                "C_old_k1": C_old, "old_k1": fit_score(cfg, C_old, X, y, test_X, test_y)}
+    acc, ll = np.asarray(run["cv_acc"]), np.asarray(run["cv_ll"])
+    folds = shot_folds(y, k, cfg.cv_max_folds)
+    n_cv = cv_train_size(folds)
+    i, n_c = search_rule(cfg, acc, ll, run["n_val"], prior_C(X, n_cv, cfg.prior_scale))
+    C = transfer_C(grid[i], n_cv, len(y))
+    j_ll, _ = search_rule(cfg, acc, ll, run["n_val"], None)
+    j_old = previous_rule(acc)
+    return {**run, "C": C, "C_cv": float(grid[i]), "chosen": fit_score(cfg, C, X, y, test_X, test_y),
+            "edge": grid_edge(i, len(grid)), "n_fits": n_c * len(folds),
+            "ll_rule": float(curve[j_ll]), "C_ll_rule": float(grid[j_ll]), "ll_rule_edge": grid_edge(j_ll, len(grid)),
+            "previous": float(curve[j_old]), "C_previous": float(grid[j_old])}
+
+
+def fewshot_runs(cfg: ProbeConfig, data: dict, seeds: range, shots: tuple[int, ...], log, done: dict) -> list[dict]:
+    """Per (k, seed): the measured tables (or those read back from --log) and the rules applied to them.
     k = 1 uses the fixed rule (``fewshot.one_shot_C``)."""
     (train_X, train_y), (test_X, test_y) = data["train"], data["test"]
-    grid = cfg.grid()
     runs = []
     for k in shots:
-        for seed in range(seeds):
+        for seed in seeds:
             t0 = time.perf_counter()
             idx = sample_k_shot(train_y, k, seed)
             X, y = train_X[idx], train_y[idx]
-            curve = test_curve(cfg, X, y, test_X, test_y)
-            run = {"k": k, "seed": seed, "oracle": float(curve.max()), "C_oracle": float(grid[int(curve.argmax())]),
-                   "C1": float(curve[np.argmin(np.abs(grid - 1.0))]), "test_curve": curve.tolist()}
-            if k == 1:
-                C = one_shot_C(X)
-                fit = cfg.make_probe().clone(C=C).fit(X, y)
-                run.update(C=C, chosen=100.0 * fit.score(test_X, test_y), edge=None, n_fits=1)
-            else:
-                folds = shot_folds(y, k, cfg.cv_max_folds)
-                tables = [path_scores(cfg, X[tr], y[tr], X[va], y[va]) for tr, va in folds]
-                acc = np.mean([t[0] for t in tables], axis=0)
-                ll = np.mean([t[1] for t in tables], axis=0)
-                n_val = sum(len(va) for _, va in folds)
-                i, n_c = current_rule(cfg, acc, ll, n_val)
-                j = previous_rule(acc)
-                run.update(C=float(grid[i]), chosen=float(curve[i]), edge=grid_edge(i, len(grid)), n_fits=n_c * len(folds),
-                           previous=float(curve[j]), C_previous=float(grid[j]), cv_acc=acc.tolist(), cv_ll=ll.tolist(),
-                           n_val=n_val)
+            measured = done.get((k, seed))
+            if measured is None:
+                measured = {"k": k, "seed": seed, **measure_fewshot(cfg, X, y, k, test_X, test_y)}
+                log(measured)
+            run = apply_rules(cfg, measured, X, y, k, test_X, test_y)
             runs.append(run)
-            log(run)
             print(f"  k={k:2d} seed={seed}: chosen C={run['C']:.3g} test {run['chosen']:.2f} | oracle {run['oracle']:.2f} "
                   f"(C={run['C_oracle']:.3g}) | C=1 {run['C1']:.2f}"
-                  + (f" | previous rule C={run['C_previous']:.3g} {run['previous']:.2f}" if "previous" in run else "")
+                  + (f" | log-loss rule C={run['C_ll_rule']:.3g} {run['ll_rule']:.2f}" if "ll_rule" in run else "")
                   + f" [{time.perf_counter() - t0:.0f} s]", flush=True)
     return runs
 
 
-def linear_runs(cfg: ProbeConfig, data: dict, seeds: int, log) -> list[dict]:
+def linear_runs(cfg: ProbeConfig, data: dict, seeds: int, log, done: dict) -> list[dict]:
+    """The full probe per validation seed: ``run_linear_probe`` (clip-bench's pick), and the held-out
+    split's scores at all 97 C (logged, so rules can be replayed)."""
     pool_X = np.concatenate([data["train"][0], data["val"][0]])
     pool_y = np.concatenate([data["train"][1], data["val"][1]])
     test_X, test_y = data["test"]
-    curve = test_curve(cfg, pool_X, pool_y, test_X, test_y)  # the refit set is the same for every seed
     grid = cfg.grid()
-    runs = []
+    runs, curve = [], None
     for seed in range(seeds):
+        if ("linear", seed) in done:
+            runs.append(done[("linear", seed)])
+            continue
+        if curve is None:
+            curve = test_curve(cfg, pool_X, pool_y, test_X, test_y)  # the refit set is the same for every seed
         res = run_linear_probe(pool_X, pool_y, None, None, test_X, test_y, accuracy, seed=seed, config=cfg)
+        tr, va = stratified_holdout(pool_y, cfg.val_fraction, seed)
+        val_acc, val_ll = path_scores(cfg, pool_X[tr], pool_y[tr], pool_X[va], pool_y[va])
         runs.append({
             "seed": seed, "C": res["C"], "chosen": res["test_score"], "oracle": float(curve.max()),
             "C_oracle": float(grid[int(curve.argmax())]), "C1": float(curve[np.argmin(np.abs(grid - 1.0))]),
             "edge": res["C_at_grid_edge"], "n_fits": res["sweep_n_fits"],
             "converged": res["sweep_converged"] and res["converged"],
+            "test_curve": curve.tolist(), "cv_acc": val_acc.tolist(), "cv_ll": val_ll.tolist(), "n_val": int(va.size),
         })
         log({"linear": True, **runs[-1]})
-        print(f"  linear seed={seed}: chosen C={res['C']:.3g} test {res['test_score']:.2f} | oracle {curve.max():.2f} "
-              f"(C={runs[-1]['C_oracle']:.3g}) | C=1 {runs[-1]['C1']:.2f} | {res['sweep_n_fits']} fits", flush=True)
+    for r in runs:
+        print(f"  linear seed={r['seed']}: chosen C={r['C']:.3g} test {r['chosen']:.2f} | oracle {r['oracle']:.2f} "
+              f"(C={r['C_oracle']:.3g}) | C=1 {r['C1']:.2f} | {r['n_fits']} fits", flush=True)
     return runs
 
 
@@ -212,6 +268,12 @@ def summarise(runs: list[dict]) -> dict:
         prev = [r for r in runs if "previous" in r]
         out["previous"] = mean("previous")
         out["previous_floor_share"] = float(np.mean([r["C_previous"] <= 1e-6 * 1.0001 for r in prev]))
+        out["ll_rule"] = mean("ll_rule")
+        out["ll_rule_gap"] = float(np.mean([r["oracle"] - r["ll_rule"] for r in prev]))
+        out["ll_rule_edge_share"] = float(np.mean([r["ll_rule_edge"] is not None for r in prev]))
+    if any("old_k1" in r for r in runs):
+        out["old_k1"] = mean("old_k1")
+        out["old_k1_gap"] = float(np.mean([r["oracle"] - r["old_k1"] for r in runs]))
     return out
 
 
@@ -219,13 +281,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default="digits,noisy-digits")
     ap.add_argument("--seeds", type=int, default=10, help="few-shot seeds per k")
+    ap.add_argument("--seed-from", type=int, default=0, help="first few-shot seed (to split a run over processes)")
     ap.add_argument("--shots", default=",".join(map(str, SHOTS)))
     ap.add_argument("--linear-seeds", type=int, default=5, help="validation seeds of the full linear probe")
+    ap.add_argument("--prior-scale", type=float, default=ProbeConfig.prior_scale,
+                    help="few-shot prior C = SCALE / (n s^2) (sensitivity check; with --log, no refits)")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--log", default=None, help="append one JSON line per run here as it finishes")
+    ap.add_argument("--log", default=None, help="append one JSON line per run here as it finishes; runs already "
+                    "in the file are read back instead of refitted (resume)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cfg = ProbeConfig(n_threads=1, device="cpu")
+    cfg = ProbeConfig(n_threads=1, device="cpu", prior_scale=args.prior_scale)
     shots = tuple(int(k) for k in args.shots.split(","))
     t0 = time.perf_counter()
     sets = feature_sets(args.sets.split(","))
@@ -236,32 +302,45 @@ def main() -> None:
                 f.write(json.dumps({"set": current[0], **run}) + "\n")
 
     current = [""]
+    previous: list[dict] = []
+    if args.log and os.path.exists(args.log):  # resume: runs already logged are read back, not refitted
+        with open(args.log) as f:
+            previous = [json.loads(line) for line in f if line.strip()]
     print(f"tiny-clip-digits, torch {torch.__version__}, {platform.processor() or platform.machine()}, 1 thread")
     report: dict = {"args": vars(args), "sets": {}}
     for name, data in sets.items():
         print(f"[{name}] features {data['train'][0].shape[1]}-d; zero-shot test top-1 {data['zeroshot']:.2f}", flush=True)
         current[0] = name
-        few = fewshot_runs(cfg, data, args.seeds, shots, log)
-        lin = linear_runs(cfg, data, args.linear_seeds, log)
+        done = {("linear" if r.get("linear") else r["k"], r["seed"]): {k: v for k, v in r.items() if k not in ("set", "linear")}
+                for r in previous if r["set"] == name}
+        few = fewshot_runs(cfg, data, range(args.seed_from, args.seeds), shots, log, done)
+        lin = linear_runs(cfg, data, args.linear_seeds, log, done)
         by_k = defaultdict(list)
         for r in few:
             by_k[r["k"]].append(r)
         report["sets"][name] = {
             "zeroshot": data["zeroshot"],
             "fewshot": {k: summarise(v) for k, v in by_k.items()},
-            "linear": summarise(lin),
+            "linear": summarise(lin) if lin else None,
             "runs": {"fewshot": few, "linear": lin},
         }
     report["wall_s"] = time.perf_counter() - t0
-    print("\n| set | k | chosen C | oracle C | C = 1 | gap to oracle (mean / max) | picks at floor / ceiling | median C | previous rule (floor picks) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| set | k | chosen C | oracle C | C = 1 | gap to oracle (mean / max) | picks at floor / ceiling | median C "
+          "| fits | before: log-loss ties (gap, picks at an end) | before: smallest C (floor picks) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, rep in report["sets"].items():
-        rows = [(f"{k}", s) for k, s in rep["fewshot"].items()] + [("linear", rep["linear"])]
+        rows = [(f"{k}", s) for k, s in rep["fewshot"].items()] + ([("full", rep["linear"])] if rep["linear"] else [])
         for label, s in rows:
-            prev = f"{s['previous']:.2f} ({100 * s['previous_floor_share']:.0f}%)" if s.get("previous") is not None else "—"
+            if s.get("previous") is not None:
+                ll = f"{s['ll_rule']:.2f} ({s['ll_rule_gap']:.2f}, {100 * s['ll_rule_edge_share']:.0f}%)"
+                prev = f"{s['previous']:.2f} ({100 * s['previous_floor_share']:.0f}%)"
+            elif s.get("old_k1") is not None:
+                ll, prev = f"C = 1/spread: {s['old_k1']:.2f} ({s['old_k1_gap']:.2f})", "—"
+            else:
+                ll = prev = "—"
             print(f"| {name} | {label} | {s['chosen']:.2f} | {s['oracle']:.2f} | {s['C1']:.2f} | "
                   f"{s['gap_mean']:.2f} / {s['gap_max']:.2f} | {100 * s['floor_share']:.0f}% / {100 * s['ceiling_share']:.0f}% | "
-                  f"{s['median_C']:.3g} | {prev} |")
+                  f"{s['median_C']:.3g} | {s['fits_mean']:.0f} | {ll} | {prev} |")
     print(f"\nwall time {report['wall_s']:.0f} s")
     if args.json:
         with open(args.json, "w") as f:

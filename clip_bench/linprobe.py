@@ -20,6 +20,7 @@ from .features import Features, subset_indices
 from .metrics import main_metric, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
 from .outcomes import attach_outcomes, attach_seed_mean_interval
+from .probe import PROBE_RULE
 from .probe.protocol import ProbeConfig, run_fewshot, run_linear_probe
 from .probe_features import normalized_rows, resolve_feature_kind
 from .probe_runs import ProbeRun, check_fold_source, probe_plan, read_folds
@@ -79,6 +80,7 @@ def probe_provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, norma
     kind = resolve_feature_kind(handle.spec.arch_config, cfg.feature_kind)
     row = provenance(handle, task, replace(cfg, feature_kind=kind))
     row["feature_kind"] = kind + ("+l2" if normalize else "")
+    row["probe_rule"] = PROBE_RULE  # a row of an earlier C rule or solver is another measurement
     return row
 
 
@@ -239,7 +241,8 @@ def fewshot(
                 bar.update(1)
                 rows.extend(attach_outcomes([make_row(
                     **common, protocol=f"fewshot_k{k}", value=res["test_score"], n=res["n_test"], k=k, seed=seed,
-                    C=res["C"], C_rule=res["C_rule"], solver=res["solver"], n_train=res["n_shots"],
+                    C=res["C"], C_rule=res["C_rule"], C_cv=res.get("C_cv"), C_prior=res.get("C_prior"),
+                    solver=res["solver"], n_train=res["n_shots"],
                     shots_sha1=res["shots_sha1"], n_iter=res["n_iter"], converged=res.get("converged"),
                     C_at_grid_edge=res.get("C_at_grid_edge"), sweep_converged=res.get("sweep_converged"),
                 )], *metric.last, cfg.output_dir))

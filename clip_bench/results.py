@@ -45,6 +45,7 @@ IDENTITY_FIELDS = (
 #: caption template of retrieval rows.
 SETTING_IDENTITY_FIELDS = (
     "solver", "seed", "k", "aggregate", "seeds", "val_fraction", "allow_fewer", "probe_config", "caption_template",
+    "probe_rule",  # the probe method's version (clip_bench.probe.PROBE_RULE)
     "run",  # one of a task's several linear probes (an STL-10 fold, a UCF101 split): see probe_runs
 )
 #: The row's 95% interval (percent, like ``value``), how it was computed, and where its per-sample
@@ -91,11 +92,14 @@ def result_id(row: dict[str, Any]) -> str:
     Model fingerprint, task name, version and definition hash, source and its config hash, split,
     protocol, metric, class subset, ``--limit`` (and its sampling rule), class-name and template
     hashes, feature kind, precision (and, below fp32, the device type), and protocol settings
-    (probe solver, seed, k, ...; a retrieval caption template). Two rows with the same id are the same measurement.
+    (probe solver, seed, k, ...; a retrieval caption template), and the number of images
+    ``--skip-bad-images`` left out when there were any. Two rows with the same id are the same measurement.
     """
     ident: dict[str, Any] = {k: field_of(row, k) for k in IDENTITY_FIELDS}
     ident.update(numeric_identity(field_of(row, "precision"), field_of(row, "device")))
     ident["settings"] = {k: field_of(row, k) for k in SETTING_IDENTITY_FIELDS if field_of(row, k) is not None}
+    if field_of(row, "skipped_images"):  # --skip-bad-images left images out: another measurement (ids of clean rows unchanged)
+        ident["skipped_images"] = int(field_of(row, "skipped_images"))
     return sha256_json(ident)[:24]
 
 

@@ -97,13 +97,13 @@ def test_result_id_covers_every_input():
     changes = dict(model_fingerprint="g", task="u", task_version=2, task_hash="i", source="wds", source_config="d",
                    split="val", protocol="linear_probe", metric="top5", subset="imagenet_r", limit=5,
                    classnames_hash="m", templates_hash="q", feature_kind="pre-proj", precision="bf16",
-                   solver="sklearn", seed=1, k=4)
+                   solver="sklearn", seed=1, k=4, skipped_images=3, probe_rule="an-older-rule")
     ids = {result_id(base)}
     for key, value in changes.items():
         ids.add(make_row(**{**fields, key: value})["result_id"])
     assert len(ids) == len(changes) + 1
     # what does not change a value does not change the identity
-    same = make_row(**{**fields, "value": 1.0, "date": "2027-01-01", "device": "cuda:0"})
+    same = make_row(**{**fields, "value": 1.0, "date": "2027-01-01", "device": "cuda:0", "skipped_images": 0})
     assert same["result_id"] == base["result_id"]
     # below fp32 the device type counts (autocast kernels differ)
     half = {**fields, "precision": "fp16"}

@@ -8,7 +8,9 @@ import pytest
 import clip_bench.models as models
 from clip_bench.errors import ClipBenchError
 from clip_bench.linprobe import fewshot, linprobe
+from clip_bench.probe import PROBE_RULE
 from clip_bench.probe.protocol import ProbeConfig
+from clip_bench.results import result_id
 
 
 def test_linprobe_rows_and_no_model_load_on_second_run(eval_config, monkeypatch):
@@ -23,6 +25,10 @@ def test_linprobe_rows_and_no_model_load_on_second_run(eval_config, monkeypatch)
     assert ex["converged"] is True and ex["sweep_converged"] is True and ex["sweep_n_fits"] >= 7
     assert (ex["n_train"], ex["n_val"], ex["n_refit"], row["n"]) == (1078, 359, 1437, 360)
     assert row["feature_kind"] == "pre-proj"  # the default (auto) for a ViT: before the image projection
+    # the probe method's version is part of the identity: a row of an earlier C rule is another measurement
+    assert ex["probe_rule"] == PROBE_RULE
+    older = {**row, "extra": {**ex, "probe_rule": "an-older-rule"}}
+    assert result_id(older) != row["result_id"] == result_id(row)
 
     loads = []
     real = models.load_model

@@ -9,6 +9,7 @@ from sklearn.preprocessing import StandardScaler
 
 from clip_bench.errors import ClipBenchError
 from clip_bench.probe import ProbeConfig, one_shot_C, run_fewshot, sample_k_shot, shot_folds
+from clip_bench.probe.fewshot import PRIOR_SCALE, cv_train_size, prior_C, transfer_C
 
 
 def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
@@ -73,6 +74,20 @@ def test_one_shot_C_is_scale_aware():
     assert one_shot_C(10 * X + 3) == pytest.approx(one_shot_C(X) / 100)
 
 
+def test_prior_C_fixes_the_per_example_regularisation():
+    """C = 100 / (n * mean squared spread): 1 / (C n) is the same fraction of the squared feature scale
+    for any n and any feature scale; k = 1 uses it with n = the number of shots."""
+    X = np.random.default_rng(0).standard_normal((40, 16))
+    spread = float(np.mean(np.sum((X - X.mean(0)) ** 2, axis=1)))
+    assert prior_C(X) == pytest.approx(PRIOR_SCALE / (40 * spread))
+    assert prior_C(X, n=80) == pytest.approx(prior_C(X) / 2)
+    assert prior_C(3 * X - 1) == pytest.approx(prior_C(X) / 9)
+    assert one_shot_C(X[:10]) == pytest.approx(prior_C(X[:10], n=10))
+    assert transfer_C(0.4, 30, 40) == pytest.approx(0.3)
+    with pytest.raises(ClipBenchError):
+        prior_C(np.ones((5, 3)))
+
+
 @pytest.fixture(scope="module")
 def digits():
     X, y = load_digits(return_X_y=True)
@@ -105,16 +120,32 @@ def test_fewshot_fixed_one_shot_C(digits):
 
 def test_fewshot_C_does_not_collapse_to_the_grid_floor(digits):
     """Within-shot CV accuracy ties across most of the grid at k = 2; the previous rule sent those
-    ties to C = 1e-6 (seeds 1-4 here). Ties now go to the lower CV log-loss."""
+    ties to C = 1e-6 (seeds 1-4 here). Ties now go to the prior C."""
     trX, trY, teX, teY = digits
     cfg = ProbeConfig(n_threads=1)
     for seed in range(1, 5):
         res = run_fewshot(trX, trY, teX, teY, accuracy, k=2, seed=seed, config=cfg)
         assert res["C"] > 1e-6 and res["C_at_grid_edge"] is None, (seed, res["C"])
         assert res["sweep_converged"] and res["converged"]
-        assert res["cv_log_loss"] == min(v for _, v in res["sweep_log_loss"] if v is not None) or res["cv_score"] < max(
-            s for _, s in res["sweep"])
-        assert 15 <= res["sweep_n_fits"] <= 2 * 31  # bounded and recorded (2 folds at k = 2)
+        assert 15 <= res["sweep_n_fits"] <= 2 * 32  # bounded and recorded (2 folds at k = 2)
+
+
+def test_fewshot_C_is_the_tied_C_nearest_the_prior_transferred_to_all_shots(digits):
+    """k = 4: 4 folds of 3 training shots per class. Among the C whose CV accuracy is within one SE of
+    the best, the one nearest the prior (in log C) is picked, then scaled by 30 / 40 for the final fit."""
+    from clip_bench.probe.sweep import proportion_se
+
+    trX, trY, teX, teY = digits
+    res = run_fewshot(trX, trY, teX, teY, accuracy, k=4, seed=0, config=ProbeConfig(n_threads=1))
+    idx = sample_k_shot(trY, 4, 0)
+    n_cv = cv_train_size(shot_folds(trY[idx], 4))
+    assert n_cv == 30
+    assert res["C_prior"] == pytest.approx(prior_C(trX[idx], n=30))
+    assert res["C"] == pytest.approx(res["C_cv"] * 30 / 40)
+    top = max(s for _, s in res["sweep"])
+    tied = [c for c, s in res["sweep"] if s >= top - proportion_se(top, 40) - 1e-9]
+    assert res["C_cv"] == min(tied, key=lambda c: (abs(np.log10(c / res["C_prior"])), c))
+    assert "prior" in res["C_rule"]
 
 
 def test_fewer_than_k_names_the_cli_flag():

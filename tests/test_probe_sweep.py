@@ -84,6 +84,49 @@ def test_ties_go_to_the_lower_log_loss_not_the_smaller_C():
     assert best == 61 and losses[61] == 0.0
 
 
+def _wide_plateau(i: int) -> tuple[float, float]:
+    """Within-shot CV as measured on digits (k = 4): accuracy ties from C = 1e-2 up to the ceiling, the
+    log-loss keeps falling as C grows (confident probes on near-separable shots)."""
+    return (90.0 if i >= 32 else 60.0), 1.0 - i / 200
+
+
+def test_ties_go_to_the_prior_C_when_one_is_given():
+    """The log-loss rule sent a wide plateau to the grid ceiling (C = 1e6 on digits k = 4, seed 0);
+    with a prior, the tied C nearest to it wins, and the prior's grid point is among the first fits."""
+    calls = []
+
+    def score(i):
+        calls.append(i)
+        return _wide_plateau(i)
+
+    assert parametric_search(_wide_plateau, 97)[0] == 96  # no prior: the lowest log-loss
+    best, scores, _, _ = parametric_search(score, 97, prior=40.3)
+    assert best == 40 and scores[40] == 90.0
+    assert 40 in calls[:8] and len(calls) == len(set(calls)) <= 32
+    assert parametric_search(_wide_plateau, 97, prior=10.0)[0] == 32  # the tied C nearest a prior off the plateau
+
+
+def test_the_main_metric_still_beats_the_prior():
+    """The prior only ranks C the validation data cannot tell apart (within the band)."""
+    def score(i):
+        return (95.0 if 66 <= i <= 74 else 90.0 if i >= 20 else 60.0), 0.0
+
+    best, _, _, _ = parametric_search(score, 97, band=2.0, prior=40.0)
+    assert 66 <= best <= 74
+    assert parametric_search(score, 97, band=6.0, prior=40.0)[0] == 40  # within the band: the prior decides
+
+
+def test_grid_position_of_a_prior_C():
+    from clip_bench.probe.sweep import grid_position
+
+    grid = c_grid()
+    assert grid_position(1.0, grid) == pytest.approx(48.0)
+    assert grid_position(10 ** -1.0625, grid) == pytest.approx(39.5)
+    assert grid_position(1e-9, grid) == 0.0 and grid_position(None, grid) is None
+    with pytest.raises(ClipBenchError):
+        grid_position(0.0, grid)
+
+
 def test_scores_within_the_validation_resolution_tie():
     """With a band, a main score one example above the best-log-loss C does not win."""
     def score(i):
@@ -100,6 +143,9 @@ def test_number_of_fits_is_bounded_on_any_scores(seed):
     calls = []
     parametric_search(lambda i: calls.append(i) or float(table[i]), 97)
     assert len(calls) <= 31
+    calls.clear()
+    parametric_search(lambda i: calls.append(i) or float(table[i]), 97, prior=float(rng.uniform(0, 96)))
+    assert len(calls) == len(set(calls)) <= 32  # the prior's grid point is one more coarse point
 
 
 def test_pick_at_the_grid_edge_is_recorded():

@@ -12,7 +12,13 @@ from .logreg import LogisticRegressionProbe, logistic_objective
 from .protocol import ProbeConfig, run_fewshot, run_linear_probe, stratified_holdout
 from .sweep import SweepResult, c_grid, parametric_search, probe_scores, sweep_C, sweep_C_folds
 
+#: Version of the probe method (C search, tie rule, few-shot prior, solver stopping rule). It is part of
+#: every probe row's identity, so rows made by an earlier rule are never taken for this rule's result:
+#: bump it whenever a change can move a probe's number.
+PROBE_RULE = "2026-11-session3-pathstart"  # + log-C path starts (logreg.path_start)
+
 __all__ = [
+    "PROBE_RULE",
     "LogisticRegressionProbe",
     "ProbeConfig",
     "SweepResult",

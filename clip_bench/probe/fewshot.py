@@ -8,15 +8,22 @@ curves over k compare like with like).
 Choosing C without peeking at val or test (the paper does not say how its few-shot probes were
 regularised, so this is clip-bench's documented rule):
 
+* **The prior C** = ``PRIOR_SCALE`` / (n * mean_i ||x_i - mean(x)||^2) = 100 / (n s^2) for a fit to n
+  examples. In scikit-learn's scaling (sum of n losses + ||w||^2 / 2C) this fixes the per-example
+  regularisation 1 / (C n) at s^2 / 100, the same for any number of shots or classes and any feature
+  scale (scaling the features by a scales the best C by 1 / a^2). The constant is measured, not
+  derived: on both feature sets of ``benchmarks/bench_probe_c.py`` scales from 30 to 100 meet its
+  goal at every k >= 2, 10 or 300 do not (RESULTS.md, "Choosing C", has the sensitivity).
 * k >= 2: cross-validation inside the shots. Shot j of every class (in drawn order) goes to fold
   ``j % n_folds`` with ``n_folds = min(k, max_folds)`` (default 4; k = 2 is leave-one-shot-out).
   Every fold keeps >= 1 training shot per class. C is chosen by the paper's grid + binary search
-  (``sweep.py``) on the mean fold score, then the probe is refit on all shots at that C. C is carried
-  over from the (k - k/n_folds)-shot folds unchanged, as ``LogisticRegressionCV`` does.
-* k = 1: no shot can be held out without losing its class, so C is fixed:
-  ``C = 1 / mean_i ||x_i - mean(x)||^2`` over the shots (or ``one_shot_C`` if given). In the
-  sum-of-losses scaling this makes the regularised logits of order 1 whatever the feature scale,
-  i.e. a strongly regularised probe close to a class-prototype classifier, the sensible 1-shot prior.
+  (``sweep.py``) on the mean fold accuracy; C within one standard error of the best tie, and among
+  them the one nearest the prior C of the folds' training size n_cv wins: the shots decide what
+  they can resolve, the prior the rest. The probe is then refit on all n shots at C * n_cv / n
+  (``transfer_C``: the per-example regularisation the CV chose, not its raw C; the CV fits saw
+  fewer examples, so the same C would regularise the final fit less).
+* k = 1: no shot can be held out without losing its class, so C is the prior C of the shots
+  (``one_shot_C``), unless ``ProbeConfig.one_shot_C`` fixes it.
 """
 
 from __future__ import annotations
@@ -88,10 +95,32 @@ def shot_folds(shot_labels: np.ndarray, k: int, max_folds: int = 4) -> list[tupl
     return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(n_folds)]
 
 
-def one_shot_C(shots_X: np.ndarray) -> float:
-    """The fixed k=1 rule: C = 1 / mean squared distance of a shot to the shots' mean."""
-    X = np.asarray(shots_X, dtype=np.float64)
-    spread = float(np.mean(np.sum((X - X.mean(axis=0)) ** 2, axis=1)))
-    if not spread > 0:
-        raise ClipBenchError("all 1-shot features are identical; cannot set a scale-aware C")
-    return 1.0 / spread
+#: The prior's scale: C = PRIOR_SCALE / (n * mean squared spread of the features). See the module docstring.
+PRIOR_SCALE = 100.0
+
+
+def prior_C(X: np.ndarray, n: int | None = None, scale: float = PRIOR_SCALE) -> float:
+    """The scale-aware prior C = ``scale`` / (n * mean_i ||x_i - mean(x)||^2), n = ``len(X)`` unless given:
+    it fixes the per-example regularisation 1 / (C n) relative to the squared feature scale."""
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[0] if n is None else n
+    spread = float(np.mean(np.sum((X - X.mean(axis=0)) ** 2, axis=1))) if X.size else 0.0
+    if not spread > 0 or n < 1:
+        raise ClipBenchError("all features are identical; cannot set a scale-aware C (check the features)")
+    return scale / (n * spread)
+
+
+def one_shot_C(shots_X: np.ndarray, scale: float = PRIOR_SCALE) -> float:
+    """The fixed k=1 rule: the prior C of the shots (``prior_C``)."""
+    return prior_C(shots_X, scale=scale)
+
+
+def transfer_C(C: float, n_from: float, n_to: float) -> float:
+    """A C chosen on fits to ``n_from`` examples, for a fit to ``n_to``: the same per-example
+    regularisation 1 / (C n), i.e. C * n_from / n_to."""
+    return float(C) * float(n_from) / float(n_to)
+
+
+def cv_train_size(folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Mean number of training examples of the CV folds (what the CV's C was chosen for)."""
+    return float(np.mean([len(tr) for tr, _ in folds]))

@@ -20,7 +20,7 @@ import numpy as np
 
 from clip_bench.errors import ClipBenchError
 
-from .fewshot import one_shot_C, sample_k_shot, shot_folds
+from .fewshot import PRIOR_SCALE, cv_train_size, one_shot_C, prior_C, sample_k_shot, shot_folds, transfer_C
 from .logreg import LogisticRegressionProbe
 from .rows import rows_of, stack_rows
 from .sweep import COARSE_STEP, Metric, SweepResult, c_grid, probe_scores, sweep_C, sweep_C_folds
@@ -49,6 +49,7 @@ class ProbeConfig:
     val_fraction: float = 0.2  # held out of train when a task has no validation split
     cv_max_folds: int = 4  # few-shot: folds inside the shots
     one_shot_C: float | None = None  # few-shot k=1: None = scale-aware rule (fewshot.one_shot_C)
+    prior_scale: float = PRIOR_SCALE  # few-shot: the prior C = prior_scale / (n * feature spread) (fewshot.py)
 
     def make_probe(self, multilabel: bool = False, solver: str | None = None) -> LogisticRegressionProbe:
         return LogisticRegressionProbe(
@@ -203,19 +204,19 @@ def run_fewshot(
     template = config.make_probe(False, solver)
     sweep = None
     if k == 1:
-        C = config.one_shot_C if config.one_shot_C is not None else one_shot_C(shots_X)
-        rule = "fixed C (k=1)" if config.one_shot_C is not None else "C = 1/mean sq. spread (k=1)"
+        C = config.one_shot_C if config.one_shot_C is not None else one_shot_C(shots_X, config.prior_scale)
+        rule = "fixed C (k=1)" if config.one_shot_C is not None else "prior C (k=1)"
     else:
-        folds = [
-            (shots_X[tr], shots_y[tr], shots_X[va], shots_y[va])
-            for tr, va in shot_folds(shots_y, k, config.cv_max_folds)
-        ]
+        fold_idx = shot_folds(shots_y, k, config.cv_max_folds)
+        n_cv = cv_train_size(fold_idx)
+        folds = [(shots_X[tr], shots_y[tr], shots_X[va], shots_y[va]) for tr, va in fold_idx]
         sweep = sweep_C_folds(
             folds, metric, probe=template, grid=config.grid(), coarse_step=config.coarse_step,
             warm_start=config.warm_start, n_classes=n_classes, max_tied=config.max_tied, tie_se=config.tie_se,
+            prior_C=prior_C(shots_X, n_cv, config.prior_scale),
         )
-        C = sweep.best_C
-        rule = f"{len(folds)}-fold CV inside the shots"
+        C = transfer_C(sweep.best_C, n_cv, len(shots_y))  # the CV fits saw n_cv shots, the final fit all
+        rule = f"{len(folds)}-fold CV inside the shots, ties to the prior C"
     final = template.clone(C=C).fit(shots_X, shots_y)
     test_score = float(metric(probe_scores(final, test_X, n_classes), np.asarray(test_y)))
     return {
@@ -225,6 +226,8 @@ def run_fewshot(
         "test_score": test_score,
         "C": float(C),
         "C_rule": rule,
+        "C_cv": sweep.best_C if sweep else None,
+        "C_prior": sweep.prior_C if sweep else None,
         "cv_score": sweep.best_score if sweep else None,
         "cv_log_loss": sweep.best_log_loss if sweep else None,
         "C_at_grid_edge": sweep.C_at_grid_edge if sweep else None,
