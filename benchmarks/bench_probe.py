@@ -6,7 +6,8 @@ fit converged (relative residual <= 1e-2):
 
     threads=1: torch 20.5 s (sweep 17.5 + refit 2.9, 181+29 L-BFGS iterations, 21 fits)
                sklearn 225.0 s (sweep 208.8 + refit 16.2, 2017+168 iterations, 17 fits)
-               speed ratio sklearn/torch 11.0x (load ~2.2); test accuracy 89.07 vs 88.58 (+0.49)
+               speed ratio sklearn/torch 11.0x (load ~2.2; 8.0x in a second run: 22.1 s vs 177.0 s);
+               test accuracy 89.07 vs 88.58 (+0.49)
     Under a competing CPU job, 2-thread torch is ~15x slower (oversubscribed OpenMP), so on a shared
     CPU use --threads 1.
 
