@@ -321,8 +321,14 @@ def _feature_moments(X: torch.Tensor, batch_rows: int) -> tuple[torch.Tensor, fl
     for i in range(0, X.shape[0], batch_rows):
         chunk = (X[i : i + batch_rows].to(work) - mu_w).view(-1)
         sq += float(torch.dot(chunk, chunk))
+    if not (math.isfinite(sq) and bool(torch.isfinite(mu).all())):
+        raise ClipBenchError(_NON_FINITE_FEATURES)
     var = sq / X.shape[0] / X.shape[1]
     return mu, math.sqrt(var) if var > 0 else 1.0
+
+
+_NON_FINITE_FEATURES = ("the probe's features contain NaN or inf values (or values too large to square in float32); "
+                        "a damaged feature cache: delete it and re-extract (or --no-cache)")
 
 
 def _cubic_min(x1: float, f1: float, g1: float, x2: float, f2: float, g2: float, lo: float, hi: float) -> float:
@@ -901,13 +907,16 @@ class LogisticRegressionProbe:
         out = np.empty((Xn.shape[0], self.coef_.shape[0]), dtype=dt)
         for i in range(0, Xn.shape[0], batch_rows):
             out[i : i + batch_rows] = np.asarray(Xn[i : i + batch_rows], dtype=dt) @ self.coef_.T + self.intercept_
+            if not np.isfinite(out[i : i + batch_rows]).all():  # NaN logits would argmax to class 0: a wrong score
+                raise ClipBenchError(_NON_FINITE_FEATURES)
         return out[:, 0] if (self.coef_.shape[0] == 1 and not self.multilabel) else out
 
     def predict_proba(self, X: np.ndarray, dtype: type = np.float64, batch_rows: int = 4096) -> np.ndarray:
         """Class probabilities (N, K): softmax (multiclass), [1-p, p] (binary), per-class sigmoid
         (multilabel; rows do not sum to 1). Computed in float64 a chunk of rows at a time and stored
-        as ``dtype``: the only full-size array is the result (float32 halves it; the logits are float32
-        already, so rounding the probabilities to float32 keeps their order and their log-loss)."""
+        as ``dtype``: the only full-size array is the result (float32 halves it). float32 keeps softmax
+        scores' top-k and log-loss, but rounds sigmoid probabilities within 6e-8 of 1 to 1.0 (logits
+        above ~17): ties for ROC AUC / mAP and a wrong multi-label log-loss, so use it for softmax only."""
         n = X.shape[0]
         first = self._proba64(self.decision_function(X[:batch_rows]))
         out = np.empty((n, first.shape[1]), dtype=dtype)

@@ -333,7 +333,10 @@ def sweep_C_folds(
             fitted = fitter.fit(i)
             # float32 probabilities: the only full-size array of a validation scoring (ImageNet's
             # held-out 256k x 1000 rows: 1 GB instead of 2 GB + copies); the logits are float32 anyway
-            proba = fitted.predict_proba(vX, dtype=np.float32)
+            # (softmax only: float32 rounds sigmoid probabilities near 1 to 1.0, which ties ROC AUC and
+            # mAP and corrupts the multi-label log-loss; binary and multi-label outputs are narrow anyway)
+            softmax = not fitted.multilabel and len(fitted.classes_) > 2
+            proba = fitted.predict_proba(vX, dtype=np.float32 if softmax else np.float64)
             vals.append(metric(_layout(fitted, proba, n_classes), vY))
             losses.append(log_loss(proba, vY, fitted.classes_, fitted.multilabel))
         return float(np.mean(vals)), float(np.mean(losses))

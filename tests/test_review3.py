@@ -1,0 +1,78 @@
+"""Review 3 regression tests: the float32 validation scoring, non-finite features and the row view."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clip_bench.errors import ClipBenchError
+from clip_bench.metrics import map_11point, roc_auc, top1
+from clip_bench.probe import LogisticRegressionProbe, ProbeConfig, run_linear_probe, sweep_C
+from clip_bench.probe import rows as rows_mod
+from clip_bench.probe.rows import RowView
+from clip_bench.probe.sweep import log_loss, probe_scores
+
+
+def _confident(seed: int = 1, n: int = 400, d: int = 16, labels: int = 0):
+    """Nearly separable features: a large-C probe puts many logits above 17 (sigmoid > 1 - 6e-8)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    if labels:
+        y = np.stack([X @ rng.normal(size=d) > 0 for _ in range(labels)], 1).astype(np.int64)
+    else:
+        y = (X @ rng.normal(size=d) + 0.3 * rng.normal(size=n) > 0).astype(np.int64)
+    return X[: n // 2], y[: n // 2], X[n // 2 :], y[n // 2 :]
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_validation_scores_of_sigmoid_probes_are_the_float64_scores(multilabel):
+    """The sweep scored validation in float32 probabilities: sigmoid outputs above 1 - 6e-8 all
+    rounded to 1.0, so ROC AUC / 11-point mAP saw ties and the multi-label log-loss (the tie-breaker)
+    charged log(1e-15) for every confident miss. The C-selection score must be the test-time score."""
+    Xtr, ytr, Xva, yva = _confident(labels=5 if multilabel else 0)
+    metric = map_11point if multilabel else roc_auc
+    C = 1e4
+    sweep = sweep_C(Xtr, ytr, Xva, yva, metric, probe=LogisticRegressionProbe(multilabel=multilabel), grid=np.array([C]))
+    ref = LogisticRegressionProbe(C=C, multilabel=multilabel).fit(Xtr, ytr)
+    proba = probe_scores(ref, Xva)
+    assert (proba == 1.0).sum() < (proba.astype(np.float32) == 1.0).sum()  # the data do hit the float32 rounding
+    assert sweep.best_score == metric(proba, yva)
+    assert sweep.best_log_loss == pytest.approx(log_loss(proba, yva, ref.classes_, multilabel), rel=1e-9)
+
+
+def _memmap(tmp_path, X, name):
+    path = tmp_path / f"{name}.npy"
+    np.save(path, X)
+    return np.load(path, mmap_mode="r")
+
+
+def test_a_nan_row_in_the_test_features_is_an_error_not_a_score(tmp_path):
+    """NaN logits argmax to class 0: a NaN test row was silently scored as a prediction of class 0."""
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(3, 8)) * 3
+    y = rng.integers(0, 3, 300)
+    X = (means[y] + rng.normal(size=(300, 8))).astype(np.float16)
+    tX = X[:60].copy()
+    tX[5, 3] = np.nan
+    probe = LogisticRegressionProbe(C=1.0).fit(X, y)
+    with pytest.raises(ClipBenchError, match="NaN or inf"):
+        probe.predict_proba(_memmap(tmp_path, tX, "test"))
+    with pytest.raises(ClipBenchError, match="NaN or inf"):
+        run_linear_probe(X, y, None, None, _memmap(tmp_path, tX, "test2"), y[:60], top1,
+                         config=ProbeConfig(c_min=1e-2, c_max=1e2, steps_per_decade=1, n_threads=1))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_training_features_are_a_clip_bench_error(tmp_path, monkeypatch, bad):
+    """A NaN/inf row in a float16 memmap (read through a row view) failed deep inside torch.linalg.eigh."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    X = rng.normal(size=(300, 8)).astype(np.float16)
+    X[17, 2] = bad
+    mm = _memmap(tmp_path, X, "train")
+    with pytest.raises(ClipBenchError, match="NaN or inf"):
+        LogisticRegressionProbe(C=1.0).fit(RowView.of(mm, np.arange(300)[::-1].copy()), y[::-1])
+    monkeypatch.setattr(rows_mod, "GATHER_BELOW_BYTES", 0)
+    with pytest.raises(ClipBenchError, match="NaN or inf"):
+        run_linear_probe(mm, y, None, None, mm[:50], y[:50], top1,
+                         config=ProbeConfig(c_min=1e-2, c_max=1e2, steps_per_decade=1, n_threads=1))
