@@ -8,7 +8,7 @@ maths lives in ``clip_bench.probe``.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -82,6 +82,23 @@ def probe_provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, norma
     row["feature_kind"] = kind + ("+l2" if normalize else "")
     row["probe_rule"] = PROBE_RULE  # a row of an earlier C rule or solver is another measurement
     return row
+
+
+#: ProbeConfig fields that cannot move a probe's number beyond the solver's tolerance (or have their own row field).
+_NOT_IDENTITY = ("solver", "device", "n_threads", "val_fraction")
+
+
+def probe_settings(probe: ProbeConfig, held_out: bool = False) -> dict[str, Any]:
+    """Identity settings of a non-default probe configuration: ``probe_config`` (the changed knobs: C grid,
+    tie rule, prior, ...) and ``val_fraction`` when a validation split was held out at a non-default
+    fraction. Rows of the default configuration get neither, so their ``result_id`` is unchanged."""
+    default = ProbeConfig()
+    changed = {f.name: getattr(probe, f.name) for f in fields(ProbeConfig)
+               if f.name not in _NOT_IDENTITY and getattr(probe, f.name) != getattr(default, f.name)}
+    out: dict[str, Any] = {"probe_config": changed} if changed else {}
+    if held_out and probe.val_fraction != default.val_fraction:
+        out["val_fraction"] = probe.val_fraction
+    return out
 
 
 def _common(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, data: _ProbeData) -> dict[str, Any]:
@@ -173,6 +190,7 @@ def linprobe(
                 sweep=res["sweep"], C_at_grid_edge=res.get("C_at_grid_edge"),
                 sweep_converged=res.get("sweep_converged"), sweep_n_fits=res.get("sweep_n_fits"),
                 val_log_loss=res.get("val_log_loss"), **where,
+                **probe_settings(probe, res["val_source"] == "held_out"),
             )], *evidence, cfg.output_dir))
         if plan.aggregate is not None:
             # The task's result: the mean over its runs. Its identity is the task's (the runs are part of the
@@ -185,6 +203,7 @@ def linprobe(
                 run_values=values, std=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                 min=float(np.min(values)), max=float(np.max(values)), seed=seed, solver=probe.solver,
                 **({"folds_sha256": folds.sha256} if folds is not None else {}),
+                **probe_settings(probe, any(res["val_source"] == "held_out" for _, res, _ in results)),
             ), rows)
             if mean.get("ci_method"):  # combined like few-shot seeds (the runs' test errors taken as correlated)
                 mean["ci_method"] = mean["ci_method"].replace("seeds+", f"{plan.aggregate}+", 1)
@@ -227,7 +246,7 @@ def fewshot(
         train_X, train_y = data.xy(task.train_split, training=True)
         test_X, test_y = data.xy(task.eval_split, training=False)
         n_classes = len(task.prompt_set().classnames)
-        common = _common(handle, task, cfg, data)
+        common = {**_common(handle, task, cfg, data), **probe_settings(probe)}
         rows = []
         bar = progress_bar(total=len(shots) * seeds, desc=f"{task.name}: k-shot probes", unit="probe",
                            quiet=cfg.quiet or not ddp.is_main())

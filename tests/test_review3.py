@@ -76,3 +76,42 @@ def test_non_finite_training_features_are_a_clip_bench_error(tmp_path, monkeypat
     with pytest.raises(ClipBenchError, match="NaN or inf"):
         run_linear_probe(mm, y, None, None, mm[:50], y[:50], top1,
                          config=ProbeConfig(c_min=1e-2, c_max=1e2, steps_per_decade=1, n_threads=1))
+
+
+def _digits_without_val(tmp_path):
+    """The digits task with no val split, so the linear probe holds its validation set out of train."""
+    from pathlib import Path
+
+    import clip_bench
+
+    text = (Path(clip_bench.__file__).parent.parent / "tasks" / "digits.yaml").read_text()
+    text = text.replace("splits: [train, val, test]", "splits: [train, test]").replace("name: digits", "name: digitsnoval")
+    path = tmp_path / "digitsnoval.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_non_default_probe_settings_are_part_of_the_row_identity(eval_config, tmp_path):
+    """--val-fraction 0.5 (and any non-default ProbeConfig knob) gave another number under the default
+    row's result_id, so the sweep took it for the default measurement. Default rows keep their ids."""
+    from clip_bench.linprobe import fewshot, linprobe
+    from clip_bench.models import ModelHandle
+    from clip_bench.sweep import expected_main_row
+
+    task = _digits_without_val(tmp_path)
+    (default,) = linprobe("tiny-clip-digits", task, eval_config, device="cpu")
+    (half,) = linprobe("tiny-clip-digits", task, eval_config, device="cpu", probe=ProbeConfig(val_fraction=0.5))
+    assert half["extra"]["n_val"] != default["extra"]["n_val"]
+    assert half["result_id"] != default["result_id"]
+    handle = ModelHandle.of("tiny-clip-digits", None, "cpu", "fp32")
+    assert expected_main_row(handle, task, "linprobe", eval_config)["result_id"] == default["result_id"]
+    grid = ProbeConfig(c_min=1e-2, c_max=1e2)
+    (narrow,) = linprobe("tiny-clip-digits", task, eval_config, device="cpu", probe=grid)
+    assert narrow["result_id"] != default["result_id"]
+    kw = dict(shots=(2,), seeds=1, with_zeroshot=False, device="cpu")
+    plain = [r for r in fewshot("tiny-clip-digits", "digits", eval_config, **kw) if r["extra"].get("seed") == 0]
+    prior = [r for r in fewshot("tiny-clip-digits", "digits", eval_config, probe=ProbeConfig(prior_scale=1.0), **kw)
+             if r["extra"].get("seed") == 0]
+    assert plain[0]["extra"]["C_prior"] != prior[0]["extra"]["C_prior"]
+    assert plain[0]["result_id"] != prior[0]["result_id"]
