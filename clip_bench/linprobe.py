@@ -57,6 +57,11 @@ class _ProbeData:
         return X, y
 
     @property
+    def skipped_images(self) -> int:
+        """Images ``--skip-bad-images`` left out of the splits read so far (train, val and test)."""
+        return sum(int(f.meta.get("skipped_images", 0) or 0) for f, _ in self._cache.values())
+
+    @property
     def dim(self) -> int:
         return int(next(iter(self._cache.values()))[1].shape[1]) if self._cache else 0
 
@@ -102,8 +107,11 @@ def probe_settings(probe: ProbeConfig, held_out: bool = False) -> dict[str, Any]
 
 
 def _common(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, data: _ProbeData) -> dict[str, Any]:
-    return {**probe_provenance(handle, task, cfg, data.normalize), "metric": main_metric_key(task.metric),
-            "is_main": True, "subset": None, "features_requested": cfg.feature_kind, "feature_dim": data.dim}
+    row = {**probe_provenance(handle, task, cfg, data.normalize), "metric": main_metric_key(task.metric),
+           "is_main": True, "subset": None, "features_requested": cfg.feature_kind, "feature_dim": data.dim}
+    skipped = data.skipped_images  # a probe on features with images left out is another measurement (result_id)
+    row.update(skipped_images=skipped, standard=row["standard"] and skipped == 0)
+    return row
 
 
 def _fold_rows(data: _ProbeData, run: ProbeRun, folds: Any) -> np.ndarray:

@@ -115,3 +115,33 @@ def test_non_default_probe_settings_are_part_of_the_row_identity(eval_config, tm
              if r["extra"].get("seed") == 0]
     assert plain[0]["extra"]["C_prior"] != prior[0]["extra"]["C_prior"]
     assert plain[0]["result_id"] != prior[0]["result_id"]
+
+
+@pytest.mark.slow
+def test_probe_rows_of_a_run_that_skipped_images_have_their_own_identity(tmp_path, eval_config, monkeypatch):
+    """linprobe/fewshot rows never recorded --skip-bad-images: a probe on features with an image left
+    out had the clean run's result_id and counted as standard."""
+    from fixture_writers import write_digit_folder
+    from PIL import Image
+
+    from clip_bench.features import ExtractConfig
+    from clip_bench.linprobe import fewshot, linprobe
+
+    root = eval_config.data_root / "dg"
+    write_digit_folder(root / "train", per_class=6)
+    write_digit_folder(root / "test", per_class=2)
+    task = tmp_path / "dg.yaml"
+    task.write_text("name: dg\nversion: 1\nprompts: digits\nmetric: accuracy\nsplits: [train, test]\n"
+                    "eval_split: test\nsources:\n  local: {loader: imagefolder, path: dg}\n")
+    eval_config.extract = ExtractConfig(workers=0, quiet=True)
+    (clean,) = linprobe("tiny-clip-digits", str(task), eval_config, device="cpu")
+    clean_k = fewshot("tiny-clip-digits", str(task), eval_config, device="cpu", shots=(2,), seeds=1, with_zeroshot=False)
+    (root / "train" / "3" / "001.png").write_bytes(b"not a png")
+    eval_config.cache_dir = tmp_path / "cache2"
+    eval_config.extract = ExtractConfig(workers=0, quiet=True, skip_bad_images=True)
+    (skipped,) = linprobe("tiny-clip-digits", str(task), eval_config, device="cpu")
+    assert skipped["extra"]["n_train"] + skipped["extra"]["n_val"] == clean["extra"]["n_train"] + clean["extra"]["n_val"] - 1
+    assert skipped["extra"]["skipped_images"] == 1 and skipped["standard"] is False and clean["standard"] is True
+    assert skipped["result_id"] != clean["result_id"]
+    skipped_k = fewshot("tiny-clip-digits", str(task), eval_config, device="cpu", shots=(2,), seeds=1, with_zeroshot=False)
+    assert {r["result_id"] for r in skipped_k}.isdisjoint(r["result_id"] for r in clean_k)
