@@ -275,9 +275,12 @@ def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
             f"checkpoint {path} is not a PyTorch checkpoint (it does not unpickle as tensors); it may be damaged "
             "or another kind of file. Re-download or re-export it."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            UnicodeDecodeError, OverflowError, MemoryError) as exc:
+        # random or damaged bytes can read as pickle opcodes that fail anywhere in the unpickler
         raise ClipBenchError(
-            f"checkpoint {path} is not a PyTorch checkpoint ({first_line(exc)}); re-download or re-export it."
+            f"checkpoint {path} is not a PyTorch checkpoint ({type(exc).__name__}: {first_line(exc)}); "
+            "it may be damaged or another kind of file. Re-download or re-export it."
         ) from None
     if isinstance(obj, dict) and "state_dict" in obj:
         obj = obj["state_dict"]
