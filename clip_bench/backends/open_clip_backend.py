@@ -10,6 +10,7 @@ import json
 import math
 import os
 import pickle
+import warnings
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -260,7 +261,9 @@ def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         return shapes
     try:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            with warnings.catch_warnings():  # damaged bytes read as an odd pickle protocol: the error below says it
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as exc:
             if "mmap" not in str(exc):
                 raise
