@@ -10,8 +10,8 @@ import json
 import math
 import os
 import pickle
-import warnings
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
