@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,9 +31,10 @@ def test_random_bytes_safetensors(tmp_path):
     assert "not a readable .safetensors file" in _one_line(err) and str(ckpt) in str(err.value)
 
 
-def test_random_bytes_pt_is_damaged_not_refused(tmp_path):
+@pytest.mark.parametrize("seed", [0, 218, 252, 261])  # 218, 252, 261: bytes the unpickler fails on with KeyError/IndexError
+def test_random_bytes_pt_is_damaged_not_refused(tmp_path, seed):
     ckpt = tmp_path / "weights.pt"
-    ckpt.write_bytes(os.urandom(4096))
+    ckpt.write_bytes(np.random.default_rng(seed).bytes(4096))
     with pytest.raises(ClipBenchError) as err:
         load_model(TINY_JSON, str(ckpt), device="cpu")
     assert "is not a PyTorch checkpoint" in _one_line(err)

@@ -11,6 +11,7 @@ import math
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +261,9 @@ def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         return shapes
     try:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            with warnings.catch_warnings():  # damaged bytes read as an odd pickle protocol: the error below says it
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as exc:
             if "mmap" not in str(exc):
                 raise
@@ -275,9 +278,12 @@ def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
             f"checkpoint {path} is not a PyTorch checkpoint (it does not unpickle as tensors); it may be damaged "
             "or another kind of file. Re-download or re-export it."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            UnicodeDecodeError, OverflowError, MemoryError) as exc:
+        # random or damaged bytes can read as pickle opcodes that fail anywhere in the unpickler
         raise ClipBenchError(
-            f"checkpoint {path} is not a PyTorch checkpoint ({first_line(exc)}); re-download or re-export it."
+            f"checkpoint {path} is not a PyTorch checkpoint ({type(exc).__name__}: {first_line(exc)}); "
+            "it may be damaged or another kind of file. Re-download or re-export it."
         ) from None
     if isinstance(obj, dict) and "state_dict" in obj:
         obj = obj["state_dict"]
