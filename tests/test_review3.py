@@ -122,7 +122,6 @@ def test_probe_rows_of_a_run_that_skipped_images_have_their_own_identity(tmp_pat
     """linprobe/fewshot rows never recorded --skip-bad-images: a probe on features with an image left
     out had the clean run's result_id and counted as standard."""
     from fixture_writers import write_digit_folder
-    from PIL import Image
 
     from clip_bench.features import ExtractConfig
     from clip_bench.linprobe import fewshot, linprobe
