@@ -144,3 +144,17 @@ def test_probe_rows_of_a_run_that_skipped_images_have_their_own_identity(tmp_pat
     assert skipped["result_id"] != clean["result_id"]
     skipped_k = fewshot("tiny-clip-digits", str(task), eval_config, device="cpu", shots=(2,), seeds=1, with_zeroshot=False)
     assert {r["result_id"] for r in skipped_k}.isdisjoint(r["result_id"] for r in clean_k)
+
+
+def test_a_validation_metric_that_is_not_finite_is_an_error():
+    """A multi-label validation split without a single positive makes 11-point mAP the mean of nothing
+    (NaN): C cannot be chosen on it, so the search stops with one line instead of a NaN pick."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 6)).astype(np.float32)
+    Y = (X[:, :3] > 0).astype(np.int64)
+    vX, vY = X[:20], np.zeros((20, 3), dtype=np.int64)
+    with warnings.catch_warnings(), pytest.raises(ClipBenchError, match="not a finite number"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sweep_C(X, Y, vX, vY, map_11point, probe=LogisticRegressionProbe(multilabel=True), grid=np.array([0.1, 1.0]))

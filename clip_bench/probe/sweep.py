@@ -339,6 +339,12 @@ def sweep_C_folds(
             proba = fitted.predict_proba(vX, dtype=np.float32 if softmax else np.float64)
             vals.append(metric(_layout(fitted, proba, n_classes), vY))
             losses.append(log_loss(proba, vY, fitted.classes_, fitted.multilabel))
+        if not np.all(np.isfinite(vals)):
+            raise ClipBenchError(
+                f"the validation metric is not a finite number at C = {grid[i]:g} (a validation split without "
+                "positives for any class, or with a single class?); C cannot be chosen on it. Use a larger "
+                "validation split (--val-fraction) or check the labels."
+            )
         return float(np.mean(vals)), float(np.mean(losses))
 
     n_val = sum(int(np.asarray(vY).shape[0]) for _, _, _, vY in folds)
