@@ -158,3 +158,12 @@ def test_a_validation_metric_that_is_not_finite_is_an_error():
     with warnings.catch_warnings(), pytest.raises(ClipBenchError, match="not a finite number"):
         warnings.simplefilter("ignore", RuntimeWarning)
         sweep_C(X, Y, vX, vY, map_11point, probe=LogisticRegressionProbe(multilabel=True), grid=np.array([0.1, 1.0]))
+
+
+@pytest.mark.parametrize("scale", [1e-160, 1e200])
+def test_features_far_from_unit_scale_name_the_features_in_the_prior(scale):
+    from clip_bench.probe.fewshot import prior_C
+
+    X = np.random.default_rng(0).standard_normal((8, 4)) * scale
+    with pytest.raises(ClipBenchError, match="spread .* check the features"):
+        prior_C(X)

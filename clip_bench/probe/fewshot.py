@@ -104,10 +104,17 @@ def prior_C(X: np.ndarray, n: int | None = None, scale: float = PRIOR_SCALE) -> 
     it fixes the per-example regularisation 1 / (C n) relative to the squared feature scale."""
     X = np.asarray(X, dtype=np.float64)
     n = X.shape[0] if n is None else n
-    spread = float(np.mean(np.sum((X - X.mean(axis=0)) ** 2, axis=1))) if X.size else 0.0
+    with np.errstate(over="ignore", under="ignore"):  # out-of-range spreads are reported below
+        spread = float(np.mean(np.sum((X - X.mean(axis=0)) ** 2, axis=1))) if X.size else 0.0
     if not spread > 0 or n < 1:
         raise ClipBenchError("all features are identical; cannot set a scale-aware C (check the features)")
-    return scale / (n * spread)
+    C = scale / (n * spread)
+    if not np.isfinite(C) or not np.isfinite(spread):
+        raise ClipBenchError(
+            f"the features' spread ({spread:.3g}) is too small or too large for a scale-aware C; "
+            "check the features (a damaged cache, or features scaled far from unit size)"
+        )
+    return C
 
 
 def one_shot_C(shots_X: np.ndarray, scale: float = PRIOR_SCALE) -> float:
