@@ -255,6 +255,21 @@ def model_label(row: dict[str, Any]) -> str:
     return f"{row['model']}" + (f" ({row['pretrained']})" if row.get("pretrained") else "")
 
 
+def variant(row: dict[str, Any]) -> str:
+    """How a standard row's measurement differs from its model's default one, as a label suffix: ``""``
+    for fp32 and the default features, else e.g. ``" [bf16]"`` or ``" [features=embed]"``. Tables that
+    show one line per model append it to the model name, so a bf16 run or a probe on other features is
+    shown apart, labelled, and never replaces (or is averaged with) the default measurement."""
+    parts = []
+    precision = field_of(row, "precision")
+    if precision not in (None, "", "fp32"):
+        parts.append(str(precision))
+    requested, kind = field_of(row, "features_requested"), field_of(row, "feature_kind")
+    if requested not in (None, "auto") or (isinstance(kind, str) and kind.endswith("+l2")):
+        parts.append(f"features={kind}")
+    return f" [{', '.join(parts)}]" if parts else ""
+
+
 #: Row protocols shown in a protocol's leaderboard: zero-shot retrieval tasks sit beside zero-shot classification.
 LEADERBOARD_PROTOCOLS = {"zeroshot": ("zeroshot", "retrieval")}
 
@@ -271,7 +286,9 @@ def leaderboard(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> Any:
             and is_standard(r)]
     if not main:
         return pd.DataFrame(columns=["model", "pretrained"])
-    df = pd.DataFrame(main).sort_values("date", kind="stable")
+    df = pd.DataFrame(main)
+    df["model"] = [f"{r['model']}{variant(r)}" for r in main]  # a bf16 run is its own, labelled line
+    df = df.sort_values("date", kind="stable")
     df["pretrained"] = df["pretrained"].fillna("")
     latest = df.groupby(["model", "pretrained", "task"], as_index=False, sort=False).last()
     table = latest.pivot(index=["model", "pretrained"], columns="task", values="value").reset_index()

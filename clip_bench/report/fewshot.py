@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .tables import KEY, field_of, is_standard, main_values, rows_frame
+from .tables import KEY, field_of, is_standard, main_values, rows_frame, with_variant_labels
 
 _K = re.compile(r"^fewshot_k(\d+)$")
 CURVE_COLUMNS = [*KEY, "task", "k", "mean", "std", "n_seeds", "err_low", "err_high", "err_kind"]
@@ -53,7 +53,7 @@ def curves(rows: list[dict[str, Any]]) -> pd.DataFrame:
            and is_standard(r)]
     if not few:
         return pd.DataFrame(columns=CURVE_COLUMNS)
-    df = rows_frame(few)
+    df = with_variant_labels(rows_frame(few), few)
     extra = [_extra(e) for e in df["extra"]]
     df["k"] = [shots_of(p) for p in df["protocol"]]
     df["seed"] = [e.get("seed") for e in extra]

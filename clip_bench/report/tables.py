@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..results import RESULTS_FILE, ROW_FIELDS, field_of, read_rows
+from ..results import RESULTS_FILE, ROW_FIELDS, field_of, read_rows, variant
 from ..results import is_standard as results_is_standard
 from .reference import collections
 
@@ -153,16 +153,24 @@ def rows_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
 MAIN_COLUMNS = [*KEY, "task", "subset", "metric", "value", "ci_low", "ci_high"]
 
 
+def with_variant_labels(df: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """``df`` (built by :func:`rows_frame` from ``rows``, same order) with each model name suffixed by its
+    row's :func:`variant`."""
+    df["model"] = [f"{m}{variant(r)}" for m, r in zip(df["model"].astype(str), rows, strict=True)]
+    return df
+
+
 def main_values(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> pd.DataFrame:
     """Latest standard main-metric value per (model, pretrained, task, subset) for one protocol.
 
-    Columns: model, pretrained, task, subset ("" when unset), metric, value, ci_low, ci_high.
+    Columns: model (with its :func:`variant` label: a bf16 run is its own line), pretrained, task, subset
+    ("" when unset), metric, value, ci_low, ci_high.
     Aggregated and per-seed rows are not distinguished here; use :mod:`.fewshot` for few-shot protocols.
     """
     main = [r for r in rows if r.get("is_main") and r.get("protocol") == protocol and is_standard(r)]
     if not main:
         return pd.DataFrame(columns=MAIN_COLUMNS)
-    df = rows_frame(main).sort_values("date", kind="stable")
+    df = with_variant_labels(rows_frame(main), main).sort_values("date", kind="stable")
     return df.groupby([*KEY, "task", "subset"], as_index=False, sort=True).last()[MAIN_COLUMNS]
 
 
