@@ -147,6 +147,11 @@ def test_torchrun_two_gloo_ranks_match_single_process(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_shards_and_says_how_to_resume(tmp_path):
     child = CHILD.replace("from clip_bench import zeroshot", "from clip_bench.cli import main").split("from clip_bench.evaluate")[0]
+    # After two shards (4 batches) the child waits for the signal, so the run cannot finish before it
+    # arrives however the machine schedules the two processes (it did once in CI: exit 0, not 130).
+    child = child.replace("    time.sleep(0.15)\n", "    slow.calls = getattr(slow, 'calls', 0) + 1\n"
+                          "    time.sleep(0.15 if slow.calls <= 4 else 120)\n")
+    assert "slow.calls" in child
     child += (
         "raise SystemExit(main(['zeroshot', '--model', 'tiny-clip-digits', '--task', 'digits', '--workers', '0',"
         " '--batch-size', '16', '--shard-size', '32', '--quiet', '--cache-dir', sys.argv[1], '--output-dir', sys.argv[1]]))\n"
