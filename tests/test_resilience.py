@@ -152,6 +152,9 @@ def test_ctrl_c_keeps_finished_shards_and_says_how_to_resume(tmp_path):
     child = child.replace("    time.sleep(0.15)\n", "    slow.calls = getattr(slow, 'calls', 0) + 1\n"
                           "    time.sleep(0.15 if slow.calls <= 4 else 120)\n")
     assert "slow.calls" in child
+    # A terminal's Ctrl-C: SIGINT raises KeyboardInterrupt even when this test runs as a background job
+    # (a non-interactive shell starts those with SIGINT ignored, and the child would inherit that).
+    child = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n" + child
     child += (
         "raise SystemExit(main(['zeroshot', '--model', 'tiny-clip-digits', '--task', 'digits', '--workers', '0',"
         " '--batch-size', '16', '--shard-size', '32', '--quiet', '--cache-dir', sys.argv[1], '--output-dir', sys.argv[1]]))\n"
