@@ -8,20 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from slow_child import slow_encode_script
 
 from clip_bench.results import read_rows
 
-CHILD = r"""
-import sys, time
-import clip_bench.features as f
-real = f.encode_images
-def slow(*a, **k):
-    time.sleep(0.05)
-    return real(*a, **k)
-f.encode_images = slow
-from clip_bench.cli import main
-raise SystemExit(main(sys.argv[1:]))
-"""
+CHILD = slow_encode_script("from clip_bench.cli import main\nraise SystemExit(main(sys.argv[1:]))", sleep="0.05")
 
 
 def _run_two(tmp_path, args):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixture_writers import write_digit_folder
+from slow_child import slow_encode_script
 
 from clip_bench import zeroshot
 from clip_bench.errors import ClipBenchError
@@ -20,21 +21,14 @@ from clip_bench.features import ExtractConfig
 from clip_bench.loaders.base import ArrayImages
 from clip_bench.results import append_rows, make_row, read_rows
 
-CHILD = r"""
-import sys, time
-import clip_bench.features as f
-real = f.encode_images
-def slow(*a, **k):
-    time.sleep(0.15)
-    return real(*a, **k)
-f.encode_images = slow
-from clip_bench import zeroshot
-from clip_bench.evaluate import EvalConfig
-from clip_bench.features import ExtractConfig
-from pathlib import Path
-zeroshot("tiny-clip-digits", "digits", EvalConfig(cache_dir=Path(sys.argv[1]), output_dir=None,
-         extract=ExtractConfig(batch_size=16, workers=0, shard_size=32, quiet=True)), device="cpu")
-"""
+CHILD = slow_encode_script(
+    "from clip_bench import zeroshot\n"
+    "from clip_bench.evaluate import EvalConfig\n"
+    "from clip_bench.features import ExtractConfig\n"
+    "from pathlib import Path\n"
+    'zeroshot("tiny-clip-digits", "digits", EvalConfig(cache_dir=Path(sys.argv[1]), output_dir=None,\n'
+    "         extract=ExtractConfig(batch_size=16, workers=0, shard_size=32, quiet=True)), device='cpu')"
+)
 
 
 def _entry(cache: Path) -> Path:
@@ -146,19 +140,17 @@ def test_torchrun_two_gloo_ranks_match_single_process(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_shards_and_says_how_to_resume(tmp_path):
-    child = CHILD.replace("from clip_bench import zeroshot", "from clip_bench.cli import main").split("from clip_bench.evaluate")[0]
     # After two shards (4 batches) the child waits for the signal, so the run cannot finish before it
     # arrives however the machine schedules the two processes (it did once in CI: exit 0, not 130).
-    child = child.replace("    time.sleep(0.15)\n", "    slow.calls = getattr(slow, 'calls', 0) + 1\n"
-                          "    time.sleep(0.15 if slow.calls <= 4 else 120)\n")
-    assert "slow.calls" in child
+    child = slow_encode_script(
+        "from clip_bench.cli import main\n"
+        "raise SystemExit(main(['zeroshot', '--model', 'tiny-clip-digits', '--task', 'digits', '--workers', '0',"
+        " '--batch-size', '16', '--shard-size', '32', '--quiet', '--cache-dir', sys.argv[1], '--output-dir', sys.argv[1]]))",
+        sleep="0.15 if slow.calls <= 4 else 120",
+    )
     # A terminal's Ctrl-C: SIGINT raises KeyboardInterrupt even when this test runs as a background job
     # (a non-interactive shell starts those with SIGINT ignored, and the child would inherit that).
     child = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n" + child
-    child += (
-        "raise SystemExit(main(['zeroshot', '--model', 'tiny-clip-digits', '--task', 'digits', '--workers', '0',"
-        " '--batch-size', '16', '--shard-size', '32', '--quiet', '--cache-dir', sys.argv[1], '--output-dir', sys.argv[1]]))\n"
-    )
     cache = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "-c", child, str(cache)], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
