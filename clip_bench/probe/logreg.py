@@ -120,16 +120,17 @@ def _feature_tensor(
     if isinstance(X, torch.Tensor):
         keep = X.dtype in (torch.float16, torch.bfloat16) or X.dtype == dtype
         return X.to(device=device, dtype=X.dtype if keep else dtype)
-    if isinstance(X, RowView) and device.type == "cpu" and X.dtype in (np.float16, torch_to_numpy(dtype)):
-        return TorchRows(X)  # rows gathered a chunk at a time by the loss: no copy of the features
     if X.ndim != 2:
         raise ClipBenchError(f"features must be a 2-D array (n_samples, n_features), got shape {X.shape}")
     store = torch.float16 if X.dtype in _HALF_DTYPES else dtype
-    np_store = np.float16 if store == torch.float16 else (np.float32 if store == torch.float32 else np.float64)
-    if device.type == "cpu" and X.dtype == np_store and X.flags.c_contiguous and isinstance(X, np.ndarray):
-        with warnings.catch_warnings():  # read-only memmaps: we never write to the tensor
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.from_numpy(np.asarray(X))
+    np_store = torch_to_numpy(store)
+    if device.type == "cpu" and X.dtype == np_store:  # used in place, no copy
+        if isinstance(X, RowView):
+            return TorchRows(X)  # rows gathered a chunk at a time by the loss
+        if isinstance(X, np.ndarray) and X.flags.c_contiguous:
+            with warnings.catch_warnings():  # read-only memmaps: we never write to the tensor
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.from_numpy(np.asarray(X))
     out = torch.empty(X.shape, dtype=store, device=device)
     for i in range(0, X.shape[0], batch_rows):
         out[i : i + batch_rows] = torch.from_numpy(np.ascontiguousarray(X[i : i + batch_rows], dtype=np_store))
@@ -474,6 +475,12 @@ def _direction(g: torch.Tensor, S: list, Y: list, rho: list, precond) -> torch.T
     return q
 
 
+def _informative(sy: float, y: torch.Tensor) -> bool:
+    """Whether a curvature pair (s, y) with s'y = ``sy`` is worth keeping: positive curvature above
+    the working precision (else the L-BFGS update would not stay positive definite)."""
+    return sy > float(torch.finfo(y.dtype).eps) * float(y @ y)
+
+
 def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float, history: int = 10,
           max_evals: int = 15000, measure=None, precond=None, flat_tol: float | None = None,
           memory: tuple[list, list] | None = None) -> LbfgsResult:
@@ -502,7 +509,7 @@ def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float,
     rho: list[float] = []
     for s, y in zip(*(memory or ((), ())), strict=True):
         sy = float(s @ y)
-        if sy > float(torch.finfo(y.dtype).eps) * float(y @ y):
+        if _informative(sy, y):
             S.append(s), Y.append(y), rho.append(1.0 / sy)
     del S[:-history], Y[:-history], rho[:-history]
     n_iter = 0
@@ -537,7 +544,7 @@ def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float,
         sy = float(s @ y)
         theta.add_(s)
         f_old, f, g = f, f_new, g_new
-        if sy > float(torch.finfo(y.dtype).eps) * float(y @ y):  # curvature pair is informative
+        if _informative(sy, y):
             if len(S) == history:
                 S.pop(0), Y.pop(0), rho.pop(0)
             S.append(s)
@@ -898,10 +905,13 @@ class LogisticRegressionProbe:
         self.objective_ = logistic_objective(Xn, y, self.coef_, self.intercept_, self.C, self.multilabel)
 
     # ------------------------------------------------------------------ prediction
-    def decision_function(self, X: np.ndarray, batch_rows: int = 65536) -> np.ndarray:
-        """Logits: (N, K), or (N,) for a binary single-label model (as sklearn)."""
+    def _require_fitted(self) -> None:
         if not hasattr(self, "coef_"):
             raise ClipBenchError("this LogisticRegressionProbe is not fitted yet; call fit(X, y) first")
+
+    def decision_function(self, X: np.ndarray, batch_rows: int = 65536) -> np.ndarray:
+        """Logits: (N, K), or (N,) for a binary single-label model (as sklearn)."""
+        self._require_fitted()
         Xn = X.cpu().numpy() if isinstance(X, torch.Tensor) else X
         dt = self.coef_.dtype
         out = np.empty((Xn.shape[0], self.coef_.shape[0]), dtype=dt)
@@ -917,11 +927,10 @@ class LogisticRegressionProbe:
         as ``dtype``: the only full-size array is the result (float32 halves it). float32 keeps softmax
         scores' top-k and log-loss, but rounds sigmoid probabilities within 6e-8 of 1 to 1.0 (logits
         above ~17): ties for ROC AUC / mAP and a wrong multi-label log-loss, so use it for softmax only."""
-        n = X.shape[0]
-        first = self._proba64(self.decision_function(X[:batch_rows]))
-        out = np.empty((n, first.shape[1]), dtype=dtype)
-        out[: first.shape[0]] = first
-        for i in range(batch_rows, n, batch_rows):
+        self._require_fitted()
+        binary = self.coef_.shape[0] == 1 and not self.multilabel  # one logit, two columns [1 - p, p]
+        out = np.empty((X.shape[0], 2 if binary else self.coef_.shape[0]), dtype=dtype)
+        for i in range(0, X.shape[0], batch_rows):
             out[i : i + batch_rows] = self._proba64(self.decision_function(X[i : i + batch_rows]))
         return out
 

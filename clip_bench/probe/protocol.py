@@ -35,8 +35,9 @@ class ProbeConfig:
     dtype: str = "float32"
     max_iter: int = 1000
     # torch solver only (the sklearn solver keeps sklearn's default tol=1e-4, as in the paper's call):
-    # None = the estimator's default, a relative optimality residual of 3e-2 (logreg.py), which a
-    # warm start cannot pass without converging and which bounds the objective gap by 9e-4 relative.
+    # None = the estimator's default, a relative optimality residual of 1e-2 (logreg.DEFAULT_TOL), which
+    # a warm start from a neighbouring C cannot pass without converging and which bounds the objective
+    # gap by 1e-4 relative.
     tol: float | None = None
     n_threads: int | None = None
     c_min: float = 1e-6

@@ -111,26 +111,24 @@ class TorchRows:
     def __init__(self, view: RowView) -> None:
         self.view = view
         self.shape = torch.Size(view.shape)
-        self.dtype = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,
-                      np.dtype(np.float64): torch.float64}[np.dtype(view.dtype)]
+        self.dtype = torch.from_numpy(np.empty(0, dtype=view.dtype)).dtype
         self.device = torch.device("cpu")
 
     def __getitem__(self, key) -> torch.Tensor:
         return torch.from_numpy(self.view[key])
 
 
+def _gathered_if_small(view: RowView) -> np.ndarray | RowView:
+    """The view's rows as one array when that copy is under :data:`GATHER_BELOW_BYTES` (faster to
+    solve on), else the view itself (the same numbers, no copy)."""
+    return view[:] if view.nbytes < GATHER_BELOW_BYTES else view
+
+
 def rows_of(base: np.ndarray, index: np.ndarray | None) -> np.ndarray | RowView:
-    """``base[index]``: a gathered copy when it is small (faster to solve on), a :class:`RowView` when
-    the copy would exceed :data:`GATHER_BELOW_BYTES` (the same numbers, no copy)."""
-    if index is None:
-        return base
-    if len(index) * base.shape[1] * np.dtype(base.dtype).itemsize < GATHER_BELOW_BYTES:
-        return base[index]
-    return RowView.of(base, index)
+    """``base[index]``, gathered only when small (:func:`_gathered_if_small`)."""
+    return base if index is None else _gathered_if_small(RowView.of(base, index))
 
 
 def stack_rows(first: np.ndarray, second: np.ndarray) -> np.ndarray | RowView:
-    """``np.concatenate([first, second])`` without the copy when it would be large."""
-    if (first.shape[0] + second.shape[0]) * first.shape[1] * np.dtype(first.dtype).itemsize < GATHER_BELOW_BYTES:
-        return np.concatenate([np.asarray(first), np.asarray(second)])
-    return RowView([(first, None), (second, None)])
+    """``np.concatenate([first, second])``, gathered only when small (:func:`_gathered_if_small`)."""
+    return _gathered_if_small(RowView([(first, None), (second, None)]))
