@@ -106,6 +106,12 @@ def probe_settings(probe: ProbeConfig, held_out: bool = False) -> dict[str, Any]
     return out
 
 
+def _with_settings(common: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """Row fields ``common`` plus non-default probe settings (:func:`probe_settings`): a row made with any
+    is another measurement than the paper's protocol, so it is not standard (never the leaderboard's)."""
+    return {**common, **settings, "standard": common["standard"] and not settings}
+
+
 def _common(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, data: _ProbeData) -> dict[str, Any]:
     row = {**probe_provenance(handle, task, cfg, data.normalize), "metric": main_metric_key(task.metric),
            "is_main": True, "subset": None, "features_requested": cfg.feature_kind, "feature_dim": data.dim}
@@ -191,14 +197,15 @@ def linprobe(
                 **({"fold": run.fold, "folds_sha256": folds.sha256} if folds is not None else {}),
             }
             rows.extend(attach_outcomes([make_row(
-                **{**common, "is_main": plan.aggregate is None}, protocol="linear_probe", value=res["test_score"],
+                **_with_settings({**common, "is_main": plan.aggregate is None},
+                                 probe_settings(probe, res["val_source"] == "held_out")),
+                protocol="linear_probe", value=res["test_score"],
                 n=res["n_test"], C=res["C"], solver=res["solver"], seed=seed, val_score=res["val_score"],
                 val_source=res["val_source"], n_train=res["n_train"], n_val=res["n_val"], n_refit=res["n_refit"],
                 n_iter=res["n_iter"], converged=res["converged"], wall_time_s=round(res["wall_time_s"], 3),
                 sweep=res["sweep"], C_at_grid_edge=res.get("C_at_grid_edge"),
                 sweep_converged=res.get("sweep_converged"), sweep_n_fits=res.get("sweep_n_fits"),
                 val_log_loss=res.get("val_log_loss"), **where,
-                **probe_settings(probe, res["val_source"] == "held_out"),
             )], *evidence, cfg.output_dir))
         if plan.aggregate is not None:
             # The task's result: the mean over its runs. Its identity is the task's (the runs are part of the
@@ -206,12 +213,12 @@ def linprobe(
             values = [res["test_score"] for _, res, _ in results]
             tests = {run.test: res["n_test"] for run, res, _ in results}
             mean = attach_seed_mean_interval(make_row(
-                **common, protocol="linear_probe", value=float(np.mean(values)), n=int(sum(tests.values())),
+                **_with_settings(common, probe_settings(probe, any(res["val_source"] == "held_out" for _, res, _ in results))),
+                protocol="linear_probe", value=float(np.mean(values)), n=int(sum(tests.values())),
                 over=plan.aggregate, n_runs=len(values), runs=[r.name for r, _, _ in results],
                 run_values=values, std=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                 min=float(np.min(values)), max=float(np.max(values)), seed=seed, solver=probe.solver,
                 **({"folds_sha256": folds.sha256} if folds is not None else {}),
-                **probe_settings(probe, any(res["val_source"] == "held_out" for _, res, _ in results)),
             ), rows)
             if mean.get("ci_method"):  # combined like few-shot seeds (the runs' test errors taken as correlated)
                 mean["ci_method"] = mean["ci_method"].replace("seeds+", f"{plan.aggregate}+", 1)
@@ -254,7 +261,7 @@ def fewshot(
         train_X, train_y = data.xy(task.train_split, training=True)
         test_X, test_y = data.xy(task.eval_split, training=False)
         n_classes = len(task.prompt_set().classnames)
-        common = {**_common(handle, task, cfg, data), **probe_settings(probe)}
+        common = _with_settings(_common(handle, task, cfg, data), probe_settings(probe))
         rows = []
         bar = progress_bar(total=len(shots) * seeds, desc=f"{task.name}: k-shot probes", unit="probe",
                            quiet=cfg.quiet or not ddp.is_main())
