@@ -24,12 +24,14 @@ the same arrays; the thread cap applies to both (torch threads and BLAS threads 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import time
 
 import numpy as np
+import sklearn
 import torch
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
@@ -66,24 +68,83 @@ def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
     return 100.0 * float(np.mean(scores.argmax(axis=1) == targets))
 
 
-def parity(data: dict, threads: int | None, stride: int, max_iter: int) -> dict:
-    """torch (warm path and cold) against scikit-learn (tol=1e-10, cold) at every ``stride``-th grid C:
-    relative objective difference and val accuracy difference. The warm path starts each fit as the
-    sweep does (``path_start`` from the fits before it, plus the last fit's L-BFGS curvature pairs)."""
+REFERENCE_TOL = 1e-10
+
+
+def reference_key(data: dict, max_iter: int) -> dict:
+    """What a scikit-learn reference fit depends on: the train/val arrays (hashed), its version and settings.
+    A logged reference is reused only under the same key, so a log from other data is never taken."""
+    h = hashlib.sha256()
+    for split in ("train", "val"):
+        for a in data[split]:
+            h.update(np.ascontiguousarray(a).tobytes())
+    return {"data_sha256": h.hexdigest()[:16], "sklearn": sklearn.__version__, "tol": REFERENCE_TOL,
+            "max_iter": max_iter}
+
+
+def load_references(path: str | None, key: dict) -> dict[float, dict]:
+    """Reference fits logged under ``key`` (one JSON line per C); other keys and a torn last line are skipped."""
+    refs: dict[float, dict] = {}
+    if not path or not os.path.exists(path):
+        return refs
+    other = 0
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                print(f"{path}: skipping a damaged line (a run stopped mid-write)", flush=True)
+                continue
+            if row.get("key") != key:
+                other += 1
+                continue
+            refs[row["C"]] = row
+    if other:
+        print(f"{path}: {other} lines from other data or settings ignored", flush=True)
+    return refs
+
+
+def sklearn_reference(data: dict, C: float, threads: int | None, max_iter: int, key: dict) -> dict:
+    """scikit-learn lbfgs, cold, float64, tol=1e-10: the objective and val accuracy torch is held to."""
     (X, y), (vX, vy) = data["train"], data["val"]
-    grid = c_grid()[::stride]
+    t0 = time.perf_counter()
+    with threadpool_limits(limits=threads):
+        lr = LogisticRegression(C=C, tol=REFERENCE_TOL, max_iter=max_iter).fit(X.astype(np.float64), y)
+    return {"key": key, "C": float(C), "sklearn_obj": logistic_objective(X, y, lr.coef_, lr.intercept_, C),
+            "sklearn_val": 100.0 * lr.score(vX, vy), "sklearn_iter": int(lr.n_iter_[0]),
+            "sklearn_s": time.perf_counter() - t0}
+
+
+def fill_references(data: dict, grid: np.ndarray, threads: int | None, max_iter: int, log: str | None) -> dict:
+    """The reference at every C of ``grid``: from the log where it holds one, else fitted and appended to it
+    (so an interrupted run keeps every finished C and a rerun resumes)."""
+    key = reference_key(data, max_iter)
+    refs = load_references(log, key)
+    todo = [C for C in grid if float(C) not in refs]
+    print(f"references: {len(grid) - len(todo)} of {len(grid)} C from the log, {len(todo)} to fit", flush=True)
+    for C in todo:
+        row = sklearn_reference(data, C, threads, max_iter, key)
+        refs[row["C"]] = row
+        if log:
+            with open(log, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        print(f"C={C:9.3g} sklearn {row['sklearn_obj']:.6g} ({row['sklearn_iter']} it, val {row['sklearn_val']:.2f}, "
+              f"{row['sklearn_s']:.0f} s)", flush=True)
+    return refs
+
+
+def parity(data: dict, threads: int | None, grid: np.ndarray, refs: dict) -> dict:
+    """torch (warm path and cold) against the scikit-learn references at every C of ``grid``: relative
+    objective difference and val accuracy difference. The warm path starts each fit as the sweep does
+    (``path_start`` from the fits before it, plus the last fit's L-BFGS curvature pairs)."""
+    (X, y), (vX, vy) = data["train"], data["val"]
     path: dict = {}  # C -> (coef, intercept, classes) of the warm path, as the sweep keeps them
     memory = None
     rows = []
     for C in grid:
-        t0 = time.perf_counter()
-        with threadpool_limits(limits=threads):
-            lr = LogisticRegression(C=C, tol=1e-10, max_iter=max_iter).fit(X.astype(np.float64), y)
-        t_ref = time.perf_counter() - t0
-        obj_ref = logistic_objective(X, y, lr.coef_, lr.intercept_, C)
-        acc_ref = 100.0 * lr.score(vX, vy)
-        row = {"C": float(C), "sklearn_obj": obj_ref, "sklearn_val": acc_ref, "sklearn_iter": int(lr.n_iter_[0]),
-               "sklearn_s": t_ref}
+        ref = refs[float(C)]
+        obj_ref, acc_ref = ref["sklearn_obj"], ref["sklearn_val"]
+        row = {k: v for k, v in ref.items() if k != "key"}
         for mode in ("cold", "warm"):
             init = {}
             if mode == "warm" and path:  # the sweep's start: log-C extrapolation and the last curvature pairs
@@ -94,7 +155,8 @@ def parity(data: dict, threads: int | None, stride: int, max_iter: int) -> dict:
                 path[C] = (fit.coef_, fit.intercept_, fit.classes_)
                 memory = fit.lbfgs_memory_
             obj = logistic_objective(X, y, fit.coef_, fit.intercept_, C)
-            row[mode] = {"rel_obj": (obj - obj_ref) / obj_ref, "val_diff": 100.0 * fit.score(vX, vy) - acc_ref,
+            row[mode] = {"obj": obj, "rel_obj": (obj - obj_ref) / obj_ref,
+                         "val_diff": 100.0 * fit.score(vX, vy) - acc_ref,
                          "n_iter": int(fit.n_iter_), "converged": bool(fit.converged_)}
         rows.append(row)
         print(f"C={C:9.3g} sklearn {obj_ref:.6g} ({row['sklearn_iter']} it, val {acc_ref:.2f}) | " + " | ".join(
@@ -125,6 +187,12 @@ def main() -> None:
                     help="instead: torch (warm and cold) vs sklearn tol=1e-10 (cold) at every grid C")
     ap.add_argument("--parity-stride", type=int, default=1, help="every n-th grid C (1: all 97)")
     ap.add_argument("--parity-max-iter", type=int, default=20000)
+    ap.add_argument("--parity-log", default=None,
+                    help="JSON-lines log of the scikit-learn reference fits: reused when it holds a C for the same "
+                         "data and settings, appended to as each new one finishes (resumable)")
+    ap.add_argument("--parity-shard", default=None, metavar="I/N",
+                    help="only fit the references at grid positions i, i+N, ... of the chosen C into --parity-log "
+                         "(no torch fits); run N shards side by side, then --parity with the same log")
     args = ap.parse_args()
 
     data = clip_like_features(args.n_train, args.n_val, args.n_test, args.dim, args.classes, args.seed,
@@ -132,8 +200,16 @@ def main() -> None:
     print(f"features: train {data['train'][0].shape}, val {data['val'][0].shape}, test {data['test'][0].shape}, "
           f"{args.classes} classes, float32; threads={args.threads or torch.get_num_threads()} "
           f"(cpus: {os.cpu_count()}), torch {torch.__version__}, {platform.processor() or platform.machine()}")
-    if args.parity:
-        out = parity(data, args.threads, args.parity_stride, args.parity_max_iter)
+    if args.parity or args.parity_shard:
+        grid = c_grid()[::args.parity_stride]
+        if args.parity_shard:
+            i, n = (int(v) for v in args.parity_shard.split("/"))
+            if not args.parity_log or not 0 <= i < n:
+                ap.error("--parity-shard I/N needs 0 <= I < N and a --parity-log to write to")
+            fill_references(data, grid[i::n], args.threads, args.parity_max_iter, args.parity_log)
+            return
+        refs = fill_references(data, grid, args.threads, args.parity_max_iter, args.parity_log)
+        out = parity(data, args.threads, grid, refs)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"args": vars(args), "parity": out}, f, indent=1)
