@@ -132,9 +132,9 @@ def path_scores(cfg: ProbeConfig, X, y, vX, vy) -> tuple[np.ndarray, np.ndarray]
     for i, C in enumerate(grid):
         fit = probe.clone(C=float(C)).fit(X, y, **init)
         init = {"coef_init": fit.coef_, "intercept_init": fit.intercept_, "init_classes": fit.classes_}
-        proba = fit.predict_proba(vX)
-        acc[i] = 100.0 * float(np.mean(fit.classes_[proba.argmax(1)] == vy))
-        ll[i] = log_loss(proba, vy, fit.classes_, False)
+        log_proba = fit.predict_log_proba(vX)
+        acc[i] = 100.0 * float(np.mean(fit.classes_[log_proba.argmax(1)] == vy))
+        ll[i] = log_loss(log_proba, vy, fit.classes_, False)
     return acc, ll
 
 

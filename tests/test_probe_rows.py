@@ -115,18 +115,22 @@ def test_held_out_probe_never_copies_the_features(tmp_path, monkeypatch):
     assert peak < 0.6 * X.nbytes, (peak, X.nbytes)  # the old code: more than 1.0 x
 
 
-def test_predict_proba_holds_one_result_array(tmp_path):
+@pytest.mark.parametrize("method", ["predict_proba", "predict_log_proba"])
+def test_predict_proba_holds_one_result_array(tmp_path, method):
     X, y = _features(tmp_path, n=40000, d=16, k=50)
     probe = LogisticRegressionProbe(C=1.0, max_iter=5).fit(X[:2000], y[:2000])
+    predict = getattr(probe, method)
     tracemalloc.start()
     try:
-        p32 = probe.predict_proba(X, dtype=np.float32, batch_rows=2048)
+        p32 = predict(X, dtype=np.float32, batch_rows=2048)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert p32.dtype == np.float32
     assert peak < 1.5 * p32.nbytes, (peak, p32.nbytes)  # the old path: float32 logits + float64 = 3x
-    p64 = probe.predict_proba(X)
+    p64 = predict(X)
     np.testing.assert_allclose(p32, p64, rtol=1e-6, atol=1e-30)
     np.testing.assert_array_equal(p32.argmax(1), p64.argmax(1))
-    assert log_loss(p32, y, probe.classes_, False) == pytest.approx(log_loss(p64, y, probe.classes_, False), rel=1e-6)
+    if method == "predict_log_proba":  # the sweep's log-loss reads log-probabilities
+        np.testing.assert_allclose(np.exp(p64), probe.predict_proba(X), rtol=1e-12, atol=1e-300)
+        assert log_loss(p32, y, probe.classes_, False) == pytest.approx(log_loss(p64, y, probe.classes_, False), rel=1e-6)

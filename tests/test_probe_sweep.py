@@ -185,7 +185,7 @@ def test_sweep_finds_known_best_C(confidence_problem, target):
     X, y, template, conf = confidence_problem
 
     def metric(scores, _targets):
-        return -abs(float(scores.max(1).mean()) - conf[target])
+        return -abs(float(np.exp(scores).max(1).mean()) - conf[target])  # scores are log-probabilities
 
     res = sweep_C(X, y, X, y, metric, probe=template)
     assert res.best_C == pytest.approx(c_grid()[target])
@@ -198,7 +198,7 @@ def test_sklearn_solver_sweep_agrees(confidence_problem):
     X, y, _, conf = confidence_problem
 
     def metric(scores, _targets):
-        return -abs(float(scores.max(1).mean()) - conf[37])
+        return -abs(float(np.exp(scores).max(1).mean()) - conf[37])
 
     res = sweep_C(X, y, X, y, metric, probe=LogisticRegressionProbe(solver="sklearn", n_threads=1))
     assert res.best_C == pytest.approx(c_grid()[37], rel=0.35)  # sklearn's default tol: within one step
@@ -220,7 +220,7 @@ def test_probe_scores_pads_classes_missing_from_train():
     probe = LogisticRegressionProbe(n_threads=1).fit(X, y)
     s = probe_scores(probe, X, n_classes=5)
     assert s.shape == (60, 5)
-    assert np.all(s[:, [2, 4]] == 0) and np.allclose(s.sum(1), 1)
+    assert np.all(s[:, [2, 4]] == -np.inf) and np.allclose(np.exp(s).sum(1), 1)  # log-probabilities
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,11 @@ def test_validation_scores_of_sigmoid_probes_are_the_float64_scores(multilabel):
     C = 1e4
     sweep = sweep_C(Xtr, ytr, Xva, yva, metric, probe=LogisticRegressionProbe(multilabel=multilabel), grid=np.array([C]))
     ref = LogisticRegressionProbe(C=C, multilabel=multilabel).fit(Xtr, ytr)
-    proba = probe_scores(ref, Xva)
+    proba = ref.predict_proba(Xva)
     assert (proba == 1.0).sum() < (proba.astype(np.float32) == 1.0).sum()  # the data do hit the float32 rounding
-    assert sweep.best_score == metric(proba, yva)
-    assert sweep.best_log_loss == pytest.approx(log_loss(proba, yva, ref.classes_, multilabel), rel=1e-9)
+    scores = probe_scores(ref, Xva)
+    assert sweep.best_score == metric(scores, yva)
+    assert sweep.best_log_loss == pytest.approx(log_loss(scores, yva, ref.classes_, multilabel), rel=1e-9)
 
 
 def _memmap(tmp_path, X, name):
@@ -201,3 +202,25 @@ def test_a_bf16_run_is_shown_apart_not_in_place_of_the_fp32_result(tmp_path):
                    ("M", "linear_probe"): 94.0, ("M [features=embed]", "linear_probe"): 93.0}
     assert "M [bf16]," in write_leaderboard(tmp_path).read_text()
     assert sorted(leaderboard(rows)["model"]) == ["M", "M [bf16]"]
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_probe_scores_rank_as_the_logits_where_probabilities_saturate(multilabel):
+    """Probabilities round to 1.0 at sigmoid logits above ~37 (float64): confident hits and confident
+    misses then tie, and ROC AUC / mAP are computed on ties the model did not make. The probe's scores
+    (log-probabilities) rank exactly as its logits."""
+    Xtr, ytr, Xva, yva = _confident(labels=5 if multilabel else 0)
+    probe = LogisticRegressionProbe(C=1e4, multilabel=multilabel).fit(Xtr, ytr)
+    far = np.concatenate([Xva, 40 * Xva])  # the same directions, far out: logits of hundreds
+    y_far = np.concatenate([yva, yva])
+    logits = probe.decision_function(far)
+    assert (probe.predict_proba(far) == 1.0).any()  # the data do saturate the probabilities
+    if multilabel:
+        expected = map_11point(logits, y_far)
+    else:
+        from sklearn.metrics import roc_auc_score
+
+        expected = 100.0 * roc_auc_score(y_far, logits)
+    metric = map_11point if multilabel else roc_auc
+    assert metric(probe_scores(probe, far), y_far) == pytest.approx(expected, abs=1e-12)
+    assert metric(probe.predict_proba(far), y_far) != pytest.approx(expected, abs=1e-6)  # the old scores tie

@@ -6,8 +6,9 @@ without a validation split holds out a stratified ``val_fraction`` of train (see
 refit then uses the whole train split again. With the torch solver the refit starts from the sweep's
 solution at the chosen C (it only has to absorb the extra rows).
 
-Scores handed to ``metric(scores, targets)`` are the probe's ``predict_proba`` laid out over all
-``n_classes`` label indices (softmax for single-label, per-class sigmoid for multi-label).
+Scores handed to ``metric(scores, targets)`` are the probe's log-probabilities (``predict_log_proba``:
+log-softmax for single-label, per-class log-sigmoid for multi-label) laid out over all ``n_classes``
+label indices. They rank as the logits do; probabilities would round to 1.0 and tie.
 """
 
 from __future__ import annotations

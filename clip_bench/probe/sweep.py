@@ -151,26 +151,32 @@ def grid_edge(index: int, n_points: int) -> str | None:
     return "low" if index == 0 else ("high" if index == n_points - 1 else None)
 
 
-def log_loss(proba: np.ndarray, targets: np.ndarray, classes: np.ndarray | None, multilabel: bool,
+_LOG_EPS, _LOG_1M_EPS = np.log(1e-15), np.log1p(-1e-15)
+
+
+def log_loss(log_proba: np.ndarray, targets: np.ndarray, classes: np.ndarray | None, multilabel: bool,
              batch_rows: int = 16384) -> float:
-    """Mean log-loss of probabilities (clipped at 1e-15, as scikit-learn): softmax columns ordered by
-    ``classes`` (a target class the probe never saw gets probability 0), or per-class sigmoids
-    (multi-label: the mean over examples of the summed binary losses). Accumulated in float64 over
-    row chunks, so ``proba`` is never copied whole."""
+    """Mean log-loss from log-probabilities (``predict_log_proba``; each probability clipped to
+    [1e-15, 1 - 1e-15], as scikit-learn): softmax columns ordered by ``classes`` (a target class the
+    probe never saw gets probability 0), or per-class sigmoids (multi-label: the mean over examples of
+    the summed binary losses; log(1 - p) = log(-expm1(log p)) keeps its precision near p = 1).
+    Accumulated in float64 over row chunks, so ``log_proba`` is never copied whole."""
     t = np.asarray(targets)
     n = t.shape[0]
     if multilabel:
         total = 0.0
         for i in range(0, n, batch_rows):
-            p = np.clip(np.asarray(proba[i : i + batch_rows], dtype=np.float64), 1e-15, 1 - 1e-15)
+            lp = np.asarray(log_proba[i : i + batch_rows], dtype=np.float64)
+            with np.errstate(divide="ignore"):  # log(0) where p rounds to 1: clipped just below
+                lq = np.log(-np.expm1(lp))
             ti = t[i : i + batch_rows]
-            total += float(np.sum(ti * np.log(p) + (1 - ti) * np.log1p(-p)))
+            total += float(np.sum(ti * np.clip(lp, _LOG_EPS, _LOG_1M_EPS) + (1 - ti) * np.clip(lq, _LOG_EPS, _LOG_1M_EPS)))
         return -total / n
     cls = np.asarray(classes)
     pos = np.clip(np.searchsorted(cls, t), 0, len(cls) - 1)
     hit = cls[pos] == t
-    py = np.where(hit, np.asarray(proba[np.arange(n), pos], dtype=np.float64), 1e-15)
-    return float(-np.mean(np.log(np.clip(py, 1e-15, 1 - 1e-15))))
+    ly = np.where(hit, np.asarray(log_proba[np.arange(n), pos], dtype=np.float64), _LOG_EPS)
+    return float(-np.mean(np.clip(ly, _LOG_EPS, _LOG_1M_EPS)))
 
 
 @dataclass
@@ -220,20 +226,20 @@ class SweepResult:
 
 
 def probe_scores(probe: LogisticRegressionProbe, X: np.ndarray, n_classes: int | None = None) -> np.ndarray:
-    """``predict_proba`` laid out over ``n_classes`` columns (integer labels 0..n_classes-1): a class
-    absent from the training split gets a zero column, so metrics see the full label space."""
-    proba = probe.predict_proba(X)
-    return _layout(probe, proba, n_classes)
+    """``predict_log_proba`` laid out over ``n_classes`` columns (integer labels 0..n_classes-1): a
+    class absent from the training split gets a column of log 0 = -inf, so metrics see the full label
+    space. Log-probabilities rank as the logits do (probabilities saturate: ties in ROC AUC, mAP, top-k)."""
+    return _layout(probe, probe.predict_log_proba(X), n_classes)
 
 
-def _layout(probe: LogisticRegressionProbe, proba: np.ndarray, n_classes: int | None) -> np.ndarray:
-    if probe.multilabel or n_classes is None or proba.shape[1] == n_classes:
-        return proba
+def _layout(probe: LogisticRegressionProbe, log_proba: np.ndarray, n_classes: int | None) -> np.ndarray:
+    if probe.multilabel or n_classes is None or log_proba.shape[1] == n_classes:
+        return log_proba
     cls = np.asarray(probe.classes_)
     if not np.issubdtype(cls.dtype, np.integer) or cls.min() < 0 or cls.max() >= n_classes:
         raise ClipBenchError(f"labels must be integers in [0, {n_classes}) to lay scores out by class index")
-    full = np.zeros((proba.shape[0], n_classes), dtype=proba.dtype)
-    full[:, cls] = proba
+    full = np.full((log_proba.shape[0], n_classes), -np.inf, dtype=log_proba.dtype)
+    full[:, cls] = log_proba
     return full
 
 
@@ -331,14 +337,13 @@ def sweep_C_folds(
         vals, losses = [], []
         for fitter, (_, _, vX, vY) in zip(fitters, folds, strict=True):
             fitted = fitter.fit(i)
-            # float32 probabilities: the only full-size array of a validation scoring (ImageNet's
+            # float32 log-probabilities: the only full-size array of a validation scoring (ImageNet's
             # held-out 256k x 1000 rows: 1 GB instead of 2 GB + copies); the logits are float32 anyway
-            # (softmax only: float32 rounds sigmoid probabilities near 1 to 1.0, which ties ROC AUC and
-            # mAP and corrupts the multi-label log-loss; binary and multi-label outputs are narrow anyway)
+            # (softmax only; binary and multi-label outputs are narrow, so they stay float64)
             softmax = not fitted.multilabel and len(fitted.classes_) > 2
-            proba = fitted.predict_proba(vX, dtype=np.float32 if softmax else np.float64)
-            vals.append(metric(_layout(fitted, proba, n_classes), vY))
-            losses.append(log_loss(proba, vY, fitted.classes_, fitted.multilabel))
+            log_proba = fitted.predict_log_proba(vX, dtype=np.float32 if softmax else np.float64)
+            vals.append(metric(_layout(fitted, log_proba, n_classes), vY))
+            losses.append(log_loss(log_proba, vY, fitted.classes_, fitted.multilabel))
         if not np.all(np.isfinite(vals)):
             raise ClipBenchError(
                 f"the validation metric is not a finite number at C = {grid[i]:g} (a validation split without "
