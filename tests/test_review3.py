@@ -38,7 +38,7 @@ def test_validation_scores_of_sigmoid_probes_are_the_float64_scores(multilabel):
     assert (proba == 1.0).sum() < (proba.astype(np.float32) == 1.0).sum()  # the data do hit the float32 rounding
     scores = probe_scores(ref, Xva)
     assert sweep.best_score == metric(scores, yva)
-    assert sweep.best_log_loss == pytest.approx(log_loss(scores, yva, ref.classes_, multilabel), rel=1e-9)
+    assert sweep.best_log_loss == pytest.approx(log_loss(ref.predict_log_proba(Xva), yva, ref.classes_, multilabel), rel=1e-9)
 
 
 def _memmap(tmp_path, X, name):

@@ -7,8 +7,9 @@ refit then uses the whole train split again. With the torch solver the refit sta
 solution at the chosen C (it only has to absorb the extra rows).
 
 Scores handed to ``metric(scores, targets)`` are the probe's log-probabilities (``predict_log_proba``:
-log-softmax for single-label, per-class log-sigmoid for multi-label) laid out over all ``n_classes``
-label indices. They rank as the logits do; probabilities would round to 1.0 and tie.
+log-softmax, or [log(1 - p), log p] for binary) laid out over all ``n_classes`` label indices, and for
+multi-label the per-class logits (``sweep.probe_scores``). They rank as the logits do; probabilities
+would round to 1.0 and tie (and so would log-sigmoids, above logit ~745).
 """
 
 from __future__ import annotations

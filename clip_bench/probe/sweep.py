@@ -228,7 +228,11 @@ class SweepResult:
 def probe_scores(probe: LogisticRegressionProbe, X: np.ndarray, n_classes: int | None = None) -> np.ndarray:
     """``predict_log_proba`` laid out over ``n_classes`` columns (integer labels 0..n_classes-1): a
     class absent from the training split gets a column of log 0 = -inf, so metrics see the full label
-    space. Log-probabilities rank as the logits do (probabilities saturate: ties in ROC AUC, mAP, top-k)."""
+    space. Log-probabilities rank as the logits do (probabilities saturate: ties in ROC AUC, mAP, top-k).
+    Multi-label probes give their per-class logits (log-odds) instead: a log-sigmoid is -exp(-z),
+    which rounds to -0.0 above z ~ 745 and would tie confident hits with confident misses again."""
+    if probe.multilabel:
+        return probe.decision_function(X)
     return _layout(probe, probe.predict_log_proba(X), n_classes)
 
 
@@ -342,7 +346,9 @@ def sweep_C_folds(
             # (softmax only; binary and multi-label outputs are narrow, so they stay float64)
             softmax = not fitted.multilabel and len(fitted.classes_) > 2
             log_proba = fitted.predict_log_proba(vX, dtype=np.float32 if softmax else np.float64)
-            vals.append(metric(_layout(fitted, log_proba, n_classes), vY))
+            # the metric reads what the test metric reads (probe_scores: logits for multi-label)
+            scores = fitted.decision_function(vX) if fitted.multilabel else _layout(fitted, log_proba, n_classes)
+            vals.append(metric(scores, vY))
             losses.append(log_loss(log_proba, vY, fitted.classes_, fitted.multilabel))
         if not np.all(np.isfinite(vals)):
             raise ClipBenchError(
