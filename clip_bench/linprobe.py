@@ -45,16 +45,14 @@ class _ProbeData:
             self._cache[split] = (f, X)
         return self._cache[split]
 
-    def xy(self, split: str | None, training: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Features and targets of a split. Multi-label targets may hold -1 (ignore: VOC's "difficult");
-        a probe trains with them as negatives, while the test metric skips them."""
+    def xy(self, split: str | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Features and targets of a split. Multi-label targets may hold -1 (ignore: VOC's "difficult"):
+        the probe protocol trains with them as negatives, while the validation and test metrics skip
+        them (``probe.protocol.fit_targets``)."""
         if split is None:
             return None, None
         f, X = self.split(split)
-        y = np.asarray(f.labels)
-        if training and y.ndim == 2:
-            y = np.where(y < 0, 0, y).astype(y.dtype, copy=False)
-        return X, y
+        return X, np.asarray(f.labels)
 
     @property
     def skipped_images(self) -> int:
@@ -177,12 +175,12 @@ def linprobe(
         n_classes = len(task.prompt_set().classnames)
         results = []
         for run in plan.runs:
-            train_X, train_y = data.xy(run.train, training=True)
+            train_X, train_y = data.xy(run.train)
             if run.fold is not None:
                 rows = _fold_rows(data, run, folds)
                 train_X, train_y = train_X[rows], train_y[rows]
-            val_X, val_y = data.xy(run.val, training=True)
-            test_X, test_y = data.xy(run.test, training=False)
+            val_X, val_y = data.xy(run.val)
+            test_X, test_y = data.xy(run.test)
             desc = f"{task.name}{f' {run.name}' if run.name else ''}: C search"
             with progress_bar(desc=desc, unit="fit", quiet=cfg.quiet or not ddp.is_main()) as bar:
                 metric = _metric(task, bar)
@@ -258,8 +256,8 @@ def fewshot(
                 f"task {task.name!r} has no train split, so it cannot be probed (splits: {', '.join(task.splits)})."
             )
         data = _ProbeData(handle, task, cfg, normalize)
-        train_X, train_y = data.xy(task.train_split, training=True)
-        test_X, test_y = data.xy(task.eval_split, training=False)
+        train_X, train_y = data.xy(task.train_split)
+        test_X, test_y = data.xy(task.eval_split)
         n_classes = len(task.prompt_set().classnames)
         common = _with_settings(_common(handle, task, cfg, data), probe_settings(probe))
         rows = []

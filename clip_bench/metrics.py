@@ -6,14 +6,25 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import UnknownNameError
+from .errors import ClipBenchError, UnknownNameError
+
+
+def topk_hits(scores: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
+    """Whether each sample's target is among its k highest scores. A target scored -inf (a class the
+    probe never saw: log-probability 0) is never a hit, even when fewer than k classes were seen and
+    the tie among the -inf columns would put it in the top k."""
+    k = min(k, scores.shape[1])
+    if k == 1:
+        hits = scores.argmax(axis=1) == targets
+    else:
+        top = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
+        hits = np.any(top == targets[:, None], axis=1)
+    return hits & (scores[np.arange(len(targets)), targets] > -np.inf)
 
 
 def topk_accuracy(scores: np.ndarray, targets: np.ndarray, k: int = 1) -> float:
-    """Share of samples whose target is among the k highest scores."""
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
-    return 100.0 * float(np.mean(np.any(top == targets[:, None], axis=1)))
+    """Share of samples whose target is among the k highest scores (:func:`topk_hits`)."""
+    return 100.0 * float(np.mean(topk_hits(scores, targets, k)))
 
 
 def top1(scores: np.ndarray, targets: np.ndarray) -> float:
@@ -60,6 +71,9 @@ def roc_auc(scores: np.ndarray, targets: np.ndarray) -> float:
     """Binary ROC AUC with score = logit(class 1) - logit(class 0)."""
     from sklearn.metrics import roc_auc_score
 
+    if scores.ndim == 2 and scores.shape[1] != 2:
+        raise ClipBenchError(f"ROC AUC is defined for binary tasks; these scores have {scores.shape[1]} classes "
+                             "(give the task 2 classes, or another metric)")
     margin = scores[:, 1] - scores[:, 0] if scores.ndim == 2 else scores
     return 100.0 * float(roc_auc_score(targets, margin))
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from . import stats
 from .io_utils import atomic_path, sha256_bytes, sha256_json
+from .metrics import topk_hits
 from .retrieval import KS, MAIN, RetrievalRanks, parse_metric
 
 OUTCOMES_DIR = "outcomes"
@@ -222,15 +223,6 @@ class Outcomes:
         return lo, hi, f"{RETRIEVAL_CI_METHODS[self.retrieval[0]]}-{B}"
 
 
-def topk_correct(scores: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
-    """Whether each sample's target is among its k highest scores (as ``metrics.topk_accuracy`` decides)."""
-    k = min(k, scores.shape[1])
-    if k == 1:
-        return scores.argmax(axis=1) == targets
-    top = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
-    return np.any(top == targets[:, None], axis=1)
-
-
 def outcomes_for(
     metric: str, scores: np.ndarray, targets: np.ndarray, value: float, memo: dict[str, Any] | None = None,
 ) -> Outcomes:
@@ -243,12 +235,12 @@ def outcomes_for(
 
     def top1() -> np.ndarray:
         if "top1" not in memo:
-            memo["top1"] = topk_correct(scores, targets, 1)
+            memo["top1"] = topk_hits(scores, targets, 1)
         return memo["top1"]
 
     def top5() -> np.ndarray:
         if "top5" not in memo:
-            memo["top5"] = topk_correct(scores, targets, 5)
+            memo["top5"] = topk_hits(scores, targets, 5)
         return memo["top5"]
 
     if "hash" not in memo:

@@ -213,6 +213,23 @@ def test_voc2007_zero_shot_and_probe_follow_the_devkit(tmp_path, eval_config):
     assert probe["metric"] == "map_11point" and 0 < probe["value"] <= 100 and probe["extra"]["n_refit"] == 60
 
 
+def test_voc2007_probe_chooses_C_on_the_devkit_metric(monkeypatch, tmp_path, eval_config):
+    """The val split's difficult-only entries (-1) reach the C search (the metric skips them); linprobe
+    used to map them to 0, so C was chosen on a metric that counted them as negatives."""
+    import clip_bench.linprobe as linprobe_module
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(np.asarray(args[3]).copy())  # val_y
+        return run_linear_probe(*args, **kwargs)
+
+    monkeypatch.setattr(linprobe_module, "run_linear_probe", spy)
+    write_voc(eval_config.data_root / "voc2007", _voc_sets())
+    linprobe("tiny-clip-digits", fixture_task("voc2007", tmp_path), eval_config, device="cpu", probe=FAST)
+    assert calls and (calls[0] == -1).sum() > 0
+
+
 def test_task_descriptions_state_the_protocol_choices():
     for name, phrase in (("stl10", "10 predefined training folds"), ("ucf101", "mean over the 3 splits"),
                          ("resisc45", "3,150 in all"), ("voc2007", "neither positive nor negative")):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from clip_bench.errors import ClipBenchError
 from clip_bench.metrics import map_11point
 from clip_bench.probe import LogisticRegressionProbe, sweep_C
 from clip_bench.probe.sweep import log_loss, probe_scores
@@ -58,3 +59,60 @@ def test_multilabel_validation_score_ranks_as_the_logits_above_745():
     assert sweep.best_score == pytest.approx(map_11point(logits, y_far), abs=1e-12)
     # the tie-breaker still reads log-probabilities (unchanged by this fix)
     assert sweep.best_log_loss == pytest.approx(log_loss(ref.predict_log_proba(far), y_far, ref.classes_, True), rel=1e-9)
+
+
+def test_validation_metric_skips_ignored_multilabel_targets_and_the_fit_never_sees_them():
+    """VOC's difficult-only entries (-1) must count neither as positive nor as negative in the mAP that
+    chooses C, as in the test mAP. linprobe mapped them to 0 (negatives) before the C search; the fit
+    itself trains with them as negatives."""
+    from clip_bench.probe import ProbeConfig, run_linear_probe
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    Y = (X[:, :3] + 0.5 * rng.normal(size=(300, 3)) > 0).astype(np.int64)
+    Y[rng.random(Y.shape) < 0.1] = -1  # ignored entries everywhere
+    seen = []
+
+    def metric(scores, targets):
+        seen.append(np.asarray(targets).copy())
+        return map_11point(scores, targets)
+
+    res = run_linear_probe(X[:150], Y[:150], X[150:220], Y[150:220], X[220:], Y[220:], metric,
+                           config=ProbeConfig(n_threads=1), multilabel=True)
+    val_calls = [t for t in seen if t.shape[0] == 70]
+    assert val_calls and all((t == -1).sum() == (Y[150:220] == -1).sum() for t in val_calls)
+    assert res["n_refit"] == 220 and np.isfinite(res["val_log_loss"])
+    with pytest.raises(ClipBenchError, match="must be 0 or 1"):
+        LogisticRegressionProbe(multilabel=True).fit(X[:150], Y[:150])
+
+
+def test_multilabel_log_loss_skips_ignored_entries():
+    lp = np.log(np.array([[0.9, 0.2], [0.3, 0.6]]))
+    full = log_loss(lp, np.array([[1, 0], [0, 1]]), None, True)
+    skipped = log_loss(lp, np.array([[1, -1], [0, 1]]), None, True)
+    assert skipped == pytest.approx(full - (-np.log(0.8)) / 2)
+
+
+
+def test_top5_never_credits_a_class_the_probe_never_saw():
+    """With 3 of 8 classes in the shots, the 5 -inf columns tie: argpartition put some of them in the
+    top 5, so targets of unseen classes counted as top-5 hits depending on the tie order."""
+    from clip_bench.metrics import topk_accuracy
+    from clip_bench.outcomes import outcomes_for
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 4)).astype(np.float32)
+    probe = LogisticRegressionProbe(n_threads=1).fit(X, np.repeat([0, 1, 2], 30))
+    scores = probe_scores(probe, X[:50], n_classes=8)
+    unseen = np.arange(3, 8).repeat(10)
+    assert topk_accuracy(scores, unseen, 5) == 0.0
+    assert not outcomes_for("top5", scores, unseen, 0.0).top5.any()
+    seen = np.repeat([0, 1, 2], 17)[:50]
+    assert topk_accuracy(scores, seen, 5) == 100.0  # every seen class is within the 3 finite scores
+
+
+def test_roc_auc_on_more_than_two_classes_is_a_one_line_error():
+    from clip_bench.metrics import roc_auc
+
+    with pytest.raises(ClipBenchError, match="binary tasks"):
+        roc_auc(np.zeros((4, 3)), np.array([0, 1, 2, 1]))

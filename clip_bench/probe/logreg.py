@@ -746,6 +746,11 @@ class LogisticRegressionProbe:
             if y.ndim != 2:
                 raise ClipBenchError("multilabel=True needs a multi-hot label matrix of shape (N, K)")
             self.classes_ = np.arange(y.shape[1])
+            if not np.isin(y, (0, 1)).all():
+                raise ClipBenchError(
+                    "multilabel targets must be 0 or 1; map 'ignore' entries (-1, VOC's difficult objects) to 0 "
+                    "before fitting (run_linear_probe does) and let the metric skip them"
+                )
             constant = np.flatnonzero(y.min(0) == y.max(0))
             if constant.size:
                 raise ClipBenchError(

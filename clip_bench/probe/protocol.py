@@ -87,6 +87,13 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     return train_idx, val_idx
 
 
+def fit_targets(y: np.ndarray, multilabel: bool) -> np.ndarray:
+    """Targets a probe is fitted on: multi-label "ignore" entries (-1: VOC's difficult-only objects)
+    become negatives. The validation and test metrics read the raw targets, which skip them."""
+    y = np.asarray(y)
+    return np.where(y < 0, 0, y).astype(y.dtype, copy=False) if multilabel and y.ndim == 2 else y
+
+
 def _n_classes(*label_arrays: np.ndarray | None) -> int | None:
     arrays = [np.asarray(a) for a in label_arrays if a is not None]
     if arrays[0].ndim == 2:
@@ -124,25 +131,26 @@ def run_linear_probe(
     template = config.make_probe(multilabel, solver)
     if (val_X is None) != (val_y is None):
         raise ClipBenchError("give both val_X and val_y, or neither (then val is held out of train)")
+    train_fit_y = fit_targets(train_y, multilabel)
     if val_X is None:
-        tr_idx, va_idx = stratified_holdout(train_y, config.val_fraction, seed)
+        tr_idx, va_idx = stratified_holdout(train_fit_y, config.val_fraction, seed)
         if va_idx.size == 0:
             raise ClipBenchError("the train split is too small to hold out a validation set")
         # large splits are read row by row out of the (memory-mapped) features, never gathered whole
         fit_X, sel_X = rows_of(train_X, tr_idx), rows_of(train_X, va_idx)
-        fit_y, sel_y = train_y[tr_idx], train_y[va_idx]
+        fit_y, sel_y = train_fit_y[tr_idx], train_y[va_idx]
         val_source = "held_out"
     else:
-        fit_X, fit_y, sel_X, sel_y = train_X, train_y, val_X, np.asarray(val_y)
+        fit_X, fit_y, sel_X, sel_y = train_X, train_fit_y, val_X, np.asarray(val_y)
         val_source = "given"
     sweep: SweepResult = sweep_C(
         fit_X, fit_y, sel_X, sel_y, metric, probe=template, grid=config.grid(),
         coarse_step=config.coarse_step, warm_start=config.warm_start, n_classes=n_classes, max_tied=config.max_tied, tie_se=config.tie_se,
     )
     if val_source == "held_out":
-        refit_X, refit_y = train_X, train_y
+        refit_X, refit_y = train_X, train_fit_y
     else:
-        refit_X, refit_y = stack_rows(train_X, val_X), np.concatenate([train_y, sel_y])
+        refit_X, refit_y = stack_rows(train_X, val_X), np.concatenate([train_fit_y, fit_targets(sel_y, multilabel)])
     init = {}
     if sweep.best_solution is not None and (config.warm_start or (config.warm_start is None and template.solver == "torch")):
         # matched by class: the sweep's training part can lack classes the refit has (tiny splits)

@@ -159,7 +159,8 @@ def log_loss(log_proba: np.ndarray, targets: np.ndarray, classes: np.ndarray | N
     """Mean log-loss from log-probabilities (``predict_log_proba``; each probability clipped to
     [1e-15, 1 - 1e-15], as scikit-learn): softmax columns ordered by ``classes`` (a target class the
     probe never saw gets probability 0), or per-class sigmoids (multi-label: the mean over examples of
-    the summed binary losses; log(1 - p) = log(-expm1(log p)) keeps its precision near p = 1).
+    the summed binary losses, skipping targets of -1; log(1 - p) = log(-expm1(log p)) keeps its
+    precision near p = 1).
     Accumulated in float64 over row chunks, so ``log_proba`` is never copied whole."""
     t = np.asarray(targets)
     n = t.shape[0]
@@ -170,7 +171,8 @@ def log_loss(log_proba: np.ndarray, targets: np.ndarray, classes: np.ndarray | N
             with np.errstate(divide="ignore"):  # log(0) where p rounds to 1: clipped just below
                 lq = np.log(-np.expm1(lp))
             ti = t[i : i + batch_rows]
-            total += float(np.sum(ti * np.clip(lp, _LOG_EPS, _LOG_1M_EPS) + (1 - ti) * np.clip(lq, _LOG_EPS, _LOG_1M_EPS)))
+            loss = ti * np.clip(lp, _LOG_EPS, _LOG_1M_EPS) + (1 - ti) * np.clip(lq, _LOG_EPS, _LOG_1M_EPS)
+            total += float(np.sum(loss, where=ti >= 0))  # -1: ignored for that class (VOC's difficult)
         return -total / n
     cls = np.asarray(classes)
     pos = np.clip(np.searchsorted(cls, t), 0, len(cls) - 1)
