@@ -19,6 +19,16 @@ the same arrays; the thread cap applies to both (torch threads and BLAS threads 
 
     /work/venv/bin/python benchmarks/bench_probe.py                 # 20k x 512, 100 classes
     /work/venv/bin/python benchmarks/bench_probe.py --threads 2 --solvers torch
+
+Parity at the grid C (torch cold and with the sweep's starts against scikit-learn at tol=1e-10, cold).
+The scikit-learn references take hours at all 97 C (54-3,080 float64 iterations each), so they are kept
+in a JSON-lines log keyed by a hash of the data and the settings, fitted in shards side by side, and
+resumed where a run stopped:
+
+    python benchmarks/bench_probe.py --threads 1 --parity-shard 0/2 --parity-log refs.jsonl &
+    python benchmarks/bench_probe.py --threads 1 --parity-shard 1/2 --parity-log refs.jsonl &
+    python benchmarks/bench_probe.py --threads 1 --parity --parity-log refs.jsonl --json parity.json
+    (--parity-logged-only: compare at the C already in the log, fitting none)
 """
 
 from __future__ import annotations
@@ -115,13 +125,16 @@ def sklearn_reference(data: dict, C: float, threads: int | None, max_iter: int, 
             "sklearn_s": time.perf_counter() - t0}
 
 
-def fill_references(data: dict, grid: np.ndarray, threads: int | None, max_iter: int, log: str | None) -> dict:
+def fill_references(data: dict, grid: np.ndarray, threads: int | None, max_iter: int, log: str | None,
+                    fit_missing: bool = True) -> dict:
     """The reference at every C of ``grid``: from the log where it holds one, else fitted and appended to it
-    (so an interrupted run keeps every finished C and a rerun resumes)."""
+    (so an interrupted run keeps every finished C and a rerun resumes); ``fit_missing=False``: only those
+    in the log."""
     key = reference_key(data, max_iter)
     refs = load_references(log, key)
-    todo = [C for C in grid if float(C) not in refs]
-    print(f"references: {len(grid) - len(todo)} of {len(grid)} C from the log, {len(todo)} to fit", flush=True)
+    todo = [C for C in grid if float(C) not in refs] if fit_missing else []
+    have = sum(float(C) in refs for C in grid)
+    print(f"references: {have} of {len(grid)} C from the log, {len(todo)} to fit", flush=True)
     for C in todo:
         row = sklearn_reference(data, C, threads, max_iter, key)
         refs[row["C"]] = row
@@ -190,6 +203,9 @@ def main() -> None:
     ap.add_argument("--parity-log", default=None,
                     help="JSON-lines log of the scikit-learn reference fits: reused when it holds a C for the same "
                          "data and settings, appended to as each new one finishes (resumable)")
+    ap.add_argument("--parity-logged-only", action="store_true",
+                    help="compare only at the C whose reference is already in --parity-log (a partial report "
+                         "while shards are still fitting the rest)")
     ap.add_argument("--parity-shard", default=None, metavar="I/N",
                     help="only fit the references at grid positions i, i+N, ... of the chosen C into --parity-log "
                          "(no torch fits); run N shards side by side, then --parity with the same log")
@@ -208,7 +224,9 @@ def main() -> None:
                 ap.error("--parity-shard I/N needs 0 <= I < N and a --parity-log to write to")
             fill_references(data, grid[i::n], args.threads, args.parity_max_iter, args.parity_log)
             return
-        refs = fill_references(data, grid, args.threads, args.parity_max_iter, args.parity_log)
+        refs = fill_references(data, grid, args.threads, args.parity_max_iter, args.parity_log,
+                               fit_missing=not args.parity_logged_only)
+        grid = np.array([C for C in grid if float(C) in refs])
         out = parity(data, args.threads, grid, refs)
         if args.json:
             with open(args.json, "w") as f:

@@ -222,7 +222,10 @@ def read_rows(output_dir: str | Path) -> list[dict[str, Any]]:
     a usable row (not a mapping, no model name, a value that is not a finite number, ...) is skipped
     too, and said once per file on stderr: such a line never becomes a number in a table.
     """
-    path = Path(output_dir) / RESULTS_FILE if Path(output_dir).is_dir() else Path(output_dir)
+    given = Path(output_dir)
+    # a results file is named as such; anything else is an output directory, which may not exist yet
+    # (deciding by is_dir() raced with a concurrent run creating it: "cannot read out (Is a directory)")
+    path = given if given.suffix == ".jsonl" or given.is_file() else given / RESULTS_FILE
     if not path.exists():
         return []
     rows = []

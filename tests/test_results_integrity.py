@@ -144,3 +144,19 @@ def test_results_file_never_holds_nan(eval_config):
     for line in text.splitlines():
         json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in results.jsonl"))
     assert os.path.getsize(eval_config.output_dir / "results.jsonl") > 0
+
+
+def test_reading_results_while_another_run_creates_the_output_directory(tmp_path, monkeypatch):
+    """Two sweeps sharing --output-dir: one saw the directory missing (is_dir False), the other created
+    it, and the first then read the directory as a results file: "cannot read out (Is a directory)"."""
+    from clip_bench.results import read_rows
+
+    out = tmp_path / "out"
+    assert read_rows(out) == []  # not there yet
+    out.mkdir()
+    real_is_dir = Path.is_dir
+    monkeypatch.setattr(Path, "is_dir", lambda self: False if self == out else real_is_dir(self))  # checked a moment earlier
+    assert read_rows(out) == []
+    monkeypatch.undo()
+    (out / "results.jsonl").write_text("")
+    assert read_rows(out) == [] and read_rows(out / "results.jsonl") == []
