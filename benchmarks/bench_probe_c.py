@@ -122,16 +122,21 @@ def feature_sets(names: list[str], test_draws: int = 1) -> dict[str, dict]:
     return out
 
 
-def path_scores(cfg: ProbeConfig, X, y, vX, vy) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy (%) and mean log-loss on (vX, vy) at every grid C: one warm-started path of fits,
-    each converged (so the scores do not depend on the path)."""
-    grid = cfg.grid()
+def grid_fits(cfg: ProbeConfig, X, y):
+    """(index, fit) at every grid C along one warm-started path; each fit converged, so what is scored
+    on it does not depend on the path."""
     probe = cfg.make_probe()
     init: dict = {}
-    acc, ll = np.empty(len(grid)), np.empty(len(grid))
-    for i, C in enumerate(grid):
+    for i, C in enumerate(cfg.grid()):
         fit = probe.clone(C=float(C)).fit(X, y, **init)
         init = {"coef_init": fit.coef_, "intercept_init": fit.intercept_, "init_classes": fit.classes_}
+        yield i, fit
+
+
+def path_scores(cfg: ProbeConfig, X, y, vX, vy) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy (%) and mean log-loss on (vX, vy) at every grid C."""
+    acc, ll = np.empty(len(cfg.grid())), np.empty(len(cfg.grid()))
+    for i, fit in grid_fits(cfg, X, y):
         log_proba = fit.predict_log_proba(vX)
         acc[i] = 100.0 * float(np.mean(fit.classes_[log_proba.argmax(1)] == vy))
         ll[i] = log_loss(log_proba, vy, fit.classes_, False)
@@ -141,13 +146,8 @@ def path_scores(cfg: ProbeConfig, X, y, vX, vy) -> tuple[np.ndarray, np.ndarray]
 def test_curves(cfg: ProbeConfig, X, y, test_X, test_y, n_first: int) -> tuple[np.ndarray, np.ndarray]:
     """Test accuracy at every grid C: on the whole test split, and on its first ``n_first`` rows (the
     first draw)."""
-    grid = cfg.grid()
-    probe = cfg.make_probe()
-    init: dict = {}
-    whole, first = np.empty(len(grid)), np.empty(len(grid))
-    for i, C in enumerate(grid):
-        fit = probe.clone(C=float(C)).fit(X, y, **init)
-        init = {"coef_init": fit.coef_, "intercept_init": fit.intercept_, "init_classes": fit.classes_}
+    whole, first = np.empty(len(cfg.grid())), np.empty(len(cfg.grid()))
+    for i, fit in grid_fits(cfg, X, y):
         right = fit.predict(test_X) == test_y
         whole[i], first[i] = 100.0 * right.mean(), 100.0 * right[:n_first].mean()
     return whole, first
