@@ -19,7 +19,8 @@ def topk_hits(scores: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
     else:
         top = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
         hits = np.any(top == targets[:, None], axis=1)
-    return hits & (scores[np.arange(len(targets)), targets] > -np.inf)
+    known = (targets >= 0) & (targets < scores.shape[1])  # a label without a score column is never a hit
+    return hits & known & (scores[np.arange(len(targets)), np.where(known, targets, 0)] > -np.inf)
 
 
 def topk_accuracy(scores: np.ndarray, targets: np.ndarray, k: int = 1) -> float:

@@ -109,6 +109,8 @@ def test_top5_never_credits_a_class_the_probe_never_saw():
     assert not outcomes_for("top5", scores, unseen, 0.0).top5.any()
     seen = np.repeat([0, 1, 2], 17)[:50]
     assert topk_accuracy(scores, seen, 5) == 100.0  # every seen class is within the 3 finite scores
+    unlaid = probe_scores(probe, X[:50])  # no n_classes: 3 columns; labels 3..7 have none
+    assert unlaid.shape[1] == 3 and topk_accuracy(unlaid, unseen, 5) == 0.0
 
 
 def test_roc_auc_on_more_than_two_classes_is_a_one_line_error():
