@@ -79,6 +79,7 @@ def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
 
 
 REFERENCE_TOL = 1e-10
+ARBITER_BELOW, ARBITER_TOL = 1e-3, 1e-4  # torch lower than the reference by > 0.1 %: a float64 fit to 1e-4 decides
 
 
 def reference_key(data: dict, max_iter: int) -> dict:
@@ -171,14 +172,38 @@ def parity(data: dict, threads: int | None, grid: np.ndarray, refs: dict) -> dic
             row[mode] = {"obj": obj, "rel_obj": (obj - obj_ref) / obj_ref,
                          "val_diff": 100.0 * fit.score(vX, vy) - acc_ref,
                          "n_iter": int(fit.n_iter_), "converged": bool(fit.converged_)}
+            if mode == "cold":
+                cold_fit = fit
+        if min(row[m]["rel_obj"] for m in ("cold", "warm")) < -ARBITER_BELOW:
+            # torch went lower than the reference: scikit-learn stopped short of the optimum (its line search
+            # stalls in float64 at large C). A float64 torch fit to a tight residual, from torch's solution,
+            # says how far each is from the optimum; torch is then held to the lower of the two objectives.
+            arb = LogisticRegressionProbe(C=C, dtype="float64", tol=ARBITER_TOL, max_iter=20000, n_threads=threads).fit(
+                X, y, coef_init=cold_fit.coef_, intercept_init=cold_fit.intercept_)
+            best = min(obj_ref, logistic_objective(X, y, arb.coef_, arb.intercept_, C))
+            row["arbiter"] = {"obj": logistic_objective(X, y, arb.coef_, arb.intercept_, C), "n_iter": int(arb.n_iter_),
+                              "converged": bool(arb.converged_), "sklearn_rel_obj": (obj_ref - best) / best}
+            for m in ("cold", "warm"):
+                row[m]["rel_obj_best"] = (row[m]["obj"] - best) / best
         rows.append(row)
         print(f"C={C:9.3g} sklearn {obj_ref:.6g} ({row['sklearn_iter']} it, val {acc_ref:.2f}) | " + " | ".join(
             f"{m}: rel obj {row[m]['rel_obj']:+.1e}, val {row[m]['val_diff']:+.2f}, {row[m]['n_iter']} it"
             f"{'' if row[m]['converged'] else ' NOT CONVERGED'}" for m in ("cold", "warm")), flush=True)
-    worst = {m: {"rel_obj": max(abs(r[m]["rel_obj"]) for r in rows), "val_diff": max(abs(r[m]["val_diff"]) for r in rows),
+        if "arbiter" in row:
+            a = row["arbiter"]
+            print(f"           float64 torch to {ARBITER_TOL:g}: {a['obj']:.6g} ({a['n_iter']} it); against the lower "
+                  f"objective: sklearn {a['sklearn_rel_obj']:+.1e}, torch cold {row['cold']['rel_obj_best']:+.1e}, "
+                  f"warm {row['warm']['rel_obj_best']:+.1e}", flush=True)
+
+    def to_best(r: dict, m: str) -> float:  # relative to the lowest objective found (sklearn's, or the arbiter's)
+        return abs(r[m].get("rel_obj_best", r[m]["rel_obj"]))
+
+    worst = {m: {"rel_obj": max(abs(r[m]["rel_obj"]) for r in rows), "rel_obj_best": max(to_best(r, m) for r in rows),
+                 "val_diff": max(abs(r[m]["val_diff"]) for r in rows),
                  "all_converged": all(r[m]["converged"] for r in rows)} for m in ("cold", "warm")}
     print(f"parity over {len(rows)} grid C: " + "; ".join(
-        f"{m}: max |rel obj| {w['rel_obj']:.1e}, max |val diff| {w['val_diff']:.2f} points, all converged {w['all_converged']}"
+        f"{m}: max |rel obj| {w['rel_obj']:.1e} against scikit-learn, {w['rel_obj_best']:.1e} against the lowest "
+        f"objective found; max |val diff| {w['val_diff']:.2f} points; all converged {w['all_converged']}"
         for m, w in worst.items()))
     return {"rows": rows, "worst": worst}
 
