@@ -21,7 +21,7 @@ the same arrays; the thread cap applies to both (torch threads and BLAS threads 
     /work/venv/bin/python benchmarks/bench_probe.py --threads 2 --solvers torch
 
 Parity at the grid C (torch cold and with the sweep's starts against scikit-learn at tol=1e-10, cold).
-The scikit-learn references take hours at all 97 C (54-3,080 float64 iterations each), so they are kept
+The scikit-learn references take hours at all 97 C (47-3,526 float64 iterations each), so they are kept
 in a JSON-lines log keyed by a hash of the data and the settings, fitted in shards side by side, and
 resumed where a run stopped:
 
