@@ -273,6 +273,13 @@ def variant(row: dict[str, Any]) -> str:
     return f" [{', '.join(parts)}]" if parts else ""
 
 
+def with_variant_labels(df: Any, rows: list[dict[str, Any]]) -> Any:
+    """``df`` (a DataFrame built from ``rows``, same order) with each model name suffixed by its row's
+    :func:`variant`: a bf16 run is its own, labelled line."""
+    df["model"] = [f"{m}{variant(r)}" for m, r in zip(df["model"].astype(str), rows, strict=True)]
+    return df
+
+
 #: Row protocols shown in a protocol's leaderboard: zero-shot retrieval tasks sit beside zero-shot classification.
 LEADERBOARD_PROTOCOLS = {"zeroshot": ("zeroshot", "retrieval")}
 
@@ -289,9 +296,7 @@ def leaderboard(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> Any:
             and is_standard(r)]
     if not main:
         return pd.DataFrame(columns=["model", "pretrained"])
-    df = pd.DataFrame(main)
-    df["model"] = [f"{r['model']}{variant(r)}" for r in main]  # a bf16 run is its own, labelled line
-    df = df.sort_values("date", kind="stable")
+    df = with_variant_labels(pd.DataFrame(main), main).sort_values("date", kind="stable")
     df["pretrained"] = df["pretrained"].fillna("")
     latest = df.groupby(["model", "pretrained", "task"], as_index=False, sort=False).last()
     table = latest.pivot(index=["model", "pretrained"], columns="task", values="value").reset_index()

@@ -932,12 +932,7 @@ class LogisticRegressionProbe:
         as ``dtype``: the only full-size array is the result (float32 halves it). float32 keeps softmax
         scores' top-k and log-loss, but rounds sigmoid probabilities within 6e-8 of 1 to 1.0 (logits
         above ~17): ties for ROC AUC / mAP and a wrong multi-label log-loss, so use it for softmax only."""
-        self._require_fitted()
-        binary = self.coef_.shape[0] == 1 and not self.multilabel  # one logit, two columns [1 - p, p]
-        out = np.empty((X.shape[0], 2 if binary else self.coef_.shape[0]), dtype=dtype)
-        for i in range(0, X.shape[0], batch_rows):
-            out[i : i + batch_rows] = self._proba64(self.decision_function(X[i : i + batch_rows]))
-        return out
+        return self._from_logits(X, self._proba64, dtype, batch_rows)
 
     def predict_log_proba(self, X: np.ndarray, dtype: type = np.float64, batch_rows: int = 4096) -> np.ndarray:
         """Log class probabilities, laid out as :meth:`predict_proba`, computed from the logits in
@@ -945,21 +940,27 @@ class LogisticRegressionProbe:
         as the logits do, where probabilities round to 1.0 (sigmoid logits above ~37 in float64) or
         underflow to 0.0 (softmax classes ~100 logits below the top in float32): ROC AUC, mAP and top-k
         see no ties the model did not make. The binary margin (column 1 - column 0) is the logit."""
+        return self._from_logits(X, self._log_proba64, dtype, batch_rows)
+
+    def _from_logits(self, X: np.ndarray, transform, dtype: type, batch_rows: int) -> np.ndarray:
+        """``transform`` of the logits, a chunk of rows at a time, into one (N, K) array of ``dtype``
+        (binary single-label: two columns, for class 0 and class 1)."""
         self._require_fitted()
         binary = self.coef_.shape[0] == 1 and not self.multilabel
         out = np.empty((X.shape[0], 2 if binary else self.coef_.shape[0]), dtype=dtype)
         for i in range(0, X.shape[0], batch_rows):
-            Z = self.decision_function(X[i : i + batch_rows]).astype(np.float64)
-            if self.multilabel:
-                out[i : i + batch_rows] = -np.logaddexp(0.0, -Z)
-            elif Z.ndim == 1:
-                out[i : i + batch_rows, 0] = -np.logaddexp(0.0, Z)
-                out[i : i + batch_rows, 1] = -np.logaddexp(0.0, -Z)
-            else:
-                Z -= Z.max(axis=1, keepdims=True)
-                Z -= np.log(np.exp(Z).sum(axis=1, keepdims=True))
-                out[i : i + batch_rows] = Z
+            out[i : i + batch_rows] = transform(self.decision_function(X[i : i + batch_rows]))
         return out
+
+    def _log_proba64(self, logits: np.ndarray) -> np.ndarray:
+        Z = logits.astype(np.float64)
+        if self.multilabel:
+            return -np.logaddexp(0.0, -Z)
+        if Z.ndim == 1:
+            return np.stack([-np.logaddexp(0.0, Z), -np.logaddexp(0.0, -Z)], axis=1)
+        Z -= Z.max(axis=1, keepdims=True)
+        Z -= np.log(np.exp(Z).sum(axis=1, keepdims=True))
+        return Z
 
     def _proba64(self, logits: np.ndarray) -> np.ndarray:
         Z = logits.astype(np.float64)

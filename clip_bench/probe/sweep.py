@@ -227,19 +227,19 @@ class SweepResult:
         }
 
 
-def probe_scores(probe: LogisticRegressionProbe, X: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+def probe_scores(probe: LogisticRegressionProbe, X: np.ndarray, n_classes: int | None = None,
+                 log_proba: np.ndarray | None = None) -> np.ndarray:
     """``predict_log_proba`` laid out over ``n_classes`` columns (integer labels 0..n_classes-1): a
     class absent from the training split gets a column of log 0 = -inf, so metrics see the full label
     space. Log-probabilities rank as the logits do (probabilities saturate: ties in ROC AUC, mAP, top-k).
     Multi-label probes give their per-class logits (log-odds) instead: a log-sigmoid is -exp(-z),
-    which rounds to -0.0 above z ~ 745 and would tie confident hits with confident misses again."""
+    which rounds to -0.0 above z ~ 745 and would tie confident hits with confident misses again.
+    ``log_proba``: ``probe.predict_log_proba(X)`` when already computed (single-label)."""
     if probe.multilabel:
         return probe.decision_function(X)
-    return _layout(probe, probe.predict_log_proba(X), n_classes)
-
-
-def _layout(probe: LogisticRegressionProbe, log_proba: np.ndarray, n_classes: int | None) -> np.ndarray:
-    if probe.multilabel or n_classes is None or log_proba.shape[1] == n_classes:
+    if log_proba is None:
+        log_proba = probe.predict_log_proba(X)
+    if n_classes is None or log_proba.shape[1] == n_classes:
         return log_proba
     cls = np.asarray(probe.classes_)
     if not np.issubdtype(cls.dtype, np.integer) or cls.min() < 0 or cls.max() >= n_classes:
@@ -348,9 +348,7 @@ def sweep_C_folds(
             # (softmax only; binary and multi-label outputs are narrow, so they stay float64)
             softmax = not fitted.multilabel and len(fitted.classes_) > 2
             log_proba = fitted.predict_log_proba(vX, dtype=np.float32 if softmax else np.float64)
-            # the metric reads what the test metric reads (probe_scores: logits for multi-label)
-            scores = fitted.decision_function(vX) if fitted.multilabel else _layout(fitted, log_proba, n_classes)
-            vals.append(metric(scores, vY))
+            vals.append(metric(probe_scores(fitted, vX, n_classes, log_proba), vY))  # what the test metric reads
             losses.append(log_loss(log_proba, vY, fitted.classes_, fitted.multilabel))
         if not np.all(np.isfinite(vals)):
             raise ClipBenchError(

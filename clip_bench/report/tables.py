@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..results import RESULTS_FILE, ROW_FIELDS, field_of, read_rows, variant
+from ..results import RESULTS_FILE, ROW_FIELDS, field_of, read_rows, with_variant_labels
 from ..results import is_standard as results_is_standard
 from .reference import collections
 
@@ -151,13 +151,6 @@ def rows_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 MAIN_COLUMNS = [*KEY, "task", "subset", "metric", "value", "ci_low", "ci_high"]
-
-
-def with_variant_labels(df: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """``df`` (built by :func:`rows_frame` from ``rows``, same order) with each model name suffixed by its
-    row's :func:`variant`."""
-    df["model"] = [f"{m}{variant(r)}" for m, r in zip(df["model"].astype(str), rows, strict=True)]
-    return df
 
 
 def main_values(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> pd.DataFrame:
