@@ -41,6 +41,7 @@ Results: benchmarks/RESULTS.md ("Choosing C").
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import platform
@@ -53,8 +54,9 @@ import torch
 from clip_bench.features import ExtractConfig, extract
 from clip_bench.loaders.base import ArrayImages
 from clip_bench.loaders.digits import digits_arrays
+from clip_bench.metrics import top1
 from clip_bench.models import load_model
-from clip_bench.probe import ProbeConfig, one_shot_C, run_linear_probe, sample_k_shot, shot_folds
+from clip_bench.probe import PROBE_RULE, ProbeConfig, one_shot_C, run_linear_probe, sample_k_shot, shot_folds
 from clip_bench.probe.fewshot import cv_train_size, prior_C, transfer_C
 from clip_bench.probe.protocol import stratified_holdout
 from clip_bench.probe.sweep import (
@@ -62,6 +64,7 @@ from clip_bench.probe.sweep import (
     grid_edge,
     grid_position,
     log_loss,
+    paired_band,
     parametric_search,
     proportion_se,
 )
@@ -148,14 +151,35 @@ def synthetic_set() -> dict:
     return data
 
 
-def path_scores(cfg: ProbeConfig, X, y, vX, vy) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy (%) and mean log-loss on (vX, vy) at every grid C."""
+def path_scores(cfg: ProbeConfig, X, y, vX, vy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accuracy (%), mean log-loss and which examples are right (97 x len(vy)) on (vX, vy) at every grid C."""
     acc, ll = np.empty(len(cfg.grid())), np.empty(len(cfg.grid()))
+    hits = np.empty((len(cfg.grid()), len(vy)), dtype=bool)
     for i, fit in grid_fits(cfg, X, y):
         log_proba = fit.predict_log_proba(vX)
-        acc[i] = 100.0 * float(np.mean(fit.classes_[log_proba.argmax(1)] == vy))
+        hits[i] = fit.classes_[log_proba.argmax(1)] == vy
+        acc[i] = 100.0 * float(np.mean(hits[i]))
         ll[i] = log_loss(log_proba, vy, fit.classes_, False)
-    return acc, ll
+    return acc, ll, hits
+
+
+def pack_hits(hits: np.ndarray) -> str:
+    """A (97, n) boolean table as base64 of its packed bits (for the JSON log)."""
+    return base64.b64encode(np.packbits(hits, axis=1).tobytes()).decode()
+
+
+def unpack_hits(run: dict) -> np.ndarray:
+    """The (97, n_val) table of which validation predictions were right at each grid C (``pack_hits``)."""
+    n = run["n_val"]
+    packed = np.frombuffer(base64.b64decode(run["cv_hits"]), dtype=np.uint8).reshape(-1, (n + 7) // 8)
+    return np.unpackbits(packed, axis=1, count=n).astype(bool)
+
+
+def hit_weights(run: dict) -> np.ndarray:
+    """Each validation prediction's share of the CV score (%): the score is the mean over folds of
+    each fold's accuracy, so a prediction of fold f weighs 100 / (n_folds * |fold f|)."""
+    sizes = run.get("cv_fold_sizes") or [run["n_val"]]
+    return np.concatenate([np.full(n, 100.0 / (len(sizes) * n)) for n in sizes])
 
 
 def test_curves(cfg: ProbeConfig, X, y, test_X, test_y, n_first: int) -> tuple[np.ndarray, np.ndarray]:
@@ -191,13 +215,28 @@ def previous_rule(acc: np.ndarray, coarse_step: int = COARSE_STEP) -> int:
     return best()
 
 
-def search_rule(cfg: ProbeConfig, acc: np.ndarray, ll: np.ndarray, n_val: int, prior: float | None) -> tuple[int, int]:
+def search_rule(cfg: ProbeConfig, acc: np.ndarray, ll: np.ndarray, prior: float | None, *,
+                shares: np.ndarray | None = None, n_val: int | None = None, tie_se: float | None = None) -> tuple[int, int]:
     """clip-bench's search (sweep.py) on a table of scores: (pick, number of C evaluated). ``prior``:
-    the prior C (None: the rule before the prior, ties to the lowest log-loss)."""
+    the prior C (None: ties to the lowest log-loss). ``shares`` (97 x n_val, each validation
+    prediction's share of the score where it is right): ties within ``paired_band`` (``cfg.tie_se``), as
+    ``sweep_C_folds`` with a metric that has per-example shares; else ``n_val``: within ``cfg.tie_se``
+    unpaired SEs of the best score (the rule before the paired band). ``tie_se`` overrides ``cfg.tie_se``."""
+    width = cfg.tie_se if tie_se is None else tie_se
+
+    def band(top: int, i: int) -> float:
+        if shares is not None:
+            return paired_band(shares[top], shares[i], width)
+        return width * proportion_se(acc[top], n_val)
+
     best, scores, _, _ = parametric_search(lambda i: (acc[i], ll[i]), len(acc), cfg.coarse_step, cfg.max_tied,
-                                           band=lambda top: cfg.tie_se * proportion_se(top, n_val),
-                                           prior=grid_position(prior, cfg.grid()))
+                                           band=band, prior=grid_position(prior, cfg.grid()))
     return best, len(scores)
+
+
+def run_shares(run: dict) -> np.ndarray:
+    """(97, n_val): each validation prediction's share of the CV score at each grid C (0 where wrong)."""
+    return unpack_hits(run) * hit_weights(run)
 
 
 def fit_score(cfg: ProbeConfig, C: float, X, y, test_X, test_y, n_first: int) -> tuple[float, float]:
@@ -206,17 +245,23 @@ def fit_score(cfg: ProbeConfig, C: float, X, y, test_X, test_y, n_first: int) ->
     return 100.0 * float(right.mean()), 100.0 * float(right[:n_first].mean())
 
 
-def measure_fewshot(cfg: ProbeConfig, X, y, k: int, test_X, test_y, n_first: int) -> dict:
+def measure_fewshot(cfg: ProbeConfig, X, y, k: int, test_X, test_y, n_first: int, logged: dict | None = None) -> dict:
     """The rule-independent part of a run (resumable from --log): the test curves at all 97 C and, for
-    k >= 2, the within-shot CV table at all 97 C (every fit converged, so a search sees the same scores)."""
+    k >= 2, the within-shot CV table at all 97 C (every fit converged, so a search sees the same scores).
+    ``logged``: a run logged before the CV tables kept per-example hits; its test curves are kept."""
     grid = cfg.grid()
-    whole, first = test_curves(cfg, X, y, test_X, test_y, n_first)
-    run = {**curve_summary(whole, grid), **curve_summary(first, grid, "_first")}
+    if logged is not None and "test_curve_first" in logged:
+        run = {key: v for key, v in logged.items() if key.startswith(("oracle", "C_oracle", "C1", "test_curve"))}
+    else:
+        whole, first = test_curves(cfg, X, y, test_X, test_y, n_first)
+        run = {**curve_summary(whole, grid), **curve_summary(first, grid, "_first")}
     if k >= 2:
         folds = shot_folds(y, k, cfg.cv_max_folds)
         tables = [path_scores(cfg, X[tr], y[tr], X[va], y[va]) for tr, va in folds]
         run.update(cv_acc=np.mean([t[0] for t in tables], axis=0).tolist(),
-                   cv_ll=np.mean([t[1] for t in tables], axis=0).tolist(), n_val=sum(len(va) for _, va in folds))
+                   cv_ll=np.mean([t[1] for t in tables], axis=0).tolist(), n_val=sum(len(va) for _, va in folds),
+                   cv_fold_sizes=[len(va) for _, va in folds],
+                   cv_hits=pack_hits(np.concatenate([t[2] for t in tables], axis=1)))
     return run
 
 
@@ -233,13 +278,17 @@ def apply_rules(cfg: ProbeConfig, run: dict, X, y, k: int, test_X, test_y, n_fir
     acc, ll = np.asarray(run["cv_acc"]), np.asarray(run["cv_ll"])
     folds = shot_folds(y, k, cfg.cv_max_folds)
     n_cv = cv_train_size(folds)
-    i, n_c = search_rule(cfg, acc, ll, run["n_val"], prior_C(X, n_cv, cfg.prior_scale))
+    prior = prior_C(X, n_cv, cfg.prior_scale)
+    i, n_c = search_rule(cfg, acc, ll, prior, shares=run_shares(run))
     C = transfer_C(grid[i], n_cv, len(y))
-    j_ll, _ = search_rule(cfg, acc, ll, run["n_val"], None)
+    j_unpaired, _ = search_rule(cfg, acc, ll, prior, n_val=run["n_val"], tie_se=1.0)
+    C_unpaired = transfer_C(grid[j_unpaired], n_cv, len(y))
+    j_ll, _ = search_rule(cfg, acc, ll, None, n_val=run["n_val"], tie_se=1.0)
     j_old = previous_rule(acc)
     chosen, chosen_first = fit_score(cfg, C, X, y, test_X, test_y, n_first)
     return {**run, "C": C, "C_cv": float(grid[i]), "chosen": chosen, "chosen_first": chosen_first,
             "edge": grid_edge(i, len(grid)), "n_fits": n_c * len(folds),
+            "unpaired": fit_score(cfg, C_unpaired, X, y, test_X, test_y, n_first)[0], "C_unpaired": C_unpaired,
             "ll_rule": float(curve[j_ll]), "C_ll_rule": float(grid[j_ll]), "ll_rule_edge": grid_edge(j_ll, len(grid)),
             "previous": float(curve[j_old]), "C_previous": float(grid[j_old])}
 
@@ -255,14 +304,15 @@ def fewshot_runs(cfg: ProbeConfig, data: dict, seeds: range, shots: tuple[int, .
             idx = sample_k_shot(train_y, k, seed)
             X, y = train_X[idx], train_y[idx]
             measured = done.get((k, seed))
-            if measured is None:
+            if measured is None or (k >= 2 and "cv_hits" not in measured):  # (logs before the paired band)
                 measured = {"k": k, "seed": seed, "test_draws": data["test_draws"],
-                            **measure_fewshot(cfg, X, y, k, test_X, test_y, n_first)}
+                            **measure_fewshot(cfg, X, y, k, test_X, test_y, n_first, measured)}
                 log(measured)
             run = apply_rules(cfg, measured, X, y, k, test_X, test_y, n_first)
             runs.append(run)
             print(f"  k={k:2d} seed={seed}: chosen C={run['C']:.3g} test {run['chosen']:.2f} | oracle {run['oracle']:.2f} "
                   f"(C={run['C_oracle']:.3g}) | C=1 {run['C1']:.2f}"
+                  + (f" | unpaired band C={run['C_unpaired']:.3g} {run['unpaired']:.2f}" if "unpaired" in run else "")
                   + (f" | log-loss rule C={run['C_ll_rule']:.3g} {run['ll_rule']:.2f}" if "ll_rule" in run else "")
                   + f" [{time.perf_counter() - t0:.0f} s]", flush=True)
     return runs
@@ -270,35 +320,43 @@ def fewshot_runs(cfg: ProbeConfig, data: dict, seeds: range, shots: tuple[int, .
 
 def linear_runs(cfg: ProbeConfig, data: dict, seeds: int, log, done: dict) -> list[dict]:
     """The full probe per validation seed: ``run_linear_probe`` (clip-bench's pick), and the held-out
-    split's scores at all 97 C (logged, so rules can be replayed)."""
+    split's scores at all 97 C (logged, so rules can be replayed). A logged run whose pick was made
+    by another ``PROBE_RULE`` keeps its tables and re-runs the probe only."""
     pool_X = np.concatenate([data["train"][0], data["val"][0]])
     pool_y = np.concatenate([data["train"][1], data["val"][1]])
     (test_X, test_y), n_first = data["test"], data["n_first"]
     grid = cfg.grid()
     runs, curves = [], None
     for seed in range(seeds):
-        if ("linear", seed) in done:
-            runs.append(done[("linear", seed)])
+        run = done.get(("linear", seed))
+        if run is not None and "cv_hits" in run and run.get("probe_rule") == PROBE_RULE and run.get("tie_se") == cfg.tie_se:
+            runs.append(run)
             continue
-        if curves is None:  # the refit set is the same for every seed
-            curves = test_curves(cfg, pool_X, pool_y, test_X, test_y, n_first)
+        if run is None or "cv_hits" not in run:
+            if curves is None:  # the refit set is the same for every seed
+                curves = test_curves(cfg, pool_X, pool_y, test_X, test_y, n_first)
+            tr, va = stratified_holdout(pool_y, cfg.val_fraction, seed)
+            val_acc, val_ll, val_hits = path_scores(cfg, pool_X[tr], pool_y[tr], pool_X[va], pool_y[va])
+            run = {"seed": seed, "test_draws": data["test_draws"], **curve_summary(curves[0], grid),
+                   **curve_summary(curves[1], grid, "_first"), "cv_acc": val_acc.tolist(), "cv_ll": val_ll.tolist(),
+                   "n_val": int(va.size), "cv_hits": pack_hits(val_hits)}
+
         def scored(scores: np.ndarray, targets: np.ndarray) -> float:
             scored.last = scores  # the last call scores the test split
-            return accuracy(scores, targets)
+            return top1(scores, targets)
 
+        scored.per_example = top1.per_example  # the same C rule as the task metric's (a paired band)
         res = run_linear_probe(pool_X, pool_y, None, None, test_X, test_y, scored, seed=seed, config=cfg)
         first = accuracy(scored.last[:n_first], test_y[:n_first])  # the same fit, on the first draw only
-        tr, va = stratified_holdout(pool_y, cfg.val_fraction, seed)
-        val_acc, val_ll = path_scores(cfg, pool_X[tr], pool_y[tr], pool_X[va], pool_y[va])
-        runs.append({
-            "seed": seed, "test_draws": data["test_draws"], "C": res["C"], "chosen": res["test_score"],
-            "chosen_first": first, **curve_summary(curves[0], grid), **curve_summary(curves[1], grid, "_first"),
-            "edge": res["C_at_grid_edge"], "n_fits": res["sweep_n_fits"],
-            "converged": res["sweep_converged"] and res["converged"],
-            "cv_acc": val_acc.tolist(), "cv_ll": val_ll.tolist(), "n_val": int(va.size),
-        })
-        log({"linear": True, **runs[-1]})
+        run.update({"C": res["C"], "chosen": res["test_score"], "chosen_first": first, "edge": res["C_at_grid_edge"],
+                    "n_fits": res["sweep_n_fits"], "converged": res["sweep_converged"] and res["converged"],
+                    "probe_rule": PROBE_RULE, "tie_se": cfg.tie_se})
+        runs.append(run)
+        log({"linear": True, **run})
     for r in runs:
+        # the rule before the paired band, replayed on the logged table (the refit at a grid C is on the test curve)
+        j, _ = search_rule(cfg, np.asarray(r["cv_acc"]), np.asarray(r["cv_ll"]), None, n_val=r["n_val"], tie_se=1.0)
+        r.update(unpaired=r["test_curve"][j], C_unpaired=float(grid[j]))
         print(f"  linear seed={r['seed']}: chosen C={r['C']:.3g} test {r['chosen']:.2f} | oracle {r['oracle']:.2f} "
               f"(C={r['C_oracle']:.3g}) | C=1 {r['C1']:.2f} | {r['n_fits']} fits", flush=True)
     return runs
@@ -321,6 +379,9 @@ def summarise(runs: list[dict]) -> dict:
         "fits_mean": float(np.mean([r["n_fits"] for r in runs])),
         "all_converged": all(r.get("converged", True) in (True, None) for r in runs),
     }
+    if all("unpaired" in r for r in runs):
+        out["unpaired"] = mean("unpaired")
+        out["unpaired_gap"] = float(np.mean([r["oracle"] - r["unpaired"] for r in runs]))
     if any("previous" in r for r in runs):
         prev = [r for r in runs if "previous" in r]
         out["previous"] = mean("previous")
@@ -344,6 +405,9 @@ def main() -> None:
     ap.add_argument("--linear-seeds", type=int, default=5, help="validation seeds of the full linear probe")
     ap.add_argument("--prior-scale", type=float, default=ProbeConfig.prior_scale,
                     help="few-shot prior C = SCALE / (n s^2) (sensitivity check; with --log, no refits)")
+    ap.add_argument("--tie-se", type=float, default=ProbeConfig.tie_se,
+                    help="C within this many (paired) standard errors of the best tie (sensitivity check; with --log, "
+                         "the few-shot rules are replayed without refits, the full probes are re-run)")
     ap.add_argument("--test-draws", type=int, default=TEST_DRAWS,
                     help="noisy-digits: corrupt the 360 test images this many times (draw 0 is the original "
                          "noisy test set); every test accuracy is on all draws, the first draw's is reported too")
@@ -352,7 +416,7 @@ def main() -> None:
                     "in the file are read back instead of refitted (resume)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cfg = ProbeConfig(n_threads=1, device="cpu", prior_scale=args.prior_scale)
+    cfg = ProbeConfig(n_threads=1, device="cpu", prior_scale=args.prior_scale, tie_se=args.tie_se)
     shots = tuple(int(k) for k in args.shots.split(","))
     t0 = time.perf_counter()
     if args.test_draws < 1:
@@ -393,8 +457,8 @@ def main() -> None:
         }
     report["wall_s"] = time.perf_counter() - t0
     print("\n| set | k | chosen C | oracle C | C = 1 | gap to oracle (mean / max) | gap, first test draw only | picks at floor / ceiling | median C "
-          "| fits | before: log-loss ties (gap, picks at an end) | before: smallest C (floor picks) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| fits | before: unpaired band (gap) | before: log-loss ties (gap, picks at an end) | before: smallest C (floor picks) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, rep in report["sets"].items():
         rows = [(f"{k}", s) for k, s in rep["fewshot"].items()] + ([("full", rep["linear"])] if rep["linear"] else [])
         for label, s in rows:
@@ -405,10 +469,11 @@ def main() -> None:
                 ll, prev = f"C = 1/spread: {s['old_k1']:.2f} ({s['old_k1_gap']:.2f})", "—"
             else:
                 ll = prev = "—"
+            unpaired = f"{s['unpaired']:.2f} ({s['unpaired_gap']:.2f})" if s.get("unpaired") is not None else "—"
             first = "—" if rep["test_draws"] == 1 or s["gap_first_mean"] is None else f"{s['gap_first_mean']:.2f}"
             print(f"| {name} | {label} | {s['chosen']:.2f} | {s['oracle']:.2f} | {s['C1']:.2f} | "
                   f"{s['gap_mean']:.2f} / {s['gap_max']:.2f} | {first} | {100 * s['floor_share']:.0f}% / {100 * s['ceiling_share']:.0f}% | "
-                  f"{s['median_C']:.3g} | {s['fits_mean']:.0f} | {ll} | {prev} |")
+                  f"{s['median_C']:.3g} | {s['fits_mean']:.0f} | {unpaired} | {ll} | {prev} |")
     print(f"\nwall time {report['wall_s']:.0f} s")
     if args.json:
         with open(args.json, "w") as f:

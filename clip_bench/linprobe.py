@@ -74,6 +74,8 @@ def _metric(task: TaskSpec, bar: Any = None) -> Any:
         scored.last = (scores, targets)  # the final call scores the test split: its evidence (outcomes)
         return fn(scores, targets)
 
+    if hasattr(fn, "per_example"):  # the C search's paired tie band reads it (probe/sweep.py)
+        scored.per_example = fn.per_example
     return scored
 
 
@@ -201,7 +203,7 @@ def linprobe(
                 n=res["n_test"], C=res["C"], solver=res["solver"], seed=seed, val_score=res["val_score"],
                 val_source=res["val_source"], n_train=res["n_train"], n_val=res["n_val"], n_refit=res["n_refit"],
                 n_iter=res["n_iter"], converged=res["converged"], wall_time_s=round(res["wall_time_s"], 3),
-                sweep=res["sweep"], C_at_grid_edge=res.get("C_at_grid_edge"),
+                sweep=res["sweep"], C_at_grid_edge=res.get("C_at_grid_edge"), C_tie_band=res.get("C_tie_band"),
                 sweep_converged=res.get("sweep_converged"), sweep_n_fits=res.get("sweep_n_fits"),
                 val_log_loss=res.get("val_log_loss"), **where,
             )], *evidence, cfg.output_dir))
@@ -276,7 +278,8 @@ def fewshot(
                     C=res["C"], C_rule=res["C_rule"], C_cv=res.get("C_cv"), C_prior=res.get("C_prior"),
                     solver=res["solver"], n_train=res["n_shots"],
                     shots_sha1=res["shots_sha1"], n_iter=res["n_iter"], converged=res.get("converged"),
-                    C_at_grid_edge=res.get("C_at_grid_edge"), sweep_converged=res.get("sweep_converged"),
+                    C_at_grid_edge=res.get("C_at_grid_edge"), C_tie_band=res.get("C_tie_band"),
+                    sweep_converged=res.get("sweep_converged"),
                 )], *metric.last, cfg.output_dir))
             rows.append(attach_seed_mean_interval(make_row(
                 **common, protocol=f"fewshot_k{k}", value=float(np.mean(scores)), n=int(len(test_y)), k=k,

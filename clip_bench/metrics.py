@@ -39,6 +39,34 @@ def mean_per_class_recall(scores: np.ndarray, targets: np.ndarray) -> float:
     return 100.0 * float(np.mean(recalls))
 
 
+def mean_top1_top5(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Kinetics-700's metric in the CLIP paper: the mean of top-1 and top-5."""
+    return (top1(scores, targets) + topk_accuracy(scores, targets, 5)) / 2.0
+
+
+# Per-example shares: for a metric that is a sum over examples, ``metric.per_example(scores, targets)``
+# gives each example's share (they sum to the metric). Two C scored on the same examples then differ
+# only on the examples whose shares differ, which the C search uses to tell a real difference from
+# noise (sweep.paired_se). mAP and ROC AUC rank examples against each other and have none.
+
+def _top1_shares(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    return 100.0 * (scores.argmax(axis=1) == targets) / len(targets)
+
+
+def _per_class_recall_shares(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    classes, index, counts = np.unique(targets, return_inverse=True, return_counts=True)
+    return 100.0 * (scores.argmax(axis=1) == targets) / (len(classes) * counts[index])
+
+
+def _top1_top5_shares(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    return (_top1_shares(scores, targets) + 100.0 * topk_hits(scores, targets, 5) / len(targets)) / 2.0
+
+
+top1.per_example = _top1_shares
+mean_per_class_recall.per_example = _per_class_recall_shares
+mean_top1_top5.per_example = _top1_top5_shares
+
+
 def average_precision_11point(scores: np.ndarray, positives: np.ndarray) -> float:
     """PASCAL VOC 2007's 11-point interpolated AP for one class (0-1).
 
@@ -77,11 +105,6 @@ def roc_auc(scores: np.ndarray, targets: np.ndarray) -> float:
                              "(give the task 2 classes, or another metric)")
     margin = scores[:, 1] - scores[:, 0] if scores.ndim == 2 else scores
     return 100.0 * float(roc_auc_score(targets, margin))
-
-
-def mean_top1_top5(scores: np.ndarray, targets: np.ndarray) -> float:
-    """Kinetics-700's metric in the CLIP paper: the mean of top-1 and top-5."""
-    return (top1(scores, targets) + topk_accuracy(scores, targets, 5)) / 2.0
 
 
 MAIN_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {

@@ -22,6 +22,7 @@ def test_linprobe_rows_and_no_model_load_on_second_run(eval_config, monkeypatch)
     assert ex["solver"] == "torch" and 1e-6 <= ex["C"] <= 1e6 and ex["seed"] == 0
     # the row says whether C was picked at an end of the grid, and that every fit converged
     assert "C_at_grid_edge" in ex and ex["C_at_grid_edge"] in (None, "low", "high")
+    assert ex["C_tie_band"] == "paired"  # top-1 has per-example shares: the C search compares C pairwise
     assert ex["converged"] is True and ex["sweep_converged"] is True and ex["sweep_n_fits"] >= 7
     assert (ex["n_train"], ex["n_val"], ex["n_refit"], row["n"]) == (1078, 359, 1437, 360)
     assert row["feature_kind"] == "pre-proj"  # the default (auto) for a ViT: before the image projection

@@ -288,3 +288,98 @@ def test_multilabel_protocol_with_map():
                            config=ProbeConfig(n_threads=1))
     assert res["multilabel"] is True
     assert res["test_score"] > 70
+
+
+def _steady_rise(n: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Validation accuracy that rises steadily with C (the scores of a CV on features where less
+    regularisation is always better): 40 of n examples right everywhere, 40 more become right one
+    after another along the grid and stay right. Returns (scores, per-example shares) per grid index."""
+    threshold = np.full(n, 10**6)
+    threshold[:40] = 0
+    threshold[40:80] = np.linspace(1, 96, 40).round()
+    shares = np.array([(threshold <= i) * 100.0 / n for i in range(97)])
+    return shares.sum(axis=1), shares
+
+
+def test_a_steady_rise_is_resolved_by_the_paired_band():
+    """Neighbouring C disagree on few examples, so the SE of their *difference* is far smaller than
+    each score's SE: the paired band resolves a steady 20 -> 40 % rise that the unpaired band (the
+    rule before) ties over 7 points, where a prior at the low end then picked 3 points under the top."""
+    from clip_bench.probe.sweep import paired_band, proportion_se
+
+    acc, shares = _steady_rise()
+    for prior in (10.0, 40.0, 60.0):
+        paired = parametric_search(lambda i: (acc[i], 0.0), 97, band=lambda t, i: paired_band(shares[t], shares[i]),
+                                   prior=prior)[0]
+        unpaired = parametric_search(lambda i: (acc[i], 0.0), 97, band=lambda t, i: proportion_se(acc[t], 200),
+                                     prior=prior)[0]
+        assert acc[96] - acc[paired] <= 1.0  # within two validation examples of the top
+        assert acc[96] - acc[unpaired] >= 2.5  # what the unpaired band gave
+
+
+def test_paired_se_counts_only_the_examples_two_C_score_differently():
+    from clip_bench.probe.sweep import paired_band, paired_se
+
+    a = np.zeros(100)
+    a[:60] = 1.0
+    b = a.copy()
+    b[[0, 1, 70]] = [0.0, 0.0, 1.0]  # 2 examples lost, 1 gained: 3 discordant
+    assert paired_se(a, b) == pytest.approx(np.sqrt(3))
+    assert paired_se(a, a) == 0.0
+    # the band adds one example's share (McNemar's continuity correction): 2 wins to 0 is a tie
+    assert paired_band(a, b, 1.0) == pytest.approx(np.sqrt(3) + 1.0)
+    c = a.copy()
+    c[[0, 1]] = 0.0
+    assert 2.0 <= paired_band(a, c, 1.0) and paired_band(a, a, 1.0) == 0.0
+
+def test_paired_band_keeps_the_prior_where_C_only_reshuffle_predictions():
+    """A plateau where neighbouring C disagree on many examples but none is better: the differences
+    are within their paired SE, so the prior still decides."""
+    rng = np.random.default_rng(0)
+    n = 400
+    base = rng.random(n) < 0.7
+    shares = []
+    for _ in range(97):  # each C flips the same small number of predictions each way
+        h = base.copy()
+        right, wrong = np.flatnonzero(h), np.flatnonzero(~h)
+        h[rng.choice(right, 6, replace=False)] = False
+        h[rng.choice(wrong, 6, replace=False)] = True
+        shares.append(h * 100.0 / n)
+    shares = np.array(shares)
+    acc = shares.sum(axis=1)  # all exactly 70 %
+    from clip_bench.probe.sweep import paired_band
+
+    best = parametric_search(lambda i: (acc[i], 0.0), 97, band=lambda t, i: paired_band(shares[t], shares[i]),
+                             prior=37.0)[0]
+    assert best == 37
+
+
+def test_sweep_uses_the_paired_band_when_the_metric_has_per_example_shares():
+    from clip_bench.metrics import top1
+
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X)[:400].astype(np.float32)
+    y = y[:400]
+    grid = c_grid()[::8]
+    paired = sweep_C(X[:300], y[:300], X[300:], y[300:], top1, grid=grid)
+    unpaired = sweep_C(X[:300], y[:300], X[300:], y[300:], accuracy, grid=grid)
+    assert (paired.tie_band, unpaired.tie_band) == ("paired", "unpaired")
+    assert paired.as_dict()["tie_band"] == "paired"
+
+    def inconsistent(scores, targets):
+        return top1(scores, targets)
+
+    inconsistent.per_example = lambda s, t: np.full(len(t), 1.0)  # does not add up to the metric
+    with pytest.raises(ClipBenchError, match="per-example shares"):
+        sweep_C(X[:300], y[:300], X[300:], y[300:], inconsistent, grid=grid)
+
+
+def test_per_example_shares_add_up_to_each_metric():
+    from clip_bench.metrics import mean_per_class_recall, mean_top1_top5, top1
+
+    rng = np.random.default_rng(1)
+    scores, targets = rng.normal(size=(300, 12)), rng.integers(0, 12, 300)
+    targets[:40] = 3  # unbalanced classes: mean per-class recall weighs examples unequally
+    scores[:5, 2] = -np.inf  # a class the probe never saw: never a top-5 hit
+    for metric in (top1, mean_per_class_recall, mean_top1_top5):
+        assert metric.per_example(scores, targets).sum() == pytest.approx(metric(scores, targets))

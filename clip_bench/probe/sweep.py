@@ -11,19 +11,31 @@ Choosing among the scores (the paper does not say; this is clip-bench's rule):
 
 * **Ranking.** Each C is scored on the validation data by the task's main metric (higher is better)
   *and* by the mean validation log-loss (a continuous proper scoring rule). A C *ties* the best when
-  its main score is within ``tie_se`` (default 1) standard errors of the best score, i.e. closer than
-  the validation set can resolve (binomial SE of a percentage on the n validation examples, pooled
-  over folds: 2.7 points at 70% on 288 examples, 0 with ``tie_se=0``, which keeps exact ties only).
-  Among the tied C the lowest log-loss wins, then the smaller C. The main metric still decides
-  whenever the validation data can tell two C apart; the log-loss, which uses every example's
-  probability rather than a count of argmax hits, decides between C it cannot tell apart.
-  (benchmarks/RESULTS.md, "Choosing C": on noisy digits, exact ties only left the full probe 1.1
-  points under the oracle C, the SE rule 0.6.)
+  the validation data cannot tell the two apart:
+
+  - **Paired** (metrics that are a sum over examples: top-1, mean per-class recall, Kinetics' mean of
+    top-1 and top-5; ``metric.per_example``): every C is scored on the same examples, so the
+    difference of two scores is measured against its own noise, which comes only from the examples
+    the two C score differently: the band is ``tie_se`` (default 1) paired SEs plus one example's
+    share (McNemar's test with its continuity correction; :func:`paired_band`). Neighbouring C that
+    agree on most examples are told apart by a small but steady difference, so a CV score that
+    rises steadily over many decades is followed up the rise instead of being tied back to its
+    low end (benchmarks/RESULTS.md, "Choosing C": on synthetic 512-d features, 100 classes, the
+    unpaired band lost 9.5 points at k = 2 and 1.1 at k = 8, the paired band 6.0 and 0.3).
+  - **Unpaired** (mAP, ROC AUC, or a metric without per-example shares): within ``tie_se`` binomial
+    SEs of the best score (pooled over folds: 2.7 points at 70% on 288 examples).
+
+  ``tie_se=0`` keeps exact ties only. Among the tied C the lowest log-loss wins, then the smaller C.
+  The main metric still decides whenever the validation data can tell two C apart; the log-loss,
+  which uses every example's probability rather than a count of argmax hits, decides between C it
+  cannot tell apart. (benchmarks/RESULTS.md, "Choosing C": on noisy digits, exact ties only left
+  the full probe 1.1 points under the oracle C, the SE rule 0.6.) Which band was used is recorded
+  (``tie_band``; rows: ``C_tie_band``).
 * **With a prior C** (``prior_C``; the few-shot probes give one, ``fewshot.py``): the tied C nearest
   the prior in log C wins instead (then the log-loss, then the smaller C), and the prior's grid point
   is fitted with the coarse points. The validation data still decide whenever they can resolve a
   difference; the prior only ranks what they cannot. It replaces the log-loss for the few-shot CV
-  because there the validation sets are tiny (a 1-SE band of 5-10 points ties most of the grid) and
+  because there the validation sets are tiny (the band ties much of the grid) and
   the log-loss minimum sits systematically at larger C than the accuracy optimum (it rewards
   confident probabilities, not better decisions): above it in all 40 noisy-digits configurations
   with k >= 2, by a median 0.9 decade.
@@ -81,13 +93,33 @@ def proportion_se(score: float, n: int) -> float:
     return 100.0 * float(np.sqrt(max(p * (1 - p), 1.0 / n) / n))
 
 
+def paired_se(shares_a: np.ndarray, shares_b: np.ndarray) -> float:
+    """The standard error of the difference of two scores measured on the same examples, were the two
+    C equally good: sqrt(sum of the squared differences of the examples' shares, ``metric.per_example``).
+    Only the examples the two C score differently count (for accuracy, 100 / n * sqrt(number of
+    examples on which exactly one of them is right): McNemar's scale)."""
+    d = np.asarray(shares_a, dtype=np.float64) - np.asarray(shares_b, dtype=np.float64)
+    return float(np.sqrt(np.dot(d, d)))
+
+
+def paired_band(shares_a: np.ndarray, shares_b: np.ndarray, tie_se: float = 1.0) -> float:
+    """How far apart two scores on the same examples can be and still tie: ``tie_se`` paired SEs
+    (:func:`paired_se`) plus one example's share (the continuity correction of McNemar's test, which
+    keeps a difference of one or two examples out of a handful of disagreements a tie). Two
+    neighbouring C that disagree on few examples are told apart by a steady difference that the
+    unpaired SE of each score would call a tie."""
+    d = np.abs(np.asarray(shares_a, dtype=np.float64) - np.asarray(shares_b, dtype=np.float64))
+    return tie_se * float(np.sqrt(np.dot(d, d))) + (float(d.max()) if d.size else 0.0)
+
+
 def parametric_search(
     score_at: Callable[[int], float | Score], n_points: int, coarse_step: int = COARSE_STEP, max_tied: int = 3,
-    band: Callable[[float], float] | float = 0.0, prior: float | None = None,
+    band: Callable[[int, int], float] | float = 0.0, prior: float | None = None,
 ) -> tuple[int, dict[int, float], int, dict[int, float]]:
     """Maximise ``score_at(grid_index)`` with the coarse-grid + interval-halving search and the tie
     rule of the module docstring. ``score_at`` returns the main metric, or (main metric, log-loss).
-    Main scores within ``band`` (a number, or a function of the best score) of the best are ties.
+    A main score within ``band`` of the best is a tie: a number, or ``band(best index, index)`` (the
+    resolution of the difference between the best C and that C).
     ``prior`` (a fractional grid index, or None): tied C are ranked by their distance to it first
     (then log-loss, then the smaller C), and its nearest grid point joins the coarse points.
 
@@ -96,7 +128,7 @@ def parametric_search(
     if n_points < 1:
         raise ClipBenchError("the C grid is empty")
     scores: dict[int, Score] = {}
-    width = band if callable(band) else (lambda _top: float(band))
+    width = band if callable(band) else (lambda _best, _i: float(band))
 
     def evaluate(i: int) -> None:
         if 0 <= i < n_points and i not in scores:
@@ -105,9 +137,10 @@ def parametric_search(
 
     def tied() -> list[int]:
         """C whose main score ties the best, best-ranked first (lower log-loss, then smaller C)."""
-        top = max(s[0] for s in scores.values())
-        floor = top - width(top) - 1e-9 * max(1.0, abs(top))
-        return sorted((i for i, s in scores.items() if s[0] >= floor), key=rank)
+        best = max(scores, key=lambda i: (scores[i][0], -scores[i][1], -i))
+        top = scores[best][0]
+        slack = 1e-9 * max(1.0, abs(top))  # rounding in a mean of fold scores is not a difference
+        return sorted((i for i, s in scores.items() if top - s[0] <= width(best, i) + slack), key=rank)
 
     def rank(i: int) -> tuple[float, float, int]:
         return (abs(i - prior) if prior is not None else 0.0, scores[i][1], i)
@@ -201,6 +234,7 @@ class SweepResult:
     C_at_grid_edge: str | None = None
     fits: list[dict] = field(default_factory=list)
     prior_C: float | None = None  # the C that ties were ranked towards (None: ties ranked by log-loss)
+    tie_band: str = "unpaired"  # "paired": the metric's per-example shares set the band (paired_se)
     # (coef, intercept, classes) fitted at best_C on the (first fold's) training data: warm start for a refit
     best_solution: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
@@ -215,6 +249,7 @@ class SweepResult:
             "best_log_loss": self.best_log_loss,
             "C_at_grid_edge": self.C_at_grid_edge,
             "prior_C": self.prior_C,
+            "tie_band": self.tie_band,
             "scores": [[c, s] for c, s in self.scores],
             "log_losses": [[c, s] for c, s in self.log_losses],
             "n_fits": self.n_fits,
@@ -280,6 +315,16 @@ class _PathFitter:
         return probe
 
 
+def _checked_shares(shares: np.ndarray, value: float, n_folds: int) -> np.ndarray:
+    """A fold's per-example shares, scaled to its weight in the mean over folds; they must add up to
+    the metric (a ``per_example`` that does not would make the tie band meaningless)."""
+    shares = np.asarray(shares, dtype=np.float32 if shares.size > 65536 else np.float64)
+    total = float(np.sum(shares, dtype=np.float64))
+    if not np.isclose(total, value, rtol=1e-4, atol=1e-4):
+        raise ClipBenchError(f"the metric's per-example shares add up to {total:g}, not to its value {value:g}")
+    return shares / n_folds
+
+
 def _finite_or_none(x) -> float | None:
     return float(x) if x is not None and np.isfinite(x) else None
 
@@ -339,8 +384,11 @@ def sweep_C_folds(
         warm_start = template.solver == "torch"
     fitters = [_PathFitter(template, trX, trY, grid, warm_start, f) for f, (trX, trY, _, _) in enumerate(folds)]
 
+    per_example = getattr(metric, "per_example", None)
+    shares: dict[int, np.ndarray] = {}  # grid index -> each validation example's share of the score
+
     def score_at(i: int) -> Score:
-        vals, losses = [], []
+        vals, losses, parts = [], [], []
         for fitter, (_, _, vX, vY) in zip(fitters, folds, strict=True):
             fitted = fitter.fit(i)
             # float32 log-probabilities: the only full-size array of a validation scoring (ImageNet's
@@ -348,7 +396,10 @@ def sweep_C_folds(
             # (softmax only; binary and multi-label outputs are narrow, so they stay float64)
             softmax = not fitted.multilabel and len(fitted.classes_) > 2
             log_proba = fitted.predict_log_proba(vX, dtype=np.float32 if softmax else np.float64)
-            vals.append(metric(probe_scores(fitted, vX, n_classes, log_proba), vY))  # what the test metric reads
+            scored = probe_scores(fitted, vX, n_classes, log_proba)  # what the test metric reads
+            vals.append(metric(scored, vY))
+            if per_example is not None:
+                parts.append(_checked_shares(per_example(scored, np.asarray(vY)), vals[-1], len(folds)))
             losses.append(log_loss(log_proba, vY, fitted.classes_, fitted.multilabel))
         if not np.all(np.isfinite(vals)):
             raise ClipBenchError(
@@ -356,12 +407,24 @@ def sweep_C_folds(
                 "positives for any class, or with a single class?); C cannot be chosen on it. Use a larger "
                 "validation split (--val-fraction) or check the labels."
             )
+        if parts:
+            shares[i] = np.concatenate(parts)
         return float(np.mean(vals)), float(np.mean(losses))
 
     n_val = sum(int(np.asarray(vY).shape[0]) for _, _, _, vY in folds)
+    seen: dict[int, float] = {}
+
+    def band(top: int, i: int) -> float:
+        if per_example is not None:  # paired: the C differ only where their predictions differ
+            return paired_band(shares[top], shares[i], tie_se)
+        return tie_se * proportion_se(seen[top], n_val)
+
+    def scored_at(i: int) -> Score:
+        seen[i] = (s := score_at(i))[0]
+        return s
+
     best, scores, rounds, losses = parametric_search(
-        score_at, len(grid), coarse_step, max_tied, band=lambda top: tie_se * proportion_se(top, n_val),
-        prior=grid_position(prior_C, grid))
+        scored_at, len(grid), coarse_step, max_tied, band=band, prior=grid_position(prior_C, grid))
     return SweepResult(
         best_C=float(grid[best]),
         best_score=scores[best],
@@ -378,4 +441,5 @@ def sweep_C_folds(
         fits=[r for f in fitters for r in f.records],
         best_solution=fitters[0].solutions.get(best),
         prior_C=prior_C,
+        tie_band="paired" if per_example is not None else "unpaired",
     )
