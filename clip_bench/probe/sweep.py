@@ -107,7 +107,9 @@ def paired_band(shares_a: np.ndarray, shares_b: np.ndarray, tie_se: float = 1.0)
     (:func:`paired_se`) plus one example's share (the continuity correction of McNemar's test, which
     keeps a difference of one or two examples out of a handful of disagreements a tie). Two
     neighbouring C that disagree on few examples are told apart by a steady difference that the
-    unpaired SE of each score would call a tie."""
+    unpaired SE of each score would call a tie. ``tie_se=0``: 0 (exact ties only, as the unpaired band)."""
+    if tie_se <= 0:  # exact ties only (the module docstring's contract), no continuity correction either
+        return 0.0
     d = np.abs(np.asarray(shares_a, dtype=np.float64) - np.asarray(shares_b, dtype=np.float64))
     return tie_se * float(np.sqrt(np.dot(d, d))) + (float(d.max()) if d.size else 0.0)
 
@@ -315,13 +317,19 @@ class _PathFitter:
         return probe
 
 
-def _checked_shares(shares: np.ndarray, value: float, n_folds: int) -> np.ndarray:
-    """A fold's per-example shares, scaled to its weight in the mean over folds; they must add up to
-    the metric (a ``per_example`` that does not would make the tie band meaningless)."""
-    shares = np.asarray(shares, dtype=np.float32 if shares.size > 65536 else np.float64)
+def _checked_shares(shares: np.ndarray, value: float, n_folds: int, n_examples: int) -> np.ndarray:
+    """A fold's per-example shares, scaled to its weight in the mean over folds; there must be one per
+    validation example and they must add up to the metric (a ``per_example`` that does not would make
+    the tie band meaningless). The tolerance is far below one example's share even on ImageNet-sized
+    validation sets, and far above the rounding of float32 shares (2^-24 relative)."""
+    shares = np.asarray(shares)
+    if shares.shape != (n_examples,):
+        raise ClipBenchError(f"the metric's per_example gave shares of shape {shares.shape}, not one per "
+                             f"validation example ({n_examples},)")
+    shares = shares.astype(np.float32 if shares.size > 65536 else np.float64, copy=False)
     total = float(np.sum(shares, dtype=np.float64))
-    if not np.isclose(total, value, rtol=1e-4, atol=1e-4):
-        raise ClipBenchError(f"the metric's per-example shares add up to {total:g}, not to its value {value:g}")
+    if not np.isclose(total, value, rtol=1e-6, atol=1e-9):
+        raise ClipBenchError(f"the metric's per-example shares add up to {total:.9g}, not to its value {value:.9g}")
     return shares / n_folds
 
 
@@ -398,8 +406,9 @@ def sweep_C_folds(
             log_proba = fitted.predict_log_proba(vX, dtype=np.float32 if softmax else np.float64)
             scored = probe_scores(fitted, vX, n_classes, log_proba)  # what the test metric reads
             vals.append(metric(scored, vY))
-            if per_example is not None:
-                parts.append(_checked_shares(per_example(scored, np.asarray(vY)), vals[-1], len(folds)))
+            if per_example is not None and np.isfinite(vals[-1]):  # not finite: the clear error below
+                targets = np.asarray(vY)
+                parts.append(_checked_shares(per_example(scored, targets), vals[-1], len(folds), len(targets)))
             losses.append(log_loss(log_proba, vY, fitted.classes_, fitted.multilabel))
         if not np.all(np.isfinite(vals)):
             raise ClipBenchError(
