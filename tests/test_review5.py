@@ -148,3 +148,32 @@ def test_shares_off_by_one_example_are_caught_on_a_large_validation_set():
     X, y = _data(70000)
     res = sweep_C_folds([(X, y, X, y)], top1, probe=_TableProbe(table), grid=GRID, coarse_step=1, warm_start=False)
     assert res.tie_band == "paired"
+
+
+def _two_bests(b_confident: bool):
+    """C = 0.01 (A) and 0.1 (B) both get 50 of 100 right; C = 1 gets 47: the 3 it loses against A
+    are the only discordant examples (A beats it beyond the paired band), while against B (right on
+    other examples) 63 examples are discordant, a tie. The log-loss decides which of A and B is "the
+    best" the band is measured from."""
+    def table(C, X):
+        i = np.arange(len(X))
+        if C == 1e-2:
+            return i < 50, 0.6 if b_confident else 0.9
+        if C == 1e-1:
+            return (i >= 30) & (i < 80), 0.9 if b_confident else 0.6
+        return i < 47, 0.6
+    return table
+
+
+def test_a_c_beaten_by_one_of_two_equal_best_c_is_not_tied_whichever_has_the_lower_log_loss():
+    """With two C at the exact top score, the band was measured from the one with the lower
+    log-loss only: a C that the paired test resolves as worse than the other top C still tied, and
+    the prior then picked it (3 points under the top). Which C tie must not hinge on the log-loss
+    of equally scored C."""
+    X, y = _data(100)
+    picks = []
+    for b_confident in (False, True):
+        res = sweep_C(X, y, X, y, top1, probe=_TableProbe(_two_bests(b_confident)), grid=GRID, coarse_step=1,
+                      warm_start=False, prior_C=1.0)
+        picks.append((res.best_C, res.best_score))
+    assert picks[0][1] == 50.0 and picks[1][1] == 50.0, picks

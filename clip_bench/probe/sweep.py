@@ -121,7 +121,8 @@ def parametric_search(
     """Maximise ``score_at(grid_index)`` with the coarse-grid + interval-halving search and the tie
     rule of the module docstring. ``score_at`` returns the main metric, or (main metric, log-loss).
     A main score within ``band`` of the best is a tie: a number, or ``band(best index, index)`` (the
-    resolution of the difference between the best C and that C).
+    resolution of the difference between the best C and that C; with several C at the top score,
+    within the band of each).
     ``prior`` (a fractional grid index, or None): tied C are ranked by their distance to it first
     (then log-loss, then the smaller C), and its nearest grid point joins the coarse points.
 
@@ -139,10 +140,13 @@ def parametric_search(
 
     def tied() -> list[int]:
         """C whose main score ties the best, best-ranked first (lower log-loss, then smaller C)."""
-        best = max(scores, key=lambda i: (scores[i][0], -scores[i][1], -i))
-        top = scores[best][0]
+        top = max(s[0] for s in scores.values())
         slack = 1e-9 * max(1.0, abs(top))  # rounding in a mean of fold scores is not a difference
-        return sorted((i for i, s in scores.items() if top - s[0] <= width(best, i) + slack), key=rank)
+        # every C at the top score is "the best": a C ties when none of them resolves it as worse
+        # (a paired band differs between them; which one has the lower log-loss must not matter)
+        bests = [j for j, s in scores.items() if top - s[0] <= slack]
+        return sorted((i for i, s in scores.items() if all(top - s[0] <= width(j, i) + slack for j in bests)),
+                      key=rank)
 
     def rank(i: int) -> tuple[float, float, int]:
         return (abs(i - prior) if prior is not None else 0.0, scores[i][1], i)
