@@ -177,3 +177,21 @@ def test_a_c_beaten_by_one_of_two_equal_best_c_is_not_tied_whichever_has_the_low
                       warm_start=False, prior_C=1.0)
         picks.append((res.best_C, res.best_score))
     assert picks[0][1] == 50.0 and picks[1][1] == 50.0, picks
+
+
+@pytest.mark.parametrize("labels", ["strings", "floats from 1"])
+def test_labels_other_than_class_indices_are_an_error_not_a_wrong_score(labels):
+    """(Older than the paired band.) Without integer labels ``n_classes`` is None and probe_scores
+    returned the log-probabilities in ``classes_`` order, which top-1 compared with the raw labels:
+    string labels scored 0.0 on val and test, float labels 1..10 scored 3 % with C at the grid's low
+    end, both as results."""
+    from sklearn.datasets import load_digits
+
+    from clip_bench.probe.protocol import run_linear_probe
+
+    X, y = load_digits(return_X_y=True)
+    X, y = (X / 16).astype(np.float32)[:500], y[:500]
+    lab = np.array(list("abcdefghij"))[y] if labels == "strings" else (y + 1).astype(np.float64)
+    with pytest.raises(ClipBenchError, match="0..K-1"):
+        run_linear_probe(X[:300], lab[:300], X[300:400], lab[300:400], X[400:], lab[400:], top1,
+                         config=ProbeConfig(n_threads=1, coarse_step=32))

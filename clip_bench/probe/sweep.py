@@ -280,9 +280,15 @@ def probe_scores(probe: LogisticRegressionProbe, X: np.ndarray, n_classes: int |
         return probe.decision_function(X)
     if log_proba is None:
         log_proba = probe.predict_log_proba(X)
-    if n_classes is None or log_proba.shape[1] == n_classes:
-        return log_proba
     cls = np.asarray(probe.classes_)
+    if n_classes is None or log_proba.shape[1] == n_classes:
+        # the metrics read column j as label j: other labels (strings, 1..K, a float label set with a
+        # class missing) would be scored against the wrong columns, silently
+        if not (cls.dtype.kind in "biuf" and np.array_equal(cls, np.arange(cls.size))):  # bool: 0, 1
+            shown = ", ".join(map(str, cls[:5].tolist())) + (", ..." if cls.size > 5 else "")
+            raise ClipBenchError(f"labels must be the class indices 0..K-1; the training labels are {shown}: "
+                                 "map them to class indices first")
+        return log_proba
     if not np.issubdtype(cls.dtype, np.integer) or cls.min() < 0 or cls.max() >= n_classes:
         raise ClipBenchError(f"labels must be integers in [0, {n_classes}) to lay scores out by class index")
     full = np.full((log_proba.shape[0], n_classes), -np.inf, dtype=log_proba.dtype)
