@@ -24,6 +24,9 @@ from .io_utils import sha256_json
 from .prompts import PromptSet, load_prompt_set
 from .resources import data_dir
 
+#: The metrics that score a multi-label task (an (N, C) target matrix); every other metric needs one label per image.
+MULTILABEL_METRICS = ("map_11point",)
+
 #: The main metrics a task file may name (its ``metric:``).
 METRICS = ("accuracy", "mean_per_class_recall", "map_11point", "roc_auc", "mean_top1_top5", "mean_recall")
 COLLECTIONS_FILE = "collections.yaml"
@@ -178,6 +181,13 @@ def _check_complete(raw: dict[str, Any], where: str) -> None:
     if "eval_split" in raw and raw["eval_split"] not in splits:
         raise ClipBenchError(
             f"task file {where}: 'eval_split' is {raw['eval_split']!r}, which is not in 'splits' ({', '.join(splits)})."
+        )
+    if raw.get("multilabel", False) != (raw["metric"] in MULTILABEL_METRICS):
+        need = ", ".join(MULTILABEL_METRICS) if raw.get("multilabel") else "a single-label metric"
+        raise ClipBenchError(
+            f"task file {where}: metric {raw['metric']!r} does not fit multilabel: {raw.get('multilabel', False)} "
+            f"(a multi-label task is scored with {', '.join(MULTILABEL_METRICS)}; a single-label task with any other "
+            f"metric): use {need}, or set 'multilabel'."
         )
     if "default_source" in raw and raw["default_source"] not in raw["sources"]:
         raise ClipBenchError(

@@ -107,6 +107,8 @@ def test_misspelt_label_map_is_an_error_not_dropped(tmp_path, capsys):
     ({"eval_split": "val"}, "'eval_split' is 'val', which is not in 'splits' (train, test)"),
     ({"default_source": "wds"}, "'default_source' is 'wds', not one of the sources (local)"),
     ({"splits": ["test", "test"]}, "'splits' names a split twice"),
+    ({"multilabel": True}, "metric 'accuracy' does not fit multilabel: True"),  # crashed deep in the metric
+    ({"metric": "map_11point"}, "metric 'map_11point' does not fit multilabel: False"),
     ({"src_label_map": [0, 1, 2, 3, 4, 5, 6, 7, 8]}, "'label_map' in source 'local' has 9 entries but the task has 10 classes"),
     ({"src_label_map": [0, 1, 2, 3, 4, 5, 6, 7, 8, 8]}, "'label_map' in source 'local' repeats class 8"),
     ({"src_label_map": [0, 1, 2, 3, 4, 5, 6, 7, 8, 10]}, "'label_map' in source 'local' has class 10, out of range"),
