@@ -20,8 +20,9 @@ Choosing among the scores (the paper does not say; this is clip-bench's rule):
     share (McNemar's test with its continuity correction; :func:`paired_band`). Neighbouring C that
     agree on most examples are told apart by a small but steady difference, so a CV score that
     rises steadily over many decades is followed up the rise instead of being tied back to its
-    low end (benchmarks/RESULTS.md, "Choosing C": on synthetic 512-d features, 100 classes, the
-    unpaired band lost 9.5 points at k = 2 and 1.1 at k = 8, the paired band 6.0 and 0.3).
+    low end (benchmarks/RESULTS.md, "Choosing C": few-shot on synthetic 512-d features, 100 classes,
+    the unpaired band lost 2.75 points to the oracle C at k = 4 and 1.27 at k = 8, the paired band
+    0.97 and 0.54; at k = 2 both fail, 9.89 and 6.28).
   - **Unpaired** (mAP, ROC AUC, or a metric without per-example shares): within ``tie_se`` binomial
     SEs of the best score (pooled over folds: 2.7 points at 70% on 288 examples).
 
