@@ -429,22 +429,19 @@ def sweep_C_folds(
             )
         if parts:
             shares[i] = np.concatenate(parts)
-        return float(np.mean(vals)), float(np.mean(losses))
+        seen[i] = float(np.mean(vals))
+        return seen[i], float(np.mean(losses))
 
     n_val = sum(int(np.asarray(vY).shape[0]) for _, _, _, vY in folds)
-    seen: dict[int, float] = {}
+    seen: dict[int, float] = {}  # grid index -> main score
 
     def band(top: int, i: int) -> float:
         if per_example is not None:  # paired: the C differ only where their predictions differ
             return paired_band(shares[top], shares[i], tie_se)
         return tie_se * proportion_se(seen[top], n_val)
 
-    def scored_at(i: int) -> Score:
-        seen[i] = (s := score_at(i))[0]
-        return s
-
     best, scores, rounds, losses = parametric_search(
-        scored_at, len(grid), coarse_step, max_tied, band=band, prior=grid_position(prior_C, grid))
+        score_at, len(grid), coarse_step, max_tied, band=band, prior=grid_position(prior_C, grid))
     return SweepResult(
         best_C=float(grid[best]),
         best_score=scores[best],
