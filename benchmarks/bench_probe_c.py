@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import os
 import platform
@@ -74,10 +75,6 @@ from clip_bench.zeroshot_head import build_classifier, zeroshot_logits
 SHOTS = (1, 2, 4, 8, 16)
 TEST_DRAWS = 5
 NOISE_SIGMA, OCCLUDER = 60.0, 10
-
-
-def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
-    return 100.0 * float(np.mean(scores.argmax(axis=1) == targets))
 
 
 def corrupt(images: np.ndarray, seed: int) -> np.ndarray:
@@ -122,8 +119,8 @@ def feature_sets(names: list[str], test_draws: int = 1) -> dict[str, dict]:
         data["n_first"] = len(digits_arrays("test")[1])
         test_X, test_y = data["test"]
         n = data["n_first"]
-        data["zeroshot"] = accuracy(zeroshot_logits(test_X, zs_head), test_y)
-        data["zeroshot_first"] = accuracy(zeroshot_logits(test_X[:n], zs_head), test_y[:n])
+        data["zeroshot"] = top1(zeroshot_logits(test_X, zs_head), test_y)
+        data["zeroshot_first"] = top1(zeroshot_logits(test_X[:n], zs_head), test_y[:n])
         out[name] = data
     return out
 
@@ -341,13 +338,13 @@ def linear_runs(cfg: ProbeConfig, data: dict, seeds: int, log, done: dict) -> li
                    **curve_summary(curves[1], grid, "_first"), "cv_acc": val_acc.tolist(), "cv_ll": val_ll.tolist(),
                    "n_val": int(va.size), "cv_hits": pack_hits(val_hits)}
 
+        @functools.wraps(top1)  # with its per_example shares: the task metric's C rule (the paired band)
         def scored(scores: np.ndarray, targets: np.ndarray) -> float:
             scored.last = scores  # the last call scores the test split
             return top1(scores, targets)
 
-        scored.per_example = top1.per_example  # the same C rule as the task metric's (a paired band)
         res = run_linear_probe(pool_X, pool_y, None, None, test_X, test_y, scored, seed=seed, config=cfg)
-        first = accuracy(scored.last[:n_first], test_y[:n_first])  # the same fit, on the first draw only
+        first = top1(scored.last[:n_first], test_y[:n_first])  # the same fit, on the first draw only
         run.update({"C": res["C"], "chosen": res["test_score"], "chosen_first": first, "edge": res["C_at_grid_edge"],
                     "n_fits": res["sweep_n_fits"], "converged": res["sweep_converged"] and res["converged"],
                     "probe_rule": PROBE_RULE, "tie_se": cfg.tie_se})

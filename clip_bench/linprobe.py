@@ -8,6 +8,7 @@ maths lives in ``clip_bench.probe``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import fields, replace
 from typing import Any
 
@@ -68,14 +69,13 @@ def _metric(task: TaskSpec, bar: Any = None) -> Any:
     """The task's main metric; each call (one fitted C scored) ticks the progress bar if given."""
     fn = main_metric(task.metric)
 
+    @functools.wraps(fn)  # carries fn.per_example, which the C search's paired tie band reads (probe/sweep.py)
     def scored(scores: np.ndarray, targets: np.ndarray) -> float:
         if bar is not None:
             bar.update(1)
         scored.last = (scores, targets)  # the final call scores the test split: its evidence (outcomes)
         return fn(scores, targets)
 
-    if hasattr(fn, "per_example"):  # the C search's paired tie band reads it (probe/sweep.py)
-        scored.per_example = fn.per_example
     return scored
 
 
