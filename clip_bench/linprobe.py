@@ -276,6 +276,7 @@ def fewshot(
                 rows.extend(attach_outcomes([make_row(
                     **common, protocol=f"fewshot_k{k}", value=res["test_score"], n=res["n_test"], k=k, seed=seed,
                     C=res["C"], C_rule=res["C_rule"], C_cv=res.get("C_cv"), C_prior=res.get("C_prior"),
+                    C_prior_refuted=res.get("C_prior_refuted"),
                     solver=res["solver"], n_train=res["n_shots"],
                     shots_sha1=res["shots_sha1"], n_iter=res["n_iter"], converged=res.get("converged"),
                     C_at_grid_edge=res.get("C_at_grid_edge"), C_tie_band=res.get("C_tie_band"),

@@ -144,8 +144,26 @@ def test_fewshot_C_is_the_tied_C_nearest_the_prior_transferred_to_all_shots(digi
     assert res["C"] == pytest.approx(res["C_cv"] * 30 / 40)
     top = max(s for _, s in res["sweep"])
     tied = [c for c, s in res["sweep"] if s >= top - proportion_se(top, 40) - 1e-9]
+    assert res["C_prior_refuted"] is False  # the prior's C ties the best on this draw
     assert res["C_cv"] == min(tied, key=lambda c: (abs(np.log10(c / res["C_prior"])), c))
-    assert "prior" in res["C_rule"]
+    assert res["C_rule"].endswith("ties to the prior C")
+
+
+def test_fewshot_C_ignores_a_prior_the_CV_refutes(digits):
+    """A prior far below the data's scale (prior_scale 1e-10 puts it at the grid floor): on this draw
+    the CV resolves the floor as worse than the best, so the prior ranks nothing; the tied C with the
+    lowest CV log-loss is picked, and the row says so."""
+    from clip_bench.probe.sweep import proportion_se
+
+    trX, trY, teX, teY = digits
+    res = run_fewshot(trX, trY, teX, teY, accuracy, k=4, seed=0, config=ProbeConfig(n_threads=1, prior_scale=1e-10))
+    assert res["C_prior"] < 1e-12 and res["C_prior_refuted"] is True
+    assert "refutes the prior" in res["C_rule"]
+    top = max(s for _, s in res["sweep"])
+    tied = {c for c, s in res["sweep"] if s >= top - proportion_se(top, 40) - 1e-9}
+    assert min(res["sweep"])[1] < top - proportion_se(top, 40)  # the floor (the prior's C) is resolved as worse
+    assert res["C_cv"] == min((v, c) for c, v in res["sweep_log_loss"] if c in tied)[1]
+    assert res["C_cv"] > 1e-3
 
 
 def test_fewer_than_k_names_the_cli_flag():

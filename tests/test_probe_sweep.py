@@ -103,7 +103,28 @@ def test_ties_go_to_the_prior_C_when_one_is_given():
     best, scores, _, _ = parametric_search(score, 97, prior=40.3)
     assert best == 40 and scores[40] == 90.0
     assert 40 in calls[:8] and len(calls) == len(set(calls)) <= 32
-    assert parametric_search(_wide_plateau, 97, prior=10.0)[0] == 32  # the tied C nearest a prior off the plateau
+    # a prior off the plateau is refuted by the data (it scores worse): it ranks nothing, the log-loss does
+    record: dict = {}
+    assert parametric_search(_wide_plateau, 97, prior=10.0, record=record)[0] == 96
+    assert record["prior_refuted"] is True
+
+
+def test_a_refuted_prior_does_not_pull_the_pick_to_the_plateau_edge():
+    """Within-shot CV as measured on synthetic 512-d features, 100 classes, k = 2: the CV accuracy
+    rises from the prior C onto a plateau that runs to the grid ceiling, and the log-loss is lowest
+    inside the plateau. The prior's own C is resolved as worse than the best, so it must not decide:
+    ranking towards it picked the plateau's low edge, where two seeds lost 11 and 13 points."""
+    def score(i):
+        return (12.0 if i >= 32 else 7.0), 3.0 + ((i - 60) / 30) ** 2
+
+    record: dict = {}
+    assert parametric_search(score, 97, band=2.0, prior=20.0, record=record)[0] == 60  # the log-loss minimum
+    assert record["prior_refuted"] is True and 32 in record["tied"] and 20 not in record["tied"]
+    # a band wide enough to tie the prior's C: the data cannot refute it, and it decides
+    assert parametric_search(score, 97, band=6.0, prior=20.0, record=record)[0] == 20
+    assert record["prior_refuted"] is False
+    parametric_search(score, 97, band=2.0, record=record)
+    assert record["prior_refuted"] is None  # no prior
 
 
 def test_the_main_metric_still_beats_the_prior():

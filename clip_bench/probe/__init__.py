@@ -15,7 +15,7 @@ from .sweep import SweepResult, c_grid, parametric_search, probe_scores, sweep_C
 #: Version of the probe method (C search, tie rule, few-shot prior, solver stopping rule). It is part of
 #: every probe row's identity, so rows made by an earlier rule are never taken for this rule's result:
 #: bump it whenever a change can move a probe's number.
-PROBE_RULE = "2026-11-session5-paired-band-2"  # + ties within a paired band where the metric has per-example shares (of every top-scoring C; tie_se=0: exact ties)
+PROBE_RULE = "2026-11-session6-refuted-prior"  # + a prior C that the CV resolves as worse than the best ranks nothing (the log-loss ranks the ties)
 
 __all__ = [
     "PROBE_RULE",

@@ -228,7 +228,8 @@ def run_fewshot(
             prior_C=prior_C(shots_X, n_cv, config.prior_scale),
         )
         C = transfer_C(sweep.best_C, n_cv, len(shots_y))  # the CV fits saw n_cv shots, the final fit all
-        rule = f"{len(folds)}-fold CV inside the shots, ties to the prior C"
+        ties_to = "the log-loss (the CV refutes the prior C)" if sweep.prior_refuted else "the prior C"
+        rule = f"{len(folds)}-fold CV inside the shots, ties to {ties_to}"
     final = template.clone(C=C).fit(shots_X, shots_y)
     test_score = float(metric(probe_scores(final, test_X, n_classes), np.asarray(test_y)))
     return {
@@ -240,6 +241,7 @@ def run_fewshot(
         "C_rule": rule,
         "C_cv": sweep.best_C if sweep else None,
         "C_prior": sweep.prior_C if sweep else None,
+        "C_prior_refuted": sweep.prior_refuted if sweep else None,
         "cv_score": sweep.best_score if sweep else None,
         "cv_log_loss": sweep.best_log_loss if sweep else None,
         "C_at_grid_edge": sweep.C_at_grid_edge if sweep else None,

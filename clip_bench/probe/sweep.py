@@ -22,7 +22,7 @@ Choosing among the scores (the paper does not say; this is clip-bench's rule):
     rises steadily over many decades is followed up the rise instead of being tied back to its
     low end (benchmarks/RESULTS.md, "Choosing C": few-shot on synthetic 512-d features, 100 classes,
     the unpaired band lost 2.75 points to the oracle C at k = 4 and 1.27 at k = 8, the paired band
-    0.97 and 0.54; at k = 2 both fail, 9.89 and 6.28).
+    0.97 and 0.54, with a prior that still ranked the ties when refuted, see below).
   - **Unpaired** (mAP, ROC AUC, or a metric without per-example shares): within ``tie_se`` binomial
     SEs of the best score (pooled over folds: 2.7 points at 70% on 288 examples).
 
@@ -40,6 +40,12 @@ Choosing among the scores (the paper does not say; this is clip-bench's rule):
   the log-loss minimum sits systematically at larger C than the accuracy optimum (it rewards
   confident probabilities, not better decisions): above it in all 40 noisy-digits configurations
   with k >= 2, by a median 0.9 decade.
+  **A refuted prior ranks nothing.** When the prior's own grid point does not tie the best (the
+  validation data resolve it as worse), the tied C are ranked by the log-loss, as without a prior,
+  and the sweep records ``prior_refuted`` (rows: ``C_prior_refuted``). Otherwise a CV score that
+  rises away from the prior onto a long plateau was picked at the plateau's edge nearest the prior,
+  the C the data had just ruled against (synthetic 512-d features, 100 classes, k = 2: two of five
+  seeds lost 11 and 13 points to the oracle C there; benchmarks/RESULTS.md, "Choosing C").
 * **Ties never hide a peak.** Each halving round refines around three points of the tied set, not
   only the best-ranked one: the best-ranked (lowest log-loss), the highest main score, and the
   centre of the tied run (the median tied grid index), so a plateau of equal coarse scores cannot
@@ -117,7 +123,7 @@ def paired_band(shares_a: np.ndarray, shares_b: np.ndarray, tie_se: float = 1.0)
 
 def parametric_search(
     score_at: Callable[[int], float | Score], n_points: int, coarse_step: int = COARSE_STEP, max_tied: int = 3,
-    band: Callable[[int, int], float] | float = 0.0, prior: float | None = None,
+    band: Callable[[int, int], float] | float = 0.0, prior: float | None = None, record: dict | None = None,
 ) -> tuple[int, dict[int, float], int, dict[int, float]]:
     """Maximise ``score_at(grid_index)`` with the coarse-grid + interval-halving search and the tie
     rule of the module docstring. ``score_at`` returns the main metric, or (main metric, log-loss).
@@ -125,7 +131,11 @@ def parametric_search(
     resolution of the difference between the best C and that C; with several C at the top score,
     within the band of each).
     ``prior`` (a fractional grid index, or None): tied C are ranked by their distance to it first
-    (then log-loss, then the smaller C), and its nearest grid point joins the coarse points.
+    (then log-loss, then the smaller C), and its nearest grid point joins the coarse points. When that
+    grid point does not tie the best (the validation data refute the prior), the prior ranks nothing:
+    the log-loss does, as without a prior.
+    ``record`` (a dict, optional) receives ``prior_refuted`` (None without a prior) and ``tied`` (the
+    tied grid indices at the end, best-ranked first).
 
     Returns (best index, {index: main score} in evaluation order, number of halving rounds,
     {index: log-loss} (0.0 when ``score_at`` gives the main metric only))."""
@@ -146,11 +156,9 @@ def parametric_search(
         # every C at the top score is "the best": a C ties when none of them resolves it as worse
         # (a paired band differs between them; which one has the lower log-loss must not matter)
         bests = [j for j, s in scores.items() if top - s[0] <= slack]
-        return sorted((i for i, s in scores.items() if all(top - s[0] <= width(j, i) + slack for j in bests)),
-                      key=rank)
-
-    def rank(i: int) -> tuple[float, float, int]:
-        return (abs(i - prior) if prior is not None else 0.0, scores[i][1], i)
+        ties = [i for i, s in scores.items() if all(top - s[0] <= width(j, i) + slack for j in bests)]
+        towards = prior if prior_point in ties else None  # a refuted prior ranks nothing
+        return sorted(ties, key=lambda i: (abs(i - towards) if towards is not None else 0.0, scores[i][1], i))
 
     def centres() -> list[int]:
         """Refine around: the best-ranked tied C (lowest log-loss), the highest main score, and the
@@ -163,8 +171,9 @@ def parametric_search(
     coarse = list(range(0, n_points, coarse_step))
     if coarse[-1] != n_points - 1:
         coarse.append(n_points - 1)
-    if prior is not None:
-        coarse.append(int(np.clip(round(prior), 0, n_points - 1)))
+    prior_point = None if prior is None else int(np.clip(round(prior), 0, n_points - 1))
+    if prior_point is not None:
+        coarse.append(prior_point)
     for i in coarse:
         evaluate(i)
     step, rounds = coarse_step // 2, 0
@@ -174,7 +183,10 @@ def parametric_search(
             evaluate(b + step)
         step //= 2
         rounds += 1
-    return tied()[0], {i: s[0] for i, s in scores.items()}, rounds, {i: s[1] for i, s in scores.items()}
+    ties = tied()
+    if record is not None:
+        record.update(prior_refuted=None if prior_point is None else prior_point not in ties, tied=ties)
+    return ties[0], {i: s[0] for i, s in scores.items()}, rounds, {i: s[1] for i, s in scores.items()}
 
 
 def grid_position(C: float | None, grid: np.ndarray) -> float | None:
@@ -241,6 +253,7 @@ class SweepResult:
     C_at_grid_edge: str | None = None
     fits: list[dict] = field(default_factory=list)
     prior_C: float | None = None  # the C that ties were ranked towards (None: ties ranked by log-loss)
+    prior_refuted: bool | None = None  # the prior's C did not tie the best, so the log-loss ranked the ties
     tie_band: str = "unpaired"  # "paired": the metric's per-example shares set the band (paired_se)
     # (coef, intercept, classes) fitted at best_C on the (first fold's) training data: warm start for a refit
     best_solution: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
@@ -256,6 +269,7 @@ class SweepResult:
             "best_log_loss": self.best_log_loss,
             "C_at_grid_edge": self.C_at_grid_edge,
             "prior_C": self.prior_C,
+            "prior_refuted": self.prior_refuted,
             "tie_band": self.tie_band,
             "scores": [[c, s] for c, s in self.scores],
             "log_losses": [[c, s] for c, s in self.log_losses],
@@ -440,8 +454,9 @@ def sweep_C_folds(
             return paired_band(shares[top], shares[i], tie_se)
         return tie_se * proportion_se(seen[top], n_val)
 
+    record: dict = {}
     best, scores, rounds, losses = parametric_search(
-        score_at, len(grid), coarse_step, max_tied, band=band, prior=grid_position(prior_C, grid))
+        score_at, len(grid), coarse_step, max_tied, band=band, prior=grid_position(prior_C, grid), record=record)
     return SweepResult(
         best_C=float(grid[best]),
         best_score=scores[best],
@@ -458,5 +473,6 @@ def sweep_C_folds(
         fits=[r for f in fitters for r in f.records],
         best_solution=fitters[0].solutions.get(best),
         prior_C=prior_C,
+        prior_refuted=record["prior_refuted"],
         tie_band="paired" if per_example is not None else "unpaired",
     )
