@@ -213,12 +213,14 @@ def previous_rule(acc: np.ndarray, coarse_step: int = COARSE_STEP) -> int:
 
 
 def search_rule(cfg: ProbeConfig, acc: np.ndarray, ll: np.ndarray, prior: float | None, *,
-                shares: np.ndarray | None = None, n_val: int | None = None, tie_se: float | None = None) -> tuple[int, int]:
+                shares: np.ndarray | None = None, n_val: int | None = None, tie_se: float | None = None,
+                record: dict | None = None) -> tuple[int, int]:
     """clip-bench's search (sweep.py) on a table of scores: (pick, number of C evaluated). ``prior``:
     the prior C (None: ties to the lowest log-loss). ``shares`` (97 x n_val, each validation
     prediction's share of the score where it is right): ties within ``paired_band`` (``cfg.tie_se``), as
     ``sweep_C_folds`` with a metric that has per-example shares; else ``n_val``: within ``cfg.tie_se``
-    unpaired SEs of the best score (the rule before the paired band). ``tie_se`` overrides ``cfg.tie_se``."""
+    unpaired SEs of the best score (the rule before the paired band). ``tie_se`` overrides ``cfg.tie_se``;
+    ``record`` receives ``prior_refuted`` (``parametric_search``)."""
     width = cfg.tie_se if tie_se is None else tie_se
 
     def band(top: int, i: int) -> float:
@@ -227,7 +229,7 @@ def search_rule(cfg: ProbeConfig, acc: np.ndarray, ll: np.ndarray, prior: float 
         return width * proportion_se(acc[top], n_val)
 
     best, scores, _, _ = parametric_search(lambda i: (acc[i], ll[i]), len(acc), cfg.coarse_step, cfg.max_tied,
-                                           band=band, prior=grid_position(prior, cfg.grid()))
+                                           band=band, prior=grid_position(prior, cfg.grid()), record=record)
     return best, len(scores)
 
 
@@ -276,7 +278,8 @@ def apply_rules(cfg: ProbeConfig, run: dict, X, y, k: int, test_X, test_y, n_fir
     folds = shot_folds(y, k, cfg.cv_max_folds)
     n_cv = cv_train_size(folds)
     prior = prior_C(X, n_cv, cfg.prior_scale)
-    i, n_c = search_rule(cfg, acc, ll, prior, shares=run_shares(run))
+    searched: dict = {}
+    i, n_c = search_rule(cfg, acc, ll, prior, shares=run_shares(run), record=searched)
     C = transfer_C(grid[i], n_cv, len(y))
     j_unpaired, _ = search_rule(cfg, acc, ll, prior, n_val=run["n_val"], tie_se=1.0)
     C_unpaired = transfer_C(grid[j_unpaired], n_cv, len(y))
@@ -284,7 +287,7 @@ def apply_rules(cfg: ProbeConfig, run: dict, X, y, k: int, test_X, test_y, n_fir
     j_old = previous_rule(acc)
     chosen, chosen_first = fit_score(cfg, C, X, y, test_X, test_y, n_first)
     return {**run, "C": C, "C_cv": float(grid[i]), "chosen": chosen, "chosen_first": chosen_first,
-            "edge": grid_edge(i, len(grid)), "n_fits": n_c * len(folds),
+            "edge": grid_edge(i, len(grid)), "n_fits": n_c * len(folds), "prior_refuted": searched["prior_refuted"],
             "unpaired": fit_score(cfg, C_unpaired, X, y, test_X, test_y, n_first)[0], "C_unpaired": C_unpaired,
             "ll_rule": float(curve[j_ll]), "C_ll_rule": float(grid[j_ll]), "ll_rule_edge": grid_edge(j_ll, len(grid)),
             "previous": float(curve[j_old]), "C_previous": float(grid[j_old])}
@@ -374,6 +377,8 @@ def summarise(runs: list[dict]) -> dict:
         "ceiling_share": float(np.mean([r["edge"] == "high" for r in runs])),
         "median_C": float(np.median([r["C"] for r in runs])),
         "fits_mean": float(np.mean([r["n_fits"] for r in runs])),
+        "refuted": (sum(bool(r["prior_refuted"]) for r in runs)
+                    if all(r.get("prior_refuted") is not None for r in runs) else None),
         "all_converged": all(r.get("converged", True) in (True, None) for r in runs),
     }
     if all("unpaired" in r for r in runs):
@@ -454,8 +459,8 @@ def main() -> None:
         }
     report["wall_s"] = time.perf_counter() - t0
     print("\n| set | k | chosen C | oracle C | C = 1 | gap to oracle (mean / max) | gap, first test draw only | picks at floor / ceiling | median C "
-          "| fits | before: unpaired band (gap) | before: log-loss ties (gap, picks at an end) | before: smallest C (floor picks) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| fits | prior refuted | before: unpaired band (gap) | before: log-loss ties (gap, picks at an end) | before: smallest C (floor picks) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, rep in report["sets"].items():
         rows = [(f"{k}", s) for k, s in rep["fewshot"].items()] + ([("full", rep["linear"])] if rep["linear"] else [])
         for label, s in rows:
@@ -467,10 +472,11 @@ def main() -> None:
             else:
                 ll = prev = "—"
             unpaired = f"{s['unpaired']:.2f} ({s['unpaired_gap']:.2f})" if s.get("unpaired") is not None else "—"
+            refuted = "—" if s.get("refuted") is None else f"{s['refuted']} of {s['n']}"
             first = "—" if rep["test_draws"] == 1 or s["gap_first_mean"] is None else f"{s['gap_first_mean']:.2f}"
             print(f"| {name} | {label} | {s['chosen']:.2f} | {s['oracle']:.2f} | {s['C1']:.2f} | "
                   f"{s['gap_mean']:.2f} / {s['gap_max']:.2f} | {first} | {100 * s['floor_share']:.0f}% / {100 * s['ceiling_share']:.0f}% | "
-                  f"{s['median_C']:.3g} | {s['fits_mean']:.0f} | {unpaired} | {ll} | {prev} |")
+                  f"{s['median_C']:.3g} | {s['fits_mean']:.0f} | {refuted} | {unpaired} | {ll} | {prev} |")
     print(f"\nwall time {report['wall_s']:.0f} s")
     if args.json:
         with open(args.json, "w") as f:

@@ -92,7 +92,8 @@ def _wide_plateau(i: int) -> tuple[float, float]:
 
 def test_ties_go_to_the_prior_C_when_one_is_given():
     """The log-loss rule sent a wide plateau to the grid ceiling (C = 1e6 on digits k = 4, seed 0);
-    with a prior, the tied C nearest to it wins, and the prior's grid point is among the first fits."""
+    with a prior, the tied C nearest to it wins, and the grid points next to it are among the first
+    fits. A prior off the plateau, resolved as worse, is refuted and ranks nothing."""
     calls = []
 
     def score(i):
@@ -102,11 +103,36 @@ def test_ties_go_to_the_prior_C_when_one_is_given():
     assert parametric_search(_wide_plateau, 97)[0] == 96  # no prior: the lowest log-loss
     best, scores, _, _ = parametric_search(score, 97, prior=40.3)
     assert best == 40 and scores[40] == 90.0
-    assert 40 in calls[:8] and len(calls) == len(set(calls)) <= 32
+    assert {40, 41} <= set(calls[:9]) and len(calls) == len(set(calls)) <= 33
     # a prior off the plateau is refuted by the data (it scores worse): it ranks nothing, the log-loss does
     record: dict = {}
     assert parametric_search(_wide_plateau, 97, prior=10.0, record=record)[0] == 96
     assert record["prior_refuted"] is True
+
+
+def test_whether_a_prior_is_refuted_does_not_jump_at_a_half_way_point():
+    """Both grid points next to the prior are fitted, and the prior is refuted only when neither ties:
+    a prior 0.49 or 0.5 steps below the plateau's edge is not refuted either way (with the nearest grid
+    point alone, 31.49 was refuted and the log-loss sent the pick 8 decades up, to the ceiling)."""
+    record: dict = {}
+    for prior in (31.49, 31.5, 31.51, 31.0001):
+        assert parametric_search(_wide_plateau, 97, band=2.0, prior=prior, record=record)[0] == 32, prior
+        assert record["prior_refuted"] is False
+    assert parametric_search(_wide_plateau, 97, band=2.0, prior=30.9, record=record)[0] == 96
+    assert record["prior_refuted"] is True  # both neighbours (30, 31) are resolved as worse
+    with pytest.raises(ClipBenchError, match="prior"):
+        parametric_search(_wide_plateau, 97, prior=float("nan"))
+
+
+def test_a_non_finite_validation_log_loss_is_an_error(monkeypatch):
+    import clip_bench.probe.sweep as sweep_module
+    from clip_bench.metrics import top1
+
+    X, y = load_digits(return_X_y=True)
+    folds = [(X[:300].astype(np.float32), y[:300], X[300:400].astype(np.float32), y[300:400])]
+    monkeypatch.setattr(sweep_module, "log_loss", lambda *a, **k: float("nan"))
+    with pytest.raises(ClipBenchError, match="log-loss is not a finite number"):
+        sweep_module.sweep_C_folds(folds, top1, grid=c_grid()[::16])
 
 
 def test_a_refuted_prior_does_not_pull_the_pick_to_the_plateau_edge():
@@ -166,7 +192,7 @@ def test_number_of_fits_is_bounded_on_any_scores(seed):
     assert len(calls) <= 31
     calls.clear()
     parametric_search(lambda i: calls.append(i) or float(table[i]), 97, prior=float(rng.uniform(0, 96)))
-    assert len(calls) == len(set(calls)) <= 32  # the prior's grid point is one more coarse point
+    assert len(calls) == len(set(calls)) <= 33  # the grid points next to the prior are two more coarse points
 
 
 def test_pick_at_the_grid_edge_is_recorded():

@@ -33,25 +33,26 @@ Choosing among the scores (the paper does not say; this is clip-bench's rule):
   the full probe 1.1 points under the oracle C, the SE rule 0.6.) Which band was used is recorded
   (``tie_band``; rows: ``C_tie_band``).
 * **With a prior C** (``prior_C``; the few-shot probes give one, ``fewshot.py``): the tied C nearest
-  the prior in log C wins instead (then the log-loss, then the smaller C), and the prior's grid point
-  is fitted with the coarse points. The validation data still decide whenever they can resolve a
+  the prior in log C wins instead (then the log-loss, then the smaller C), and the grid points next
+  to the prior (one or two) are fitted with the coarse points. The validation data still decide whenever they can resolve a
   difference; the prior only ranks what they cannot. It replaces the log-loss for the few-shot CV
   because there the validation sets are tiny (the band ties much of the grid) and
   the log-loss minimum sits systematically at larger C than the accuracy optimum (it rewards
   confident probabilities, not better decisions): above it in all 40 noisy-digits configurations
   with k >= 2, by a median 0.9 decade.
-  **A refuted prior ranks nothing.** When the prior's own grid point does not tie the best (the
-  validation data resolve it as worse), the tied C are ranked by the log-loss, as without a prior,
+  **A refuted prior ranks nothing.** When neither grid point next to the prior ties the best (the
+  validation data resolve the prior as worse), the tied C are ranked by the log-loss, as without a
+  prior (the rounds before that refined where the prior's ranking pointed),
   and the sweep records ``prior_refuted`` (rows: ``C_prior_refuted``). Otherwise a CV score that
   rises away from the prior onto a long plateau was picked at the plateau's edge nearest the prior,
   the C the data had just ruled against (synthetic 512-d features, 100 classes, k = 2: two of five
-  seeds lost 11 and 13 points to the oracle C there; benchmarks/RESULTS.md, "Choosing C").
+  seeds lost 11.5 and 14.0 points to the oracle C there; benchmarks/RESULTS.md, "Choosing C").
 * **Ties never hide a peak.** Each halving round refines around three points of the tied set, not
-  only the best-ranked one: the best-ranked (lowest log-loss), the highest main score, and the
+  only the best-ranked one: the best-ranked (nearest the prior, else lowest log-loss), the highest main score, and the
   centre of the tied run (the median tied grid index), so a plateau of equal coarse scores cannot
   hide a peak between its points.
 * **Bounded.** At most 7 + 4 rounds x 2 x 3 = 31 distinct C are fitted (15 when one C leads, the
-  paper's count; one more with a prior); the number is recorded (``n_fits``, x the number of CV folds).
+  paper's count; two more with a prior); the number is recorded (``n_fits``, x the number of CV folds).
 * **Grid edge.** A pick at the first or last grid point is recorded (``C_at_grid_edge``: "low" or
   "high"): the best C may lie outside the searched range.
 
@@ -131,9 +132,9 @@ def parametric_search(
     resolution of the difference between the best C and that C; with several C at the top score,
     within the band of each).
     ``prior`` (a fractional grid index, or None): tied C are ranked by their distance to it first
-    (then log-loss, then the smaller C), and its nearest grid point joins the coarse points. When that
-    grid point does not tie the best (the validation data refute the prior), the prior ranks nothing:
-    the log-loss does, as without a prior.
+    (then log-loss, then the smaller C), and the grid points next to it join the coarse points. When
+    neither ties the best (the validation data refute the prior), the prior ranks nothing: the
+    log-loss does, as without a prior.
     ``record`` (a dict, optional) receives ``prior_refuted`` (None without a prior) and ``tied`` (the
     tied grid indices at the end, best-ranked first).
 
@@ -141,6 +142,8 @@ def parametric_search(
     {index: log-loss} (0.0 when ``score_at`` gives the main metric only))."""
     if n_points < 1:
         raise ClipBenchError("the C grid is empty")
+    if prior is not None and not np.isfinite(prior):
+        raise ClipBenchError(f"a prior must be a finite grid position, got {prior}")
     scores: dict[int, Score] = {}
     width = band if callable(band) else (lambda _best, _i: float(band))
 
@@ -150,18 +153,23 @@ def parametric_search(
             scores[i] = (float(s[0]), float(s[1])) if isinstance(s, tuple) else (float(s), 0.0)
 
     def tied() -> list[int]:
-        """C whose main score ties the best, best-ranked first (lower log-loss, then smaller C)."""
+        """C whose main score ties the best, best-ranked first: nearer the prior (unless it is refuted),
+        then lower log-loss, then smaller C."""
         top = max(s[0] for s in scores.values())
         slack = 1e-9 * max(1.0, abs(top))  # rounding in a mean of fold scores is not a difference
         # every C at the top score is "the best": a C ties when none of them resolves it as worse
         # (a paired band differs between them; which one has the lower log-loss must not matter)
         bests = [j for j, s in scores.items() if top - s[0] <= slack]
         ties = [i for i, s in scores.items() if all(top - s[0] <= width(j, i) + slack for j in bests)]
-        towards = prior if prior_point in ties else None  # a refuted prior ranks nothing
+        towards = None if refuted(ties) else prior  # a refuted prior ranks nothing
         return sorted(ties, key=lambda i: (abs(i - towards) if towards is not None else 0.0, scores[i][1], i))
 
+    def refuted(ties: list[int]) -> bool | None:
+        """None without a prior; else whether neither grid point next to it ties the best."""
+        return None if prior is None else not any(i in ties for i in prior_points)
+
     def centres() -> list[int]:
-        """Refine around: the best-ranked tied C (lowest log-loss), the highest main score, and the
+        """Refine around: the best-ranked tied C (see ``tied``), the highest main score, and the
         centre of the tied run (so a plateau of exact ties cannot hide a peak)."""
         ties = tied()
         top = max(ties, key=lambda i: (scores[i][0], -scores[i][1], -i))
@@ -171,9 +179,11 @@ def parametric_search(
     coarse = list(range(0, n_points, coarse_step))
     if coarse[-1] != n_points - 1:
         coarse.append(n_points - 1)
-    prior_point = None if prior is None else int(np.clip(round(prior), 0, n_points - 1))
-    if prior_point is not None:
-        coarse.append(prior_point)
+    # the grid points next to the prior (one when it sits on a grid point): fitted with the coarse
+    # points, and the prior is refuted only when neither ties the best, so the verdict does not jump
+    # with which side of a half-way point the prior falls
+    prior_points = [] if prior is None else sorted({int(np.clip(f(prior), 0, n_points - 1)) for f in (np.floor, np.ceil)})
+    coarse += prior_points
     for i in coarse:
         evaluate(i)
     step, rounds = coarse_step // 2, 0
@@ -185,7 +195,7 @@ def parametric_search(
         rounds += 1
     ties = tied()
     if record is not None:
-        record.update(prior_refuted=None if prior_point is None else prior_point not in ties, tied=ties)
+        record.update(prior_refuted=refuted(ties), tied=ties)
     return ties[0], {i: s[0] for i, s in scores.items()}, rounds, {i: s[1] for i, s in scores.items()}
 
 
@@ -252,7 +262,7 @@ class SweepResult:
     best_log_loss: float = float("nan")
     C_at_grid_edge: str | None = None
     fits: list[dict] = field(default_factory=list)
-    prior_C: float | None = None  # the C that ties were ranked towards (None: ties ranked by log-loss)
+    prior_C: float | None = None  # the C that ties were ranked towards unless refuted (None: by log-loss)
     prior_refuted: bool | None = None  # the prior's C did not tie the best, so the log-loss ranked the ties
     tie_band: str = "unpaired"  # "paired": the metric's per-example shares set the band (paired_se)
     # (coef, intercept, classes) fitted at best_C on the (first fold's) training data: warm start for a refit
@@ -440,6 +450,11 @@ def sweep_C_folds(
                 f"the validation metric is not a finite number at C = {grid[i]:g} (a validation split without "
                 "positives for any class, or with a single class?); C cannot be chosen on it. Use a larger "
                 "validation split (--val-fraction) or check the labels."
+            )
+        if not np.all(np.isfinite(losses)):  # it ranks tied C: a NaN would sort anywhere
+            raise ClipBenchError(
+                f"the validation log-loss is not a finite number at C = {grid[i]:g} (non-finite probabilities: "
+                "check the features for NaN or inf, e.g. a damaged feature cache)"
             )
         if parts:
             shares[i] = np.concatenate(parts)
