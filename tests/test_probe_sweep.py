@@ -18,6 +18,7 @@ from clip_bench.probe import (
     run_linear_probe,
     stratified_holdout,
     sweep_C,
+    sweep_C_folds,
 )
 
 
@@ -335,6 +336,30 @@ def test_multilabel_protocol_with_map():
                            config=ProbeConfig(n_threads=1))
     assert res["multilabel"] is True
     assert res["test_score"] > 70
+
+
+def test_multilabel_validation_scores_the_logits_once_per_fit(monkeypatch):
+    """The metric reads the logits and the log-loss their log-sigmoids: one pass over the validation
+    features per fitted C, not two."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 12)).astype(np.float32)
+    Y = (X[:, :4] + 0.8 * rng.standard_normal((400, 4)) > 0.5).astype(np.int64)
+    calls = []
+    original = LogisticRegressionProbe.decision_function
+
+    def counted(self, X, *a, **k):
+        calls.append(len(X))
+        return original(self, X, *a, **k)
+
+    monkeypatch.setattr(LogisticRegressionProbe, "decision_function", counted)
+
+    def mean_ap(scores, targets):
+        return 100.0 * float(average_precision_score(targets, scores, average="macro"))
+
+    res = sweep_C_folds([(X[:300], Y[:300], X[300:], Y[300:])], mean_ap,
+                        probe=LogisticRegressionProbe(multilabel=True, n_threads=1), grid=c_grid()[::8])
+    assert len(calls) == res.n_fits and set(calls) == {100}
+    assert np.isfinite(res.best_log_loss) and res.best_score > 60
 
 
 def _steady_rise(n: int = 200) -> tuple[np.ndarray, np.ndarray]:

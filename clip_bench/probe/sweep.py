@@ -437,9 +437,13 @@ def sweep_C_folds(
             # float32 log-probabilities: the only full-size array of a validation scoring (ImageNet's
             # held-out 256k x 1000 rows: 1 GB instead of 2 GB + copies); the logits are float32 anyway
             # (softmax only; binary and multi-label outputs are narrow, so they stay float64)
-            softmax = not fitted.multilabel and len(fitted.classes_) > 2
-            log_proba = fitted.predict_log_proba(vX, dtype=np.float32 if softmax else np.float64)
-            scored = probe_scores(fitted, vX, n_classes, log_proba)  # what the test metric reads
+            if fitted.multilabel:  # the metric reads the logits; the log-loss their log-sigmoids (one pass)
+                scored = fitted.decision_function(vX)
+                log_proba = -np.logaddexp(0.0, -np.asarray(scored, dtype=np.float64))
+            else:
+                softmax = len(fitted.classes_) > 2
+                log_proba = fitted.predict_log_proba(vX, dtype=np.float32 if softmax else np.float64)
+                scored = probe_scores(fitted, vX, n_classes, log_proba)  # what the test metric reads
             vals.append(metric(scored, vY))
             if per_example is not None and np.isfinite(vals[-1]):  # not finite: the clear error below
                 targets = np.asarray(vY)
