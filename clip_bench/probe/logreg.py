@@ -940,7 +940,7 @@ class LogisticRegressionProbe:
         as the logits do, where probabilities round to 1.0 (sigmoid logits above ~37 in float64) or
         underflow to 0.0 (softmax classes ~100 logits below the top in float32): ROC AUC, mAP and top-k
         see no ties the model did not make. The binary margin (column 1 - column 0) is the logit."""
-        return self._from_logits(X, self._log_proba64, dtype, batch_rows)
+        return self._from_logits(X, self.log_proba_from_logits, dtype, batch_rows)
 
     def _from_logits(self, X: np.ndarray, transform, dtype: type, batch_rows: int) -> np.ndarray:
         """``transform`` of the logits, a chunk of rows at a time, into one (N, K) array of ``dtype``
@@ -952,7 +952,8 @@ class LogisticRegressionProbe:
             out[i : i + batch_rows] = transform(self.decision_function(X[i : i + batch_rows]))
         return out
 
-    def _log_proba64(self, logits: np.ndarray) -> np.ndarray:
+    def log_proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
+        """:meth:`predict_log_proba` of already computed logits (:meth:`decision_function`), in float64."""
         Z = logits.astype(np.float64)
         if self.multilabel:
             return -np.logaddexp(0.0, -Z)

@@ -439,7 +439,7 @@ def sweep_C_folds(
             # (softmax only; binary and multi-label outputs are narrow, so they stay float64)
             if fitted.multilabel:  # the metric reads the logits; the log-loss their log-sigmoids (one pass)
                 scored = fitted.decision_function(vX)
-                log_proba = -np.logaddexp(0.0, -np.asarray(scored, dtype=np.float64))
+                log_proba = fitted.log_proba_from_logits(scored)
             else:
                 softmax = len(fitted.classes_) > 2
                 log_proba = fitted.predict_log_proba(vX, dtype=np.float32 if softmax else np.float64)
