@@ -17,7 +17,7 @@ from clip_bench.report.robustness import (
 )
 from clip_bench.results import make_row
 
-# Rows of the shipped imagenet_testbed_logit_fits_DERIVED.csv (PROTOCOL.md §7) for each of our shifts.
+# Rows of the shipped imagenet_testbed_logit_fits_DERIVED.csv for each of our shifts.
 DERIVED_FIT = {
     "imagenetv2": "ImageNetV2 (matched-freq)",
     "imagenet_sketch": "ImageNet-Sketch",

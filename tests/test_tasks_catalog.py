@@ -17,7 +17,7 @@ from clip_bench.tasks import get_task, list_collections, list_tasks
 
 DATA = Path(__file__).parent / "data" / "source_classes"
 
-#: name -> (classes, templates, metric) from PROTOCOL.md sections 1.1 and 4.
+#: name -> (classes, templates, metric) from the CLIP repo's data/prompts.md and the CLIP paper's Table 9.
 CATALOGUE = {
     "food101": (101, 1, "accuracy"), "cifar10": (10, 18, "accuracy"), "cifar100": (100, 18, "accuracy"),
     "birdsnap": (500, 1, "accuracy"), "sun397": (397, 2, "accuracy"), "stanford_cars": (196, 8, "accuracy"),

@@ -84,7 +84,7 @@ def testbed_top1() -> Any:
 
 @lru_cache(maxsize=1)
 def testbed_derived_fits() -> Any:
-    """The derived (not published) fits of PROTOCOL.md §7, used to cross-check ours."""
+    """The derived (not published) testbed baseline fits, used to cross-check ours."""
     import pandas as pd
 
     return pd.read_csv(reference_file(TESTBED_DERIVED))

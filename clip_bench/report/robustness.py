@@ -1,6 +1,6 @@
 """Effective robustness (Taori et al. 2020): shift accuracy above the testbed's baseline trend.
 
-The baseline is fitted as imagenet-testbed does (PROTOCOL.md §7; settings in
+The baseline is fitted as imagenet-testbed does (its `plotting/plotter.py`; settings in
 ``assets/reference/testbed_shifts.yaml``): an OLS line in logit space on both axes, over STANDARD
 models, per shift with its own x column and threshold, piecewise for ImageNet-A.
 """
