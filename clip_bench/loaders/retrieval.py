@@ -21,8 +21,6 @@ its captions with surrounding whitespace stripped. Images are read lazily; only 
 from __future__ import annotations
 
 import json
-import tarfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,9 +28,10 @@ from PIL import Image
 
 from .base import FileImages, LabeledImages, LoadContext
 from .hub import hub_snapshot
-from .webdataset import IMAGE_EXTENSIONS, TarImages, _split_name, list_shards
+from .webdataset import TarImages, check_unique_keys, key_hashes, list_shards, read_shard
 
 RETRIEVAL_META_FILES = ("dataset_type.txt",)
+CAPTION_EXTENSIONS = ("txt",)
 
 
 class CaptionedImages(LabeledImages):
@@ -75,30 +74,6 @@ def _check(ctx: LoadContext, captions: list[list[str]], names: list[str], expect
         )
 
 
-def _index_retrieval_shard(path: Path) -> tuple[list[str], list[tuple[int, int]], list[bytes], list[str]]:
-    """One shard in tar order: sample keys, image (offset, size), raw caption bytes, and incomplete keys."""
-    images: dict[str, tuple[int, int, int]] = {}
-    texts: dict[str, bytes] = {}
-    order: list[str] = []
-    with tarfile.open(path, "r:") as tf:
-        for m in tf:
-            if not m.isfile():
-                continue
-            key, ext = _split_name(m.name)
-            if key not in images and key not in texts:
-                order.append(key)
-            if ext in IMAGE_EXTENSIONS:
-                rank = IMAGE_EXTENSIONS.index(ext)
-                if key not in images or rank < images[key][0]:
-                    images[key] = (rank, m.offset_data, m.size)
-            elif ext == "txt":
-                fh = tf.extractfile(m)
-                texts[key] = fh.read() if fh is not None else b""
-    done = [k for k in order if k in images and k in texts]
-    incomplete = [k for k in order if k not in images or k not in texts]
-    return done, [images[k][1:] for k in done], [texts[k] for k in done], incomplete
-
-
 def load_wds_retrieval(
     ctx: LoadContext, repo: str | None = None, revision: str | None = None, expected_captions: int | None = None
 ) -> CaptionedImages:
@@ -128,24 +103,26 @@ def load_wds_retrieval(
     sizes: list[int] = []
     captions: list[list[str]] = []
     names: list[str] = []
+    starts: list[int] = []
+    hashes: list[np.ndarray] = []
     for i, path in enumerate(shards):
-        try:
-            keys, members, raw_texts, incomplete = _index_retrieval_shard(path)
-        except (tarfile.TarError, OSError) as exc:
-            raise ctx.missing(f"shard {path.name} is not a readable tar file ({exc})", path) from None
-        if incomplete:
+        index = read_shard(ctx, path, CAPTION_EXTENSIONS)
+        if index.incomplete:
             raise ctx.missing(
-                f"{len(incomplete)} samples in {path.name} lack an image or a .txt caption file "
-                f"(first: {incomplete[0]!r}); is this a retrieval WebDataset?", path,
+                f"{len(index.incomplete)} samples in {path.name} lack an image or a .txt caption file "
+                f"(first: {index.incomplete[0]!r}); is this a retrieval WebDataset?", path,
             )
         try:
-            captions.extend(_clean(raw.decode("utf-8").splitlines()) for raw in raw_texts)
+            captions.extend(_clean(raw.decode("utf-8").splitlines()) for raw in index.labels)
         except UnicodeDecodeError as exc:
             raise ctx.missing(f"a caption file in {path.name} is not UTF-8 ({exc})", path) from None
-        names.extend(f"{path.name}:{k}" for k in keys)
-        shard_ids.extend([i] * len(members))
-        offsets.extend(m[0] for m in members)
-        sizes.extend(m[1] for m in members)
+        starts.append(len(names))
+        hashes.append(key_hashes(index))
+        names.extend(f"{path.name}:{k}" for k in index.keys)
+        shard_ids.extend([i] * len(index.members))
+        offsets.extend(m[0] for m in index.members)
+        sizes.extend(m[1] for m in index.members)
+    check_unique_keys(ctx, shards, starts, hashes, CAPTION_EXTENSIONS)
     if not captions:
         raise ctx.missing("the shards hold no samples", split_dir)
     _check(ctx, captions, names, expected_captions)
