@@ -21,6 +21,7 @@ its captions with surrounding whitespace stripped. Images are read lazily; only 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from .webdataset import TarImages, check_unique_keys, key_hashes, list_shards, r
 
 RETRIEVAL_META_FILES = ("dataset_type.txt",)
 CAPTION_EXTENSIONS = ("txt",)
+_ABSENT = object()
 
 
 class CaptionedImages(LabeledImages):
@@ -131,6 +133,51 @@ def load_wds_retrieval(
     return CaptionedImages(images, captions)
 
 
+KARPATHY_SHAPE = '{"images": [{"split", "filename", "filepath"?, "sentences": [{"raw": ...}]}]}'
+
+
+def _karpathy_entries(ctx: LoadContext, ann_path: Path, annotations: str, data: Any) -> list[dict[str, Any]]:
+    """The entries of this source split, after checking every field the loader reads (an error names the field)."""
+
+    def bad(field: str, value: Any, want: str) -> Exception:
+        found = "missing" if value is _ABSENT else f"{json.dumps(value)[:40]} (a JSON {_json_type(value)})"
+        return ctx.missing(f"{annotations} is not a Karpathy split file: {field} should be {want} but is {found}; "
+                           f"expected {KARPATHY_SHAPE}", ann_path)
+
+    def get(entry: dict[str, Any], key: str, where: str, kind: type, want: str) -> Any:
+        value = entry.get(key, _ABSENT)
+        if not isinstance(value, kind):
+            raise bad(f"{where}.{key}" if where else f'"{key}"', value, want)
+        return value
+
+    if not isinstance(data, dict):
+        raise bad("the top level", data, "an object")
+    items = get(data, "images", "", list, "a list")
+    entries = []
+    for i, entry in enumerate(items):
+        where = f"images[{i}]"
+        if not isinstance(entry, dict):
+            raise bad(where, entry, "an object")
+        if get(entry, "split", where, str, "a split name") != ctx.source_split:
+            continue
+        if not get(entry, "filename", where, str, "a file name").strip():
+            raise bad(f"{where}.filename", entry["filename"], "a file name")
+        if "filepath" in entry:
+            get(entry, "filepath", where, str, "a folder name")
+        for j, sentence in enumerate(get(entry, "sentences", where, list, "a list")):
+            if not isinstance(sentence, dict):
+                raise bad(f"{where}.sentences[{j}]", sentence, "an object")
+            if not isinstance(sentence.get("raw", _ABSENT), str):
+                raise bad(f"{where}.sentences[{j}].raw", sentence.get("raw", _ABSENT), "a caption string")
+        entries.append(entry)
+    return entries
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
 def load_karpathy_json(
     ctx: LoadContext, annotations: str, images: str = ".", expected_captions: int | None = None
 ) -> CaptionedImages:
@@ -145,14 +192,12 @@ def load_karpathy_json(
         raise ctx.missing(f"the annotation file {annotations} is missing", ann_path)
     try:
         data = json.loads(ann_path.read_text(encoding="utf-8"))
-        entries = [e for e in data["images"] if e["split"] == ctx.source_split]
-        paths = [ctx.root / images / e.get("filepath", "") / e["filename"] for e in entries]
-        captions = [_clean([s["raw"] for s in e["sentences"]]) for e in entries]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise ctx.missing(
-            f"{annotations} is not a Karpathy split file ({type(exc).__name__}: {exc}); expected "
-            '{"images": [{"split", "filename", "sentences": [{"raw": ...}]}]}', ann_path,
-        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ctx.missing(f"{annotations} is not a Karpathy split file ({type(exc).__name__}: {exc}); expected "
+                          f"{KARPATHY_SHAPE}", ann_path) from None
+    entries = _karpathy_entries(ctx, ann_path, annotations, data)
+    paths = [ctx.root / images / e.get("filepath", "") / e["filename"] for e in entries]
+    captions = [_clean([s["raw"] for s in e["sentences"]]) for e in entries]
     if not entries:
         raise ctx.missing(f"{annotations} has no image with split {ctx.source_split!r}", ann_path)
     absent = [p for p in paths if not p.is_file()]
