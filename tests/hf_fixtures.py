@@ -54,9 +54,14 @@ def save_siglip_tokenizer(folder: Path, corpus: list[str], vocab_size: int = 80)
     return len(tok)
 
 
-def write_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
-    """A random tiny CLIPModel + tokenizer + CLIPImageProcessor config, via save_pretrained."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+def write_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32, with_processor: bool = False) -> Path:
+    """A random tiny CLIPModel + tokenizer + CLIPImageProcessor config, via save_pretrained.
+
+    With `with_processor`, the tokenizer and image processor are saved together by
+    ``CLIPProcessor.save_pretrained``, as users do: the layout of the installed transformers (version 5:
+    the image processor's config nested in ``processor_config.json``; version 4: ``preprocessor_config.json``).
+    """
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     torch.manual_seed(seed)
     cfg = CLIPConfig(
@@ -69,8 +74,37 @@ def write_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
     )
     CLIPModel(cfg).eval().save_pretrained(str(folder))
     save_clip_tokenizer(folder)
-    CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-                       resample=BICUBIC, image_mean=OPENAI_MEAN, image_std=OPENAI_STD).save_pretrained(str(folder))
+    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size},
+                                         resample=BICUBIC, image_mean=OPENAI_MEAN, image_std=OPENAI_STD)
+    if with_processor:
+        CLIPProcessor(image_processor=image_processor, tokenizer=CLIPTokenizer.from_pretrained(str(folder))
+                      ).save_pretrained(str(folder))
+    else:
+        image_processor.save_pretrained(str(folder))
+    return folder
+
+
+def image_processor_dict(folder: Path) -> dict:
+    """The image-processor config of a checkpoint folder, from whichever layout it has."""
+    processor = folder / "processor_config.json"
+    if processor.is_file() and "image_processor" in json.loads(processor.read_text()):
+        return json.loads(processor.read_text())["image_processor"]
+    return json.loads((folder / "preprocessor_config.json").read_text())
+
+
+def set_layout(folder: Path, layout: str) -> Path:
+    """Rewrite a checkpoint's image-processor config by hand in one layout, whatever transformers wrote:
+    ``nested`` (transformers 5's ``processor_config.json`` with an ``image_processor`` entry, no
+    ``preprocessor_config.json``) or ``flat`` (``preprocessor_config.json`` only, as transformers 4 saves it)."""
+    pp = {k: v for k, v in image_processor_dict(folder).items() if k != "processor_class"}
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        (folder / name).unlink(missing_ok=True)
+    if layout == "nested":
+        (folder / "processor_config.json").write_text(json.dumps({"image_processor": pp, "processor_class": "CLIPProcessor"},
+                                                                 indent=2))
+    else:
+        (folder / "preprocessor_config.json").write_text(json.dumps({**pp, "processor_class": "CLIPProcessor"}, indent=2))
     return folder
 
 

@@ -265,3 +265,30 @@ def test_compare_retrieval_rows(flickr, eval_config, tiny_model, tmp_path, capsy
     other = {**old, "task_hash": "0" * 16, "extra": {**old["extra"], "task_hash": "0" * 16}}
     with pytest.raises(ClipBenchError, match="another definition of task 'digit_captions'"):
         backfill(other, tmp_path / "old", eval_config.cache_dir, eval_config.data_root)
+
+
+@pytest.mark.parametrize("damage, field", [
+    (lambda d: d["images"][4]["sentences"][1].update(raw=5), "images[4].sentences[1].raw should be a caption string but is 5"),
+    (lambda d: d["images"][3]["sentences"][0].pop("raw"), "images[3].sentences[0].raw should be a caption string but is missing"),
+    (lambda d: d["images"][5].update(sentences="a digit"), 'images[5].sentences should be a list but is "a digit"'),
+    (lambda d: d["images"][3]["sentences"].__setitem__(0, "a digit"), "images[3].sentences[0] should be an object"),
+    (lambda d: d["images"][6].update(filename=7), "images[6].filename should be a file name but is 7"),
+    (lambda d: d["images"][6].update(filename=""), "images[6].filename should be a file name"),
+    (lambda d: d["images"][7].update(filepath=["val2014"]), "images[7].filepath should be a folder name"),
+    (lambda d: d["images"][1].pop("split"), "images[1].split should be a split name but is missing"),
+    (lambda d: d["images"].__setitem__(2, None), "images[2] should be an object but is null"),
+    (lambda d: d.update(images={"0": {}}), '"images" should be a list but is {"0": {}} (a JSON object)'),
+], ids=["raw-number", "raw-missing", "sentences-string", "sentence-string", "filename-number", "filename-empty",
+        "filepath-list", "split-missing", "entry-null", "images-object"])
+def test_karpathy_file_with_a_field_of_the_wrong_type_is_one_line(flickr, eval_config, capsys, damage, field):
+    """Today a "raw": 5 caption stops the run with AttributeError; each field the loader reads is checked."""
+    path = eval_config.data_root / "flickr30k" / "dataset_flickr30k.json"
+    data = json.loads(path.read_text())
+    damage(data)
+    path.write_text(json.dumps(data))
+    code = main(["zeroshot", "--model", "tiny-clip-digits", "--task", flickr, "--source", "karpathy", "--data-root",
+                 str(eval_config.data_root), "--no-cache", "--output-dir", str(eval_config.output_dir), "--workers", "0",
+                 "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "dataset_flickr30k.json is not a Karpathy split file: " + field in err and str(path) in err, err

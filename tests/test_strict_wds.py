@@ -78,3 +78,68 @@ def test_nshards_not_a_number_names_the_file(setup, capsys, text):
     (root / "test" / "nshards.txt").write_text(text)
     msg = one_line_error(argv, capsys)
     assert f"{root / 'test' / 'nshards.txt'} should hold the number of shards (a positive integer)" in msg, msg
+
+
+def truncate_before_member(shard: Path, member: str) -> None:
+    """Cut a shard off just before `member`'s header: every member before it stays whole (a member boundary)."""
+    with tarfile.open(shard) as tf:
+        offset = tf.getmember(member).offset
+    with open(shard, "r+b") as f:
+        f.truncate(offset)
+
+
+def test_shard_truncated_at_a_member_boundary_names_the_shard(setup, capsys):
+    """Today the 10 whole samples left in shard 1 are read as a shorter split (n = 25 of 30), exit status 0."""
+    root, images, labels, argv = setup
+    write_wds(root, "test", images, labels, DIGITS, shard_size=15)
+    truncate_before_member(root / "test" / "1.tar", "s0000025.cls")
+    msg = one_line_error(argv, capsys)
+    assert "shard 1.tar is not a readable tar file" in msg and "without the end-of-archive marker" in msg, msg
+    assert str(root / "test" / "1.tar") in msg
+
+
+@pytest.fixture
+def retrieval(tmp_path):
+    """The shipped flickr30k task (without its full-size counts) over a 40-image retrieval WebDataset."""
+    from fixture_writers import fixture_task
+    from retrieval_fixtures import digit_retrieval_set, write_retrieval_wds
+
+    images, _, captions = digit_retrieval_set(per_class=4)
+    root = tmp_path / "data" / "wds_flickr30k"
+    write_retrieval_wds(root, "test", images, captions, shard_size=20)
+    task = fixture_task("flickr30k", tmp_path)
+    argv = ["zeroshot", "--model", "tiny-clip-digits", "--task", task, "--source", "wds", "--data-root",
+            str(tmp_path / "data"), "--no-cache", "--output-dir", str(tmp_path / "out"), "--workers", "0", "--quiet"]
+    return root, images, captions, argv
+
+
+def write_retrieval_shard(path: Path, samples: list[tuple[str, list[str], object]]) -> None:
+    """A retrieval tar shard of (key, captions, image) samples, written as given (repeats included)."""
+    with tarfile.open(path, "w") as tf:
+        for key, captions, image in samples:
+            _add(tf, f"{key}.webp", encode(image, "webp"))
+            _add(tf, f"{key}.txt", "\n".join(captions).encode("utf-8"))
+
+
+def test_retrieval_repeated_key_within_a_shard(retrieval, capsys):
+    """Today image 3 is scored against another sample's captions and one image is dropped (n = 39 of 40)."""
+    root, images, captions, argv = retrieval
+    samples = [(f"s{i:07d}", captions[i], images[i]) for i in range(20)]
+    samples[12] = ("s0000003", captions[12], images[12])
+    write_retrieval_shard(root / "test" / "0.tar", samples)
+    msg = one_line_error(argv, capsys)
+    assert "sample key 's0000003' appears twice in shard 0.tar" in msg and str(root / "test" / "0.tar") in msg, msg
+
+
+def test_retrieval_repeated_key_across_shards(retrieval, capsys):
+    root, images, captions, argv = retrieval
+    write_retrieval_shard(root / "test" / "1.tar", [(f"s{i - 20:07d}", captions[i], images[i]) for i in range(20, 40)])
+    msg = one_line_error(argv, capsys)
+    assert "sample key 's0000000' appears in shard 0.tar and again in shard 1.tar" in msg, msg
+
+
+def test_retrieval_shard_truncated_at_a_member_boundary_names_the_shard(retrieval, capsys):
+    root, images, captions, argv = retrieval
+    truncate_before_member(root / "test" / "1.tar", "s0000030.webp")
+    msg = one_line_error(argv, capsys)
+    assert "shard 1.tar is not a readable tar file" in msg and "without the end-of-archive marker" in msg, msg

@@ -17,7 +17,12 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 
-from hf_fixtures import convert_tiny_open_clip, write_tiny_clip, write_tiny_siglip  # noqa: E402
+from hf_fixtures import (  # noqa: E402
+    convert_tiny_open_clip,
+    set_layout,
+    write_tiny_clip,
+    write_tiny_siglip,
+)
 
 from clip_bench.errors import ClipBenchError  # noqa: E402
 from clip_bench.features import encode_images  # noqa: E402
@@ -26,14 +31,27 @@ from clip_bench.tiny_clip import TRAIN_TEMPLATES  # noqa: E402
 from clip_bench.zeroshot_head import zeroshot_classifier, zeroshot_logits  # noqa: E402
 
 NAMES = [str(i) for i in range(10)]
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
 TEMPLATES = [*TRAIN_TEMPLATES, "{} drawn by a much longer and rather unusual hand, seen in a photo"]
 CORPUS = [t.format(n) for t in TEMPLATES for n in [*NAMES, "zero", "one", "seven"]]
 
 
 @pytest.fixture(scope="module")
 def hf_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny checkpoints; the three ``clip-*`` hold the same CLIPModel as ``clip`` (same seed) with the image
+    processor saved by ``CLIPProcessor.save_pretrained`` (the installed transformers' layout), then rewritten
+    by hand in transformers 5's nested layout and in the flat layout, so both are read whatever the version."""
     root = tmp_path_factory.mktemp("hf")
-    return {"clip": write_tiny_clip(root / "clip"), "siglip": write_tiny_siglip(root / "siglip", CORPUS)}
+    dirs = {"clip": write_tiny_clip(root / "clip"), "siglip": write_tiny_siglip(root / "siglip", CORPUS),
+            "clip-processor": write_tiny_clip(root / "clip-processor", with_processor=True)}
+    for layout in ("nested", "flat"):
+        dirs[f"clip-{layout}"] = set_layout(_copy(dirs["clip-processor"], root / f"clip-{layout}"), layout)
+    return dirs
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +102,13 @@ def _clip_bench_logits(lm, images) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["clip", "siglip"])
+@pytest.mark.parametrize("kind", ["clip", "siglip", "clip-processor", "clip-nested", "clip-flat"])
 def test_zeroshot_logits_match_transformers_forward(hf_dirs, digits_test, kind):
+    """Each against transformers reading the same folder (the clip-* layouts too: the image processor from
+    processor_config.json or preprocessor_config.json, whichever the folder has)."""
     images, _ = digits_test
     lm = load_model(str(hf_dirs[kind]), device="cpu")  # a plain folder path: detected by its config.json
-    assert lm.spec.backend == "transformers" and lm.spec.arch == kind
+    assert lm.spec.backend == "transformers" and lm.spec.arch == kind.split("-")[0]
     ours = _clip_bench_logits(lm, images)
     ref = _reference_logits(hf_dirs[kind], images, siglip=kind == "siglip")
     assert ours.shape == ref.shape == (len(images), 10)
@@ -154,11 +174,6 @@ def test_pre_projection_features(hf_dirs, digits_test):
     assert pre.shape == (3, 32) and torch.allclose(lm.model.visual_projection(pre), emb, atol=1e-6)
     with pytest.raises(ClipBenchError, match="SigLIP has no image projection"):
         encode_images(load_model(str(hf_dirs["siglip"]), device="cpu"), batch, "pre-proj")
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
 
 
 def test_fingerprint_covers_config_weights_and_preprocessing(hf_dirs, tmp_path):
@@ -280,3 +295,151 @@ def test_hub_reference_is_pinned_and_loads_from_the_cache(hf_dirs, tmp_path, mon
     # the hub unreachable and no cached ref for main: one clear line
     with pytest.raises(ClipBenchError, match="cannot pin transformers:clip-bench-test/tiny-hf-clip"):
         resolve_model("transformers:clip-bench-test/tiny-hf-clip")
+
+
+def test_checkpoint_saved_with_clip_processor_reads_either_layout(hf_dirs, digits_test):
+    """CLIPProcessor.save_pretrained (transformers 5: processor_config.json, no preprocessor_config.json) and
+    the hand-written other layout load with the same image-processor config and the same pixels as
+    transformers' own image processor reading the folder."""
+    import transformers
+    from transformers import AutoImageProcessor
+
+    images, _ = digits_test
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        assert not (hf_dirs["clip-processor"] / "preprocessor_config.json").exists()
+    plain = resolve_model(str(hf_dirs["clip"])).preprocess_config["image_processor"]
+    for kind in ("clip-processor", "clip-nested", "clip-flat"):
+        lm = load_model(str(hf_dirs[kind]), device="cpu")
+        pp = {k: v for k, v in lm.spec.preprocess_config["image_processor"].items() if k != "processor_class"}
+        assert pp == plain, kind
+        ours = torch.stack([lm.preprocess(im) for im in images[:4]])
+        theirs = AutoImageProcessor.from_pretrained(hf_dirs[kind], backend="pil")(images=images[:4], return_tensors="pt")
+        assert torch.equal(ours, theirs["pixel_values"]), kind
+
+
+def test_image_processor_configs_that_disagree_are_an_error(hf_dirs, tmp_path):
+    d = _copy(hf_dirs["clip-nested"], tmp_path / "m")
+    pp = json.loads((d / "processor_config.json").read_text())["image_processor"]
+    (d / "preprocessor_config.json").write_text(json.dumps({**pp, "processor_class": "CLIPProcessor"}))
+    assert resolve_model(str(d)).fingerprint  # the same image processor twice: fine
+    (d / "preprocessor_config.json").write_text(json.dumps({**pp, "image_mean": [0.5, 0.5, 0.5]}))
+    with pytest.raises(ClipBenchError, match="describe different image processors"):
+        resolve_model(str(d))
+
+
+def _swap_tokens(folder: Path, a: str = "3</w>", b: str = "7</w>") -> None:
+    """Swap two digit tokens' ids in the tokenizer's vocabulary (tokenizer.json, and vocab.json when saved)."""
+    for name in ("tokenizer.json", "vocab.json"):
+        path = folder / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            vocab = data["model"]["vocab"] if name == "tokenizer.json" else data
+            vocab[a], vocab[b] = vocab[b], vocab[a]
+            path.write_text(json.dumps(data))
+
+
+def test_tokenizer_files_key_the_fingerprint_and_the_text_cache(hf_dirs, tmp_path):
+    """A tokenizer file that changes the token ids changes the fingerprint (so every result_id) and the
+    tokenizer identity (the text cache key); so does every other tokenizer or processor file."""
+    d = _copy(hf_dirs["clip"], tmp_path / "m")
+    base = resolve_model(str(d))
+    before = load_model(base, device="cpu").tokenize(["the digit 3"])
+    _swap_tokens(d)
+    swapped = resolve_model(str(d))
+    assert not torch.equal(load_model(swapped, device="cpu").tokenize(["the digit 3"]), before)
+    assert swapped.fingerprint != base.fingerprint and swapped.tokenizer_id != base.tokenizer_id
+    for name in ("tokenizer_config.json", "processor_config.json", "tokenizer.model"):
+        path = d / name
+        previous = resolve_model(str(d))
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        data["extra_setting"] = 1
+        path.write_text(json.dumps(data))
+        assert resolve_model(str(d)).fingerprint != previous.fingerprint, name
+
+
+def test_sweep_reruns_a_checkpoint_whose_tokenizer_was_fixed(hf_dirs, tmp_path, eval_config):
+    """A fixed tokenizer.json is another model: the sweep runs it again instead of keeping the old row."""
+    from dataclasses import replace
+
+    from clip_bench.sweep import ModelEntry, run_sweep
+
+    d = _copy(hf_dirs["clip"], tmp_path / "m")
+    _swap_tokens(d)
+    cfg = replace(eval_config, limit=10)
+    first = run_sweep([ModelEntry(str(d))], ["digits"], ["zeroshot"], cfg, device="cpu", echo=lambda m: None)
+    again = run_sweep([ModelEntry(str(d))], ["digits"], ["zeroshot"], cfg, device="cpu", echo=lambda m: None)
+    assert first["ran"] == 1 and again["done_before"] == 1
+    _swap_tokens(d)  # the file fixed
+    fixed = run_sweep([ModelEntry(str(d))], ["digits"], ["zeroshot"], cfg, device="cpu", echo=lambda m: None)
+    assert fixed == {"done_before": 0, "ran": 1, "failed": 0}
+
+
+def _truncate_weights(d: Path) -> None:
+    path = d / "model.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _impossible_heads(d: Path) -> None:
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["text_config"]["num_attention_heads"] = 3  # hidden size 32 is not a multiple of 3
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+def _misshaped_weight(d: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(d / "model.safetensors"))
+    state["visual_projection.weight"] = torch.zeros(8, 32)
+    save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
+
+
+DAMAGE = {
+    "truncated-weights": (_truncate_weights, "could not load the transformers checkpoint {d} (SafetensorError: "),
+    "impossible-heads": (_impossible_heads, "The hidden size (32) is not a multiple of the number of attention heads (3)"),
+    "misshaped-weight": (_misshaped_weight, "does not fill its CLIPModel: 1 mismatched keys (visual_projection.weight"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_checkpoint_is_one_line(hf_dirs, tmp_path, capsys, damage):
+    """A truncated model.safetensors and an impossible config escaped as tracebacks; a mis-shaped weight
+    was an error pointing at a report of transformers' own."""
+    from clip_bench.cli import main
+
+    d = _copy(hf_dirs["clip"], tmp_path / "m")
+    change, expected = DAMAGE[damage]
+    change(d)
+    code = main(["zeroshot", "--model", str(d), "--task", "digits", "--limit", "4", "--workers", "0", "--quiet",
+                 "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert expected.format(d=d) in err and "above report" not in err, err
+
+
+@pytest.mark.slow
+def test_sweep_over_damaged_checkpoints_goes_on_without_transformers_logs(hf_dirs, tmp_path):
+    """In a fresh process (transformers imported by the load itself, as on the command line): each damaged
+    checkpoint is one FAILED line, no report or warning of transformers' own is printed, and the next
+    model still runs."""
+    import subprocess
+    import sys
+
+    models = []
+    for damage, (change, _) in DAMAGE.items():
+        d = _copy(hf_dirs["clip"], tmp_path / damage)
+        change(d)
+        models.append(str(d))
+    models.append(str(hf_dirs["clip"]))
+    (tmp_path / "models.txt").write_text("\n".join(models) + "\n")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "clip_bench", "sweep", "--models", str(tmp_path / "models.txt"), "--tasks", "digits",
+         "--limit", "4", "--workers", "0", "--quiet", "--device", "cpu", "--output-dir", str(tmp_path / "out"),
+         "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True, text=True, cwd=root, timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": str(root), "CLIP_BENCH_DEBUG": ""},
+    )
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 1, (proc.returncode, lines)
+    assert [ln.split()[0] for ln in lines] == ["FAILED", "FAILED", "FAILED", "done", "sweep:"], lines
+    assert lines[-1].startswith("sweep: 1 ran, 0 already in the results, 3 failed")

@@ -29,9 +29,10 @@ class ModelSpec:
     """What determines a model's outputs, resolved without loading any weights.
 
     ``fingerprint`` hashes the architecture config, the weights identity (tag, content hash of local
-    files, or a hub commit) and the preprocessing, so every cache keyed by it misses when any of
-    them changes, and a cache hit never needs the model itself. ``tokenizer_config`` identifies the
-    tokenizer and its padding (the text cache's second key).
+    files, or a hub commit), the preprocessing and (for every backend but open_clip, whose tokenizer
+    the architecture names) the tokenizer, so every cache and result row keyed by it misses when any
+    of them changes, and a cache hit never needs the model itself. ``tokenizer_config`` identifies the
+    tokenizer and its padding (also the text cache's second key).
     """
 
     name: str
@@ -51,7 +52,8 @@ class ModelSpec:
     def fingerprint(self) -> str:
         payload: dict[str, Any] = {"arch": self.arch_config, "weights": self.weights_id, "preprocess": self.preprocess_config}
         if self.backend != "open_clip":  # open_clip's fingerprints predate backends and stay as they were
-            payload = {"backend": self.backend, **payload}
+            # the tokenizer shapes every text embedding, so it keys the rows' result_id too, not only the text cache
+            payload = {"backend": self.backend, **payload, "tokenizer": self.tokenizer_config}
         return sha256_json(payload)[:20]
 
     @property

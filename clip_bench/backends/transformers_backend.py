@@ -4,8 +4,10 @@ References: a local folder whose ``config.json`` has ``model_type`` ``clip`` or 
 ``save_pretrained`` writes; ``--model PATH`` detects it), or ``transformers:<repo-id>[@revision]`` on
 the hub (pinned to a commit). Everything that shapes the numbers comes from the checkpoint itself:
 
-- preprocessing from its ``preprocessor_config.json``, run by transformers' own image processor
-  (the PIL backend, the reference implementation; recorded in the fingerprint);
+- preprocessing from its image-processor config, run by transformers' own image processor (the PIL
+  backend, the reference implementation; recorded in the fingerprint): ``preprocessor_config.json``,
+  or the ``image_processor`` entry of the ``processor_config.json`` that transformers 5's
+  ``CLIPProcessor.save_pretrained`` writes (whichever the folder has; both, if they differ, is an error);
 - tokenisation by its own tokenizer, padded to the text tower's full length (SigLIP was trained
   that way, and its text tower pools the last position, padding included; no attention mask is
   passed, as in the original SigLIP and open_clip). CLIP's causal tower pools at the end-of-text
@@ -13,14 +15,18 @@ the hub (pinned to a commit). Everything that shapes the numbers comes from the 
 - weights from safetensors, or ``.bin`` through ``weights_only``; a checkpoint that leaves weights
   uninitialised or of the wrong shape is an error, never a randomly initialised model.
 
-The fingerprint covers ``config.json``, the weights (content hash, or the hub commit) and the
-preprocessing; the tokenizer identity covers the tokenizer files and the padding.
+The fingerprint covers ``config.json``, the weights (content hash, or the hub commit), the
+preprocessing and the tokenizer (its files' content hashes and the padding, which are also the
+text cache's tokenizer identity): every file that shapes the numbers keys the cached data and the rows.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +35,18 @@ import torch
 from ..errors import ClipBenchError
 from ..io_utils import sha256_json
 from . import hub
-from .base import Backend, LoadedModel, ModelSpec, file_content_hash, first_line
+from .base import Backend, LoadedModel, ModelSpec, file_content_hash, first_line, quiet_third_party_logs
 
 PREFIX = "transformers:"
 MODEL_TYPES = ("clip", "siglip")
 IMAGE_PROCESSOR_BACKEND = "pil"
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
+    "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model",
 )
-SMALL_FILES = ("config.json", "preprocessor_config.json", *TOKENIZER_FILES)
+PREPROCESSOR_FILE = "preprocessor_config.json"  # the image processor's own config (every transformers version)
+PROCESSOR_FILE = "processor_config.json"  # transformers 5's CLIPProcessor: the image processor's under "image_processor"
+SMALL_FILES = ("config.json", PREPROCESSOR_FILE, PROCESSOR_FILE, *TOKENIZER_FILES)
 WEIGHT_PATTERNS = ("*.safetensors", "model.safetensors.index.json")
 LEGACY_WEIGHT_PATTERNS = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
 
@@ -101,8 +109,45 @@ def _tokenizer_config(config: dict[str, Any], files: dict[str, str]) -> dict[str
     }
 
 
-def _preprocess_identity(pp: dict[str, Any]) -> dict[str, Any]:
-    return {"image_processor": pp, "processor_backend": IMAGE_PROCESSOR_BACKEND}
+def _preprocess_identity(folder: Path, pp: dict[str, Any]) -> dict[str, Any]:
+    """The image-processor config that runs, the backend that runs it, and the processor files as they are."""
+    files = {name: file_content_hash(folder / name) for name in (PREPROCESSOR_FILE, PROCESSOR_FILE)
+             if (folder / name).is_file()}
+    return {"image_processor": pp, "processor_backend": IMAGE_PROCESSOR_BACKEND, "files": files}
+
+
+def image_processor_config(folder: Path, where: str) -> dict[str, Any]:
+    """The checkpoint's image-processor config: the ``image_processor`` entry of ``processor_config.json``
+    (transformers 5's ``CLIPProcessor.save_pretrained``), else ``preprocessor_config.json`` (every version).
+
+    A folder whose two files describe different image processors is ambiguous (transformers versions
+    differ in which one they read): an error, never a guess.
+    """
+    nested = None
+    if (folder / PROCESSOR_FILE).is_file():
+        nested = _read_json(folder / PROCESSOR_FILE).get("image_processor")
+        if nested is not None and not isinstance(nested, dict):
+            raise ClipBenchError(f"{folder / PROCESSOR_FILE}: 'image_processor' must be a JSON object, "
+                                 f"not a {type(nested).__name__}.")
+    flat = _read_json(folder / PREPROCESSOR_FILE) if (folder / PREPROCESSOR_FILE).is_file() else None
+    if nested is None and flat is None:
+        raise ClipBenchError(
+            f"{where}: no {PREPROCESSOR_FILE} (nor a {PROCESSOR_FILE} with an 'image_processor' entry); clip-bench "
+            "takes the preprocessing from the checkpoint's own image-processor config (save it with the processor's "
+            "or the image processor's save_pretrained)."
+        )
+    if nested is not None and flat is not None and _without_processor_class(nested) != _without_processor_class(flat):
+        raise ClipBenchError(
+            f"{where}: {PREPROCESSOR_FILE} and the 'image_processor' entry of {PROCESSOR_FILE} describe different "
+            "image processors, and transformers versions differ in which one they read; keep the one the model was "
+            "evaluated with and delete (or fix) the other."
+        )
+    return nested if nested is not None else flat  # type: ignore[return-value]
+
+
+def _without_processor_class(pp: dict[str, Any]) -> dict[str, Any]:
+    """A processor's name beside an image processor's settings (transformers 4's layout) changes no pixel."""
+    return {k: v for k, v in pp.items() if k != "processor_class"}
 
 
 def _transformers_version() -> str | None:
@@ -123,12 +168,7 @@ def _resolve_local(reference: str, folder: Path, display: str) -> ModelSpec:
         raise ClipBenchError(
             f"{folder}: no weights (model.safetensors, sharded *.safetensors, or pytorch_model.bin) beside config.json."
         )
-    pp_path = folder / "preprocessor_config.json"
-    if not pp_path.is_file():
-        raise ClipBenchError(
-            f"{folder}: no preprocessor_config.json; clip-bench takes the preprocessing from the checkpoint's own "
-            "image-processor config (save it with the image processor's save_pretrained)."
-        )
+    pp = image_processor_config(folder, str(folder))
     tok_files = {name: file_content_hash(folder / name) for name in TOKENIZER_FILES if (folder / name).is_file()}
     if not tok_files:
         raise ClipBenchError(f"{folder}: no tokenizer files (tokenizer.json, vocab.json/merges.txt or spiece.model).")
@@ -141,7 +181,7 @@ def _resolve_local(reference: str, folder: Path, display: str) -> ModelSpec:
         config_path=str(config_path),
         arch_config=config_id,
         weights_id="sha256:" + sha256_json({p.name: file_content_hash(p) for p in weights}),
-        preprocess_config=_preprocess_identity(_read_json(pp_path)),
+        preprocess_config=_preprocess_identity(folder, pp),
         backend="transformers",
         tokenizer_config=_tokenizer_config(config, tok_files),
         backend_version=_transformers_version(),
@@ -154,9 +194,10 @@ def _resolve_hub(reference: str, target: str, revision: str | None) -> ModelSpec
         raise ClipBenchError(f"{reference} names revision {rev!r} but --revision is {revision!r}; give it once.")
     rev = rev or revision
     ref = hub.resolve(repo, rev, PREFIX + repo)
-    config = _read_json(hub.download(ref, "config.json"))  # small files only: no weights yet
+    small = _hub_small_files(ref)  # small files only: no weights yet
+    config = _read_json(small / "config.json")
     model_type = _check_config(config, PREFIX + repo)
-    pp = _read_json(hub.download(ref, "preprocessor_config.json"))
+    pp = image_processor_config(small, f"{PREFIX}{repo} at commit {ref.commit[:12]}")
     config_id = {k: v for k, v in config.items() if k != "_name_or_path"}
     return ModelSpec(
         name=PREFIX + repo + (f"@{rev}" if rev else ""),
@@ -166,12 +207,31 @@ def _resolve_hub(reference: str, target: str, revision: str | None) -> ModelSpec
         config_path=None,
         arch_config=config_id,
         weights_id=f"hub:{repo}@{ref.commit}",
-        preprocess_config=_preprocess_identity(pp),
+        preprocess_config=_preprocess_identity(small, pp),
         revision=ref.commit,
         backend="transformers",
         tokenizer_config=_tokenizer_config(config, {"hub": f"{repo}@{ref.commit}"}),
         backend_version=_transformers_version(),
     )
+
+
+def _hub_small_files(ref: hub.HubRef) -> Path:
+    """The config, processor and tokenizer files of a hub checkpoint at its pinned commit (a snapshot folder).
+
+    A snapshot of that commit that already holds config.json is read as it is (the files of a commit never
+    change); otherwise the hub lists the commit's files and the small ones are downloaded.
+    """
+    from huggingface_hub import snapshot_download
+
+    local = ref.offline or (_snapshot_dir(ref.repo_id, ref.commit) / "config.json").is_file()
+    try:
+        return Path(snapshot_download(ref.repo_id, revision=ref.commit, local_files_only=local,
+                                      allow_patterns=list(SMALL_FILES)))
+    except Exception as exc:
+        raise ClipBenchError(
+            f"could not get the config files of {PREFIX}{ref.repo_id} at commit {ref.commit[:12]} ({first_line(exc)}); "
+            "check the network."
+        ) from None
 
 
 def _hub_folder(spec: ModelSpec) -> Path:
@@ -268,16 +328,37 @@ def _load_kwargs() -> dict[str, Any]:
 
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
     dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-    return {dtype_key: torch.float32, "weights_only": True, "output_loading_info": True}
+    # a mis-shaped weight is reported in the loading info (and refused below) rather than after a report of
+    # transformers' own that the quiet logs hide
+    return {dtype_key: torch.float32, "weights_only": True, "output_loading_info": True, "ignore_mismatched_sizes": True}
 
 
-def _image_processor(folder: Path) -> Any:
+def _image_processor(folder: Path, pp: dict[str, Any]) -> Any:
+    """transformers' image processor built from `pp`, the config the fingerprint holds (whichever file of
+    `folder` it came from, and whichever of them the installed transformers would prefer)."""
     import transformers
     from transformers import AutoImageProcessor
 
-    if int(transformers.__version__.split(".")[0]) >= 5:
-        return AutoImageProcessor.from_pretrained(folder, backend=IMAGE_PROCESSOR_BACKEND)
-    return AutoImageProcessor.from_pretrained(folder, use_fast=False)  # transformers 4: the PIL ("slow") one
+    with tempfile.TemporaryDirectory(prefix="clip_bench_image_processor_") as tmp:
+        (Path(tmp) / PREPROCESSOR_FILE).write_text(json.dumps(pp), encoding="utf-8")
+        shutil.copyfile(folder / "config.json", Path(tmp) / "config.json")  # names the class when pp does not
+        if int(transformers.__version__.split(".")[0]) >= 5:
+            return AutoImageProcessor.from_pretrained(tmp, backend=IMAGE_PROCESSOR_BACKEND)
+        return AutoImageProcessor.from_pretrained(tmp, use_fast=False)  # transformers 4: the PIL ("slow") one
+
+
+def _key_text(key: Any) -> str:
+    """A missing key, or a mismatched one with its shapes: (name, checkpoint shape, model shape)."""
+    if isinstance(key, tuple) and len(key) == 3:
+        return f"{key[0]} {list(key[1])} in the checkpoint vs {list(key[2])} in the model"
+    return str(key)
+
+
+def _load_error_detail(exc: BaseException) -> str:
+    """An exception's whole message on one line (a validation error names its cause on the next line)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()).rstrip(".")
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class TransformersBackend(Backend):
@@ -319,21 +400,31 @@ class TransformersBackend(Backend):
         cls = transformers.CLIPModel if spec.arch == "clip" else transformers.SiglipModel
         from transformers.utils import logging as tf_logging
 
-        bars = tf_logging.is_progress_bar_enabled() and not os.environ.get("CLIP_BENCH_DEBUG")
+        debug = bool(os.environ.get("CLIP_BENCH_DEBUG"))
+        bars = tf_logging.is_progress_bar_enabled() and not debug
         if bars:
             tf_logging.disable_progress_bar()  # the "Loading weights" bar of a local checkpoint
         try:
-            model, info = cls.from_pretrained(folder, **_load_kwargs())
-            tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-            processor = _image_processor(folder)
-        except (OSError, ValueError, RuntimeError, KeyError, ImportError) as exc:
-            raise ClipBenchError(f"could not load the transformers checkpoint {spec.name} ({first_line(exc)}).") from None
+            # transformers sets its own log level when first imported: quiet it only now. A damaged checkpoint
+            # (truncated safetensors, an impossible config, a broken tokenizer) raises many kinds of exception;
+            # each is this one line, after no report or warning of transformers' own.
+            with quiet_third_party_logs(), warnings.catch_warnings():
+                if not debug:
+                    warnings.simplefilter("ignore")
+                model, info = cls.from_pretrained(folder, **_load_kwargs())
+                tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+                processor = _image_processor(folder, spec.preprocess_config["image_processor"])
+        except Exception as exc:
+            raise ClipBenchError(
+                f"could not load the transformers checkpoint {spec.name} ({_load_error_detail(exc)}); are its files "
+                "complete, and from one save_pretrained?"
+            ) from None
         finally:
             if bars:
                 tf_logging.enable_progress_bar()
         bad = {k: list(info.get(k) or []) for k in ("missing_keys", "mismatched_keys") if info.get(k)}
         if bad:
-            detail = "; ".join(f"{len(v)} {k.replace('_', ' ')} ({', '.join(map(str, v[:3]))}{', ...' if len(v) > 3 else ''})"
+            detail = "; ".join(f"{len(v)} {k.replace('_', ' ')} ({', '.join(map(_key_text, v[:3]))}{', ...' if len(v) > 3 else ''})"
                                for k, v in bad.items())
             raise ClipBenchError(
                 f"checkpoint {spec.name} does not fill its {cls.__name__}: {detail}. Those weights would be random; "

@@ -21,7 +21,6 @@ its captions with surrounding whitespace stripped. Images are read lazily; only 
 from __future__ import annotations
 
 import json
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,11 @@ from PIL import Image
 
 from .base import FileImages, LabeledImages, LoadContext
 from .hub import hub_snapshot
-from .webdataset import IMAGE_EXTENSIONS, TarImages, _split_name, list_shards
+from .webdataset import TarImages, check_unique_keys, key_hashes, list_shards, read_shard
 
 RETRIEVAL_META_FILES = ("dataset_type.txt",)
+CAPTION_EXTENSIONS = ("txt",)
+_ABSENT = object()
 
 
 class CaptionedImages(LabeledImages):
@@ -75,30 +76,6 @@ def _check(ctx: LoadContext, captions: list[list[str]], names: list[str], expect
         )
 
 
-def _index_retrieval_shard(path: Path) -> tuple[list[str], list[tuple[int, int]], list[bytes], list[str]]:
-    """One shard in tar order: sample keys, image (offset, size), raw caption bytes, and incomplete keys."""
-    images: dict[str, tuple[int, int, int]] = {}
-    texts: dict[str, bytes] = {}
-    order: list[str] = []
-    with tarfile.open(path, "r:") as tf:
-        for m in tf:
-            if not m.isfile():
-                continue
-            key, ext = _split_name(m.name)
-            if key not in images and key not in texts:
-                order.append(key)
-            if ext in IMAGE_EXTENSIONS:
-                rank = IMAGE_EXTENSIONS.index(ext)
-                if key not in images or rank < images[key][0]:
-                    images[key] = (rank, m.offset_data, m.size)
-            elif ext == "txt":
-                fh = tf.extractfile(m)
-                texts[key] = fh.read() if fh is not None else b""
-    done = [k for k in order if k in images and k in texts]
-    incomplete = [k for k in order if k not in images or k not in texts]
-    return done, [images[k][1:] for k in done], [texts[k] for k in done], incomplete
-
-
 def load_wds_retrieval(
     ctx: LoadContext, repo: str | None = None, revision: str | None = None, expected_captions: int | None = None
 ) -> CaptionedImages:
@@ -128,30 +105,77 @@ def load_wds_retrieval(
     sizes: list[int] = []
     captions: list[list[str]] = []
     names: list[str] = []
+    starts: list[int] = []
+    hashes: list[np.ndarray] = []
     for i, path in enumerate(shards):
-        try:
-            keys, members, raw_texts, incomplete = _index_retrieval_shard(path)
-        except (tarfile.TarError, OSError) as exc:
-            raise ctx.missing(f"shard {path.name} is not a readable tar file ({exc})", path) from None
-        if incomplete:
+        index = read_shard(ctx, path, CAPTION_EXTENSIONS)
+        if index.incomplete:
             raise ctx.missing(
-                f"{len(incomplete)} samples in {path.name} lack an image or a .txt caption file "
-                f"(first: {incomplete[0]!r}); is this a retrieval WebDataset?", path,
+                f"{len(index.incomplete)} samples in {path.name} lack an image or a .txt caption file "
+                f"(first: {index.incomplete[0]!r}); is this a retrieval WebDataset?", path,
             )
         try:
-            captions.extend(_clean(raw.decode("utf-8").splitlines()) for raw in raw_texts)
+            captions.extend(_clean(raw.decode("utf-8").splitlines()) for raw in index.labels)
         except UnicodeDecodeError as exc:
             raise ctx.missing(f"a caption file in {path.name} is not UTF-8 ({exc})", path) from None
-        names.extend(f"{path.name}:{k}" for k in keys)
-        shard_ids.extend([i] * len(members))
-        offsets.extend(m[0] for m in members)
-        sizes.extend(m[1] for m in members)
+        starts.append(len(names))
+        hashes.append(key_hashes(index))
+        names.extend(f"{path.name}:{k}" for k in index.keys)
+        shard_ids.extend([i] * len(index.members))
+        offsets.extend(m[0] for m in index.members)
+        sizes.extend(m[1] for m in index.members)
+    check_unique_keys(ctx, shards, starts, hashes, CAPTION_EXTENSIONS)
     if not captions:
         raise ctx.missing("the shards hold no samples", split_dir)
     _check(ctx, captions, names, expected_captions)
     images = TarImages(shards, np.asarray(shard_ids, dtype=np.int32), np.asarray(offsets, dtype=np.int64),
                        np.asarray(sizes, dtype=np.int64), np.arange(len(captions), dtype=np.int64))
     return CaptionedImages(images, captions)
+
+
+KARPATHY_SHAPE = '{"images": [{"split", "filename", "filepath"?, "sentences": [{"raw": ...}]}]}'
+
+
+def _karpathy_entries(ctx: LoadContext, ann_path: Path, annotations: str, data: Any) -> list[dict[str, Any]]:
+    """The entries of this source split, after checking every field the loader reads (an error names the field)."""
+
+    def bad(field: str, value: Any, want: str) -> Exception:
+        found = "missing" if value is _ABSENT else f"{json.dumps(value)[:40]} (a JSON {_json_type(value)})"
+        return ctx.missing(f"{annotations} is not a Karpathy split file: {field} should be {want} but is {found}; "
+                           f"expected {KARPATHY_SHAPE}", ann_path)
+
+    def get(entry: dict[str, Any], key: str, where: str, kind: type, want: str) -> Any:
+        value = entry.get(key, _ABSENT)
+        if not isinstance(value, kind):
+            raise bad(f"{where}.{key}" if where else f'"{key}"', value, want)
+        return value
+
+    if not isinstance(data, dict):
+        raise bad("the top level", data, "an object")
+    items = get(data, "images", "", list, "a list")
+    entries = []
+    for i, entry in enumerate(items):
+        where = f"images[{i}]"
+        if not isinstance(entry, dict):
+            raise bad(where, entry, "an object")
+        if get(entry, "split", where, str, "a split name") != ctx.source_split:
+            continue
+        if not get(entry, "filename", where, str, "a file name").strip():
+            raise bad(f"{where}.filename", entry["filename"], "a file name")
+        if "filepath" in entry:
+            get(entry, "filepath", where, str, "a folder name")
+        for j, sentence in enumerate(get(entry, "sentences", where, list, "a list")):
+            if not isinstance(sentence, dict):
+                raise bad(f"{where}.sentences[{j}]", sentence, "an object")
+            if not isinstance(sentence.get("raw", _ABSENT), str):
+                raise bad(f"{where}.sentences[{j}].raw", sentence.get("raw", _ABSENT), "a caption string")
+        entries.append(entry)
+    return entries
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def load_karpathy_json(
@@ -168,14 +192,12 @@ def load_karpathy_json(
         raise ctx.missing(f"the annotation file {annotations} is missing", ann_path)
     try:
         data = json.loads(ann_path.read_text(encoding="utf-8"))
-        entries = [e for e in data["images"] if e["split"] == ctx.source_split]
-        paths = [ctx.root / images / e.get("filepath", "") / e["filename"] for e in entries]
-        captions = [_clean([s["raw"] for s in e["sentences"]]) for e in entries]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise ctx.missing(
-            f"{annotations} is not a Karpathy split file ({type(exc).__name__}: {exc}); expected "
-            '{"images": [{"split", "filename", "sentences": [{"raw": ...}]}]}', ann_path,
-        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ctx.missing(f"{annotations} is not a Karpathy split file ({type(exc).__name__}: {exc}); expected "
+                          f"{KARPATHY_SHAPE}", ann_path) from None
+    entries = _karpathy_entries(ctx, ann_path, annotations, data)
+    paths = [ctx.root / images / e.get("filepath", "") / e["filename"] for e in entries]
+    captions = [_clean([s["raw"] for s in e["sentences"]]) for e in entries]
     if not entries:
         raise ctx.missing(f"{annotations} has no image with split {ctx.source_split!r}", ann_path)
     absent = [p for p in paths if not p.is_file()]

@@ -30,6 +30,7 @@ from .base import LabeledImages, LoadContext
 from .hub import hub_snapshot
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
+LABEL_EXTENSIONS = ("cls", "npy")
 META_FILES = ("classnames.txt", "zeroshot_classification_templates.txt", "dataset_type.txt")
 
 
@@ -74,14 +75,34 @@ class ShardIndex(NamedTuple):
     """One shard's complete samples in tar order, and what is wrong with the others."""
 
     members: list[tuple[int, int]]  # image (offset, size) per sample
-    labels: list[bytes]  # raw .cls/.npy bytes per sample
+    labels: list[bytes]  # raw label bytes (.cls/.npy; a retrieval set's .txt captions) per sample
     keys: list[str]  # sample keys
     incomplete: list[str]  # keys lacking an image or a label
     repeated: list[str]  # keys whose image or label member appears twice
 
 
-def index_shard(path: Path) -> ShardIndex:
-    """Index one shard: image (offset, size) and raw label bytes per sample key, reading no image data."""
+class TruncatedShardError(tarfile.ReadError):
+    """A tar file that stops where a member header or the end-of-archive marker should be."""
+
+
+def _check_end_of_archive(tf: tarfile.TarFile) -> None:
+    """Python's tarfile ends its listing quietly where a file is cut off between members (or where a header is
+    damaged); a complete archive has its end-of-archive marker (two zero blocks) right there."""
+    tf.fileobj.seek(tf.offset)
+    marker = tf.fileobj.read(2 * tarfile.BLOCKSIZE)
+    if marker != tarfile.NUL * (2 * tarfile.BLOCKSIZE):
+        raise TruncatedShardError(
+            f"it stops at byte {tf.offset}, after {len(tf.members)} tar members, without the end-of-archive marker: "
+            "the file is truncated or damaged; copy or download it again"
+        )
+
+
+def index_shard(path: Path, label_exts: tuple[str, ...] = LABEL_EXTENSIONS) -> ShardIndex:
+    """Index one shard: image (offset, size) and raw label bytes per sample key, reading no image data.
+
+    `label_exts` are the extensions of the label member (a retrieval set's caption file is ``txt``). A shard
+    that stops without the end-of-archive marker raises :class:`TruncatedShardError`.
+    """
     images: dict[str, tuple[int, int, int]] = {}  # key -> (rank of extension, offset, size)
     labels: dict[str, bytes] = {}
     order: list[str] = []
@@ -101,17 +122,49 @@ def index_shard(path: Path) -> ShardIndex:
                 rank = IMAGE_EXTENSIONS.index(ext)
                 if key not in images or rank < images[key][0]:
                     images[key] = (rank, m.offset_data, m.size)
-            elif ext in ("cls", "npy"):
+            elif ext in label_exts:
                 if key in labels:
                     repeated.append(key)
                 fh = tf.extractfile(m)
                 labels[key] = fh.read() if fh is not None else b""
+        _check_end_of_archive(tf)
     done = [k for k in order if k in images and k in labels]
     incomplete = [k for k in order if k not in images or k not in labels]
     return ShardIndex([images[k][1:] for k in done], [labels[k] for k in done], done, incomplete, repeated)
 
 
-def _first_repeat(shards: list[Path], starts: list[int], hashes: np.ndarray) -> tuple[str, Path, Path] | None:
+def read_shard(ctx: LoadContext, path: Path, label_exts: tuple[str, ...] = LABEL_EXTENSIONS) -> ShardIndex:
+    """:func:`index_shard`, where an unreadable or truncated shard, or a key it repeats, is an error naming it."""
+    try:
+        index = index_shard(path, label_exts)
+    except (tarfile.TarError, OSError) as exc:
+        raise ctx.missing(f"shard {path.name} is not a readable tar file ({exc})", path) from None
+    if index.repeated:
+        raise ctx.missing(
+            f"sample key {index.repeated[0]!r} appears twice in shard {path.name} (keys must be unique: "
+            "a repeated key pairs images with other samples' labels or captions)", path,
+        )
+    return index
+
+
+def key_hashes(index: ShardIndex) -> np.ndarray:
+    """Per-sample hashes of a shard's keys, for :func:`check_unique_keys`."""
+    return np.fromiter((hash(k) for k in index.keys), dtype=np.int64, count=len(index.keys))
+
+
+def check_unique_keys(ctx: LoadContext, shards: list[Path], starts: list[int], hashes: list[np.ndarray],
+                      label_exts: tuple[str, ...] = LABEL_EXTENSIONS) -> None:
+    """No sample key of a split may appear in two shards (`starts`: each shard's first sample position)."""
+    if len(shards) > 1 and (repeat := _first_repeat(shards, starts, np.concatenate(hashes), label_exts)) is not None:
+        key, first, second = repeat
+        raise ctx.missing(
+            f"sample key {key!r} appears in shard {first.name} and again in shard {second.name} (keys must be "
+            "unique within a split)", first.parent,
+        )
+
+
+def _first_repeat(shards: list[Path], starts: list[int], hashes: np.ndarray,
+                  label_exts: tuple[str, ...] = LABEL_EXTENSIONS) -> tuple[str, Path, Path] | None:
     """The first sample key (in reading order) that an earlier shard already had, found from per-sample key
     hashes so that the keys of a large split are never all held in memory; None if every key is unique."""
     order = np.argsort(hashes, kind="stable")
@@ -122,7 +175,7 @@ def _first_repeat(shards: list[Path], starts: list[int], hashes: np.ndarray) -> 
     def key_at(position: int) -> tuple[str, int]:
         shard = int(np.searchsorted(starts, position, side="right")) - 1
         if shard not in keys:
-            keys[shard] = index_shard(shards[shard]).keys
+            keys[shard] = index_shard(shards[shard], label_exts).keys
         return keys[shard][position - starts[shard]], shard
 
     for later, earlier in pairs:
@@ -212,15 +265,7 @@ def load_wds(ctx: LoadContext, repo: str | None = None, revision: str | None = N
     starts: list[int] = []
     hashes: list[np.ndarray] = []
     for i, path in enumerate(shards):
-        try:
-            index = index_shard(path)
-        except (tarfile.TarError, OSError) as exc:
-            raise ctx.missing(f"shard {path.name} is not a readable tar file ({exc})", path) from None
-        if index.repeated:
-            raise ctx.missing(
-                f"sample key {index.repeated[0]!r} appears twice in shard {path.name} (keys must be unique: "
-                "a repeated key pairs images with other samples' labels)", path,
-            )
+        index = read_shard(ctx, path)
         if index.incomplete:
             raise ctx.missing(
                 f"{len(index.incomplete)} samples in {path.name} lack an image or a .cls/.npy label "
@@ -233,16 +278,11 @@ def load_wds(ctx: LoadContext, repo: str | None = None, revision: str | None = N
         _check_labels(ctx, path, index.keys, labels, n_classes)
         targets.extend(labels)
         starts.append(len(shard_ids))
-        hashes.append(np.fromiter((hash(k) for k in index.keys), dtype=np.int64, count=len(index.keys)))
+        hashes.append(key_hashes(index))
         shard_ids.extend([i] * len(index.members))
         offsets.extend(m[0] for m in index.members)
         sizes.extend(m[1] for m in index.members)
-    if len(shards) > 1 and (repeat := _first_repeat(shards, starts, np.concatenate(hashes))) is not None:
-        key, first, second = repeat
-        raise ctx.missing(
-            f"sample key {key!r} appears in shard {first.name} and again in shard {second.name} (keys must be "
-            "unique within a split)", first.parent,
-        )
+    check_unique_keys(ctx, shards, starts, hashes)
     if not targets:
         raise ctx.missing("the shards hold no samples", split_dir)
     target_array = np.stack(targets) if dataset_type == "multilabel" else np.asarray(targets, dtype=np.int64)
