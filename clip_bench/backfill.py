@@ -24,6 +24,7 @@ from .outcomes import (
     attach_outcomes,
     collect_unwritten,
     load_for_row,
+    outcome_id,
     outcome_relpath,
     outcomes_for,
 )
@@ -140,8 +141,8 @@ def backfill(
             f"computed before clip-bench stored them); run `{rerun_command(row, output_dir)}` "
             "(features come from the cache)."
         )
+    copy = _with_outcomes_path(row)
     logits, labels = zeroshot_scores_from_cache(row, cache_dir, data_root, output_dir)
-    copy = {**row, "outcomes": outcome_relpath(row)}
     try:
         with collect_unwritten() as unwritten:
             attach_outcomes([copy], logits, labels, output_dir)
@@ -154,6 +155,16 @@ def backfill(
         ) from None
     assert out is not None  # just written
     return out
+
+
+def _with_outcomes_path(row: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `row` with the path of its outcomes file; a row whose id or path is not clip-bench's is an error."""
+    try:
+        copy = {**row, "outcomes": outcome_relpath(row)}
+        outcome_id(copy)  # the file is written under this name
+    except OutcomeError as exc:
+        raise ClipBenchError(str(exc)) from None
+    return copy
 
 
 def _in_memory(unwritten: list[str]) -> bool:
@@ -170,8 +181,8 @@ def _backfill_retrieval(row: dict[str, Any], output_dir: str | Path, cache_dir: 
     from .retrieval import ranks_from_cache
 
     redo = f"run `{rerun_command(row, output_dir)}` (it reuses what is cached and stores the outcomes)"
+    copy = _with_outcomes_path(row)
     ranks, text_image, sample = ranks_from_cache(row, cache_dir, data_root, redo)
-    copy = {**row, "outcomes": outcome_relpath(row)}
     try:
         with collect_unwritten() as unwritten:
             attach_retrieval_outcomes([copy], ranks, text_image, sample, output_dir)
