@@ -197,6 +197,12 @@ def test_a_result_id_that_is_a_path_names_no_file(digits_run, tmp_path):
     with pytest.raises(ClipBenchError, match=r"result_id '\.\./\.\./\.\./x/A' is not a result id"):
         compare("evil", "twin", evil, tasks=["digits"], cache_dir=cfg.cache_dir, data_root=cfg.data_root)
     assert not list(tmp_path.rglob("A.npz"))  # it would have been written to tmp_path/x/A.npz
+    from clip_bench.backfill import backfill
+
+    valid_path = next(r for r in rows if r["metric"] == "top1")["outcomes"]
+    with pytest.raises(ClipBenchError, match=r"^the top1 row of evil on digits: its result_id '\.\./"):
+        backfill({**top1, "outcomes": valid_path}, evil, cfg.cache_dir, cfg.data_root)
+    assert not list(tmp_path.rglob("A.npz")) and not (evil / valid_path).exists()
     with pytest.raises(OutcomeError, match="is not an outcomes file"):
         load_for_row({**top1, "outcomes": "../../x.npz"}, evil)
     with pytest.raises(OutcomeError, match="is not an outcomes file"):
