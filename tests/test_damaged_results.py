@@ -91,7 +91,7 @@ def test_an_outcomes_folder_that_is_a_file_fails_before_any_work(tmp_path, capsy
     assert f"cannot write per-sample outcomes to {out / 'outcomes'}" in err
 
 
-def test_a_full_disk_while_writing_outcomes_keeps_every_row(eval_config, monkeypatch):
+def test_a_full_disk_while_writing_outcomes_keeps_every_row(eval_config, tiny_model, monkeypatch):
     import clip_bench.outcomes as outcomes
 
     def full(*_a, **_k):
@@ -100,7 +100,7 @@ def test_a_full_disk_while_writing_outcomes_keeps_every_row(eval_config, monkeyp
     monkeypatch.setattr(outcomes, "save", full)
     with pytest.raises(ClipBenchError, match=r"cannot write per-sample outcomes to .*outcomes/[0-9a-f]{24}\.npz "
                                              r"\(No space left on device\) \(and 2 more\); the rows are in"):
-        zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", limit=20)
+        zeroshot(tiny_model, "digits", eval_config, limit=20)
     rows = read_rows(eval_config.output_dir)  # every computed row was written, with its interval
     assert [r["metric"] for r in rows] == ["top1", "top5", "mean_per_class_recall"]
     assert all(r["ci_low"] is not None and r["outcomes"] is None for r in rows)
