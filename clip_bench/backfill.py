@@ -7,7 +7,9 @@ value exactly, or nothing is written. When a cache is missing, the error says wh
 
 from __future__ import annotations
 
+import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,16 @@ import numpy as np
 from .class_groups import apply_class_groups
 from .errors import ClipBenchError
 from .features import FeatureCache, feature_key
-from .outcomes import OutcomeError, Outcomes, attach_outcomes, load_for_row, outcome_relpath
+from .outcomes import (
+    OutcomeError,
+    Outcomes,
+    attach_outcomes,
+    collect_unwritten,
+    load_for_row,
+    outcome_id,
+    outcome_relpath,
+    outcomes_for,
+)
 from .tasks import get_task
 from .text_cache import TextEmbeddingCache
 from .zeroshot_head import ensemble, zeroshot_logits
@@ -47,7 +58,10 @@ def _text_embeddings(
     cache_dir: Path, fingerprint: str, prompts: list[str], precision: str | None, device: Any,
 ) -> dict[str, np.ndarray] | None:
     """Cached embeddings of every prompt for this model at the row's precision (any tokenizer entry that
-    has them all), or None."""
+    has them all), or None. The fingerprint (read from a row) names a cache folder: letters, digits, - and _ only."""
+    if not isinstance(fingerprint, str) or not re.fullmatch(r"[0-9A-Za-z_-]+", fingerprint):
+        raise ClipBenchError(f"model fingerprint {str(fingerprint)[:60]!r} of a result row is not a fingerprint (hex "
+                             "digits), so it names no cache entry; the results file was edited or damaged.")
     probe = TextEmbeddingCache(cache_dir, fingerprint, "TOKENIZER", precision or "fp32", device)
     head, tail = probe.dir.name.split("TOKENIZER")
     for folder in sorted((cache_dir / "text").glob(f"{head}*{tail}")):
@@ -127,11 +141,13 @@ def backfill(
             f"computed before clip-bench stored them); run `{rerun_command(row, output_dir)}` "
             "(features come from the cache)."
         )
+    copy = _with_outcomes_path(row)
     logits, labels = zeroshot_scores_from_cache(row, cache_dir, data_root, output_dir)
-    copy = {**row, "outcomes": outcome_relpath(row)}
     try:
-        attach_outcomes([copy], logits, labels, output_dir)
-        out = load_for_row(copy, output_dir)
+        with collect_unwritten() as unwritten:
+            attach_outcomes([copy], logits, labels, output_dir)
+        out = (outcomes_for(row["metric"], logits, labels, row["value"]) if _in_memory(unwritten)
+               else load_for_row(copy, output_dir))
     except OutcomeError as exc:
         raise ClipBenchError(
             f"{row['model']} on {row['task']}: the cached features do not reproduce the row's {row['metric']} "
@@ -141,18 +157,37 @@ def backfill(
     return out
 
 
+def _with_outcomes_path(row: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `row` with the path of its outcomes file; a row whose id or path is not clip-bench's is an error."""
+    try:
+        copy = {**row, "outcomes": outcome_relpath(row)}
+        outcome_id(copy)  # the file is written under this name
+    except OutcomeError as exc:
+        raise ClipBenchError(str(exc)) from None
+    return copy
+
+
+def _in_memory(unwritten: list[str]) -> bool:
+    """Whether the rebuilt outcomes could not be written (said on stderr): they are then used from memory."""
+    if unwritten:
+        print(f"clip-bench: warning: {unwritten[0]}; using the rebuilt outcomes without storing them.", file=sys.stderr)
+    return bool(unwritten)
+
+
 def _backfill_retrieval(row: dict[str, Any], output_dir: str | Path, cache_dir: str | Path,
                         data_root: str | Path) -> Outcomes:
     """:func:`backfill` for a retrieval row: ranks rebuilt from the cached image features, captions and caption embeddings."""
-    from .outcomes import attach_retrieval_outcomes
+    from .outcomes import attach_retrieval_outcomes, retrieval_outcomes
     from .retrieval import ranks_from_cache
 
     redo = f"run `{rerun_command(row, output_dir)}` (it reuses what is cached and stores the outcomes)"
+    copy = _with_outcomes_path(row)
     ranks, text_image, sample = ranks_from_cache(row, cache_dir, data_root, redo)
-    copy = {**row, "outcomes": outcome_relpath(row)}
     try:
-        attach_retrieval_outcomes([copy], ranks, text_image, sample, output_dir)
-        out = load_for_row(copy, output_dir)
+        with collect_unwritten() as unwritten:
+            attach_retrieval_outcomes([copy], ranks, text_image, sample, output_dir)
+        out = (retrieval_outcomes(row["metric"], ranks, text_image, row["value"], sample) if _in_memory(unwritten)
+               else load_for_row(copy, output_dir))
     except OutcomeError as exc:
         raise ClipBenchError(f"{row['model']} on {row['task']}: the cached features do not reproduce the row's "
                              f"{row['metric']} ({exc}); {redo}.") from None

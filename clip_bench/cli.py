@@ -262,8 +262,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
+    from .report.api import ReportWriteError
 
-    summary = build_report(args.results, args.out, reference_only=args.reference, quiet=args.quiet)
+    try:
+        summary = build_report(args.results, args.out, reference_only=args.reference, quiet=args.quiet)
+    except ReportWriteError as exc:  # what was computed before a file could not be written is still printed
+        for line in exc.lines:
+            print(line)
+        raise
     for line in summary.lines:
         print(line)
     return 0

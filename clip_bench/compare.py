@@ -21,6 +21,7 @@ set of tasks).
 
 from __future__ import annotations
 
+import sys
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy as np
 
 from . import stats
 from .errors import ClipBenchError
-from .outcomes import OutcomeError, Outcomes, load_for_row, paired_retrieval_bootstrap
+from .outcomes import DamagedOutcomesError, OutcomeError, Outcomes, load_for_row, paired_retrieval_bootstrap
 from .results import LEADERBOARD_PROTOCOLS, RESULTS_FILE, is_standard, read_rows
 
 ACCURACY_METRICS = ("top1", "top5")
@@ -145,8 +146,14 @@ def _pick_rows(
 
 
 def _outcomes(row: dict[str, Any], folder: Path, cache_dir: Path | None, data_root: Path | None) -> Outcomes:
+    """The row's stored outcomes; missing or damaged ones are rebuilt from `cache_dir` (ClipBenchError if they cannot be)."""
     try:
         out = load_for_row(row, folder)
+    except DamagedOutcomesError as exc:
+        if cache_dir is None:
+            raise ClipBenchError(str(exc)) from None
+        print(f"clip-bench: warning: {exc}; rebuilding it from the caches.", file=sys.stderr)
+        out = None
     except OutcomeError as exc:
         raise ClipBenchError(str(exc)) from None
     if out is not None:
@@ -262,7 +269,13 @@ def compare(
         if row_a["metric"] != row_b["metric"]:
             result.refused.append(f"{task}: A has {row_a['metric']} rows, B has {row_b['metric']}")
             continue
-        oa, ob = _outcomes(row_a, dir_a, cache, root), _outcomes(row_b, dir_b, cache, root)
+        try:
+            oa, ob = _outcomes(row_a, dir_a, cache, root), _outcomes(row_b, dir_b, cache, root)
+        except ClipBenchError as exc:  # damaged or missing evidence: that task is not compared
+            if wanted is not None:
+                raise
+            result.refused.append(f"{task}: skipped, {exc}")
+            continue
         if oa.sample_hash != ob.sample_hash:
             why = (f"{task}: refused, A and B were not evaluated on the same test samples "
                    f"({_why_different(row_a, row_b, oa, ob)}); evaluate both with the same --source and --limit")

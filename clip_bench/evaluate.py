@@ -26,7 +26,8 @@ from .features import (
 from .identity import is_builtin_definition, task_hash
 from .metrics import all_metrics, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
-from .outcomes import attach_outcomes
+from .outcomes import OutcomesWriteError, attach_outcomes, collect_unwritten
+from .outcomes import check_writable as check_outcomes_writable
 from .results import (
     LEADERBOARD_FILE,
     RESULTS_FILE,
@@ -229,9 +230,13 @@ def run_protocol(
     writing = cfg.output_dir is not None and ddp.is_main()
     if writing:
         check_writable(cfg.output_dir)  # a read-only output dir fails now, before any work
+        check_outcomes_writable(cfg.output_dir)
     rows: list[dict[str, Any]] = []
+    unwritten: list[str] = []  # outcomes files that could not be written (a full disk): their rows are kept
     for task in specs:
-        task_rows = per_task(handle, task, cfg)
+        with collect_unwritten() as reasons:
+            task_rows = per_task(handle, task, cfg)
+        unwritten += reasons
         rows.extend(task_rows)
         if writing:
             try:
@@ -245,6 +250,12 @@ def run_protocol(
         except OSError as exc:
             raise ClipBenchError(f"cannot write {cfg.output_dir / LEADERBOARD_FILE} ({exc.strerror}); the rows are in "
                                  f"{cfg.output_dir / RESULTS_FILE}. Run `clip-bench report` once it is writable.") from None
+    if unwritten:
+        more = f" (and {len(unwritten) - 1} more)" if len(unwritten) > 1 else ""
+        raise OutcomesWriteError(
+            f"{unwritten[0]}{more}; the rows are in {cfg.output_dir / RESULTS_FILE} with their intervals but without "
+            "those files. Free some space or make the folder writable and run again (`clip-bench compare` rebuilds "
+            "zero-shot outcomes from the caches).")
     return rows
 
 

@@ -31,7 +31,14 @@ the row's identity fields (everything that determines its value, metric included
 
 from __future__ import annotations
 
+import contextlib
 import io
+import re
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from . import stats
+from .errors import ClipBenchError
 from .io_utils import atomic_path, sha256_bytes, sha256_json
 from .metrics import topk_hits
 from .retrieval import KS, MAIN, RetrievalRanks, parse_metric
@@ -72,6 +80,22 @@ class OutcomeError(RuntimeError):
     """Stored outcomes that do not reproduce their row (an internal inconsistency, never silently used)."""
 
 
+class DamagedOutcomesError(OutcomeError):
+    """An outcomes file that cannot be read, or whose evidence does not give its own value: rebuild it."""
+
+
+class OutcomesWriteError(ClipBenchError):
+    """An outcomes file that could not be written (a full disk, a read-only folder, a file where a folder belongs)."""
+
+
+#: A row's outcomes file is named by its id: hex digits only, so a row read from a file never names a path.
+_ID = re.compile(r"[0-9a-f]{24}")
+_RELPATH = re.compile(rf"{OUTCOMES_DIR}/[0-9a-f]{{24}}\.npz")
+_REBUILD = "`clip-bench compare` rebuilds it from the feature and text caches (zero-shot rows), or run the evaluation again"
+#: What reading a damaged .npz raises (a torn or empty zip, a corrupt stream, arrays of the wrong kind).
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 # ---------------------------------------------------------------------------------------------
 # Identity
 
@@ -85,13 +109,37 @@ def fallback_id(row: dict[str, Any]) -> str:
 
 
 def outcome_id(row: dict[str, Any]) -> str:
-    """The name (without ``.npz``) of a row's outcomes file: its ``result_id``, else :func:`fallback_id`."""
-    return str(row.get("result_id") or fallback_id(row))
+    """The name (without ``.npz``) of a row's outcomes file: its ``result_id``, else :func:`fallback_id`.
+
+    A ``result_id`` that is not 24 hex digits (a results file edited or damaged) is an :class:`OutcomeError`:
+    text read from a file never names a path.
+    """
+    rid = row.get("result_id")
+    if not rid:
+        return fallback_id(row)
+    if not isinstance(rid, str) or not _ID.fullmatch(rid):
+        raise OutcomeError(f"{_who(row)}: its result_id {str(rid)[:60]!r} is not a result id (24 hex digits), so it "
+                           "names no outcomes file; the results file was edited or damaged (run the evaluation again)")
+    return rid
 
 
 def outcome_relpath(row: dict[str, Any]) -> str:
-    """Where the row's outcomes are, relative to its output folder (the row's ``outcomes`` field if set)."""
-    return row.get("outcomes") or f"{OUTCOMES_DIR}/{outcome_id(row)}.npz"
+    """Where the row's outcomes are, relative to its output folder (the row's ``outcomes`` field if set).
+
+    The ``outcomes`` field must be ``outcomes/<24 hex digits>.npz`` (as written), else :class:`OutcomeError`.
+    """
+    rel = row.get("outcomes")
+    if not rel:
+        return f"{OUTCOMES_DIR}/{outcome_id(row)}.npz"
+    if not isinstance(rel, str) or not _RELPATH.fullmatch(rel):
+        raise OutcomeError(f"{_who(row)}: its outcomes path {str(rel)[:60]!r} is not an outcomes file "
+                           f"({OUTCOMES_DIR}/<24 hex digits>.npz); the results file was edited or damaged "
+                           "(run the evaluation again)")
+    return rel
+
+
+def _who(row: dict[str, Any]) -> str:
+    return f"the {row.get('metric')} row of {row.get('model')} on {row.get('task')}"
 
 
 def sample_hash(labels: np.ndarray) -> str:
@@ -392,18 +440,14 @@ def load_for_row(row: dict[str, Any], output_dir: str | Path) -> Outcomes | None
         return None
     try:
         out = load(path)
-    except (OSError, ValueError, KeyError) as exc:
-        raise OutcomeError(f"outcomes file {path} is damaged ({exc}); delete it and run `clip-bench compare` "
-                           "again to rebuild it from the feature cache") from None
-    try:
         recomputed = float(out.recompute())
-    except (ValueError, KeyError, IndexError) as exc:
-        raise OutcomeError(f"outcomes file {path} is damaged ({exc}); delete it and run `clip-bench compare` "
-                           "again to rebuild it from the feature cache") from None
+    except (*_READ_ERRORS, OutcomeError) as exc:
+        why = str(exc) or type(exc).__name__  # an empty file's EOFError says nothing
+        raise DamagedOutcomesError(f"outcomes file {path} is damaged ({why}); {_REBUILD}") from None
     if abs(recomputed - out.value) > _VALUE_TOL:
-        raise OutcomeError(
+        raise DamagedOutcomesError(
             f"outcomes file {path} is damaged: its per-sample evidence gives {out.metric} = {recomputed:.4f}, not "
-            f"the {out.value:.4f} it records; delete it and run `clip-bench compare` again to rebuild it"
+            f"the {out.value:.4f} it records; {_REBUILD}"
         )
     if out.metric != row.get("metric") or abs(out.value - float(row["value"])) > _VALUE_TOL:
         raise OutcomeError(
@@ -439,6 +483,35 @@ def attach_outcomes(
     return rows
 
 
+#: Inside :func:`collect_unwritten`: where the reasons of outcomes files that could not be written go.
+_unwritten: ContextVar[list[str] | None] = ContextVar("unwritten_outcomes", default=None)
+
+
+@contextlib.contextmanager
+def collect_unwritten() -> Iterator[list[str]]:
+    """Within the block an outcomes file that cannot be written does not stop the evaluation: its row keeps its
+    interval, gets ``outcomes`` None, and the reason goes to the yielded list (so a run keeps every row it
+    computes and reports the failure after). Outside, such a failure raises :class:`OutcomesWriteError`."""
+    reasons: list[str] = []
+    token = _unwritten.set(reasons)
+    try:
+        yield reasons
+    finally:
+        _unwritten.reset(token)
+
+
+def check_writable(output_dir: str | Path) -> None:
+    """A clear error now (before any work) when outcomes files could not be written under `output_dir`."""
+    folder = Path(output_dir) / OUTCOMES_DIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OutcomesWriteError(f"cannot write per-sample outcomes to {folder} ({exc.strerror or type(exc).__name__}); "
+                                 "make it a writable folder or pass --output-dir to another folder.") from None
+
+
 def _attach(row: dict[str, Any], out: Outcomes, what: str, output_dir: str | Path | None, B: int, seed: int) -> None:
     """Check that `out` reproduces the row's value, give the row its interval and write the outcomes file."""
     from . import distributed as ddp
@@ -451,7 +524,15 @@ def _attach(row: dict[str, Any], out: Outcomes, what: str, output_dir: str | Pat
     if output_dir is not None:
         rel = f"{OUTCOMES_DIR}/{outcome_id(row)}.npz"
         if ddp.is_main():
-            save(out, Path(output_dir) / rel)
+            try:
+                save(out, Path(output_dir) / rel)
+            except OSError as exc:
+                why = f"cannot write per-sample outcomes to {Path(output_dir) / rel} ({exc.strerror or type(exc).__name__})"
+                reasons = _unwritten.get()
+                if reasons is None:
+                    raise OutcomesWriteError(f"{why}; free some space or make the folder writable.") from None
+                reasons.append(why)
+                return
         row["outcomes"] = rel
 
 

@@ -215,43 +215,69 @@ def row_problem(row: Any) -> str | None:
     return None
 
 
-def read_rows(output_dir: str | Path) -> list[dict[str, Any]]:
-    """Every row of results.jsonl.
-
-    A line that is not JSON (a torn line left by a killed writer) is skipped; a JSON line that is not
-    a usable row (not a mapping, no model name, a value that is not a finite number, ...) is skipped
-    too, and said once per file on stderr: such a line never becomes a number in a table.
-    """
+def results_path(output_dir: str | Path) -> Path:
+    """The results file named by `output_dir`: a ``.jsonl`` file itself, else ``results.jsonl`` in that folder."""
     given = Path(output_dir)
     # a results file is named as such; anything else is an output directory, which may not exist yet
     # (deciding by is_dir() raced with a concurrent run creating it: "cannot read out (Is a directory)")
-    path = given if given.suffix == ".jsonl" or given.is_file() else given / RESULTS_FILE
+    return given if given.suffix == ".jsonl" or given.is_file() else given / RESULTS_FILE
+
+
+def scan_rows(output_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """(rows, problems) of results.jsonl: every usable row, and ``"line N: why"`` for each other line.
+
+    A line that is not JSON (a torn line: a writer killed mid-row) and a JSON line that is not a usable
+    row (not a mapping, no model name, a value that is not a finite number, ...) are problems, never rows.
+    """
+    path = results_path(output_dir)
     if not path.exists():
-        return []
-    rows = []
-    skipped: list[str] = []
+        return [], []
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise ClipBenchError(f"cannot read {path} ({exc.strerror or type(exc).__name__}).") from None
-    for number, line in enumerate(text.splitlines(), 1):
+    lines = text.split("\n")
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
+            torn = "a torn last line" if number == len(lines) else "a torn line"
+            problems.append(f"line {number}: not JSON ({torn}: a writer was killed mid-row, or the file was edited)")
             continue
         problem = row_problem(row)
         if problem is None:
             rows.append(row)
         else:
-            skipped.append(f"line {number}: {problem}")
-    if skipped and str(path) not in _warned_files:
-        _warned_files.add(str(path))
-        more = f" (+{len(skipped) - 3} more)" if len(skipped) > 3 else ""
-        print(f"clip-bench: warning: {path}: skipped {len(skipped)} line(s) that are not result rows "
-              f"({'; '.join(skipped[:3])}{more}).", file=sys.stderr)
+            problems.append(f"line {number}: {problem}")
+    return rows, problems
+
+
+def skipped_lines_text(problems: list[str], shown: int = 3) -> str:
+    """``"2 line(s) that are not result rows (line 4: ...; line 9: ...)"`` for messages."""
+    more = f" (+{len(problems) - shown} more)" if len(problems) > shown else ""
+    return f"{len(problems)} line(s) that are not result rows ({'; '.join(problems[:shown])}{more})"
+
+
+def read_rows(output_dir: str | Path) -> list[dict[str, Any]]:
+    """Every row of results.jsonl (see :func:`scan_rows`).
+
+    Lines that are not rows (torn or malformed, wherever they are in the file) are skipped, and said
+    once per file on stderr with their line numbers: such a line never becomes a number in a table.
+    """
+    rows, skipped = scan_rows(output_dir)
+    warn_skipped(results_path(output_dir), skipped)
     return rows
+
+
+def warn_skipped(path: Path, problems: list[str]) -> None:
+    """Say on stderr, once per file, which lines of results file `path` were skipped (see :func:`scan_rows`)."""
+    if problems and str(path) not in _warned_files:
+        _warned_files.add(str(path))
+        print(f"clip-bench: warning: {path}: skipped {skipped_lines_text(problems)}.", file=sys.stderr)
 
 
 def model_label(row: dict[str, Any]) -> str:

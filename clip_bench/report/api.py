@@ -8,6 +8,8 @@ colour and marker from one map computed once from all rows.
 from __future__ import annotations
 
 import math
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,15 @@ OWNED = ("leaderboard.md", "published_comparison.csv", "effective_robustness.csv
 OWNED_PLOTS = ("effective_robustness.png", "fewshot_*.png", "shots_to_match*.png")
 
 
+class ReportWriteError(ClipBenchError):
+    """A report file that could not be written (a full disk, a read-only folder, a file where a folder belongs);
+    ``lines`` are the summary lines the report had computed until then."""
+
+    def __init__(self, message: str, lines: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.lines = list(lines or [])
+
+
 @dataclass
 class ReportSummary:
     """What ``build_report`` did: ``lines`` to print, the ``files`` it wrote, the tables and figures behind them."""
@@ -60,18 +71,39 @@ class ReportSummary:
             raise ClipBenchError(f"refusing to write {path}: outside the report folder {self.out}")
         return path
 
+    def cannot_write(self, path: Path, exc: OSError) -> ReportWriteError:
+        """The one-line error for a report file that could not be written, with the lines computed so far."""
+        return ReportWriteError(f"cannot write the report file {path} ({exc.strerror or type(exc).__name__}); free "
+                                "some space or pass --out to a writable folder.", self.lines)
+
     def write(self, path: Path, text: str) -> Path:
-        write_text_atomic(self._inside(path), text)
+        try:
+            write_text_atomic(self._inside(path), text)
+        except OSError as exc:
+            raise self.cannot_write(path, exc) from None
         self.files.append(path)
         return path
 
     def save_figure(self, name: str, fig: Any, path: Path) -> Path:
         from .plotting import save_png
 
-        save_png(fig, self._inside(path))
+        try:
+            save_png(fig, self._inside(path))
+        except OSError as exc:
+            raise self.cannot_write(path, exc) from None
         self.files.append(path)
         self.figures[name] = fig
         return path
+
+    def section(self, part: str, build: Callable[[], None]) -> None:
+        """Build one part of the report; if it fails (other than by a file that cannot be written), the part is
+        one skipped line and the other parts are kept."""
+        try:
+            build()
+        except (ClipBenchError, OSError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one part's failure must not lose the others
+            self.skip(part, f"it failed ({type(exc).__name__}: {str(exc) or 'no message'}); the other parts are complete")
 
 
 def _csv(df: pd.DataFrame) -> str:
@@ -121,19 +153,20 @@ def build_report(
 
     out = Path(out_dir) if out_dir is not None else DEFAULT_OUT
     summary.out = out
+    _check_writable(out)
     styles = model_styles(loaded.rows)
     models = {(r["model"], r.get("pretrained") or "") for r in rows}
     summary.lines.append(_read_line(loaded, len(models)))
     steps = progress_bar(total=5, desc="report", unit="part", quiet=quiet)
     ctx = _Context(rows, out, out / PLOTS_DIR, styles, summary, comparison)
-    ctx.leaderboards()
+    summary.section("leaderboard", ctx.leaderboards)
     steps.update()
-    ctx.robustness()
+    summary.section("effective robustness", ctx.robustness)
     steps.update()
-    ctx.fewshot()
+    summary.section("few-shot", ctx.fewshot)
     steps.update()
-    ctx.published()
-    ctx.comparisons(root)
+    summary.section("published comparison", ctx.published)
+    summary.section("paired comparisons", lambda: ctx.comparisons(root))
     steps.update()
     metrics = all_metrics_table(loaded.rows)
     summary.tables["all_metrics"] = metrics
@@ -143,10 +176,26 @@ def build_report(
     steps.update()
     steps.close()
     summary.lines.append(f"wrote {len(summary.files)} files to {out} (open {out / 'report.html'})")
-    stale = _remove_stale(out, summary.files)
+    try:
+        stale = _remove_stale(out, summary.files)
+    except OSError as exc:
+        raise ReportWriteError(f"cannot remove a file left in {out} by an earlier report ({exc.strerror or type(exc).__name__}"
+                               f": {exc.filename}); it would describe older data. Remove it, or pass --out to an empty "
+                               "folder.", summary.lines) from None
     if stale:
         summary.lines.append(f"removed {len(stale)} file(s) left by an earlier report: {', '.join(p.name for p in stale)}")
     return summary
+
+
+def _check_writable(out: Path) -> None:
+    """A clear error now (before any work) when the report could not be written to `out`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ReportWriteError(f"cannot write the report to {out} ({exc.strerror or type(exc).__name__}); make it a "
+                               "writable folder or pass --out to another folder.") from None
 
 
 def _read_line(loaded: Rows, n_models: int) -> str:
@@ -155,7 +204,9 @@ def _read_line(loaded: Rows, n_models: int) -> str:
     if loaded.duplicates:
         extra.append(f"{loaded.duplicates} repeated rows collapsed to the latest")
     if loaded.malformed:
-        extra.append(f"{loaded.malformed} malformed rows skipped")
+        lines = loaded.skipped_lines
+        more = f"; +{len(lines) - 3} more" if len(lines) > 3 else ""
+        extra.append(f"{loaded.malformed} malformed rows skipped" + (f": {'; '.join(lines[:3])}{more}" if lines else ""))
     if loaded.nonstandard:
         extra.append(f"{len(loaded.nonstandard)} non-standard rows (subsets, overrides) left out of tables and figures")
     return line + (f" ({'; '.join(extra)})" if extra else "")
@@ -632,7 +683,8 @@ class _Context:
             data.append(f"{len(loaded.nonstandard)} rows are not the standard evaluation (a subset or an override) and "
                         "are left out of every table and figure; they are in all_metrics.csv.")
         if loaded.malformed:
-            data.append(f"{loaded.malformed} malformed rows were skipped.")
+            data.append(f"{loaded.malformed} malformed rows were skipped"
+                        + (f" ({'; '.join(loaded.skipped_lines)})." if loaded.skipped_lines else "."))
         blocks.append(html.paragraph(" ".join(data)))
         return blocks
 

@@ -11,9 +11,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .plotting import (
+    LOGIT_EDGE,
     Label,
     freeze_layout,
     line_boxes,
+    logit_clip,
     logit_percent_axes,
     new_figure,
     padded_logit_range,
@@ -53,16 +55,30 @@ def _draw_fit(ax: Any, fit: BaselineFit, lo: float, hi: float) -> None:
 
 
 def _err(center: float, lo: Any, hi: Any) -> list[list[float]] | None:
+    """Error bar lengths (fractions) around `center` (percent, as drawn), ends clipped to where a logit axis shows them."""
     if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
         return None
-    return [[max(center - lo, 0.0) / 100], [max(hi - center, 0.0) / 100]]
+    return [[max(center - logit_clip(lo), 0.0) / 100], [max(logit_clip(hi) - center, 0.0) / 100]]
+
+
+def at_logit_edge(ours: pd.DataFrame) -> pd.DataFrame:
+    """`ours` with the points a logit axis cannot show (0 % or 100 %, or closer than LOGIT_EDGE) moved to its edge:
+    x, accuracy and baseline clipped, and ``clipped`` saying which accuracy was moved, e.g. "x 100%" ("" if none)."""
+    ours = ours.copy()
+    moved = [" and ".join(f"{axis} {v:g}%" for axis, v in (("x", x), ("y", y)) if logit_clip(v) != v)
+             for x, y in zip(ours["x"], ours["accuracy"])]
+    for col in ("x", "accuracy", "baseline"):
+        ours[col] = [logit_clip(v) for v in ours[col]]
+    ours["clipped"] = moved
+    return ours
 
 
 def _panel(
     ax: Any, title: str, fit: BaselineFit, ref_x: pd.Series, ref_y: pd.Series, fit_idx: pd.Index,
     ours: pd.DataFrame, styles: dict[tuple[str, str], ModelStyle], y_label: str,
 ) -> list[Label]:
-    """Draw one panel; returns the labels to place once the figure's layout is final."""
+    """Draw one panel; returns the labels to place once the figure's layout is final. `ours` is drawn as
+    :func:`at_logit_edge` gives it: a point at 0 % or 100 % sits on the panel's edge, its label marked."""
     ref = pd.DataFrame({"x": ref_x, "y": ref_y}).dropna()
     ref = ref[(ref["x"] > 0) & (ref["x"] < 100) & (ref["y"] > 0) & (ref["y"] < 100)]
     in_fit = ref.index.isin(fit_idx) & (ref["x"] >= fit.x_min).to_numpy()
@@ -91,7 +107,8 @@ def _panel(
                         elinewidth=1.0, capsize=2.5, zorder=5)
         ax.plot([r.x / 100], [r.accuracy / 100], marker=st.marker, ms=9, ls="none", color=st.color,
                 markerfacecolor=face, markeredgecolor="black", markeredgewidth=0.7, zorder=6)
-        labels.append(Label(r.x / 100, r.accuracy / 100, f"{r.effective_robustness:+.1f}", st.color))
+        edge = " (at edge)" if r.clipped else ""
+        labels.append(Label(r.x / 100, r.accuracy / 100, f"{r.effective_robustness:+.1f}{edge}", st.color))
     ax.set_box_aspect(1)
     ax.set_title(title)
     ax.set_xlabel(X_AXIS_LABEL.get(fit.x_col, fit.x_col))
@@ -137,6 +154,15 @@ def _legend(fig: Figure, axes: list[Any], er: pd.DataFrame, styles: dict[tuple[s
     fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
 
 
+def _edge_notes(ours: pd.DataFrame, panel: str, notes: list[str]) -> pd.DataFrame:
+    """Add a note per point of `ours` that :func:`at_logit_edge` moved to the panel's edge; returns `ours`."""
+    for r in ours[ours["clipped"] != ""].itertuples():
+        notes.append(f"robustness plot: {r.model} ({r.protocol}) is drawn at the edge of the {panel} panel, "
+                     f"{LOGIT_EDGE:g}% from 0 or 100%, with its label marked (at edge): a logit axis cannot show its "
+                     f"{r.clipped}; the tables give its values")
+    return ours
+
+
 @styled
 def effective_robustness_figure(
     er: pd.DataFrame, styles: dict[tuple[str, str], ModelStyle]
@@ -162,13 +188,14 @@ def effective_robustness_figure(
         title = spec["label"]
         if len(fit.pieces) > 1:
             title += f" (baseline in 2 pieces, split at {fit.pieces[1].x_lo:.1f}%)"
-        ours = rows[rows["x_axis"] == x_axis]
+        ours = _edge_notes(at_logit_edge(rows[rows["x_axis"] == x_axis]), spec["label"], notes)
         drawn.append((ax, _panel(ax, title, fit, testbed[fit.x_col], testbed[fit.y_col], models.index, ours,
                                  styles, f"{spec['label']} top-1"), ours))
     if has_avg:
         fit, mean_y = average_fit(list(cfg["shifts"]))
-        ax, ours = axes[len(panels)], er[er["shift"] == "average"]
-        drawn.append((ax, _panel(ax, f"{cfg['average']['label']} ({len(cfg['shifts'])})", fit, testbed[fit.x_col],
+        label = cfg["average"]["label"]
+        ax, ours = axes[len(panels)], _edge_notes(at_logit_edge(er[er["shift"] == "average"]), label, notes)
+        drawn.append((ax, _panel(ax, f"{label} ({len(cfg['shifts'])})", fit, testbed[fit.x_col],
                                  mean_y, models.index, ours, styles, "Mean top-1 over shifts"), ours))
     for ax in axes[n:]:
         ax.set_visible(False)

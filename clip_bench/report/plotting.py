@@ -102,9 +102,18 @@ def logit_percent_axes(ax: Any, x_range: tuple[float, float], y_range: tuple[flo
     ax.grid(True, color="#dddddd", linewidth=0.6)
 
 
+#: The nearest a point on a logit axis comes to 0 % or 100 % (percent): values beyond are drawn here, marked.
+LOGIT_EDGE = 0.1
+
+
+def logit_clip(pct: float) -> float:
+    """`pct` (percent) clipped to [LOGIT_EDGE, 100 - LOGIT_EDGE], where a logit axis can show it."""
+    return float(min(max(pct, LOGIT_EDGE), 100 - LOGIT_EDGE))
+
+
 def padded_logit_range(values: Any, pad: float = 0.25) -> tuple[float, float]:
     """Axis limits in percent enclosing `values` with a margin measured in logit units."""
-    v = np.clip(np.asarray([x for x in values if np.isfinite(x)], dtype=float) / 100, 1e-3, 1 - 1e-3)
+    v = np.asarray([logit_clip(x) for x in values if np.isfinite(x)], dtype=float) / 100
     z = np.log(v / (1 - v))
     lo, hi = z.min() - pad, z.max() + pad
     return 100 / (1 + np.exp(-lo)), 100 / (1 + np.exp(-hi))

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..results import RESULTS_FILE, ROW_FIELDS, field_of, read_rows, with_variant_labels
+from ..results import RESULTS_FILE, ROW_FIELDS, field_of, scan_rows, warn_skipped, with_variant_labels
 from ..results import is_standard as results_is_standard
 from .reference import collections
 
@@ -82,6 +82,7 @@ class Rows:
     duplicates: int = 0
     malformed: int = 0
     nonstandard: list[dict[str, Any]] = field(default_factory=list)
+    skipped_lines: list[str] = field(default_factory=list)  # "results.jsonl line N: why", one per line not read
 
     @property
     def standard(self) -> list[dict[str, Any]]:
@@ -116,15 +117,19 @@ def load_rows(results_dir: str | Path) -> Rows:
         files = sorted(root.rglob(RESULTS_FILE)) if root.is_dir() else []
     raw: list[dict[str, Any]] = []
     malformed = 0
+    skipped: list[str] = []
     for path in files:
         rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-        for r in read_rows(path):
+        found, problems = scan_rows(path)
+        warn_skipped(path, problems)
+        skipped += [f"{rel} {p}" for p in problems]
+        for r in found:
             if valid_row(r):
                 raw.append({**r, "results_file": rel})
             else:
                 malformed += 1
     rows, duplicates = dedupe(raw)
-    return Rows(rows, files, duplicates, malformed, [r for r in rows if not is_standard(r)])
+    return Rows(rows, files, duplicates, malformed + len(skipped), [r for r in rows if not is_standard(r)], skipped)
 
 
 def find_rows(results_dir: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
