@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from .identity import is_builtin_definition, task_hash
 from .metrics import all_metrics, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
 from .outcomes import attach_outcomes
+from .resources import env_setting
 from .results import (
     LEADERBOARD_FILE,
     RESULTS_FILE,
@@ -44,7 +44,7 @@ from .zeroshot_head import build_classifier, zeroshot_logits
 
 def default_data_root() -> Path:
     """``$CLIP_BENCH_DATA`` or ``~/.cache/clip_bench/data``."""
-    return Path(os.environ.get("CLIP_BENCH_DATA", Path.home() / ".cache" / "clip_bench" / "data")).expanduser()
+    return Path(env_setting("CLIP_BENCH_DATA") or Path.home() / ".cache" / "clip_bench" / "data").expanduser()
 
 
 @dataclass
