@@ -166,9 +166,9 @@ class FeatureCache:
         if not meta_path.exists():
             return None
         if not meta_path.is_file():
-            print(f"clip-bench: warning: damaged feature-cache entry {self.dir} ({meta_path.name} is not a file); "
-                  f"{'it is computed again' if discard else 'not used'}.", file=sys.stderr)
-            if discard:
+            if discard:  # said once, by the run that repairs it
+                print(f"clip-bench: warning: damaged feature-cache entry {self.dir} ({meta_path.name} is not a "
+                      "file); it is computed again.", file=sys.stderr)
                 discard_path(meta_path)
             return None
         try:
@@ -215,6 +215,8 @@ class FeatureCache:
         """Write shard `i` (arrays first, the sidecar last as its commit marker)."""
         feats_p, labels_p, meta_p = self.part_paths(i)
         try:
+            for path in (meta_p, feats_p, labels_p):  # a damaged earlier copy (even a directory); the sidecar first
+                discard_path(path)
             save_npy_atomic(feats_p, feats.astype(np.float16))
             save_npy_atomic(labels_p, labels)
             write_json_atomic(meta_p, {

@@ -54,9 +54,11 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
+    """``np.save`` atomically (no pickles); a full disk is an OSError that says so (ENOSPC)."""
+    array = np.asarray(array)
+    if array.dtype.hasobject:
+        raise ValueError(f"{path}: refusing to save an object array (it would need pickling)")
+    save_npy_streamed(path, array.dtype, array.shape, [array.reshape(-1)])
 
 
 def save_npy_streamed(

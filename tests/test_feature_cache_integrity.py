@@ -247,3 +247,27 @@ def test_meta_json_that_is_a_directory_is_a_damaged_entry(eval_config, monkeypat
     assert len(opened) == 360 and rows[0]["value"] == pytest.approx(91.67, abs=0.005)  # recomputed
     assert f"damaged feature-cache entry {entry} (meta.json is not a file)" in capsys.readouterr().err
     assert json.loads((entry / "meta.json").read_text())["rows"] == 360
+
+
+def test_shard_sidecar_that_is_a_directory_is_a_damaged_shard(eval_config, monkeypatch):
+    import clip_bench.features as features
+
+    real_save = features.FeatureCache.save_part
+
+    def killed_after_two(self, i, *a, **k):
+        if i == 2:
+            raise KeyboardInterrupt
+        return real_save(self, i, *a, **k)
+
+    extract = replace(eval_config.extract, shard_size=100)
+    with monkeypatch.context() as m:
+        m.setattr(features.FeatureCache, "save_part", killed_after_two)
+        with pytest.raises(KeyboardInterrupt):
+            zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None, extract=extract)
+    entry = _entry(eval_config.cache_dir)
+    (entry / "part-00001.json").unlink()
+    (entry / "part-00001.json").mkdir()
+    opened = _count_images(monkeypatch)
+    rows = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None, extract=extract)
+    assert len(opened) == 260 and rows[0]["value"] == pytest.approx(91.67, abs=0.005)  # shard 1 encoded again
+    assert json.loads((entry / "meta.json").read_text())["rows"] == 360

@@ -119,3 +119,25 @@ def test_a_directory_named_like_a_shard_is_removed_as_damaged(tmp_path, name, ca
     cache = TextEmbeddingCache(tmp_path, "fp", "tok")
     cache.add(["c"], _unit_rows(1))
     assert cache.lookup(["a", "b", "c"])[1] == []
+
+
+def test_full_disk_is_one_error_that_says_so_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from clip_bench.errors import ClipBenchError
+    from clip_bench.text_cache import TextEmbeddingCache
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "posix_fallocate", full, raising=False)
+        with pytest.raises(ClipBenchError) as err:
+            TextEmbeddingCache(tmp_path, "fp", "tok").add(["a", "b"], _unit_rows(2))
+    folder = TextEmbeddingCache(tmp_path, "fp", "tok").dir
+    assert "\n" not in str(err.value)
+    assert f"cannot write the text-embedding cache at {folder} (No space left on device)" in str(err.value)
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # no temporary file, no half shard
+    TextEmbeddingCache(tmp_path, "fp", "tok").add(["a", "b"], _unit_rows(2))  # with space again it works
+    assert TextEmbeddingCache(tmp_path, "fp", "tok").lookup(["a", "b"])[1] == []
