@@ -400,8 +400,12 @@ _FLAG_FOR_KWARG = {"allow_fewer=True": "--allow-fewer", "skip_bad_images=True": 
 
 
 def error_line(exc: BaseException) -> str:
-    """A user error as the one line the CLI prints: CLI flags instead of Python keyword arguments."""
+    """A user error as the one line the CLI prints: CLI flags instead of Python keyword arguments.
+
+    A ``(Python: ...)`` hint beside a flag is for API users and is dropped.
+    """
     msg = re.sub(r"\s*\n\s*", " ", str(exc).strip())
+    msg = re.sub(r"\s*\(Python: [^()]*\)", "", msg)
     for kwarg, flag in _FLAG_FOR_KWARG.items():
         msg = msg.replace(kwarg, flag)
     return f"clip-bench: error: {msg}"

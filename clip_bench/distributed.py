@@ -6,15 +6,16 @@ Works with NCCL (GPUs, one or many nodes) and gloo (CPU). Outside torchrun it is
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from .resources import env_setting
+
 
 def launched_with_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+    return int(env_setting("WORLD_SIZE", "1")) > 1 and env_setting("RANK") is not None
 
 
 def init_from_env() -> None:
@@ -23,7 +24,7 @@ def init_from_env() -> None:
         return
     use_cuda = torch.cuda.is_available()
     if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(int(env_setting("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
 
 
@@ -46,7 +47,7 @@ def is_main() -> bool:
 def local_device() -> str | None:
     """The device for this rank under torchrun (cuda:LOCAL_RANK), or None to use the default."""
     if is_distributed() and torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        return f"cuda:{int(env_setting('LOCAL_RANK', '0'))}"
     return None
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from .metrics import all_metrics, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
 from .outcomes import OutcomesWriteError, attach_outcomes, collect_unwritten
 from .outcomes import check_writable as check_outcomes_writable
+from .resources import env_setting
 from .results import (
     LEADERBOARD_FILE,
     RESULTS_FILE,
@@ -45,7 +45,7 @@ from .zeroshot_head import build_classifier, zeroshot_logits
 
 def default_data_root() -> Path:
     """``$CLIP_BENCH_DATA`` or ``~/.cache/clip_bench/data``."""
-    return Path(os.environ.get("CLIP_BENCH_DATA", Path.home() / ".cache" / "clip_bench" / "data")).expanduser()
+    return Path(env_setting("CLIP_BENCH_DATA") or Path.home() / ".cache" / "clip_bench" / "data").expanduser()
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,15 +23,18 @@ import torch
 from .errors import ClipBenchError
 from .identity import numeric_identity, task_hash
 from .io_utils import (
-    atomic_path,
+    discard_path,
     file_lock,
+    remove_temp_files,
     save_npy_atomic,
+    save_npy_streamed,
     sha256_bytes,
     sha256_file,
     sha256_json,
     write_json_atomic,
 )
 from .progress import progress_bar
+from .resources import env_setting
 
 FEATURE_KINDS = ("embed", "pre-proj")
 CACHE_FORMAT = 2
@@ -72,7 +75,7 @@ class Features:
 
 def default_cache_dir() -> Path:
     """``$CLIP_BENCH_CACHE`` or ``~/.cache/clip_bench``."""
-    return Path(os.environ.get("CLIP_BENCH_CACHE", Path.home() / ".cache" / "clip_bench")).expanduser()
+    return Path(env_setting("CLIP_BENCH_CACHE") or Path.home() / ".cache" / "clip_bench").expanduser()
 
 
 def feature_key(
@@ -142,10 +145,17 @@ class FeatureCache:
         self.key = key
         self.dir = Path(cache_dir) / "features" / sha256_json(key)[:24]
 
-    def lock(self) -> Any:
-        """The entry's exclusive lock; says so on stderr when another process holds it."""
-        return file_lock(self.dir / ".lock", wait_message=(
-            f"clip-bench: waiting for another process that is extracting the same features ({self.dir})"))
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """The entry's exclusive lock; says so on stderr when another process holds it.
+
+        Every write to the entry happens under it, so temporary files found on taking it were left by a
+        process that died mid-write (killed, or out of disk): they are removed.
+        """
+        with file_lock(self.dir / ".lock", wait_message=(
+                f"clip-bench: waiting for another process that is extracting the same features ({self.dir})")):
+            remove_temp_files(self.dir)
+            yield
 
     def load(self, discard: bool = False) -> Features | None:
         """The complete entry, or None if absent or damaged (a damaged entry is discarded when `discard`).
@@ -154,6 +164,12 @@ class FeatureCache:
         """
         meta_path = self.dir / "meta.json"
         if not meta_path.exists():
+            return None
+        if not meta_path.is_file():
+            if discard:  # said once, by the run that repairs it
+                print(f"clip-bench: warning: damaged feature-cache entry {self.dir} ({meta_path.name} is not a "
+                      "file); it is computed again.", file=sys.stderr)
+                discard_path(meta_path)
             return None
         try:
             meta = json.loads(meta_path.read_text())
@@ -199,6 +215,8 @@ class FeatureCache:
         """Write shard `i` (arrays first, the sidecar last as its commit marker)."""
         feats_p, labels_p, meta_p = self.part_paths(i)
         try:
+            for path in (meta_p, feats_p, labels_p):  # a damaged earlier copy (even a directory); the sidecar first
+                discard_path(path)
             save_npy_atomic(feats_p, feats.astype(np.float16))
             save_npy_atomic(labels_p, labels)
             write_json_atomic(meta_p, {
@@ -213,8 +231,9 @@ class FeatureCache:
     def finalize(self, shards: list[np.ndarray], provenance: dict[str, Any]) -> Features:
         """Merge the shards into one float16 file, write meta.json last, and remove every part file.
 
-        Each shard is checked again (indices and checksums) and streamed into a memory-mapped output,
-        so the peak memory is about one shard, not the whole array. The caller holds :meth:`lock`.
+        Each shard is checked again (indices and checksums) and streamed into the output with ordinary
+        writes, so the peak memory is about one shard, not the whole array, and a full disk is an
+        error naming the file (the shards stay for the next run). The caller holds :meth:`lock`.
         """
         metas = []
         for i, idx in enumerate(shards):
@@ -231,21 +250,17 @@ class FeatureCache:
                                  "delete that folder and run again.")
         dim = dims.pop() if dims else 0
         del heads
+        outputs = [self.dir / name for name in ("meta.json", "features.npy", "labels.npy")]  # meta.json first
         try:
-            with atomic_path(self.dir / "features.npy") as tmp:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(rows, dim))
-                at = 0
-                for i in range(len(shards)):
-                    part = np.load(self.part_paths(i)[0], mmap_mode="r", allow_pickle=False)
-                    if len(part):
-                        out[at : at + len(part)] = part
-                        at += len(part)
-                    del part
-                out.flush()
-                del out
+            for target in outputs:  # an earlier merge's leftovers (never served without meta.json) make room
+                discard_path(target)
+            target = outputs[1]
+            save_npy_streamed(target, np.float16, (rows, dim), (
+                np.load(self.part_paths(i)[0], mmap_mode="r", allow_pickle=False) for i in range(len(shards))))
             labels_parts = [np.load(self.part_paths(i)[1], allow_pickle=False) for i in range(len(shards))]
             labels = np.concatenate(labels_parts) if labels_parts else np.zeros((0,), np.int64)
-            save_npy_atomic(self.dir / "labels.npy", labels)
+            target = outputs[2]
+            save_npy_atomic(target, labels)
             meta = {
                 "key": self.key,
                 "rows": int(rows),
@@ -256,17 +271,21 @@ class FeatureCache:
                 "labels": _file_record(self.dir / "labels.npy"),
                 **provenance,
             }
-            write_json_atomic(self.dir / "meta.json", meta)
+            target = outputs[0]
+            write_json_atomic(target, meta)
         except OSError as exc:
-            raise cache_write_error(self.dir, exc) from None
+            for path in outputs:  # an incomplete merge is never kept: the disk gets its space back
+                with contextlib.suppress(OSError):
+                    discard_path(path)
+            raise cache_write_error(target, exc) from None
         self.remove_parts()
         return Features(np.load(self.dir / "features.npy", mmap_mode="r"), labels, meta)
 
     def remove_parts(self) -> None:
         """Delete every shard file and temporary file of this entry (the caller holds the lock)."""
-        for p in [*self.dir.glob("part-*"), *self.dir.glob(".part-*.tmp"), *self.dir.glob(".features.npy.*.tmp"),
-                  *self.dir.glob(".labels.npy.*.tmp")]:
+        for p in self.dir.glob("part-*"):
             p.unlink(missing_ok=True)
+        remove_temp_files(self.dir)
 
 
 def encode_images(lm: Any, images: torch.Tensor, kind: str = "embed", compile: bool = False) -> torch.Tensor:

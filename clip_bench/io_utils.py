@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
+import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +54,62 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
+    """``np.save`` atomically (no pickles); a full disk is an OSError that says so (ENOSPC)."""
+    array = np.asarray(array)
+    if array.dtype.hasobject:
+        raise ValueError(f"{path}: refusing to save an object array (it would need pickling)")
+    save_npy_streamed(path, array.dtype, array.shape, [array.reshape(-1)])
+
+
+def save_npy_streamed(
+    path: str | os.PathLike[str], dtype: np.dtype | type, shape: tuple[int, ...], blocks: Iterable[np.ndarray],
+) -> None:
+    """Write a C-order ``.npy`` of `shape` from consecutive row `blocks`, atomically, holding one block at a time.
+
+    Ordinary buffered writes (never a memory-mapped output), with the space reserved first where the
+    file system can: a full disk is an OSError (ENOSPC), never a SIGBUS, and the temporary file is removed.
+    """
+    dtype = np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(map(int, shape))}
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        end = fh.tell() + dtype.itemsize * math.prod(header["shape"])
+        _reserve(fh.fileno(), end)
+        for block in blocks:
+            fh.write(np.ascontiguousarray(block, dtype=dtype).data)
+        if fh.tell() != end:
+            raise ValueError(f"{path}: wrote {fh.tell()} bytes, expected {end} for shape {header['shape']}")
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Allocate `size` bytes for `fd` now (ENOSPC here, before writing), where the file system supports it."""
+    if size <= 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+
+
+def remove_temp_files(folder: str | os.PathLike[str]) -> None:
+    """Delete the temporary files that :func:`atomic_path` leaves in `folder` when its process dies.
+
+    Only for a caller holding the lock under which every write to `folder` happens: then no live
+    writer owns one of them.
+    """
+    for tmp in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            discard_path(tmp)
+
+
+def discard_path(path: str | os.PathLike[str]) -> None:
+    """Delete a damaged cache file, or a directory standing where a cache file belongs."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -1,7 +1,9 @@
-"""Where the shipped data files (tasks/, prompts/, assets/) live, in a checkout or an installed wheel."""
+"""Where the shipped data files (tasks/, prompts/, assets/) live, in a checkout or an installed wheel,
+and the settings read from environment variables."""
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
@@ -24,3 +26,9 @@ def data_dir(name: str) -> Path:
 def assets_dir() -> Path:
     """Directory of binary assets shipped inside the package (tiny CLIP, testbed tables)."""
     return _PKG / "assets"
+
+
+def env_setting(name: str, default: str | None = None) -> str | None:
+    """Environment variable `name`, or `default` when it is unset or empty (an empty value means the default)."""
+    value = os.environ.get(name, "")
+    return value if value.strip() else default

@@ -179,6 +179,16 @@ def _safe_is_done(job: Job, finished: dict[str, bool], cfg: Any, handle: ModelHa
         return False
 
 
+def _model_handle(model: ModelEntry, device: str | None, precision: str) -> ModelHandle | ClipBenchError:
+    """The model's handle, or the error resolving it gave (an unknown name, a missing checkpoint): its jobs
+    fail with it and the sweep goes on. A device or precision no model can use stops the sweep."""
+    try:
+        spec = resolve_model(model.name, model.pretrained)
+    except ClipBenchError as exc:
+        return exc
+    return ModelHandle(spec, device, precision)
+
+
 def run_sweep(
     models: list[ModelEntry], tasks: list[str], protocols: list[str], cfg: Any,
     device: str | None = None, precision: str = "fp32", echo: Callable[[str], None] = print,
@@ -194,7 +204,7 @@ def run_sweep(
     finished = _read_finished(cfg)
     counts = {"done_before": 0, "ran": 0, "failed": 0}
     quiet_job = replace(cfg, extract=replace(cfg.extract, quiet=True))
-    handles: dict[ModelEntry, ModelHandle] = {}
+    handles: dict[ModelEntry, ModelHandle | ClipBenchError] = {}
     with progress_bar(total=len(jobs), desc="sweep", unit="job", quiet=cfg.quiet or not ddp.is_main()) as bar:
         job_lines = sys.stderr if rows_out is not None else None
 
@@ -203,8 +213,14 @@ def run_sweep(
                 bar.write(msg, file=job_lines)
 
         for job in jobs:
-            handle = handles.setdefault(job.model, ModelHandle.of(
-                job.model.name, job.model.pretrained, device or ddp.local_device(), precision))
+            if job.model not in handles:
+                handles[job.model] = _model_handle(job.model, device or ddp.local_device(), precision)
+            handle = handles[job.model]
+            if isinstance(handle, ClipBenchError):  # an unknown name or a missing checkpoint fails each of its jobs
+                counts["failed"] += 1
+                say(f"FAILED  {job.label()}: {handle}")
+                bar.update(1)
+                continue
             if not _safe_is_done(job, finished, cfg, handle):
                 finished = _read_finished(cfg)  # another sweep sharing the output dir may have finished it meanwhile
             if _safe_is_done(job, finished, cfg, handle):

@@ -9,10 +9,12 @@ unpickled. Reads, writes and merges hold the entry's lock, so no shard is delete
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,14 @@ import numpy as np
 
 from .errors import ClipBenchError
 from .identity import numeric_identity
-from .io_utils import file_lock, save_npy_atomic, sha256_file, write_json_atomic
+from .io_utils import (
+    discard_path,
+    file_lock,
+    remove_temp_files,
+    save_npy_atomic,
+    sha256_file,
+    write_json_atomic,
+)
 
 MAX_SHARDS = 32  # merge shards into one beyond this many
 SHARD_FORMAT = 2
@@ -41,8 +50,12 @@ class TextEmbeddingCache:
         self._rows: dict[str, np.ndarray] | None = None
         self.discarded: list[str] = []  # names of damaged shards found (and removed) while loading
 
-    def _lock(self) -> Any:
-        return file_lock(self.dir / ".lock")
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """The entry's lock; temporary files found on taking it were left by a writer that died, and are removed."""
+        with file_lock(self.dir / ".lock"):
+            remove_temp_files(self.dir)
+            yield
 
     def _load(self) -> dict[str, np.ndarray]:
         if self._rows is None:
@@ -76,7 +89,7 @@ class TextEmbeddingCache:
         if delete_damaged:  # an array without its JSON is a writer killed before committing (we hold the lock)
             for arr_path in self.dir.glob("*.npy"):
                 if not arr_path.with_suffix(".json").exists():
-                    arr_path.unlink(missing_ok=True)
+                    discard_path(arr_path)
         return rows
 
     def _discard(self, meta: Path, delete: bool) -> None:
@@ -84,8 +97,8 @@ class TextEmbeddingCache:
         print(f"clip-bench: warning: damaged text-cache shard {meta.with_suffix('.npy')} "
               f"{'removed' if delete else 'ignored'}; its prompts are encoded again.", file=sys.stderr)
         if delete:
-            meta.unlink(missing_ok=True)
-            meta.with_suffix(".npy").unlink(missing_ok=True)
+            discard_path(meta)
+            discard_path(meta.with_suffix(".npy"))
 
     def lookup(self, prompts: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
         """Split prompts into (found embeddings, missing prompts)."""

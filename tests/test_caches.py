@@ -151,3 +151,24 @@ def test_damaged_entry_never_used(eval_config, bad, monkeypatch):
     opened = _count_images(monkeypatch)
     zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu")
     assert len(opened) == 360
+
+
+def test_empty_environment_variables_mean_the_defaults(tmp_path, monkeypatch):
+    from clip_bench.distributed import launched_with_torchrun
+    from clip_bench.evaluate import EvalConfig, default_data_root
+    from clip_bench.features import ExtractConfig, default_cache_dir
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    for name in ("CLIP_BENCH_CACHE", "CLIP_BENCH_DATA", "CLIP_BENCH_TASKS", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.setenv(name, "")
+    assert default_cache_dir() == home / ".cache" / "clip_bench"
+    assert default_data_root() == home / ".cache" / "clip_bench" / "data"
+    assert not launched_with_torchrun()
+    rows = zeroshot("tiny-clip-digits", "digits", EvalConfig(output_dir=None, extract=ExtractConfig(workers=0, quiet=True)),
+                    device="cpu")
+    assert rows[0]["value"] == pytest.approx(91.67, abs=0.005)
+    assert list(work.iterdir()) == []  # not features/ and text/ in the current directory
+    assert {p.name for p in (home / ".cache" / "clip_bench").iterdir()} >= {"features", "text"}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import tracemalloc
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +130,155 @@ def test_nan_text_tower_is_an_error_not_a_row(tmp_path, eval_config):
     with pytest.raises(ClipBenchError, match=r"text embeddings .* non-finite"):
         zeroshot(cfg, "digits", eval_config, pretrained=ckpt, device="cpu", extract=ExtractConfig(workers=0, quiet=True))
     assert not list((eval_config.cache_dir / "text").glob("*/*.npy"))
+
+
+class _FillsUp:
+    """A file whose writes fail with ENOSPC once `room` bytes are written, like a disk that fills up."""
+
+    def __init__(self, fh, room):
+        self.fh, self.room = fh, room
+
+    def write(self, data):
+        size = memoryview(data).nbytes
+        if size > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= size
+        return self.fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+
+def _merged_file(fd):
+    """Whether `fd` is open on the temporary file of a merged features.npy."""
+    return Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(".features.npy.")
+
+
+def _fallocate_fails(code):
+    real = getattr(os, "posix_fallocate", None)
+
+    def fallocate(fd, offset, size):
+        if _merged_file(fd):
+            raise OSError(code, os.strerror(code))
+        return real(fd, offset, size)
+
+    return fallocate
+
+
+def _count_images(monkeypatch):
+    from clip_bench.loaders.base import ArrayImages
+
+    opened, real = [], ArrayImages.load_image
+    monkeypatch.setattr(ArrayImages, "load_image", lambda self, i: opened.append(i) or real(self, i))
+    return opened
+
+
+@pytest.mark.skipif(not (hasattr(os, "posix_fallocate") and os.path.isdir("/proc/self/fd")),
+                    reason="needs posix_fallocate and /proc/self/fd")
+@pytest.mark.parametrize("fault", ["reserving the space", "writing part-way"])
+def test_full_disk_while_merging_is_one_error_and_the_next_run_resumes(eval_config, monkeypatch, fault):
+    import builtins
+
+    import clip_bench.io_utils as io_utils
+
+    with monkeypatch.context() as m:
+        if fault == "reserving the space":
+            m.setattr(os, "posix_fallocate", _fallocate_fails(errno.ENOSPC))
+        else:  # a file system that cannot reserve space: the disk fills up while the merged file is written
+            m.setattr(os, "posix_fallocate", _fallocate_fails(errno.EOPNOTSUPP))
+            real_open = builtins.open
+
+            def filling_open(path, mode="r", *a, **k):
+                fh = real_open(path, mode, *a, **k)
+                return _FillsUp(fh, 20_000) if Path(path).name.startswith(".features.npy.") and "w" in mode else fh
+
+            m.setattr(io_utils, "open", filling_open, raising=False)
+        with pytest.raises(ClipBenchError) as err:
+            zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None)
+    entry = _entry(eval_config.cache_dir)
+    msg = str(err.value)
+    assert "\n" not in msg and f"cannot write the feature cache at {entry / 'features.npy'} (No space left" in msg
+    assert not [p.name for p in entry.iterdir() if p.name.endswith(".tmp")]  # nothing fills the disk
+    assert not (entry / "meta.json").exists() and not (entry / "features.npy").exists()
+    assert list(entry.glob("part-*.json"))  # the encoded shards are kept
+    opened = _count_images(monkeypatch)
+    rows = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None)
+    assert opened == []  # the next run merges the kept shards, encoding nothing again
+    assert rows[0]["value"] == pytest.approx(91.67, abs=0.005)
+    assert not [p.name for p in entry.iterdir() if p.name.startswith("part-") or p.name.endswith(".tmp")]
+
+
+def test_temp_files_of_a_dead_writer_are_removed_before_the_next_merge(eval_config, monkeypatch):
+    import clip_bench.features as features
+
+    real_save, real_finalize = features.FeatureCache.save_part, features.FeatureCache.finalize
+
+    def killed_after_two(self, i, *a, **k):
+        if i == 2:
+            raise KeyboardInterrupt
+        return real_save(self, i, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(features.FeatureCache, "save_part", killed_after_two)
+        with pytest.raises(KeyboardInterrupt):
+            zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None,
+                     extract=replace(eval_config.extract, shard_size=100))
+    entry = _entry(eval_config.cache_dir)
+    stale = [entry / ".features.npy.k1ll3d.tmp", entry / ".meta.json.k1ll3d.tmp", entry / ".part-00002.npy.x.tmp"]
+    for p in stale:
+        p.write_bytes(b"\0" * 100_000)  # what a process that died mid-write leaves (on a full disk: its space)
+    left_at_merge = []
+
+    def finalize(self, *a, **k):
+        left_at_merge.extend(p.name for p in stale if p.exists())
+        return real_finalize(self, *a, **k)
+
+    monkeypatch.setattr(features.FeatureCache, "finalize", finalize)
+    rows = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None,
+                    extract=replace(eval_config.extract, shard_size=100))
+    assert rows[0]["value"] == pytest.approx(91.67, abs=0.005)
+    assert left_at_merge == []  # their space is free before the merge needs it
+    assert not [p.name for p in entry.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_meta_json_that_is_a_directory_is_a_damaged_entry(eval_config, monkeypatch, capsys):
+    zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None)
+    entry = _entry(eval_config.cache_dir)
+    (entry / "meta.json").unlink()
+    (entry / "meta.json").mkdir()
+    (entry / "meta.json" / "x").write_text("?")
+    opened = _count_images(monkeypatch)
+    rows = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None)
+    assert len(opened) == 360 and rows[0]["value"] == pytest.approx(91.67, abs=0.005)  # recomputed
+    assert f"damaged feature-cache entry {entry} (meta.json is not a file)" in capsys.readouterr().err
+    assert json.loads((entry / "meta.json").read_text())["rows"] == 360
+
+
+def test_shard_sidecar_that_is_a_directory_is_a_damaged_shard(eval_config, monkeypatch):
+    import clip_bench.features as features
+
+    real_save = features.FeatureCache.save_part
+
+    def killed_after_two(self, i, *a, **k):
+        if i == 2:
+            raise KeyboardInterrupt
+        return real_save(self, i, *a, **k)
+
+    extract = replace(eval_config.extract, shard_size=100)
+    with monkeypatch.context() as m:
+        m.setattr(features.FeatureCache, "save_part", killed_after_two)
+        with pytest.raises(KeyboardInterrupt):
+            zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None, extract=extract)
+    entry = _entry(eval_config.cache_dir)
+    (entry / "part-00001.json").unlink()
+    (entry / "part-00001.json").mkdir()
+    opened = _count_images(monkeypatch)
+    rows = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None, extract=extract)
+    assert len(opened) == 260 and rows[0]["value"] == pytest.approx(91.67, abs=0.005)  # shard 1 encoded again
+    assert json.loads((entry / "meta.json").read_text())["rows"] == 360

@@ -86,3 +86,22 @@ def test_open_clip_fingerprints_and_tokenizer_ids_are_pinned(ref, fingerprint, t
 
     handle = ModelHandle.of(ref[0], ref[1], device="cpu")
     assert (handle.fingerprint, handle.tokenizer_id) == (fingerprint, tok)
+
+
+def test_custom_architecture_loads_without_writing_a_config_file(tmp_path, monkeypatch):
+    import tempfile
+
+    shared_tmp = tmp_path / "tmp"
+    shared_tmp.mkdir()
+    (shared_tmp / "clip_bench_configs").write_text("another user's")  # not a folder this user can write into
+    monkeypatch.setattr(tempfile, "tempdir", str(shared_tmp))
+    monkeypatch.chdir(tmp_path)
+    before = set(tmp_path.rglob("*"))
+    lm = load_model("tiny-clip-digits", device="cpu")
+    with torch.no_grad():
+        emb = lm.encode_text(lm.tokenize(["a handwritten 3."]))
+    assert emb.shape == (1, 64) and torch.isfinite(emb).all()
+    new = [p for p in sorted(tmp_path.rglob("*")) if p not in before]
+    ours = [p for p in new if not any(part.startswith("torchinductor_") for part in p.relative_to(tmp_path).parts)]
+    assert ours == [], ours  # nothing written, neither in $TMPDIR nor here (torch's own cache folder aside)
+    assert (shared_tmp / "clip_bench_configs").read_text() == "another user's"

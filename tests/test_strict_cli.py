@@ -107,11 +107,24 @@ def test_errors_name_cli_flags_not_python_arguments():
     assert error_line(ClipBenchError("two\n  lines")) == "clip-bench: error: two lines"
 
 
+def test_fewer_than_k_names_the_python_argument_in_python_and_the_flag_once_on_the_cli():
+    import numpy as np
+
+    from clip_bench.probe.fewshot import sample_k_shot
+
+    for n_classes in (None, 3):  # a short class, and an empty one
+        with pytest.raises(ClipBenchError) as err:
+            sample_k_shot(np.array([0] * 10 + [1] * 3), 4, seed=0, n_classes=n_classes)
+        assert "(Python: allow_fewer=True)" in str(err.value)
+        line = error_line(err.value)
+        assert line.count("--allow-fewer") == 1 and "Python" not in line and "allow_fewer" not in line, line
+
+
 @pytest.mark.slow
 def test_fewshot_too_few_examples_names_the_flag(capsys, tmp_path):
     msg = one_line_error([*FS, "--shots", "500", "--seeds", "1", "--no-zeroshot", "--output-dir", str(tmp_path / "o")],
                          capsys)
-    assert "--allow-fewer" in msg and "allow_fewer=True" not in msg, msg
+    assert msg.count("--allow-fewer") == 1 and "allow_fewer=True" not in msg and "Python" not in msg, msg
 
 
 def test_help_and_version_still_exit_cleanly(capsys):

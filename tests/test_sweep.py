@@ -28,3 +28,22 @@ def test_models_yaml(tmp_path):
     f = tmp_path / "m.yaml"
     f.write_text("- ViT-B/32\n- {name: ViT-B-32, pretrained: laion2b_s34b_b79k}\n")
     assert read_models_file(f) == [ModelEntry("ViT-B/32"), ModelEntry("ViT-B-32", "laion2b_s34b_b79k")]
+
+
+def test_unresolvable_models_fail_their_jobs_and_the_others_run(tmp_path, capsys):
+    from clip_bench.cli import main
+
+    models = tmp_path / "models.txt"
+    models.write_text(f"tiny-clip-digits {tmp_path / 'missing.safetensors'}\nno-such-model\ntiny-clip-digits\n")
+    code = main(["sweep", "--models", str(models), "--tasks", "digits", "--protocols", "zeroshot", "--workers", "0",
+                 "--quiet", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
+                 "--output-dir", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code == 1  # as documented: some job failed
+    assert "sweep: 1 ran, 0 already in the results, 2 failed (3 jobs)" in out
+    failed = [line for line in (out + err).splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 2, out + err
+    assert f"checkpoint file {tmp_path / 'missing.safetensors'} does not exist" in failed[0]
+    assert "unknown model 'no-such-model'" in failed[1]
+    assert [r["model"] for r in read_rows(tmp_path / "out") if r.get("is_main")] == ["tiny-clip-digits"]
+    assert "Traceback" not in err

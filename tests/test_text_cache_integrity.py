@@ -85,3 +85,59 @@ def test_damaged_text_shard_is_recomputed(warm_cache, tmp_path, damage, monkeypa
     again = zeroshot("tiny-clip-digits", "digits", replace(cfg), device="cpu")
     assert encoded == [] and again[0]["value"] == rows[0]["value"]
     assert len(list((cache / "text").glob("*/*.npy"))) == 1
+
+
+def _unit_rows(n, d=8):
+    arr = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
+    return arr / np.linalg.norm(arr, axis=1, keepdims=True)
+
+
+def test_temp_files_of_a_dead_writer_are_removed_when_the_cache_is_locked(tmp_path):
+    from clip_bench.text_cache import TextEmbeddingCache
+
+    TextEmbeddingCache(tmp_path, "fp", "tok").add(["a", "b"], _unit_rows(2))
+    folder = TextEmbeddingCache(tmp_path, "fp", "tok").dir
+    stale = [folder / ".0123abcd.npy.k1ll3d.tmp", folder / ".0123abcd.json.k1ll3d.tmp"]
+    for p in stale:
+        p.write_bytes(b"\0" * 10_000)  # what a writer that died mid-write leaves
+    found, missing = TextEmbeddingCache(tmp_path, "fp", "tok").lookup(["a", "b"])
+    assert sorted(found) == ["a", "b"] and missing == []
+    assert not [p for p in stale if p.exists()]
+
+
+@pytest.mark.parametrize("name", ["0123abcd.json", "0123abcd.npy"])
+def test_a_directory_named_like_a_shard_is_removed_as_damaged(tmp_path, name, capsys):
+    from clip_bench.text_cache import TextEmbeddingCache
+
+    TextEmbeddingCache(tmp_path, "fp", "tok").add(["a", "b"], _unit_rows(2))
+    folder = TextEmbeddingCache(tmp_path, "fp", "tok").dir
+    (folder / name).mkdir()
+    (folder / name / "x").write_text("?")
+    found, missing = TextEmbeddingCache(tmp_path, "fp", "tok").lookup(["a", "b"])
+    assert sorted(found) == ["a", "b"] and missing == []
+    assert not (folder / name).exists()  # repaired, not skipped with a warning on every run
+    cache = TextEmbeddingCache(tmp_path, "fp", "tok")
+    cache.add(["c"], _unit_rows(1))
+    assert cache.lookup(["a", "b", "c"])[1] == []
+
+
+def test_full_disk_is_one_error_that_says_so_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from clip_bench.errors import ClipBenchError
+    from clip_bench.text_cache import TextEmbeddingCache
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "posix_fallocate", full, raising=False)
+        with pytest.raises(ClipBenchError) as err:
+            TextEmbeddingCache(tmp_path, "fp", "tok").add(["a", "b"], _unit_rows(2))
+    folder = TextEmbeddingCache(tmp_path, "fp", "tok").dir
+    assert "\n" not in str(err.value)
+    assert f"cannot write the text-embedding cache at {folder} (No space left on device)" in str(err.value)
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # no temporary file, no half shard
+    TextEmbeddingCache(tmp_path, "fp", "tok").add(["a", "b"], _unit_rows(2))  # with space again it works
+    assert TextEmbeddingCache(tmp_path, "fp", "tok").lookup(["a", "b"])[1] == []

@@ -6,11 +6,11 @@ and tokenizer ids of open_clip models are pinned by tests.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import pickle
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import ClipBenchError, UnknownNameError
-from ..io_utils import sha256_json, write_text_atomic
+from ..io_utils import sha256_json
 from ..resources import assets_dir
 from . import hub
 from .base import Backend, LoadedModel, ModelSpec, file_content_hash, first_line
@@ -209,19 +209,15 @@ def _register_config(spec: ModelSpec) -> dict[str, Any] | None:
     ``preprocess_cfg`` key (mean, std, interpolation, resize_mode); it is passed to open_clip as a
     preprocessing override and registered without that key.
     """
-    import open_clip
+    from open_clip import factory
 
     if spec.config_path is None:
         return None
-    cfg = dict(spec.arch_config)
+    cfg = copy.deepcopy(dict(spec.arch_config))
     pp = cfg.pop("preprocess_cfg", None)
-    # Written atomically: several processes (torchrun ranks, parallel runs) register the same config,
-    # and open_clip re-reads every registered JSON on each registration.
-    path = Path(tempfile.gettempdir()) / "clip_bench_configs" / spec.fingerprint / f"{spec.arch}.json"
-    text = json.dumps(cfg)
-    if not path.exists() or path.read_text() != text:
-        write_text_atomic(path, text)
-    open_clip.add_model_config(path)
+    # Registered in memory, no file written: open_clip looks architectures up by name in this dict
+    # (get_model_config, create_model, get_tokenizer), and its rescans only add the files they read.
+    factory._MODEL_CONFIGS[spec.arch] = cfg
     return pp
 
 
