@@ -1,7 +1,7 @@
 """Benchmark: peak memory of an ImageNet-scale linear probe on float16, memory-mapped features.
 
-The README promises "about 2 GB for the features plus about 1 GB of buffers" for a probe on
-1.28 M x 768 features with 1000 classes. This writes synthetic float16 features of that size as .npy
+A probe on 1.28 M x 768 features with 1000 classes is estimated at "about 2 GB for the features plus
+about 1 GB of buffers". This writes synthetic float16 features of that size as .npy
 files (class means plus noise, in chunks), then runs the probe in a fresh subprocess exactly as
 ``clip-bench linprobe`` hands features to it: the cache's float16 file memory-mapped, no val split
 (ImageNet has none, so a stratified 20% of train is held out), ``run_linear_probe`` with the torch
@@ -10,12 +10,12 @@ solver, test scored on 50,000 rows. A sampling thread in the child reads /proc/s
 baseline after imports. Memory peaks during the first L-BFGS iterations, so a short run (2-point C
 grid, ``--max-iter`` iterations) measures the same peak as a full one.
 
-``--reference`` also runs, in a second child on the same files, what clip-bench did before
-(features copied into a float32 array first); at full scale that needs ~10 GB, so use a smaller
-``--rows`` on a shared machine.
+``--reference`` also runs, in a second child on the same files, the probe on features copied into a
+float32 array first; at full scale that needs ~10 GB, so use a smaller ``--rows`` on a shared machine.
+Feature files go to ``--workdir`` (default: a folder in the system's temporary directory).
 
-    /work/venv/bin/python benchmarks/bench_memory.py                       # 1.28 M x 768, 1000 classes
-    /work/venv/bin/python benchmarks/bench_memory.py --rows 256000 --reference
+    python benchmarks/bench_memory.py                       # 1.28 M x 768, 1000 classes
+    python benchmarks/bench_memory.py --rows 256000 --reference
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 GB = 1e9  # decimal, as the README states its figures
-README_PROMISE_GB = 3.0  # "about 2 GB for the features plus about 1 GB of buffers"
+ESTIMATE_GB = 3.0  # "about 2 GB for the features plus about 1 GB of buffers"
 
 
 def write_features(folder: Path, rows: int, test_rows: int, dim: int, classes: int, seed: int = 0) -> dict[str, Path]:
@@ -98,7 +99,7 @@ def child(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     train_X = np.load(paths["train"], mmap_mode="r")  # what the feature cache hands over
     test_X = np.load(paths["test"], mmap_mode="r")
-    if args.mode == "float32-copy":  # the old linprobe: np.asarray(features, dtype=np.float32) per split
+    if args.mode == "float32-copy":  # the reference: np.asarray(features, dtype=np.float32) per split
         train_X, test_X = np.asarray(train_X, dtype=np.float32), np.asarray(test_X, dtype=np.float32)
     train_y, test_y = np.load(paths["train_y"]), np.load(paths["test_y"])
     config = ProbeConfig(max_iter=args.max_iter, c_min=0.1, c_max=1.0, steps_per_decade=1, n_threads=args.threads)
@@ -137,8 +138,8 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--max-iter", type=int, default=1, help="L-BFGS iterations per fit (the peak comes early)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/clip_bench_bench_memory"))
-    ap.add_argument("--reference", action="store_true", help="also run the old float32-copy path (~2.5x the memory)")
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "clip_bench_bench_memory")
+    ap.add_argument("--reference", action="store_true", help="also run the probe on a float32 copy of the features (~2.5x the memory)")
     ap.add_argument("--keep", action="store_true", help="keep the feature files for another run")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="float16-memmap", help=argparse.SUPPRESS)
@@ -163,8 +164,8 @@ def main() -> None:
             f"on {r['n_train']:,} + val {r['n_val']:,} rows, refit {r['n_refit']:,}, {r['seconds']:.0f} s"
         )
     if len(results) == 2:
-        print(f"old float32 copy / float16 memmap peak RSS: {results[1]['peak_rss'] / results[0]['peak_rss']:.2f}x")
-    print(f"README's promise: about {README_PROMISE_GB:.0f} GB (about 2 GB for the features plus about 1 GB of buffers)")
+        print(f"float32 copy / float16 memmap peak RSS: {results[1]['peak_rss'] / results[0]['peak_rss']:.2f}x")
+    print(f"estimate: about {ESTIMATE_GB:.0f} GB (about 2 GB for the features plus about 1 GB of buffers)")
     if not args.keep:
         for p in paths.values():
             p.unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 """Benchmark: the paper's full linear-probe protocol with the torch solver vs scikit-learn.
 
 Measured (shared 2-core AMD EPYC VM, CPU only, torch 2.15.0, sklearn 1.9.1; 20k/5k/10k x 512, 100 classes;
-``PYTHONPATH=$PWD python benchmarks/bench_probe.py --threads 1``; history in RESULTS_probe.md), every torch
+``PYTHONPATH=. python benchmarks/bench_probe.py --threads 1``; details in RESULTS_probe.md), every torch
 fit converged (relative residual <= 1e-2):
 
     threads=1: torch 20.5 s (sweep 17.5 + refit 2.9, 181+29 L-BFGS iterations, 21 fits)
@@ -17,8 +17,8 @@ have. For each solver: the full C sweep (97-point grid, 7 coarse points + binary
 val), a refit on train+val at the chosen C, and test accuracy. Both solvers run in this process on
 the same arrays; the thread cap applies to both (torch threads and BLAS threads via threadpoolctl).
 
-    /work/venv/bin/python benchmarks/bench_probe.py                 # 20k x 512, 100 classes
-    /work/venv/bin/python benchmarks/bench_probe.py --threads 2 --solvers torch
+    PYTHONPATH=. python benchmarks/bench_probe.py                 # 20k x 512, 100 classes
+    PYTHONPATH=. python benchmarks/bench_probe.py --threads 2 --solvers torch
 
 Parity at the grid C (torch cold and with the sweep's starts against scikit-learn at tol=1e-10, cold).
 The scikit-learn references take hours at all 97 C (47-3,526 float64 iterations each), so they are kept

@@ -32,8 +32,8 @@ reads back whatever is already in the file instead of refitting it: a run resume
 can be split over processes (``--shots``, ``--seed-from``, ``--sets``; concatenate the logs), and the
 rules are re-applied to logged tables in seconds (``--prior-scale`` for the prior's sensitivity).
 
-    /work/venv/bin/python benchmarks/bench_probe_c.py --linear-seeds 10 --log runs.jsonl --json out.json
-    /work/venv/bin/python benchmarks/bench_probe_c.py --seeds 3 --sets digits --json out.json
+    PYTHONPATH=. python benchmarks/bench_probe_c.py --linear-seeds 10 --log runs.jsonl --json out.json
+    PYTHONPATH=. python benchmarks/bench_probe_c.py --seeds 3 --sets digits --json out.json
 
 Results: benchmarks/RESULTS.md ("Choosing C").
 """
@@ -196,7 +196,7 @@ def curve_summary(curve: np.ndarray, grid: np.ndarray, suffix: str = "") -> dict
 
 
 def previous_rule(acc: np.ndarray, coarse_step: int = COARSE_STEP) -> int:
-    """The search before this change: ties to the smallest C, halving around that point only."""
+    """The original search: ties to the smallest C, halving around that point only."""
     seen = {i: acc[i] for i in range(0, len(acc), coarse_step)}
 
     def best() -> int:
@@ -459,7 +459,7 @@ def main() -> None:
         }
     report["wall_s"] = time.perf_counter() - t0
     print("\n| set | k | chosen C | oracle C | C = 1 | gap to oracle (mean / max) | gap, first test draw only | picks at floor / ceiling | median C "
-          "| fits | prior refuted | before: unpaired band (gap) | before: log-loss ties (gap, picks at an end) | before: smallest C (floor picks) |")
+          "| fits | prior refuted | unpaired band (gap) | log-loss ties (gap, picks at an end) | smallest C (floor picks) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, rep in report["sets"].items():
         rows = [(f"{k}", s) for k, s in rep["fewshot"].items()] + ([("full", rep["linear"])] if rep["linear"] else [])

@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny CLIP (loaded once per session) and isolated cache/output folders."""
+"""Shared fixtures: the tiny CLIP (loaded once per test run) and isolated cache/output folders."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every input that changes a number is part of the cache keys (issue 9, item 2)."""
+"""Every input that changes a number is part of the cache keys."""
 
 from __future__ import annotations
 

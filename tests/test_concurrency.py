@@ -1,4 +1,4 @@
-"""Two runs sharing --cache-dir and --output-dir both finish with the same numbers (issue 9, item 8)."""
+"""Two runs sharing --cache-dir and --output-dir both finish with the same numbers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The feature cache never serves other images, damaged metadata or NaN (issue 9, items 4, 7, 12, 13, 15)."""
+"""The feature cache never serves other images, damaged metadata or NaN."""
 
 from __future__ import annotations
 

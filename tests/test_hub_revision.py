@@ -1,4 +1,4 @@
-"""hf-hub: models are pinned to a commit: in the fingerprint, in the rows, and in what loads (issue 9, item 14).
+"""hf-hub: models are pinned to a commit: in the fingerprint, in the rows, and in what loads.
 
 No network: the hub's answer is mocked, and a fake hub cache holds the tiny CLIP in open_clip's hub layout.
 """

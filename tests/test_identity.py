@@ -1,4 +1,4 @@
-"""Result identity: a subset or override run is never taken for the standard result (issue 9, item 1)."""
+"""Result identity: a subset or override run is never taken for the standard result."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bad model inputs are one clear ClipBenchError line (CLI exit 2), never a traceback (issue 9, item 12)."""
+"""Bad model inputs are one clear ClipBenchError line (CLI exit 2), never a traceback."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def test_normalized_rows_stays_float16_and_matches_a_float32_reference():
 
 @pytest.mark.slow
 def test_probes_get_the_cached_float16_memmap_not_a_float32_copy(eval_config, monkeypatch):
-    """Regression (issue 9 item 15): features used to be copied into full float32 arrays before the probe."""
+    """The probes get the cache's float16 memmap, never a full float32 copy of the features."""
     import clip_bench.linprobe as lp
 
     seen = []

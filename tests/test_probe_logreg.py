@@ -170,7 +170,7 @@ def test_user_errors_are_clip_bench_errors(digits):
         LogisticRegressionProbe().fit(Xtr, ytr[:-1])
 
 
-# ---------------------------------------------------------------- the stopping rule (issue 15)
+# ---------------------------------------------------------------- the stopping rule
 
 def _small(seed: int = 0, n: int = 300, d: int = 16, k: int = 5, sep: float = 0.9):
     """A small problem with a common feature offset; separable on its training rows at sep=0.9."""

@@ -1,5 +1,5 @@
 """Row views: a held-out split or train + val is read chunk by chunk out of the feature cache, never
-gathered whole, and every number is bit-identical to the gathered path (issue 9, item 15)."""
+gathered whole, and every number is bit-identical to the gathered path."""
 
 from __future__ import annotations
 

@@ -29,3 +29,11 @@ def test_ci_runs_the_readme_commands():
     blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
     setup, test = blocks[0].strip(), blocks[1].strip()
     assert setup in ci.splitlines() and test in ci.splitlines()
+
+
+def test_changelog_names_the_current_probe_rule():
+    """A new PROBE_RULE recomputes every probe row, so the changelog must name it."""
+    from clip_bench.probe import PROBE_RULE
+
+    changelog = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
+    assert f"`{PROBE_RULE}`" in changelog

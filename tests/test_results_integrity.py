@@ -1,5 +1,4 @@
-"""Rows are right or refused: class-name counts, non-finite values, torn lines, unwritable folders, bad images
-(issue 9, items 5, 7, 9, 12)."""
+"""Rows are right or refused: class-name counts, non-finite values, torn lines, unwritable folders, bad images."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Regressions found by trying to break clip-bench as a new user would (the review pass)."""
+"""Regressions a new user meets: read-only caches, odd result lines, skipped images across shards, sweep's JSON
+output, the README's examples, table columns, the models filter, error messages that point to the right place."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Review 3 regression tests: the float32 validation scoring, non-finite features and the row view."""
+"""Probe regressions: sigmoid validation scored in float64, non-finite features or validation metrics are errors,
+non-default settings and skipped images in the row identity, the prior's scale error, precision variants on the
+leaderboard, scores that rank as the logits where probabilities saturate."""
 
 from __future__ import annotations
 
@@ -182,7 +184,7 @@ def _board_row(**kw):
 
 
 def test_a_bf16_run_is_shown_apart_not_in_place_of_the_fp32_result(tmp_path):
-    """Issue 9, item 1: precision changes a number, so a later bf16 run of the same model must not replace
+    """Precision changes a number, so a later bf16 run of the same model must not replace
     the fp32 value on the leaderboard (nor be averaged into its means): it is its own, labelled line.
     Probe rows on non-default features likewise."""
     from clip_bench.report.leaderboard import leaderboard_table

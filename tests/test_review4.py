@@ -1,4 +1,5 @@
-"""Review 4 regression tests: what the probe's metrics read since they moved to log-probabilities."""
+"""What the probe's metrics read: log-probabilities and logits that keep their ranking where probabilities
+saturate, ignored multi-label entries, classes the probe never saw, ROC AUC on binary tasks only."""
 
 from __future__ import annotations
 

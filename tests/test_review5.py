@@ -1,4 +1,4 @@
-"""Review of the paired tie band (C search): edge cases of ``per_example`` shares and ``tie_se``."""
+"""Edge cases of the paired tie band (C search): ``per_example`` shares, ``tie_se``, several best C, labels."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Bad flags and files on the command line: one line saying what is expected, exit status 2, never a
-traceback (issue 9, item 12), run in-process as a new user would type them."""
+traceback, run in-process as a new user would type them."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Damaged or odd data in the loaders a new user points at: one line naming the file, exit status 2,
-and never a silently changed label (issue 9, item 12)."""
+and never a silently changed label."""
 
 from __future__ import annotations
 

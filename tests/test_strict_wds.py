@@ -1,5 +1,5 @@
-"""WebDataset shards that would pair images with the wrong labels are errors naming the shard and key
-(issue 9, item 6), through the CLI: one line, exit status 2."""
+"""WebDataset shards that would pair images with the wrong labels are errors naming the shard and key,
+through the CLI: one line, exit status 2."""
 
 from __future__ import annotations
 

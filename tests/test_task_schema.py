@@ -1,5 +1,5 @@
 """Strict task files, collections and sweep model lists: every mistake is one line naming the file, the
-key and what was expected (issue 9, item 11), through the CLI as a new user meets it."""
+key and what was expected, through the CLI as a new user meets it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A damaged text-cache shard is detected, removed and recomputed, never used (issue 9, item 3)."""
+"""A damaged text-cache shard is detected, removed and recomputed, never used."""
 
 from __future__ import annotations
 

@@ -113,7 +113,7 @@ def test_zeroshot_logits_match_transformers_forward(hf_dirs, digits_test, kind):
     ref = _reference_logits(hf_dirs[kind], images, siglip=kind == "siglip")
     assert ours.shape == ref.shape == (len(images), 10)
     # The forward passes agree to the last bit; clip-bench's head computes in float64 and rounds once, so
-    # the logits agree to float32 rounding (the bound: 1e-5 absolute, for CLIP and SigLIP).
+    # the logits agree to float32 rounding (bound: 1e-5 absolute, for CLIP and SigLIP).
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5)
     assert (ours.argmax(1) == ref.argmax(1)).all()
 

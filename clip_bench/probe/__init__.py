@@ -15,7 +15,9 @@ from .sweep import SweepResult, c_grid, parametric_search, probe_scores, sweep_C
 #: Version of the probe method (C search, tie rule, few-shot prior, solver stopping rule). It is part of
 #: every probe row's identity, so rows made by an earlier rule are never taken for this rule's result:
 #: bump it whenever a change can move a probe's number.
-PROBE_RULE = "2026-11-session6-refuted-prior"  # + a prior C that the CV resolves as worse than the best ranks nothing (the log-loss ranks the ties)
+#: This version: ties within a paired band; a few-shot prior C that the CV resolves as worse than the
+#: best ranks nothing (the log-loss ranks the ties). CHANGELOG.md lists what each version changed.
+PROBE_RULE = "paired-band-refuted-prior-v1"
 
 __all__ = [
     "PROBE_RULE",

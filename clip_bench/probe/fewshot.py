@@ -12,8 +12,8 @@ regularised, so this is clip-bench's documented rule):
   examples. In scikit-learn's scaling (sum of n losses + ||w||^2 / 2C) this fixes the per-example
   regularisation 1 / (C n) at s^2 / 100, the same for any number of shots or classes and any feature
   scale (scaling the features by a scales the best C by 1 / a^2). The constant is measured, not
-  derived: on both feature sets of ``benchmarks/bench_probe_c.py`` scales from 30 to 100 meet its
-  goal at every k >= 2, 10 or 300 do not (RESULTS.md, "Choosing C", has the sensitivity).
+  derived: on both feature sets of ``benchmarks/bench_probe_c.py`` the scales 30 and 100 meet its
+  goal at every k >= 2, 300 does not (RESULTS.md, "Choosing C", has the sensitivity).
 * k >= 2: cross-validation inside the shots. Shot j of every class (in drawn order) goes to fold
   ``j % n_folds`` with ``n_folds = min(k, max_folds)`` (default 4; k = 2 is leave-one-shot-out).
   Every fold keeps >= 1 training shot per class. C is chosen by the paper's grid + binary search

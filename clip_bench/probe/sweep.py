@@ -20,7 +20,7 @@ Choosing among the scores (the paper does not say; this is clip-bench's rule):
     share (McNemar's test with its continuity correction; :func:`paired_band`). Neighbouring C that
     agree on most examples are told apart by a small but steady difference, so a CV score that
     rises steadily over many decades is followed up the rise instead of being tied back to its
-    low end (benchmarks/RESULTS.md, "Choosing C": few-shot on synthetic 512-d features, 100 classes,
+    low end (CHANGELOG.md, 0.1.0, "Probes": few-shot on synthetic 512-d features, 100 classes,
     the unpaired band lost 2.75 points to the oracle C at k = 4 and 1.27 at k = 8, the paired band
     0.97 and 0.54, with a prior that still ranked the ties when refuted, see below).
   - **Unpaired** (mAP, ROC AUC, or a metric without per-example shares): within ``tie_se`` binomial
@@ -46,7 +46,8 @@ Choosing among the scores (the paper does not say; this is clip-bench's rule):
   and the sweep records ``prior_refuted`` (rows: ``C_prior_refuted``). Otherwise a CV score that
   rises away from the prior onto a long plateau was picked at the plateau's edge nearest the prior,
   the C the data had just ruled against (synthetic 512-d features, 100 classes, k = 2: two of five
-  seeds lost 11.5 and 14.0 points to the oracle C there; benchmarks/RESULTS.md, "Choosing C").
+  seeds lost 11.5 and 14.0 points to the oracle C there: CHANGELOG.md, 0.1.0, "Probes"; the plateau is
+  in benchmarks/RESULTS.md, "Choosing C").
 * **Ties never hide a peak.** Each halving round refines around three points of the tied set, not
   only the best-ranked one: the best-ranked (nearest the prior, else lowest log-loss), the highest main score, and the
   centre of the tied run (the median tied grid index), so a plateau of equal coarse scores cannot

@@ -20,7 +20,7 @@ from ..results import is_standard as results_is_standard
 from .reference import collections
 
 KEY = ["model", "pretrained"]
-#: Row fields other helpers add (identity, standard-ness, 95 % intervals); read top-level or from ``extra``.
+#: Row fields other modules add (identity, standard-ness, 95 % intervals); read top-level or from ``extra``.
 OPTIONAL_FIELDS = ("result_id", "standard", "ci_low", "ci_high")
 #: What makes two rows the same result: a re-run of the same thing replaces it (latest date wins).
 IDENTITY_FIELDS = (
