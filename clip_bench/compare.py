@@ -21,6 +21,7 @@ set of tasks).
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -119,10 +120,11 @@ def _resolve_model(
         return found
 
     keys, chosen = matches(name), None
-    if not keys and name.endswith("]") and " [" in name:
-        base, chosen = name[:-1].rsplit(" [", 1)
-        keys = matches(base)
-        chosen = _variant_arg(chosen)
+    for suffix in reversed(list(re.finditer(r" \[([^\[\]]*)\]", name)) if not keys else []):
+        keys = matches(name[:suffix.start()] + name[suffix.end():])  # "M [bf16] (tag)" or "M [bf16]"
+        if keys:
+            chosen = _variant_arg(suffix.group(1))
+            break
     if len(keys) == 1:
         return keys.pop(), chosen
     if keys:
@@ -192,7 +194,8 @@ def _choose_variants(
     """The variant compared on each side, like with like unless the user named them; notes on variants left out.
 
     Neither named: the one variant both models have, or the default when both have several; anything else
-    is an error saying which variants exist and how to choose. One named: the other side takes the same."""
+    is an error saying which variants exist and how to choose. One named: the other side takes the same.
+    Variants left out are named in a note."""
     have_a, have_b = ({v for per in r.values() for v in per} for r in (ra, rb))
     listed = (lambda vs: ", ".join(_variant_text(v) for v in sorted(vs)))  # noqa: E731
     how = f"pass --variant (e.g. --variant {_variant_text(max(have_a | have_b | {''}))}), or name a model with its " \
@@ -202,12 +205,8 @@ def _choose_variants(
         return va or "", vb or "", notes  # nothing to pair: the caller says so
     if va is None and vb is None:
         common = have_a & have_b
-        if len(common) == 1:
-            va = vb = common.pop()
-        elif "" in common:
-            va = vb = ""
-            notes.append(f"compared the default {protocol} rows; both models also have {listed(common - {''})}: "
-                         f"compare those with --variant {sorted(common - {''})[0]}")
+        if len(common) == 1 or "" in common:
+            va = vb = common.pop() if len(common) == 1 else ""
         else:
             raise ClipBenchError(
                 f"model A ({names[0]}) has {protocol} rows as {listed(have_a)} and model B ({names[1]}) as "
@@ -219,6 +218,11 @@ def _choose_variants(
         if v not in have:
             raise ClipBenchError(f"model {side} ({name}) has no {protocol} rows as {_variant_text(v)}, only as "
                                  f"{listed(have)}; {how}.")
+    others = [f"{side} also has {listed(have - {v})}" for side, v, have in (("A", va, have_a), ("B", vb, have_b))
+              if have - {v}]
+    if others:
+        notes.append(f"compared {_variant_text(va)} rows" + (f" with {_variant_text(vb)}" if vb != va else "") +
+                     f" ({'; '.join(others)}): choose another with --variant, or name a model with its variant")
     return va, vb, notes
 
 
