@@ -20,7 +20,7 @@ from clip_bench.outcomes import attach_outcomes
 from clip_bench.report import build_report
 from clip_bench.report import fewshot as fs
 from clip_bench.resources import assets_dir
-from clip_bench.results import append_rows, make_row, model_labels, read_rows, write_leaderboard
+from clip_bench.results import append_rows, make_row, read_rows, write_leaderboard
 from clip_bench.sweep import ModelEntry, run_sweep
 
 
@@ -31,8 +31,11 @@ def _checkpoint_folder(folder: Path, perturb: bool) -> Path:
     folder.mkdir(parents=True)
     shutil.copy(assets_dir() / "tiny_clip" / "tiny-clip-digits.json", folder / "tiny.json")
     state = load_file(str(assets_dir() / "tiny_clip" / "tiny-clip-digits.safetensors"))
-    if perturb:
-        state["visual.proj"] = state["visual.proj"] * 0.5 + 0.01
+    if perturb:  # noise on the image projection: a weaker model
+        import torch
+
+        proj = state["visual.proj"]
+        state["visual.proj"] = proj + proj.std() * torch.randn(proj.shape, generator=torch.Generator().manual_seed(0))
     save_file(state, str(folder / "epoch_32.safetensors"))
     return folder
 
@@ -49,11 +52,12 @@ def test_two_checkpoints_with_one_file_name_are_two_models(tmp_path, eval_config
     from clip_bench.evaluate import zeroshot
 
     runs = [_checkpoint_folder(tmp_path / name, perturb=name == "run2") for name in ("run1", "run2")]
-    seeds = {}
+    seeds, zeroshot_values = {}, []
     for i, folder in enumerate(runs):
         monkeypatch.chdir(folder)
         main_row = next(r for r in zeroshot("tiny.json", "digits", eval_config, pretrained="epoch_32.safetensors",
                                             device="cpu") if r["is_main"])
+        zeroshot_values.append(main_row["value"])
         # k-shot rows of this checkpoint, as `fewshot` writes them (its probes take a minute; their values do not
         # matter here, only whose they are)
         seeds[folder.name] = [60.0 + 10 * i + s for s in (0, 1)]
@@ -65,10 +69,12 @@ def test_two_checkpoints_with_one_file_name_are_two_models(tmp_path, eval_config
             for s, v in enumerate(seeds[folder.name])])
     rows = read_rows(eval_config.output_dir)
     assert {r["model"] for r in rows} == {"tiny.json"} and len({r["model_fingerprint"] for r in rows}) == 2
+    assert zeroshot_values[0] != zeroshot_values[1]
 
     board = [r for r in _csv(write_leaderboard(eval_config.output_dir)) if r["protocol"] == "zeroshot"]
     labels = {(r["model"], r["pretrained"]) for r in board}
     assert len(board) == 2 and len(labels) == 2
+    assert sorted(float(r["digits"]) for r in board) == pytest.approx(sorted(zeroshot_values), abs=0.005)
     assert all(m == "tiny.json" and re.fullmatch(r"epoch_32\.safetensors #[0-9a-f]{6,}", p) for m, p in labels)
 
     summary = build_report(eval_config.output_dir, tmp_path / "report", quiet=True)
@@ -147,6 +153,8 @@ def test_compare_says_which_variants_exist_when_none_is_shared(tmp_path, capsys)
 
 
 def test_labels_are_the_shortest_distinct_path_suffixes():
+    from clip_bench.results import model_labels
+
     def row(model, pretrained, fp, **extra):
         return {"model": model, "pretrained": pretrained, "model_fingerprint": fp, "date": "2026", "extra": extra}
 

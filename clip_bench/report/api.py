@@ -551,7 +551,8 @@ class _Context:
         self.summary.lines.append(f"paired comparisons: {len(table)} pair(s) -> comparisons.csv")
         self.tables.append(Section("Paired comparisons", [
             html.paragraph(
-                "Each model against the first, on the zero-shot tasks both evaluated on identical test samples "
+                "Each model against the first (within each variant: [bf16] with [bf16]), on the zero-shot tasks both "
+                "evaluated on identical test samples "
                 "(clip-bench compare): per task an exact McNemar test (accuracy) or a paired bootstrap (other "
                 "metrics), wins and losses at 5% after a Holm correction across tasks, and the mean difference "
                 "over tasks in points with its 95% interval. Run clip-bench compare A B for the per-task table."),

@@ -15,7 +15,15 @@ from typing import Any
 
 import pandas as pd
 
-from ..results import RESULTS_FILE, ROW_FIELDS, field_of, labelled, read_rows, with_variant_labels
+from ..results import (
+    RESULTS_FILE,
+    ROW_FIELDS,
+    field_of,
+    labelled,
+    model_label,
+    read_rows,
+    with_variant_labels,
+)
 from ..results import is_standard as results_is_standard
 from .reference import collections
 
@@ -179,12 +187,15 @@ def task_order(tasks: Iterable[str]) -> list[str]:
 
 
 def all_metrics_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Every row with every provenance field; ``extra`` is kept as a compact JSON string."""
+    """Every row with every provenance field (the full model reference) and ``label``, the model as the other
+    tables name it; ``extra`` is kept as a compact JSON string."""
+    rows = labelled(rows)
     df = rows_frame(rows)
     df["extra"] = [json.dumps(e, sort_keys=True, default=str) if isinstance(e, dict) else e for e in df["extra"]]
     for name in ("result_id", "standard"):
         df[name] = [field_of(r, name) for r in rows]
     optional = [c for c in OPTIONAL_FIELDS if c not in ROW_FIELDS and df[c].notna().any()]
-    cols = [*ROW_FIELDS, *optional, *(["results_file"] if "results_file" in df else [])]
+    df["label"] = [model_label(r) for r in rows]
+    cols = [*ROW_FIELDS, *optional, *(["results_file"] if "results_file" in df else []), "label"]
     order = ["model", "pretrained", "task", "subset", "protocol", "metric", "date"]
     return df[cols].sort_values(order, kind="stable", na_position="last").reset_index(drop=True)
