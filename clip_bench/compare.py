@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,8 @@ def _pick_rows(
 
 
 def _choose_variants(
-    ra: Picked, rb: Picked, va: str | None, vb: str | None, names: tuple[str, str], protocol: str,
+    ra: Picked, rb: Picked, va: str | None, vb: str | None, shown: tuple[Callable[[str | None], str], ...],
+    protocol: str,
 ) -> tuple[str, str, list[str]]:
     """The variant compared on each side, like with like unless the user named them; notes on variants left out.
 
@@ -198,20 +200,24 @@ def _choose_variants(
     Variants left out are named in a note."""
     have_a, have_b = ({v for per in r.values() for v in per} for r in (ra, rb))
     listed = (lambda vs: ", ".join(_variant_text(v) for v in sorted(vs)))  # noqa: E731
-    how = f"pass --variant (e.g. --variant {_variant_text(max(have_a | have_b | {''}))}), or name a model with its " \
-          f"variant as the leaderboard shows it (e.g. '{names[0]} [features=embed]')"
+    names = (shown[0](None), shown[1](None))
+    common = have_a & have_b
+    if common:
+        how = f"pass --variant {sorted(common)[0] or 'default'} (or another) to compare like with like"
+    else:
+        how = (f"no variant is in both; to compare them anyway name each with its variant as the leaderboard "
+               f"shows it, the default as [default] ('{shown[0](sorted(have_a)[0] or 'default')}' "
+               f"'{shown[1](sorted(have_b)[0] or 'default')}')") if have_a and have_b else ""
     notes: list[str] = []
     if not have_a or not have_b:
         return va or "", vb or "", notes  # nothing to pair: the caller says so
     if va is None and vb is None:
-        common = have_a & have_b
         if len(common) == 1 or "" in common:
-            va = vb = common.pop() if len(common) == 1 else ""
+            va = vb = next(iter(common)) if len(common) == 1 else ""
         else:
             raise ClipBenchError(
                 f"model A ({names[0]}) has {protocol} rows as {listed(have_a)} and model B ({names[1]}) as "
-                f"{listed(have_b)}: " + ("no variant in common to compare like with like" if not common else
-                                         "several variants in common") + f"; {how}.")
+                f"{listed(have_b)}" + (": several variants in common" if common else "") + f"; {how}.")
     va = vb if va is None else va
     vb = va if vb is None else vb
     for side, v, have, name in (("A", va, have_a, names[0]), ("B", vb, have_b, names[1])):
@@ -335,8 +341,9 @@ def compare(
             raise ClipBenchError(f"{model_a!r} and {model_b!r} name the same model rows ({_shown(labels, a, va)}); "
                                  "name two models, or two variants of one.")
     ra_all, rb_all = _pick_rows(rows, a, protocol, metric, seed), _pick_rows(rows, b, protocol, metric, seed)
-    va, vb, notes = _choose_variants(ra_all, rb_all, va, vb, (_shown(labels, a, None), _shown(labels, b, None)),
+    va, vb, notes = _choose_variants(ra_all, rb_all, va, vb, (lambda v: _shown(labels, a, v), lambda v: _shown(labels, b, v)),
                                      protocol)
+    notes = notes if a != b else []  # one model's own variants: the choice is the point
     ra = {k: per[va] for k, per in ra_all.items() if va in per}
     rb = {k: per[vb] for k, per in rb_all.items() if vb in per}
     name_a, name_b = _shown(labels, a, va), _shown(labels, b, vb)

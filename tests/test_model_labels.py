@@ -149,7 +149,10 @@ def test_compare_says_which_variants_exist_when_none_is_shared(tmp_path, capsys)
     assert main(["compare", "A", "B", "--results", str(out), "--protocol", "linear_probe"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "A (tag)) has linear_probe rows as [features=embed]" in err
-    assert "B (tag)) as default" in err and "--variant" in err
+    assert "B (tag)) as default" in err and "no variant is in both" in err
+    assert "'A [features=embed] (tag)' 'B [default] (tag)'" in err  # how to compare them anyway, which works:
+    c = compare("A [features=embed] (tag)", "B [default] (tag)", out, protocol="linear_probe")
+    assert (c.model_a, c.model_b) == ("A [features=embed] (tag)", "B (tag)") and c.tasks[0].value_a > 85
 
 
 def test_labels_are_the_shortest_distinct_path_suffixes():
