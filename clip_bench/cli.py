@@ -63,6 +63,13 @@ def device_name(text: str) -> str:
     return text
 
 
+def display_label(text: str) -> str:
+    """An argparse ``type=`` for ``--name``: one line of text."""
+    if not text.strip() or "\n" in text:
+        raise argparse.ArgumentTypeError(f"expected a short name on one line, e.g. --name run-a, got {text!r}")
+    return text.strip()
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="open_clip architecture, OpenAI name (ViT-B/32), hf-hub:org/repo, "
                    "an architecture .json, a transformers CLIP/SigLIP folder, transformers:org/repo, or tiny-clip-digits")
@@ -71,6 +78,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device_name, default=None,
                    help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--name", type=display_label, default=None, help="a short name for this model in tables and figures "
+                   "(recorded in the rows; default: the model reference, with local paths shortened)")
 
 
 def _add_eval_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
@@ -141,6 +150,7 @@ def _eval_config(args: argparse.Namespace) -> Any:
         templates=getattr(args, "templates", None),
         classnames=getattr(args, "classnames", None),
         caption_template=getattr(args, "caption_template", None),
+        label=getattr(args, "name", None),
         limit=args.limit,
         download=args.download,
         feature_kind=getattr(args, "features", None) or "auto",
@@ -160,10 +170,12 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, out: Any = None) -> None:
     if not rows:
         out.write("no results\n")
         return
+    from .results import labelled, model_label
+
     header = ("model", "task", "protocol", "metric", "value", "95% CI", "n", "notes")
     lines = [header]
-    for r in rows:
-        label = r["model"] + (f" ({r['pretrained']})" if r.get("pretrained") else "")
+    for r in labelled(rows):
+        label = model_label(r)  # short: a local checkpoint is named by its file, not its whole path
         task = r["task"] + (f" [{r['subset']} classes]" if r.get("subset") else "")
         metric = r["metric"] + (" *" if r.get("is_main") else "")
         ci = f"{r['ci_low']:.1f}-{r['ci_high']:.1f}" if r.get("ci_low") is not None else ""
@@ -337,13 +349,16 @@ def _add_linprobe(sub: Any) -> None:
 
 def _add_compare(sub: Any) -> None:
     cp = sub.add_parser("compare", help="is model A better than model B? paired tests per task, Holm across tasks")
-    cp.add_argument("model_a", metavar="MODEL_A", help="a model as named in the rows, or name:pretrained")
+    cp.add_argument("model_a", metavar="MODEL_A", help="a model as the leaderboard names it (e.g. run1/epoch_32.pt, "
+                    "or with its variant: 'M [features=embed]'), its full name, name:pretrained, or its fingerprint")
     cp.add_argument("model_b", metavar="MODEL_B", help="the model to compare against (differences are A - B)")
     cp.add_argument("--results", type=Path, default=Path("results"), help="folder with results.jsonl (and outcomes/)")
     cp.add_argument("--task", nargs="+", default=None, help="only these tasks or collections (default: every shared task)")
     cp.add_argument("--protocol", default="zeroshot", help="zeroshot (default), linear_probe or fewshot_kK")
     cp.add_argument("--metric", default=None, help="compare this metric's rows instead of each task's main metric")
     cp.add_argument("--seed", type=non_negative_int, default=None, help="the few-shot draw to compare (fewshot_kK protocols)")
+    cp.add_argument("--variant", default=None, help="compare this variant on both sides (default, bf16, features=embed, "
+                    "as the leaderboard labels them); without it, the variant both models have")
     cp.add_argument("--alpha", type=open_fraction, default=0.05, help="significance level after Holm's correction (0.05)")
     cp.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap replicates for non-accuracy metrics (1000)")
     cp.add_argument("--cache-dir", type=Path, default=None, help="rebuild missing outcomes of older zero-shot rows "
@@ -361,7 +376,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ClipBenchError("--alpha must be in (0, 1) and --bootstrap at least 100.")
     result = compare(args.model_a, args.model_b, args.results, tasks=args.task, protocol=args.protocol,
                      metric=args.metric, seed=args.seed, alpha=args.alpha, B=args.bootstrap,
-                     cache_dir=args.cache_dir or default_cache_dir(), data_root=args.data_root)
+                     cache_dir=args.cache_dir or default_cache_dir(), data_root=args.data_root, variant=args.variant)
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:

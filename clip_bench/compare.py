@@ -21,8 +21,10 @@ set of tasks).
 
 from __future__ import annotations
 
+import re
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,16 @@ import numpy as np
 from . import stats
 from .errors import ClipBenchError
 from .outcomes import DamagedOutcomesError, OutcomeError, Outcomes, load_for_row, paired_retrieval_bootstrap
-from .results import LEADERBOARD_PROTOCOLS, RESULTS_FILE, is_standard, read_rows
+from .results import (
+    LEADERBOARD_PROTOCOLS,
+    RESULTS_FILE,
+    display_name,
+    is_standard,
+    model_key,
+    model_labels,
+    read_rows,
+    variant_name,
+)
 
 ACCURACY_METRICS = ("top1", "top5")
 
@@ -69,6 +80,7 @@ class Comparison:
     B: int
     tasks: list[TaskComparison] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. other variants both models have, left out
     wins: int = 0
     losses: int = 0
     ties: int = 0
@@ -91,44 +103,74 @@ def _load_rows(results_dir: str | Path) -> list[tuple[dict[str, Any], Path]]:
     return [(row, path.parent) for path in files for row in read_rows(path)]
 
 
-def _label(model: str, pretrained: str | None) -> str:
-    return f"{model}:{pretrained}" if pretrained else model
+def _resolve_model(
+    rows: list[tuple[dict[str, Any], Path]], labels: dict[str, tuple[str, str]], name: str,
+) -> tuple[str, str | None]:
+    """(model key, variant or None) that `name` names: the label tables show (``run1/epoch_32.pt``, with or
+    without a variant suffix such as ``[features=embed]``), the model name, ``name:pretrained``, ``name
+    (pretrained)``, or the model fingerprint. A name that fits models with different fingerprints is an error
+    listing their labels: results of two checkpoints that share a name are never mixed."""
 
+    def matches(text: str) -> set[str]:
+        found = set()
+        for r, _ in rows:
+            key, model, tag = model_key(r), str(r["model"]), str(r.get("pretrained") or "")
+            short_model, short_tag = labels[key]
+            if text in (key, model, f"{model}:{tag}", display_name(model, tag), display_name(short_model, short_tag),
+                        f"{short_model}:{short_tag}"):
+                found.add(key)
+        return found
 
-def _resolve_model(rows: list[tuple[dict[str, Any], Path]], name: str) -> tuple[str, str | None]:
-    """(model, pretrained) named by `name`: a row's model name, or ``name:pretrained``."""
-    pairs = sorted({(r["model"], r.get("pretrained")) for r, _ in rows}, key=lambda p: (p[0], p[1] or ""))
-    exact = [p for p in pairs if p[0] == name]
-    if len(exact) == 1:
-        return exact[0]
-    if ":" in name:
-        model, tag = name.rsplit(":", 1)
-        tagged = [p for p in pairs if p[0] == model and (p[1] or "") == tag]
-        if tagged:
-            return tagged[0]
-    if len(exact) > 1:
-        raise ClipBenchError(f"model {name!r} has several pretrained tags in the results "
-                             f"({', '.join(str(p[1]) for p in exact)}); name one as {name}:TAG.")
-    known = ", ".join(_label(*p) for p in pairs) or "none"
+    keys, chosen = matches(name), None
+    for suffix in reversed(list(re.finditer(r" \[([^\[\]]*)\]", name)) if not keys else []):
+        keys = matches(name[:suffix.start()] + name[suffix.end():])  # "M [bf16] (tag)" or "M [bf16]"
+        if keys:
+            chosen = _variant_arg(suffix.group(1))
+            break
+    if len(keys) == 1:
+        return keys.pop(), chosen
+    if keys:
+        raise ClipBenchError(f"{name!r} names {len(keys)} different models in the results (different fingerprints): "
+                             f"{'; '.join(sorted(display_name(*labels[k]) for k in keys))}; name one by its label.")
+    known = "; ".join(sorted({display_name(*v) for v in labels.values()})) or "none"
     raise ClipBenchError(f"no result rows for model {name!r}; models in the results: {known}.")
 
 
+def _variant_arg(text: str) -> str:
+    """A variant as the user names it (``default``, ``bf16``, ``[features=embed]``) as :func:`variant_name` spells it."""
+    text = text.strip().removeprefix("[").removesuffix("]").strip()
+    return "" if text in ("", "default") else ", ".join(p.strip() for p in text.split(","))
+
+
+def _variant_text(v: str) -> str:
+    return f"[{v}]" if v else "default"
+
+
+def _shown(labels: dict[str, tuple[str, str]], key: str, v: str | None) -> str:
+    """A model's label as the leaderboard shows it, with its variant."""
+    model, tag = labels[key]
+    return display_name(model + (f" [{v}]" if v else ""), tag)
+
+
+Picked = dict[tuple[str, str | None], dict[str, tuple[dict[str, Any], Path]]]
+
+
 def _pick_rows(
-    rows: list[tuple[dict[str, Any], Path]], model: tuple[str, str | None], protocol: str,
-    metric: str | None, seed: int | None,
-) -> dict[tuple[str, str | None], tuple[dict[str, Any], Path]]:
-    """Latest row per (task, subset) of `model` and `protocol`: main metric unless `metric` is given.
+    rows: list[tuple[dict[str, Any], Path]], model: str, protocol: str, metric: str | None, seed: int | None,
+) -> Picked:
+    """Latest row per (task, subset) and variant of `model` (a :func:`model_key`) and `protocol`: main metric
+    unless `metric` is given.
 
     The full, standard evaluation is preferred: a later ``--limit`` or class-name/template override row
     never displaces it. A task with only non-standard rows uses the latest of those (and a pair with
     different test samples is then refused by the sample check)."""
-    chosen: dict[tuple[str, str | None], tuple[dict[str, Any], Path]] = {}
-    fallback: dict[tuple[str, str | None], tuple[dict[str, Any], Path]] = {}  # --limit / override rows
+    chosen: dict[tuple[str, str | None, str], tuple[dict[str, Any], Path]] = {}
+    fallback: dict[tuple[str, str | None, str], tuple[dict[str, Any], Path]] = {}  # --limit / override rows
     seeds_seen: set[Any] = set()
     protocols = LEADERBOARD_PROTOCOLS.get(protocol, (protocol,))  # zero-shot includes the retrieval tasks
     for row, folder in sorted(rows, key=lambda rf: str(rf[0].get("date") or "")):
         extra = row.get("extra") or {}
-        if (row["model"], row.get("pretrained")) != model or row.get("protocol") not in protocols:
+        if model_key(row) != model or row.get("protocol") not in protocols:
             continue
         if extra.get("aggregate") or row.get("subset") or row.get("value") is None:
             continue
@@ -138,11 +180,57 @@ def _pick_rows(
             seeds_seen.add(extra.get("seed"))
             if seed is None or extra.get("seed") != seed:
                 continue
-        (chosen if is_standard(row) else fallback)[(row["task"], row.get("subset"))] = (row, folder)
+        (chosen if is_standard(row) else fallback)[(row["task"], row.get("subset"), variant_name(row))] = (row, folder)
     if protocol.startswith("fewshot") and seed is None and seeds_seen:
         raise ClipBenchError(f"{protocol} rows are per seed; pass --seed (seeds in the results: "
                              f"{', '.join(str(s) for s in sorted(seeds_seen, key=str))}).")
-    return {**fallback, **chosen}
+    out: Picked = {}
+    for (task, subset, v), picked in {**fallback, **chosen}.items():
+        out.setdefault((task, subset), {})[v] = picked
+    return out
+
+
+def _choose_variants(
+    ra: Picked, rb: Picked, va: str | None, vb: str | None, shown: tuple[Callable[[str | None], str], ...],
+    protocol: str,
+) -> tuple[str, str, list[str]]:
+    """The variant compared on each side, like with like unless the user named them; notes on variants left out.
+
+    Neither named: the one variant both models have, or the default when both have several; anything else
+    is an error saying which variants exist and how to choose. One named: the other side takes the same.
+    Variants left out are named in a note."""
+    have_a, have_b = ({v for per in r.values() for v in per} for r in (ra, rb))
+    listed = (lambda vs: ", ".join(_variant_text(v) for v in sorted(vs)))  # noqa: E731
+    names = (shown[0](None), shown[1](None))
+    common = have_a & have_b
+    if common:
+        how = f"pass --variant {sorted(common)[0] or 'default'} (or another) to compare like with like"
+    else:
+        how = (f"no variant is in both; to compare them anyway name each with its variant as the leaderboard "
+               f"shows it, the default as [default] ('{shown[0](sorted(have_a)[0] or 'default')}' "
+               f"'{shown[1](sorted(have_b)[0] or 'default')}')") if have_a and have_b else ""
+    notes: list[str] = []
+    if not have_a or not have_b:
+        return va or "", vb or "", notes  # nothing to pair: the caller says so
+    if va is None and vb is None:
+        if len(common) == 1 or "" in common:
+            va = vb = next(iter(common)) if len(common) == 1 else ""
+        else:
+            raise ClipBenchError(
+                f"model A ({names[0]}) has {protocol} rows as {listed(have_a)} and model B ({names[1]}) as "
+                f"{listed(have_b)}" + (": several variants in common" if common else "") + f"; {how}.")
+    va = vb if va is None else va
+    vb = va if vb is None else vb
+    for side, v, have, name in (("A", va, have_a, names[0]), ("B", vb, have_b, names[1])):
+        if v not in have:
+            raise ClipBenchError(f"model {side} ({name}) has no {protocol} rows as {_variant_text(v)}, only as "
+                                 f"{listed(have)}; {how}.")
+    others = [f"{side} also has {listed(have - {v})}" for side, v, have in (("A", va, have_a), ("B", vb, have_b))
+              if have - {v}]
+    if others:
+        notes.append(f"compared {_variant_text(va)} rows" + (f" with {_variant_text(vb)}" if vb != va else "") +
+                     f" ({'; '.join(others)}): choose another with --variant, or name a model with its variant")
+    return va, vb, notes
 
 
 def _outcomes(row: dict[str, Any], folder: Path, cache_dir: Path | None, data_root: Path | None) -> Outcomes:
@@ -232,34 +320,53 @@ def compare(
     B: int = stats.DEFAULT_B,
     cache_dir: str | Path | None = None,
     data_root: str | Path | None = None,
+    variant: str | None = None,
 ) -> Comparison:
     """Compare two models' rows under `results_dir` (see the module docstring).
 
-    `tasks` limits the comparison (names or collections); a named task that cannot be compared is an
-    error, while without `tasks` such tasks are listed in ``refused`` with the reason. Rows without
-    stored outcomes are rebuilt from `cache_dir` (zero-shot) when given. `seed` picks the few-shot
-    draw for ``fewshot_kK`` protocols.
+    A model is a fingerprint, named as tables name it (see :func:`_resolve_model`). `tasks` limits the
+    comparison (names or collections); a named task that cannot be compared is an error, while without
+    `tasks` such tasks are listed in ``refused`` with the reason. Rows without stored outcomes are rebuilt
+    from `cache_dir` (zero-shot) when given. `seed` picks the few-shot draw for ``fewshot_kK`` protocols.
+    `variant` (``default``, ``bf16``, ``features=embed``) picks the variant compared on both sides; without it
+    (and without a variant in a model's name) like is compared with like (:func:`_choose_variants`).
     """
     rows = _load_rows(results_dir)
     if not rows:
         raise ClipBenchError(f"no result rows under {results_dir} (looked for {RESULTS_FILE}); pass --results DIR.")
-    a, b = _resolve_model(rows, model_a), _resolve_model(rows, model_b)
+    labels = model_labels([r for r, _ in rows])
+    (a, va), (b, vb) = _resolve_model(rows, labels, model_a), _resolve_model(rows, labels, model_b)
+    if variant is not None:
+        for given, name in ((va, model_a), (vb, model_b)):
+            if given is not None and given != _variant_arg(variant):
+                raise ClipBenchError(f"{name!r} names variant {_variant_text(given)} but --variant is {variant!r}; "
+                                     "give it once.")
+        va = vb = _variant_arg(variant)
     if a == b:
-        raise ClipBenchError(f"{model_a!r} and {model_b!r} name the same model rows ({_label(*a)}); name two models.")
-    ra, rb = _pick_rows(rows, a, protocol, metric, seed), _pick_rows(rows, b, protocol, metric, seed)
+        va, vb = va or "", vb or ""  # one model against itself: another variant of it, else the default
+        if va == vb:
+            raise ClipBenchError(f"{model_a!r} and {model_b!r} name the same model rows ({_shown(labels, a, va)}); "
+                                 "name two models, or two variants of one.")
+    ra_all, rb_all = _pick_rows(rows, a, protocol, metric, seed), _pick_rows(rows, b, protocol, metric, seed)
+    va, vb, notes = _choose_variants(ra_all, rb_all, va, vb, (lambda v: _shown(labels, a, v), lambda v: _shown(labels, b, v)),
+                                     protocol)
+    notes = notes if a != b else []  # one model's own variants: the choice is the point
+    ra = {k: per[va] for k, per in ra_all.items() if va in per}
+    rb = {k: per[vb] for k, per in rb_all.items() if vb in per}
+    name_a, name_b = _shown(labels, a, va), _shown(labels, b, vb)
     wanted = None
     if tasks:
         from .tasks import expand_tasks
 
         wanted = set(expand_tasks(list(tasks)))
-        for side, picked, name in (("A", ra, a), ("B", rb, b)):
+        for side, picked, name in (("A", ra, name_a), ("B", rb, name_b)):
             missing = sorted(wanted - {t for t, _ in picked})
             if missing:
-                raise ClipBenchError(f"model {side} ({_label(*name)}) has no {protocol} {metric or 'main-metric'} row "
+                raise ClipBenchError(f"model {side} ({name}) has no {protocol} {metric or 'main-metric'} row "
                                      f"for {', '.join(missing)} under {results_dir}.")
     cache = Path(cache_dir) if cache_dir is not None else None
     root = Path(data_root) if data_root is not None else None
-    result = Comparison(_label(*a), _label(*b), protocol, alpha, B)
+    result = Comparison(name_a, name_b, protocol, alpha, B, notes=notes)
     all_reps = []
     for key in sorted(set(ra) & set(rb), key=lambda k: (k[0], k[1] or "")):
         task, subset = key
@@ -289,7 +396,7 @@ def compare(
         all_reps.append(reps)
     if not result.tasks:
         reasons = "; ".join(result.refused) if result.refused else (
-            f"no task has {protocol} rows for both {_label(*a)} and {_label(*b)}")
+            f"no task has {protocol} rows for both {name_a} and {name_b}")
         raise ClipBenchError(f"nothing to compare: {reasons}.")
     p_values = np.array([t.p_value if np.isfinite(t.p_value) else 1.0 for t in result.tasks])
     adjusted, rejected = stats.holm(p_values, alpha)
@@ -339,4 +446,5 @@ def format_comparison(c: Comparison) -> str:
                f"(of {len(c.tasks)}); mean A-B over tasks {c.mean_diff:+.2f} "
                f"[{c.mean_ci_low:+.2f}, {c.mean_ci_high:+.2f}]")
     out.extend(c.refused)
+    out.extend(c.notes)
     return "\n".join(out) + "\n"

@@ -62,6 +62,7 @@ class EvalConfig:
     download: bool = False
     feature_kind: str = "auto"  # probes: auto | embed | pre-proj (probe_features); zero-shot always uses embed
     caption_template: str | None = None  # retrieval tasks: "{}" is replaced by each caption
+    label: str | None = None  # --name: what tables and figures call the model (rows: extra.label; changes no number)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
 
     def __post_init__(self) -> None:
@@ -147,6 +148,7 @@ def provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str
         subset_rule=SUBSET_RULE if cfg.limit is not None else None,
         task_hash=task_hash(task), source_config=source.config_hash,
         standard=cfg.limit is None and is_builtin_definition(task),
+        **({"label": cfg.label} if cfg.label else {}),
     )
 
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -280,15 +281,126 @@ def warn_skipped(path: Path, problems: list[str]) -> None:
         print(f"clip-bench: warning: {path}: skipped {skipped_lines_text(problems)}.", file=sys.stderr)
 
 
+def model_key(row: dict[str, Any]) -> str:
+    """Which model a row measures: its ``model_fingerprint``, so two checkpoints under one name (two
+    ``epoch_32.pt`` in two folders) are two models and one checkpoint under two names is one. Rows without
+    a fingerprint (written by hand) fall back to their name and tag."""
+    fingerprint = field_of(row, "model_fingerprint")
+    if isinstance(fingerprint, str) and fingerprint:
+        return fingerprint
+    return "name:" + sha256_json([str(row.get("model")), str(row.get("pretrained") or "")])[:20]
+
+
+def display_name(model: str, pretrained: str | None) -> str:
+    """How every table, legend and message names a model: ``model (pretrained)``, or just ``model``."""
+    return f"{model} ({pretrained})" if pretrained else str(model)
+
+
+#: A file or folder reference in a model name or tag (these are shortened in labels; ``ViT-B/32`` is not one).
+_PATH_START = re.compile(r"^(~|\.{1,2}[\\/]|[\\/]|[A-Za-z]:[\\/])")
+_PATH_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".json", ".ckpt")
+_LOCAL_PREFIX = "local-dir:"
+
+
+def _path_parts(text: str) -> list[str] | None:
+    """The components of a local path reference (without a ``local-dir:`` prefix), else None."""
+    body = text.removeprefix(_LOCAL_PREFIX)
+    if not (_PATH_START.match(body) or (re.search(r"[\\/]", body) and body.lower().endswith(_PATH_SUFFIXES))
+            or text.startswith(_LOCAL_PREFIX)):
+        return None
+    parts = [p for p in re.split(r"[\\/]+", body) if p]
+    return parts or None
+
+
+def _shorten(text: str, depth: int) -> tuple[str, bool]:
+    """`text` with a path cut to its last `depth` components, and whether a longer suffix exists."""
+    parts = _path_parts(text)
+    if parts is None:
+        return text, False
+    prefix = _LOCAL_PREFIX if text.startswith(_LOCAL_PREFIX) else ""
+    return prefix + "/".join(parts[-depth:]), depth < len(parts)
+
+
+def model_labels(rows: Iterable[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """:func:`model_key` -> the (model, pretrained) a person reads, unique among the models of `rows`.
+
+    A model is named as its latest row names it: by a user-given ``--name`` (``extra.label``), else by its
+    model name and tag, with every local path cut to its shortest suffix that tells the models apart
+    (``run1/epoch_32.pt`` and ``run2/epoch_32.pt``; one model alone: ``epoch_32.pt``). Models whose
+    names stay equal (the same file name in two working folders, or the same ``--name``) get the start of
+    their fingerprint (``#3fa2c1``). The rows keep the full reference.
+    """
+    latest: dict[str, tuple[str, str]] = {}
+    named: dict[str, str] = {}
+    for row in sorted(rows, key=lambda r: str(r.get("date") or "")):
+        key = model_key(row)
+        latest[key] = (str(row.get("model")), str(row.get("pretrained") or ""))
+        label = field_of(row, "label")
+        if isinstance(label, str) and label.strip():
+            named[key] = label.strip()
+    depth = {key: [1, 1] for key in latest}  # path components shown, of the name and of the tag
+
+    def shown(key: str) -> tuple[str, str]:
+        if key in named:
+            return named[key], ""
+        model, tag = (_shorten(text, d)[0] for text, d in zip(latest[key], depth[key]))
+        return model, tag
+
+    while True:
+        groups: dict[tuple[str, str], list[str]] = {}
+        for key in latest:
+            groups.setdefault(shown(key), []).append(key)
+        grew = False
+        for keys in (keys for keys in groups.values() if len(keys) > 1):
+            for key in (k for k in keys if k not in named):
+                for i, text in enumerate(latest[key]):  # lengthen a path only where the models' paths differ
+                    if _shorten(text, depth[key][i])[1] and any(latest[k][i] != text for k in keys):
+                        depth[key][i] += 1
+                        grew = True
+        if not grew:
+            break
+    out: dict[str, tuple[str, str]] = {}
+    for (model, tag), keys in groups.items():
+        if len(keys) == 1:
+            out[keys[0]] = (model, tag)
+            continue
+        n = next(n for n in range(6, 65) if len({k[-n:] if k.startswith("name:") else k[:n] for k in keys})
+                 == len(keys))
+        for key in keys:
+            mark = f"#{key[-n:] if key.startswith('name:') else key[:n]}"
+            out[key] = (model, f"{tag} {mark}") if tag else (f"{model} {mark}", "")
+    return out
+
+
+#: Row key under which :func:`labelled` keeps a row's shown (model, pretrained); never written to results.jsonl.
+SHOWN = "_shown"
+
+
+def labelled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` (copies) each with its :func:`model_labels` pair under :data:`SHOWN`, labelled among all of
+    `rows`. Rows that already carry one keep it, so tables built from a part of a report's rows name the
+    models as the whole report does."""
+    if all(SHOWN in r for r in rows):
+        return rows
+    labels = model_labels(rows)
+    return [{**r, SHOWN: labels[model_key(r)]} for r in rows]
+
+
+def shown_name(row: dict[str, Any]) -> tuple[str, str]:
+    """The (model, pretrained) a table shows for `row`: its label (see :func:`labelled`) with the row's
+    :func:`variant` after the model."""
+    model, tag = row[SHOWN] if SHOWN in row else labelled([row])[0][SHOWN]
+    return model + variant(row), tag
+
+
 def model_label(row: dict[str, Any]) -> str:
-    return f"{row['model']}" + (f" ({row['pretrained']})" if row.get("pretrained") else "")
+    """The one line naming `row`'s model in tables, legends, CSVs and ``compare``: see :func:`shown_name`."""
+    return display_name(*shown_name(row))
 
 
-def variant(row: dict[str, Any]) -> str:
-    """How a standard row's measurement differs from its model's default one, as a label suffix: ``""``
-    for fp32 and the default features, else e.g. ``" [bf16]"`` or ``" [features=embed]"``. Tables that
-    show one line per model append it to the model name, so a bf16 run or a probe on other features is
-    shown apart, labelled, and never replaces (or is averaged with) the default measurement."""
+def variant_name(row: dict[str, Any]) -> str:
+    """How a standard row's measurement differs from its model's default one: ``""`` for fp32 and the
+    default features, else e.g. ``"bf16"`` or ``"features=embed"``."""
     parts = []
     precision = field_of(row, "precision")
     if precision not in (None, "", "fp32"):
@@ -296,13 +408,23 @@ def variant(row: dict[str, Any]) -> str:
     requested, kind = field_of(row, "features_requested"), field_of(row, "feature_kind")
     if requested not in (None, "auto") or (isinstance(kind, str) and kind.endswith("+l2")):
         parts.append(f"features={kind}")
-    return f" [{', '.join(parts)}]" if parts else ""
+    return ", ".join(parts)
+
+
+def variant(row: dict[str, Any]) -> str:
+    """:func:`variant_name` as a label suffix (``" [bf16]"``, ``" [features=embed]"``, or ``""``). Tables that
+    show one line per model append it to the model name, so a bf16 run or a probe on other features is
+    shown apart, labelled, and never replaces (or is averaged with) the default measurement."""
+    name = variant_name(row)
+    return f" [{name}]" if name else ""
 
 
 def with_variant_labels(df: Any, rows: list[dict[str, Any]]) -> Any:
-    """``df`` (a DataFrame built from ``rows``, same order) with each model name suffixed by its row's
-    :func:`variant`: a bf16 run is its own, labelled line."""
-    df["model"] = [f"{m}{variant(r)}" for m, r in zip(df["model"].astype(str), rows, strict=True)]
+    """``df`` (a DataFrame built from ``rows``, same order) with model and pretrained replaced by each row's
+    :func:`shown_name`: one line per model fingerprint and variant, named as a person reads it."""
+    names = [shown_name(r) for r in labelled(rows)]
+    df["model"] = [m for m, _ in names]
+    df["pretrained"] = [p for _, p in names]
     return df
 
 
@@ -311,14 +433,14 @@ LEADERBOARD_PROTOCOLS = {"zeroshot": ("zeroshot", "retrieval")}
 
 
 def leaderboard(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> Any:
-    """DataFrame: one line per (model, pretrained), one column per task's main metric (latest run wins).
+    """DataFrame: one line per model (fingerprint) and variant, one column per task's main metric (latest run wins).
 
     Only standard rows (:func:`is_standard`) count: a ``--limit`` or override run never shows here.
     """
     import pandas as pd
 
     protocols = LEADERBOARD_PROTOCOLS.get(protocol, (protocol,))
-    main = [r for r in rows if r.get("is_main") and r.get("protocol") in protocols and not r.get("subset")
+    main = [r for r in labelled(rows) if r.get("is_main") and r.get("protocol") in protocols and not r.get("subset")
             and is_standard(r)]
     if not main:
         return pd.DataFrame(columns=["model", "pretrained"])

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from .resources import assets_dir
+from .results import labelled, shown_name, variant_name
 from .retrieval import I2T, KS, MAIN, PROTOCOL, T2I
 
 PAPER_TABLE13 = "paper_retrieval_table13.json"
@@ -32,13 +33,16 @@ def _is_paper_model(model: str, pretrained: str) -> bool:
 
 
 def retrieval_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """One line per (model, pretrained, task, source, caption template): the seven retrieval metrics (latest run),
-    plus ``<metric>_vs_paper`` deltas for the model of the paper's Table 13 (ViT-L/14@336px, OpenAI weights)."""
-    keep = [r for r in rows if r.get("protocol") == PROTOCOL and not r.get("subset") and r.get("metric") in SHORT]
+    """One line per (model, task, source, caption template): the seven retrieval metrics (latest run), plus
+    ``<metric>_vs_paper`` deltas for the model of the paper's Table 13 (ViT-L/14@336px, OpenAI weights).
+    Models are named as every table names them (:func:`clip_bench.results.shown_name`)."""
+    keep = [r for r in labelled(rows) if r.get("protocol") == PROTOCOL and not r.get("subset") and r.get("metric") in SHORT]
     if not keep:
         return pd.DataFrame()
+    paper_model = {shown_name(r) for r in keep
+                   if not variant_name(r) and _is_paper_model(r["model"], r.get("pretrained") or "")}
     df = pd.DataFrame([{
-        "model": r["model"], "pretrained": r.get("pretrained") or "", "task": r["task"], "source": r.get("source"),
+        "model": shown_name(r)[0], "pretrained": shown_name(r)[1], "task": r["task"], "source": r.get("source"),
         "caption_template": (r.get("extra") or {}).get("caption_template") or "", "metric": r["metric"],
         "value": r["value"], "date": r.get("date") or "",
     } for r in keep]).sort_values("date", kind="stable")
@@ -49,7 +53,7 @@ def retrieval_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for m in METRICS:
         if m in wide:
             wide[f"{SHORT[m]}_vs_paper"] = [
-                row[m] - paper[row["task"]][m] if _is_paper_model(row["model"], row["pretrained"]) and row["task"] in paper
+                row[m] - paper[row["task"]][m] if (row["model"], row["pretrained"]) in paper_model and row["task"] in paper
                 else float("nan") for _, row in wide.iterrows()
             ]
     return wide.rename(columns=SHORT).dropna(axis=1, how="all")

@@ -107,7 +107,7 @@ def test_different_test_samples_are_refused(results, tmp_path):
 
 
 def test_model_names(results):
-    with pytest.raises(ClipBenchError, match="no result rows for model 'nope'; models in the results: bad:tag"):
+    with pytest.raises(ClipBenchError, match="no result rows for model 'nope'; models in the results: bad \\(tag\\)"):
         compare("nope", "good", results)
     with pytest.raises(ClipBenchError, match="name the same model rows"):
         compare("good", "good:tag", results)
@@ -190,11 +190,11 @@ def test_report_has_a_paired_comparison_section(results, tmp_path):
         table = list(csv.DictReader(fh))
     first = table[0]["model A"]
     assert len(table) == 2 and all(r["model A"] == first for r in table)  # every model against the first
-    assert {first} | {r["model B"] for r in table} == {"good:tag", "twin:tag", "bad:tag"}
+    assert {first} | {r["model B"] for r in table} == {"good (tag)", "twin (tag)", "bad (tag)"}
     for r in table:
-        if "bad:tag" in (r["model A"], r["model B"]):  # 90% vs 70% on both tasks: two significant results
+        if "bad (tag)" in (r["model A"], r["model B"]):  # 90% vs 70% on both tasks: two significant results
             assert int(r["A better"]) + int(r["B better"]) == 2 and 10 < abs(float(r["mean A - B"])) < 30
-            assert (float(r["mean A - B"]) > 0) == (r["model B"] == "bad:tag")
+            assert (float(r["mean A - B"]) > 0) == (r["model B"] == "bad (tag)")
         else:  # good vs twin: identical predictions, never significant
             assert (r["ties"], float(r["mean A - B"])) == ("2", 0.0)
     assert "Paired comparisons" in (out / "report.html").read_text(encoding="utf-8")

@@ -238,4 +238,4 @@ def test_a_probe_C_at_the_grid_edge_is_flagged(tmp_path):
     append_rows(results, rows)
     build_report(results, tmp_path / "out", quiet=True)
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    assert "Flagged: C was picked at an end" in page and f"{lp['model']} on {lp['task']} (low, C = 1e-06)" in page
+    assert "Flagged: C was picked at an end" in page and f"{lp['model']} ({lp['pretrained']}) on {lp['task']} (low, C = 1e-06)" in page

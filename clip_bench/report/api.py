@@ -19,7 +19,15 @@ import pandas as pd
 from ..errors import ClipBenchError
 from ..io_utils import write_text_atomic
 from ..progress import progress_bar
-from ..results import RESULTS_FILE, is_standard
+from ..results import (
+    RESULTS_FILE,
+    display_name,
+    is_standard,
+    model_key,
+    model_label,
+    shown_name,
+    variant_name,
+)
 from ..retrieval_report import retrieval_section
 from . import fewshot as fs
 from . import html
@@ -29,7 +37,7 @@ from .markdown import to_markdown
 from .published import SOURCE_LABEL, compare_published, summary_lines
 from .reference import collections, testbed_shifts
 from .robustness import effective_robustness
-from .styles import ModelStyle, model_name, model_styles, swatch_svg
+from .styles import ModelStyle, model_styles, swatch_svg
 from .tables import KEY, Rows, all_metrics_table, load_rows, main_values, task_order
 
 PLOTS_DIR = "plots"
@@ -155,7 +163,7 @@ def build_report(
     summary.out = out
     _check_writable(out)
     styles = model_styles(loaded.rows)
-    models = {(r["model"], r.get("pretrained") or "") for r in rows}
+    models = {model_key(r) for r in rows}  # a model is a fingerprint, whatever it was called
     summary.lines.append(_read_line(loaded, len(models)))
     steps = progress_bar(total=5, desc="report", unit="part", quiet=quiet)
     ctx = _Context(rows, out, out / PLOTS_DIR, styles, summary, comparison)
@@ -360,7 +368,7 @@ class _Context:
         path = s.save_figure("effective_robustness", fig, self.plots / "effective_robustness.png")
         s.notes.extend(plot_notes)
         for r in er[er["shift"] == "mean"].itertuples():
-            s.lines.append(f"effective robustness: {model_name(r.model, r.pretrained)} {r.protocol} "
+            s.lines.append(f"effective robustness: {display_name(r.model, r.pretrained)} {r.protocol} "
                            f"{r.effective_robustness:+.2f} points (mean over {_plural(r.n_shifts, 'shift')})")
         has_ci = er["er_ci_low"].notna().any()
         has_bars = er["acc_ci_low"].notna().any() or er["x_ci_low"].notna().any()
@@ -444,7 +452,7 @@ class _Context:
         s.tables["fewshot_average_match"] = headline
         for r in headline.itertuples():
             text = _headline_text(r)
-            s.lines.append(f"few-shot: {model_name(r.model, r.pretrained)}: {text}")
+            s.lines.append(f"few-shot: {display_name(r.model, r.pretrained)}: {text}")
         self.model_columns["avg_match"] = {(r.model, r.pretrained): r for r in headline.itertuples()}
         full_k = fs.full_data_shots(self.rows)
         match = fs.shots_to_match(curve, zs, lp, full_k)
@@ -456,7 +464,7 @@ class _Context:
         s.write(self.out / "shots_to_match.csv", _csv(match))
         s.write(self.out / "shots_to_match_summary.csv", _csv(per_model))
         for r in per_model.itertuples():
-            s.lines.append(f"shots to match zero-shot: {model_name(r.model, r.pretrained)} median "
+            s.lines.append(f"shots to match zero-shot: {display_name(r.model, r.pretrained)} median "
                            f"{_fmt_shots(r.median_shots) or 'n/a'}, mean {_fmt_shots(r.mean_shots) or 'n/a'} over "
                            f"{_plural(r.n_tasks, 'task')} ({r.n_extrapolated} extrapolated, {r.n_not_reached} not reached)")
         self.model_columns["median_shots"] = {(r.model, r.pretrained): r for r in per_model.itertuples()}
@@ -503,7 +511,7 @@ class _Context:
             sets.setdefault(tuple(sorted(r["tasks"])), []).append(key)
         best = max(sets, key=lambda t: (len(t), len(sets[t])))
         keep = set(sets[best])
-        left = [model_name(*k) for k in refs if k not in keep]
+        left = [display_name(*k) for k in refs if k not in keep]
         if left:
             self.summary.notes.append(
                 f"few-shot average panel: {', '.join(left)} left out (their few-shot tasks differ from the "
@@ -552,28 +560,36 @@ class _Context:
                 for key, g in part.groupby(KEY)}
 
     def comparisons(self, root: Path, max_models: int = 6) -> None:
-        """Paired zero-shot comparisons (``clip-bench compare``) of every model against the first one."""
+        """Paired zero-shot comparisons (``clip-bench compare``) of every model against the first one, like with
+        like: a variant (``[bf16]``) is compared with the same variant of the first model that has it."""
         from ..compare import compare
 
-        models = sorted({(r["model"], r.get("pretrained") or "") for r in self.rows if r.get("protocol") == "zeroshot"},
-                        key=lambda m: list(self.styles).index(m) if m in self.styles else len(self.styles))
-        if len(models) < 2:
+        order = list(self.styles)
+        by_variant: dict[str, dict[tuple[str, str], str]] = {}  # variant -> {label as shown: model fingerprint}
+        for r in self.rows:
+            if r.get("protocol") == "zeroshot":
+                by_variant.setdefault(variant_name(r), {})[shown_name(r)] = model_key(r)
+        pairs = []
+        for v, models in sorted(by_variant.items()):
+            keys = sorted(models, key=lambda m: order.index(m) if m in order else len(order))
+            pairs += [(v, models[keys[0]], models[other], display_name(*keys[0]), display_name(*other))
+                      for other in keys[1:]]
+        if not pairs:
             return
-        if len(models) > max_models:
-            self.summary.notes.append(f"paired comparisons: only the first {max_models} of {len(models)} models")
-            models = models[:max_models]
-        label = [f"{m}:{p}" if p else m for m, p in models]
+        if len(pairs) > max_models - 1:
+            self.summary.notes.append(f"paired comparisons: only the first {max_models - 1} of {len(pairs)} pairs")
+            pairs = pairs[:max_models - 1]
         records = []
-        for other in label[1:]:
+        for v, name_a, name_b, label_a, label_b in pairs:
             try:
-                c = compare(label[0], other, root)
+                c = compare(name_a, name_b, root, variant=v)
             except ClipBenchError as exc:
-                self.summary.notes.append(f"paired comparison {label[0]} vs {other} skipped: {exc}")
+                self.summary.notes.append(f"paired comparison {label_a} vs {label_b} skipped: {exc}")
                 continue
             if not c.tasks:
                 continue
             records.append({
-                "model A": label[0], "model B": other, "tasks": len(c.tasks),
+                "model A": label_a, "model B": label_b, "tasks": len(c.tasks),
                 "A better": c.wins, "B better": c.losses, "ties": c.ties,
                 "mean A - B": c.mean_diff, "95% CI low": c.mean_ci_low, "95% CI high": c.mean_ci_high,
                 "refused": "; ".join(c.refused),
@@ -586,7 +602,8 @@ class _Context:
         self.summary.lines.append(f"paired comparisons: {len(table)} pair(s) -> comparisons.csv")
         self.tables.append(Section("Paired comparisons", [
             html.paragraph(
-                "Each model against the first, on the zero-shot tasks both evaluated on identical test samples "
+                "Each model against the first (within each variant: [bf16] with [bf16]), on the zero-shot tasks both "
+                "evaluated on identical test samples "
                 "(clip-bench compare): per task an exact McNemar test (accuracy) or a paired bootstrap (other "
                 "metrics), wins and losses at 5% after a Holm correction across tasks, and the mean difference "
                 "over tasks in points with its 95% interval. Run clip-bench compare A B for the per-task table."),
@@ -616,7 +633,7 @@ class _Context:
         return html.page("clip-bench report", sections, intro)
 
     def _summary_blocks(self, loaded: Rows) -> list[str]:
-        keys = [k for k in self.styles if k in {(r["model"], r.get("pretrained") or "") for r in self.rows}]
+        keys = [k for k in self.styles if k in {shown_name(r) for r in self.rows}]
         records = []
         for key in keys:
             rec: dict[str, Any] = {"model": key[0], "pretrained": key[1]}
@@ -695,16 +712,16 @@ class _Context:
         if finite:
             best = max(finite, key=lambda k: (finite[k][1], finite[k][0]))
             v, n = finite[best]
-            out.append(f"Highest zero-shot clip27 mean: {html.esc(model_name(*best))}, <strong>{v:.1f}</strong> "
+            out.append(f"Highest zero-shot clip27 mean: {html.esc(display_name(*best))}, <strong>{v:.1f}</strong> "
                        f"over {n} of {len(collections()['clip27'])} datasets.")
         er = self.model_columns.get("er", {})
         if er:
-            parts = ", ".join(f"{html.esc(model_name(*k))} <strong>{v:+.1f}</strong>" for k, (v, _) in
+            parts = ", ".join(f"{html.esc(display_name(*k))} <strong>{v:+.1f}</strong>" for k, (v, _) in
                               sorted(er.items(), key=lambda kv: -kv[1][0]))
             out.append(f"Effective robustness (zero-shot, mean over shifts, points): {parts}.")
         matches = self.model_columns.get("avg_match", {})
         if matches:
-            parts = "; ".join(f"{html.esc(model_name(*k))} <strong>{html.esc(_short_match(r))}</strong> "
+            parts = "; ".join(f"{html.esc(display_name(*k))} <strong>{html.esc(_short_match(r))}</strong> "
                               f"({_plural(r.n_tasks, 'task')})" for k, r in matches.items())
             out.append("Zero-shot matches a k-shot linear probe (both averaged over the model's few-shot tasks, "
                        f"CLIP paper Fig. 6): {parts}.")
@@ -735,7 +752,7 @@ def _means_caption(board: pd.DataFrame, groups: dict[str, list[str]]) -> str:
 def _grid_edge_note(rows: list[dict[str, Any]]) -> str:
     """A warning naming the linear-probe results whose C was picked at an end of the search grid."""
     flagged = sorted({
-        f"{r['model']} on {r['task']} ({r['extra']['C_at_grid_edge']}, C = {r['extra'].get('C', float('nan')):.3g})"
+        f"{model_label(r)} on {r['task']} ({r['extra']['C_at_grid_edge']}, C = {r['extra'].get('C', float('nan')):.3g})"
         for r in rows
         if r.get("protocol") == "linear_probe" and is_standard(r) and isinstance(r.get("extra"), dict)
         and r["extra"].get("C_at_grid_edge")
@@ -752,21 +769,23 @@ def _interval_note(rows: list[dict[str, Any]], protocol: str) -> str:
 
 
 def _headline_text(r: Any) -> str:
-    if r.status in (fs.INTERPOLATED, fs.AT_MIN):
-        return (f"zero-shot matches a {r.shots:.1f}-shot linear probe, averaged over {_plural(r.n_tasks, 'task')}"
-                if r.status == fs.INTERPOLATED else
-                f"zero-shot is matched already by the 1-shot probe, averaged over {_plural(r.n_tasks, 'task')}")
+    """The few-shot headline, naming only k that were run (the smallest is not always 1)."""
+    tasks = _plural(r.n_tasks, "task")
+    if r.status == fs.INTERPOLATED:
+        return f"zero-shot matches a {r.shots:.1f}-shot linear probe, averaged over {tasks}"
+    if r.status == fs.AT_MIN:
+        return f"zero-shot is matched already by the {r.min_k}-shot probe (the smallest k run), averaged over {tasks}"
     if r.status == fs.BELOW:
-        return (f"zero-shot is below the 1-shot linear probe (≈ {r.shots:.2f}-shot by extrapolation), averaged over "
-                f"{_plural(r.n_tasks, 'task')}")
-    return f"zero-shot beats the {r.max_k}-shot linear probe, averaged over {_plural(r.n_tasks, 'task')}"
+        return (f"zero-shot is below the {r.min_k}-shot linear probe (the smallest k run; ≈ {r.shots:.2f}-shot by "
+                f"extrapolation), averaged over {tasks}")
+    return f"zero-shot beats the {r.max_k}-shot linear probe (the largest k run), averaged over {tasks}"
 
 
 def _short_match(r: Any) -> str:
     if r.status == fs.INTERPOLATED:
         return f"{r.shots:.1f}-shot"
     if r.status == fs.BELOW:
-        return "< 1-shot"
+        return f"< {r.min_k}-shot"
     if r.status == fs.AT_MIN:
-        return "1-shot"
+        return f"{r.min_k}-shot"
     return f"> {r.max_k}-shot"

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..results import labelled, shown_name
 from .tables import KEY, field_of, is_standard, main_values, rows_frame, with_variant_labels
 
 _K = re.compile(r"^fewshot_k(\d+)$")
@@ -49,7 +50,7 @@ def curves(rows: list[dict[str, Any]]) -> pd.DataFrame:
     error bar is the aggregate row's 95 % interval when it has one (``ci_low``/``ci_high``), else ±1
     std over seeds. The latest row wins for each seed.
     """
-    few = [r for r in rows if r.get("is_main") and not r.get("subset") and shots_of(r.get("protocol"))
+    few = [r for r in labelled(rows) if r.get("is_main") and not r.get("subset") and shots_of(r.get("protocol"))
            and is_standard(r)]
     if not few:
         return pd.DataFrame(columns=CURVE_COLUMNS)
@@ -122,9 +123,9 @@ def full_data_shots(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], fl
     out: dict[tuple[str, str, str], float] = {}
     classes: dict[str, int | None] = {}
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for r in sorted((r for r in rows if r.get("protocol") == "linear_probe" and r.get("is_main")
+    for r in sorted((r for r in labelled(rows) if r.get("protocol") == "linear_probe" and r.get("is_main")
                      and not r.get("subset") and is_standard(r)), key=lambda r: str(r.get("date") or "")):
-        latest[(r["model"], r.get("pretrained") or "", r["task"])] = r
+        latest[(*shown_name(r), r["task"])] = r
     for key, r in latest.items():
         e = _extra(r.get("extra"))
         n = field_of(r, "n_classes") or None
@@ -248,7 +249,8 @@ def match_summary(match: pd.DataFrame) -> pd.DataFrame:
 
 
 def average_match(avg: pd.DataFrame, refs: dict[tuple[str, str], dict[str, Any]]) -> pd.DataFrame:
-    """Per model: the k at which the task-averaged probe curve equals averaged zero-shot (the paper's Fig. 6 headline)."""
+    """Per model: the k at which the task-averaged probe curve equals averaged zero-shot (the paper's Fig. 6 headline),
+    with the smallest and largest k that were run (``min_k``, ``max_k``): what a headline may compare against."""
     out = []
     for (model, pretrained), g in avg.groupby(KEY, sort=True):
         ref = refs.get((model, pretrained))
@@ -256,5 +258,6 @@ def average_match(avg: pd.DataFrame, refs: dict[tuple[str, str], dict[str, Any]]
             continue
         g = g.sort_values("k")
         shots, status = match_shots(g["k"].tolist(), g["mean"].tolist(), ref["zeroshot"])
-        out.append((model, pretrained, ref["zeroshot"], shots, status, len(ref["tasks"]), int(g["k"].max())))
-    return pd.DataFrame(out, columns=[*KEY, "zeroshot", "shots", "status", "n_tasks", "max_k"])
+        out.append((model, pretrained, ref["zeroshot"], shots, status, len(ref["tasks"]), int(g["k"].min()),
+                    int(g["k"].max())))
+    return pd.DataFrame(out, columns=[*KEY, "zeroshot", "shots", "status", "n_tasks", "min_k", "max_k"])

@@ -2,9 +2,11 @@
 
 Columns: ``model, pretrained, protocol, mean_clip27, n_clip27, mean_shifts, n_shifts``, then one
 column per task's main metric (paper order, then the shifts, then other tasks alphabetically). One
-line per (model, pretrained, protocol): ``zeroshot`` (with zero-shot retrieval tasks beside the
-classification ones), ``linear_probe`` and ``fewshot_k{K}`` (mean over seeds). Only standard rows
-count; the latest run of each (model, task) wins.
+line per model and protocol: ``zeroshot`` (with zero-shot retrieval tasks beside the classification
+ones), ``linear_probe`` and ``fewshot_k{K}`` (mean over seeds). A model is a fingerprint (two checkpoints
+with one file name are two lines) and a variant (``[bf16]``); ``model`` and ``pretrained`` name it as
+:func:`clip_bench.results.model_labels` does. Only standard rows count; the latest run of each (model,
+task) wins.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..io_utils import write_text_atomic
-from ..results import LEADERBOARD_PROTOCOLS
+from ..results import LEADERBOARD_PROTOCOLS, labelled
 from .reference import collections
 from .tables import KEY, is_standard, main_values, task_order, valid_row
 
@@ -80,6 +82,7 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Every protocol's :func:`protocol_table`, stacked, with the union of task columns in task order."""
     from .fewshot import curves
 
+    rows = labelled(rows)
     found = protocols(rows)
     curve = curves(rows) if any(_FEWSHOT.match(p) for p in found) else None
     parts = [protocol_table(rows, p, curve) for p in found]

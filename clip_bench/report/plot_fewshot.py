@@ -17,7 +17,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from . import fewshot as fs
-from .plotting import new_figure, plain, save_png, styled
+from .plotting import figure_legend, new_figure, plain, save_png, styled
 from .styles import ModelStyle
 
 METRIC_LABEL = {
@@ -88,7 +88,7 @@ def _curve_panel(ax: Any, curve: pd.DataFrame, zeroshot: Ref, linear: Ref, style
 def _model_legend(fig: Figure, keys: list[tuple[str, str]], styles: dict[tuple[str, str], ModelStyle],
                   ncols: int, loc: str = "outside lower center") -> None:
     handles = [Line2D([], [], color=styles[k].color, marker=styles[k].marker, ms=6, lw=1.5) for k in keys]
-    fig.legend(handles, [plain(styles[k].label) for k in keys], loc=loc, ncols=max(ncols, 1), frameon=False)
+    figure_legend(fig, handles, [plain(styles[k].label) for k in keys], loc, ncols)
 
 
 def _drawn_keys(curve: pd.DataFrame, styles: dict[tuple[str, str], ModelStyle]) -> list[tuple[str, str]]:
@@ -212,7 +212,7 @@ def shots_to_match_figure(match: pd.DataFrame, styles: dict[tuple[str, str], Mod
                 handles.append(Line2D([], [], marker="o", ms=7, ls="none", color=NEUTRAL, fillstyle=fill,
                                       markerfacecoloralt="white", markeredgecolor=NEUTRAL, markeredgewidth=1.2))
                 labels.append(text)
-    fig.legend(handles, labels, loc="outside lower center", ncols=3 if len(handles) > 4 else 2, frameon=False)
+    figure_legend(fig, handles, labels, "outside lower center", 3 if len(handles) > 4 else 2)
     ax.set_title("Data efficiency of zero-shot: shots a linear probe needs to match it")
     return fig
 

@@ -13,6 +13,7 @@ from matplotlib.lines import Line2D
 from .plotting import (
     LOGIT_EDGE,
     Label,
+    figure_legend,
     freeze_layout,
     line_boxes,
     logit_clip,
@@ -151,7 +152,7 @@ def _legend(fig: Figure, axes: list[Any], er: pd.DataFrame, styles: dict[tuple[s
                 handles.append(Line2D([], [], marker="o", ls="none", ms=9, color="#777777", markerfacecolor=face,
                                       markeredgecolor="black", markeredgewidth=0.7))
                 labels.append(text)
-    fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
+    figure_legend(fig, handles, labels, "outside lower center", 3)
 
 
 def _edge_notes(ours: pd.DataFrame, panel: str, notes: list[str]) -> pd.DataFrame:

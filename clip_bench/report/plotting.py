@@ -63,6 +63,26 @@ def plain(text: Any) -> str:
     return str(text).replace("$", r"\$")
 
 
+def figure_legend(fig: Figure, handles: list[Any], labels: list[str], loc: str, ncols: int) -> Any:
+    """A figure legend no wider than the figure: fewer columns first, then long labels wrapped onto more
+    lines (legend entries come from the data, and a long model name must not run off the page)."""
+    import textwrap
+
+    room = fig.bbox.width * 0.96
+    renderer = fig.canvas.get_renderer()
+    legend = None
+    for width in (None, 48, 32, 22, 14):
+        texts = labels if width is None else [
+            "\n".join(textwrap.wrap(t, width, break_on_hyphens=False)) or t for t in labels]
+        for n in range(max(ncols, 1), 0, -1):
+            if legend is not None:
+                legend.remove()
+            legend = fig.legend(handles, texts, loc=loc, ncols=n, frameon=False)
+            if legend.get_window_extent(renderer).width <= room:
+                return legend
+    return legend
+
+
 def freeze_layout(fig: Figure) -> Any:
     """Run the constrained layout once and keep it, so text placed afterwards sees final positions."""
     fig.canvas.draw()

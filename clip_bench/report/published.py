@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..results import display_name, labelled, shown_name, variant_name
 from .reference import openclip_results, paper_tables, published_columns
 from .tables import KEY, main_values, task_order
 
@@ -61,17 +62,21 @@ def compare_published(rows: list[dict[str, Any]]) -> pd.DataFrame:
     cfg = published_columns()
     columns, threshold, tag = cfg["tasks"], float(cfg["flag_threshold"]), cfg["paper_pretrained_tag"]
     openclip = _openclip_rows()
+    rows = labelled(rows)
+    # published numbers are matched on the reference a row records (not on a --name), default variant only
+    reference = {shown_name(r): (str(r["model"]), str(r.get("pretrained") or "")) for r in rows if not variant_name(r)}
     out: list[dict[str, Any]] = []
     for protocol in PAPER_TABLE:
         ours = main_values(rows, protocol)
         ours = ours[ours["subset"] == ""]
         paper = _paper_rows(protocol)
         for (model, pretrained), group in ours.groupby(KEY, sort=True):
+            arch, tag_ = reference.get((model, pretrained), (model, pretrained))
             sources: list[tuple[str, tuple[str, dict[str, float]] | None, float]] = [
-                ("paper", paper.get(arch_key(model).removesuffix("-quickgelu")) if pretrained == tag else None, 1.0),
+                ("paper", paper.get(arch_key(arch).removesuffix("-quickgelu")) if tag_ == tag else None, 1.0),
             ]
             if protocol == "zeroshot":
-                sources.append(("openclip", _match_openclip(openclip, model, pretrained), 100.0))
+                sources.append(("openclip", _match_openclip(openclip, arch, tag_), 100.0))
             for source, match, scale in sources:
                 if match is None:
                     continue
@@ -104,7 +109,7 @@ def summary_lines(comparison: pd.DataFrame, detailed: bool = False) -> list[str]
     lines: list[str] = []
     for (model, pretrained, protocol, source), g in comparison.groupby([*KEY, "protocol", "source"], sort=False):
         flagged = g[g["flagged"]]
-        name = f"{model} ({pretrained})" if pretrained else model
+        name = display_name(model, pretrained)
         head = (
             f"{name} {protocol} vs {SOURCE_LABEL[source]} [{g['published_model'].iloc[0]}]: "
             f"{len(g)} tasks, mean Δ {g['delta'].mean():+.2f}, mean |Δ| {g['delta'].abs().mean():.2f}, "

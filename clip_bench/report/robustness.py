@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..results import display_name, labelled
 from .reference import testbed_shifts, testbed_top1
 from .tables import KEY, main_values
 
@@ -154,6 +155,7 @@ def effective_robustness(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list
     shift_names = list(cfg["shifts"])
     fits, fallbacks = shift_fits(), shift_fits(fallback=True)
     avg_fit, _ = average_fit(shift_names)
+    rows = labelled(rows)
     out: list[dict[str, Any]] = []
     notes: list[str] = []
     for protocol in PROTOCOLS:
@@ -164,7 +166,7 @@ def effective_robustness(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list
         cis = {(r["model"], r["pretrained"], r["task"], r["subset"]): (r["ci_low"], r["ci_high"])
                for r in values.to_dict("records")}
         for model, pretrained in values[KEY].drop_duplicates().itertuples(index=False):
-            name = f"{model} ({pretrained})" if pretrained else model
+            name = display_name(model, pretrained)
             imagenet = lookup.get((model, pretrained, "imagenet", ""))
             found = [s for s in shift_names if (model, pretrained, s, "") in lookup]
             if not found:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
+from ..results import labelled, shown_name
 from .reference import testbed_shifts, testbed_top1
 from .robustness import baseline_pieces, fit_models, inv_logit, logit
 
@@ -65,10 +66,10 @@ def _draw(rng: np.random.Generator, value: float, n: Any, B: int) -> np.ndarray:
 
 
 def _sample_sizes(rows: list[dict[str, Any]]) -> dict[tuple, Any]:
-    """n of the latest main row per (model, pretrained, protocol, task, subset)."""
+    """n of the latest main row per (model, pretrained as shown, protocol, task, subset)."""
     out: dict[tuple, Any] = {}
-    for r in sorted((r for r in rows if r.get("is_main")), key=lambda r: str(r.get("date") or "")):
-        key = (r.get("model"), r.get("pretrained") or "", r.get("protocol"), r.get("task"), r.get("subset") or "")
+    for r in sorted((r for r in labelled(rows) if r.get("is_main")), key=lambda r: str(r.get("date") or "")):
+        key = (*shown_name(r), r.get("protocol"), r.get("task"), r.get("subset") or "")
         out[key] = r.get("n")
     return out
 

@@ -6,15 +6,12 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
+from ..results import display_name, labelled, shown_name
+
 #: Colours for evaluated models (tab10 without its grey, which is reserved for reference points).
 MODEL_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
 #: Markers, cycled at a different period than the colours so (colour, marker) pairs stay unique for 90 models.
 MODEL_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h", "<", ">"]
-
-
-def model_name(model: str, pretrained: str) -> str:
-    """``model (pretrained)``, or just the model when it has no tag."""
-    return f"{model} ({pretrained})" if pretrained else model
 
 
 @dataclass(frozen=True)
@@ -27,17 +24,18 @@ class ModelStyle:
 
 
 def model_styles(rows: list[dict[str, Any]]) -> dict[tuple[str, str], ModelStyle]:
-    """(model, pretrained) -> style, in order of each model's earliest row (so adding a model later
+    """(model, pretrained) as tables show them (:func:`clip_bench.results.shown_name`: one per model
+    fingerprint and variant) -> style, in order of each model's earliest row (so adding a model later
     leaves the colours of the others unchanged), ties broken by name."""
     first: dict[tuple[str, str], str] = {}
-    for r in rows:
-        key = (str(r.get("model")), str(r.get("pretrained") or ""))
+    for r in labelled(rows):
+        key = shown_name(r)
         date = str(r.get("date") or "")
         if key not in first or date < first[key]:
             first[key] = date
     order = sorted(first, key=lambda k: (first[k], k))
     return {
-        key: ModelStyle(MODEL_COLORS[i % len(MODEL_COLORS)], MODEL_MARKERS[i % len(MODEL_MARKERS)], model_name(*key))
+        key: ModelStyle(MODEL_COLORS[i % len(MODEL_COLORS)], MODEL_MARKERS[i % len(MODEL_MARKERS)], display_name(*key))
         for i, key in enumerate(order)
     }
 

@@ -15,7 +15,16 @@ from typing import Any
 
 import pandas as pd
 
-from ..results import RESULTS_FILE, ROW_FIELDS, field_of, scan_rows, warn_skipped, with_variant_labels
+from ..results import (
+    RESULTS_FILE,
+    ROW_FIELDS,
+    field_of,
+    labelled,
+    model_label,
+    scan_rows,
+    warn_skipped,
+    with_variant_labels,
+)
 from ..results import is_standard as results_is_standard
 from .reference import collections
 
@@ -107,7 +116,8 @@ def load_rows(results_dir: str | Path) -> Rows:
     """Every valid row of ``results.jsonl`` in `results_dir` and its subfolders (or of one .jsonl file).
 
     Identical re-runs are collapsed to the latest row; each row gets a ``results_file`` key (path
-    relative to `results_dir`) for provenance.
+    relative to `results_dir`) for provenance, and its model's label among all of them (:func:`labelled`),
+    so every table and figure of a report names a model alike.
     """
     root = Path(results_dir)
     if root.is_file():
@@ -129,6 +139,7 @@ def load_rows(results_dir: str | Path) -> Rows:
             else:
                 malformed += 1
     rows, duplicates = dedupe(raw)
+    rows = labelled(rows)
     return Rows(rows, files, duplicates, malformed + len(skipped), [r for r in rows if not is_standard(r)], skipped)
 
 
@@ -159,13 +170,14 @@ MAIN_COLUMNS = [*KEY, "task", "subset", "metric", "value", "ci_low", "ci_high"]
 
 
 def main_values(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> pd.DataFrame:
-    """Latest standard main-metric value per (model, pretrained, task, subset) for one protocol.
+    """Latest standard main-metric value per model (fingerprint and variant), task and subset for one protocol.
 
-    Columns: model (with its :func:`variant` label: a bf16 run is its own line), pretrained, task, subset
-    ("" when unset), metric, value, ci_low, ci_high.
+    Columns: model and pretrained as shown (:func:`clip_bench.results.shown_name`: a bf16 run is its own
+    line, and two checkpoints with one file name are two), task, subset ("" when unset), metric, value,
+    ci_low, ci_high.
     Aggregated and per-seed rows are not distinguished here; use :mod:`.fewshot` for few-shot protocols.
     """
-    main = [r for r in rows if r.get("is_main") and r.get("protocol") == protocol and is_standard(r)]
+    main = [r for r in labelled(rows) if r.get("is_main") and r.get("protocol") == protocol and is_standard(r)]
     if not main:
         return pd.DataFrame(columns=MAIN_COLUMNS)
     df = with_variant_labels(rows_frame(main), main).sort_values("date", kind="stable")
@@ -181,12 +193,15 @@ def task_order(tasks: Iterable[str]) -> list[str]:
 
 
 def all_metrics_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Every row with every provenance field; ``extra`` is kept as a compact JSON string."""
+    """Every row with every provenance field (the full model reference) and ``label``, the model as the other
+    tables name it; ``extra`` is kept as a compact JSON string."""
+    rows = labelled(rows)
     df = rows_frame(rows)
     df["extra"] = [json.dumps(e, sort_keys=True, default=str) if isinstance(e, dict) else e for e in df["extra"]]
     for name in ("result_id", "standard"):
         df[name] = [field_of(r, name) for r in rows]
     optional = [c for c in OPTIONAL_FIELDS if c not in ROW_FIELDS and df[c].notna().any()]
-    cols = [*ROW_FIELDS, *optional, *(["results_file"] if "results_file" in df else [])]
+    df["label"] = [model_label(r) for r in rows]
+    cols = [*ROW_FIELDS, *optional, *(["results_file"] if "results_file" in df else []), "label"]
     order = ["model", "pretrained", "task", "subset", "protocol", "metric", "date"]
     return df[cols].sort_values(order, kind="stable", na_position="last").reset_index(drop=True)
