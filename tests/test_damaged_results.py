@@ -150,20 +150,31 @@ def test_damaged_outcomes_skip_that_comparison_with_a_reason(two_models, tmp_pat
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory, tiny_model):
-    """Zero-shot rows of the tiny CLIP on 50 digits, and the same rows under a second model name."""
+    """Zero-shot rows of the tiny CLIP on 50 digits, and of a second checkpoint ("twin") with the same weights
+    in another file (another fingerprint, the same numbers)."""
+    from safetensors.torch import load_file, save_file
+
     from clip_bench.evaluate import EvalConfig
     from clip_bench.features import ExtractConfig
+    from clip_bench.resources import assets_dir
 
     tmp = tmp_path_factory.mktemp("digits")
     cfg = EvalConfig(data_root=tmp / "data", cache_dir=tmp / "cache", output_dir=tmp / "root" / "results",
                      extract=ExtractConfig(batch_size=128, workers=0, quiet=True))
     rows = zeroshot(tiny_model, "digits", cfg, limit=50)
-    append_rows(cfg.output_dir, [{**r, "model": "twin"} for r in rows])
-    return cfg, rows
+    twin = tmp / "twin"
+    twin.mkdir()
+    (twin / "tiny.json").write_bytes((assets_dir() / "tiny_clip" / "tiny-clip-digits.json").read_bytes())
+    state = load_file(str(assets_dir() / "tiny_clip" / "tiny-clip-digits.safetensors"))
+    save_file(state, str(twin / "twin.safetensors"), metadata={"copy": "twin"})  # other bytes, same weights
+    twin_rows = zeroshot(str(twin / "tiny.json"), "digits", cfg, pretrained=str(twin / "twin.safetensors"),
+                         device="cpu", limit=50, label="twin")
+    assert twin_rows[0]["model_fingerprint"] != rows[0]["model_fingerprint"]
+    return cfg, rows, twin_rows
 
 
 def test_damaged_outcomes_are_rebuilt_from_the_caches(digits_run, capsys):
-    cfg, rows = digits_run
+    cfg, rows, twin_rows = digits_run
     top1 = next(r for r in rows if r["metric"] == "top1")
     path = cfg.output_dir / top1["outcomes"]
     good = path.read_bytes()
@@ -176,9 +187,9 @@ def test_damaged_outcomes_are_rebuilt_from_the_caches(digits_run, capsys):
 
 
 def test_rebuilt_outcomes_that_cannot_be_stored_are_compared_from_memory(digits_run, tmp_path, capsys):
-    cfg, rows = digits_run
+    cfg, rows, twin_rows = digits_run
     folder = tmp_path / "results"
-    append_rows(folder, [{**r, "model": m, "outcomes": None} for r in rows for m in ("tiny-clip-digits", "twin")])
+    append_rows(folder, [{**r, "outcomes": None} for r in [*rows, *twin_rows]])
     (folder / "outcomes").write_text("a file where the outcomes folder belongs")
     c = compare("tiny-clip-digits", "twin", folder, cache_dir=cfg.cache_dir, data_root=cfg.data_root)
     assert [t.task for t in c.tasks] == ["digits"] and c.tasks[0].n == 50 and c.tasks[0].diff == 0.0
@@ -189,11 +200,11 @@ def test_rebuilt_outcomes_that_cannot_be_stored_are_compared_from_memory(digits_
 
 
 def test_a_result_id_that_is_a_path_names_no_file(digits_run, tmp_path):
-    cfg, rows = digits_run
+    cfg, rows, twin_rows = digits_run
     top1 = {**next(r for r in rows if r["metric"] == "top1"), "model": "evil", "outcomes": None,
             "result_id": "../../../x/A"}
     evil = tmp_path / "evil" / "results"
-    append_rows(evil, [top1, *({**r, "model": "twin"} for r in rows)])
+    append_rows(evil, [top1, *twin_rows])
     with pytest.raises(ClipBenchError, match=r"result_id '\.\./\.\./\.\./x/A' is not a result id"):
         compare("evil", "twin", evil, tasks=["digits"], cache_dir=cfg.cache_dir, data_root=cfg.data_root)
     assert not list(tmp_path.rglob("A.npz"))  # it would have been written to tmp_path/x/A.npz
