@@ -108,9 +108,15 @@ def open_store(cache_dir: str | Path | None) -> HashStore | None:
         return None
 
 
-def file_hashes(paths: Sequence[Path], store: HashStore | None) -> list[tuple[int, str]]:
+def _absolute(paths: Sequence[str | Path]) -> list[str]:
+    """Absolute paths (a loader's paths are already normal, so the current folder is only prefixed)."""
+    here = os.getcwd().rstrip(os.sep) + os.sep
+    return [p if p.startswith(os.sep) else here + p for p in map(os.fspath, paths)]
+
+
+def file_hashes(paths: Sequence[str | Path], store: HashStore | None) -> list[tuple[int, str]]:
     """(size, SHA-256) of each file's content, from `store` when the file is unchanged, else hashed now."""
-    keys = [os.path.abspath(p) for p in paths]
+    keys = _absolute(paths)
     try:
         stats = {k: os.stat(k) for k in keys}
     except OSError as exc:
@@ -132,7 +138,9 @@ def _hash_batch(
     """Hash the files of `batch` and memoise those that are settled (not modified just before)."""
     settled = time.time_ns() - int(RACY_SECONDS * 1e9)
     try:
-        digests = dict(zip(batch, pool.map(sha256_file, batch)))
+        step = -(-len(batch) // (4 * HASH_THREADS))  # a few files per task: small files cost little beyond the read
+        parts = pool.map(lambda some: [sha256_file(p) for p in some], [batch[i : i + step] for i in range(0, len(batch), step)])
+        digests = dict(zip(batch, (d for part in parts for d in part)))
         after = {k: os.stat(k) for k in batch}
     except OSError as exc:
         raise ClipBenchError(f"cannot read data file {exc.filename} ({exc.strerror}).") from None
@@ -154,28 +162,27 @@ def _hash_batch(
 # The fingerprint of one loaded split
 
 
-def _relative(path: Path, root: Path | None) -> str:
-    """`path` relative to the source's root (so a copy elsewhere has the same fingerprint), else absolute."""
-    full = os.path.abspath(path)
-    if root is not None:
-        base = os.path.abspath(root)
-        if full.startswith(base.rstrip(os.sep) + os.sep):
-            return Path(os.path.relpath(full, base)).as_posix()
-    return full
+def _relative(paths: list[str], root: Path | None) -> list[str]:
+    """`paths` (absolute) relative to the source's root, so a copy elsewhere has the same fingerprint; a
+    path outside the root stays absolute."""
+    if root is None:
+        return paths
+    base = _absolute([root])[0].rstrip(os.sep) + os.sep
+    return [p[len(base):].replace(os.sep, "/") if p.startswith(base) else p for p in paths]
 
 
-def declared_files(data: Any, root: Path | None) -> list[Path] | None:
+def declared_files(data: Any, root: Path | None) -> list[str] | None:
     """The files `data` reads (:meth:`LabeledImages.data_files`), or every file under `root` when it does not
     say; None for a dataset that reads no file (its in-memory content is hashed)."""
     files = data.data_files() if hasattr(data, "data_files") else None
     if files is not None:
-        return [Path(f) for f in files] or None
+        return _absolute(files) or None
     if root is None:
         raise ClipBenchError(
             f"the dataset {type(data).__name__} does not declare the files it reads (data_files()) and its source "
             "has no path, so its data cannot be fingerprinted; give its loader a data_files() method."
         )
-    return sorted(p for p in Path(root).rglob("*") if p.is_file())
+    return _absolute(sorted(str(p) for p in Path(root).rglob("*") if p.is_file()))
 
 
 def array_digest(array: Any) -> str:
@@ -197,7 +204,7 @@ def fingerprint_dataset(data: Any, root: Path | None, cache_dir: str | Path | No
         finally:
             if store is not None:
                 store.close()
-        parts["files"] = sorted({(_relative(p, root), size, digest) for p, (size, digest) in zip(files, hashes)})
+        parts["files"] = sorted({(rel, size, digest) for rel, (size, digest) in zip(_relative(files, root), hashes)})
     return sha256_json(parts)
 
 

@@ -56,7 +56,7 @@ class LabeledImages(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def data_files(self) -> list[Path] | None:
+    def data_files(self) -> list[str | Path] | None:
         """Every file this dataset reads (images, shards or containers, plus ``annotation_files``): its data
         fingerprint (``clip_bench.data_fingerprint``). ``[]`` when it reads no file (its in-memory content,
         :meth:`memory_digest`, is hashed instead); None when it does not say (every file under the source's
@@ -89,8 +89,8 @@ class FileImages(LabeledImages):
         with Image.open(self.paths[index]) as im:
             return im.convert("RGB")
 
-    def data_files(self) -> list[Path]:
-        return [*map(Path, self.paths), *self.annotation_files]
+    def data_files(self) -> list[str | Path]:
+        return [*self.paths, *self.annotation_files]
 
     def describe(self, index: int) -> str:
         return self.paths[index]
@@ -107,7 +107,7 @@ class ArrayImages(LabeledImages):
     def load_image(self, index: int) -> Image.Image:
         return Image.fromarray(np.asarray(self.images[index])).convert("RGB")
 
-    def data_files(self) -> list[Path]:
+    def data_files(self) -> list[str | Path]:
         return list(self.annotation_files)
 
     def memory_digest(self) -> str:
@@ -138,7 +138,7 @@ class Remapped(LabeledImages):
     def describe(self, index: int) -> str:
         return self.inner.describe(index)
 
-    def data_files(self) -> list[Path] | None:
+    def data_files(self) -> list[str | Path] | None:
         return self.inner.data_files()
 
     def memory_digest(self) -> str:

@@ -56,7 +56,7 @@ class ArrowImages(LabeledImages):
     def load_image(self, index: int) -> Image.Image:
         return _to_pil(self.dataset[int(index)][self.image_column])
 
-    def data_files(self) -> list[Path] | None:
+    def data_files(self) -> list[str | Path] | None:
         return self.files
 
     def describe(self, index: int) -> str:
@@ -104,7 +104,7 @@ class ParquetImages(LabeledImages):
         (fi, gi), row = self._locate(int(index))
         return f"{self.files[fi]} (row group {gi}, row {row})"
 
-    def data_files(self) -> list[Path]:
+    def data_files(self) -> list[str | Path]:
         return [Path(f) for f in self.files]
 
 

@@ -43,7 +43,7 @@ class H5Images(LabeledImages):
     def describe(self, index: int) -> str:
         return f"{self.path}[{index}]"
 
-    def data_files(self) -> list[Path]:
+    def data_files(self) -> list[str | Path]:
         return [Path(self.path), *self.annotation_files]
 
     def __getstate__(self) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class CaptionedImages(LabeledImages):
     def n_captions(self) -> int:
         return sum(len(c) for c in self.captions)
 
-    def data_files(self) -> list[Path] | None:
+    def data_files(self) -> list[str | Path] | None:
         images = self.images.data_files()
         return None if images is None else [*images, *self.annotation_files]
 

@@ -24,7 +24,7 @@ class TorchvisionImages(LabeledImages):
         self.dataset = dataset
         self.targets = targets
 
-    def data_files(self) -> list[Path] | None:
+    def data_files(self) -> list[str | Path] | None:
         """The image files the dataset lists plus the annotation or array files it read (:data:`DATASET_FILES`);
         None for a dataset class not listed there (every file under the source's root then counts)."""
         rule = DATASET_FILES.get(type(self.dataset).__name__)

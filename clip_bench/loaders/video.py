@@ -97,7 +97,7 @@ class MiddleFrames(LabeledImages):
     def describe(self, index: int) -> str:
         return self.clips[index]
 
-    def data_files(self) -> list[Path]:
+    def data_files(self) -> list[str | Path]:
         """Each clip's video file, or the middle frame of its frame folder (the only frame read), plus the clip list."""
         files = []
         for clip in map(Path, self.clips):

@@ -52,8 +52,8 @@ class TarImages(LabeledImages):
         with Image.open(io.BytesIO(self.read_bytes(index))) as im:
             return im.convert("RGB")
 
-    def data_files(self) -> list[Path]:
-        return [*map(Path, self.shards), *self.annotation_files]
+    def data_files(self) -> list[str | Path]:
+        return [*self.shards, *self.annotation_files]
 
     def describe(self, index: int) -> str:
         path = self.shards[self.shard[index]]
