@@ -28,6 +28,7 @@ from .outcomes import (
     outcome_relpath,
     outcomes_for,
 )
+from .results import field_of
 from .tasks import get_task
 from .text_cache import TextEmbeddingCache
 from .zeroshot_head import ensemble, zeroshot_logits
@@ -76,11 +77,15 @@ def _text_embeddings(
 
 
 def cached_features(row: dict[str, Any], task: Any, cache_dir: str | Path, data_root: str | Path) -> Any:
-    """The complete feature-cache entry `row` was scored on (keyed by the row's own fields), or None."""
+    """The complete feature-cache entry `row` was scored on (keyed by the row's own fields, its data
+    fingerprint included, so no data is read and `data_root` is not needed), or None."""
     extra = row.get("extra") or {}
+    fingerprint = field_of(row, "data_fingerprint")
+    if fingerprint is None:  # a row from before data fingerprints: no entry of this cache format is its
+        return None
     for skip_bad in (False, True):  # an entry that skipped unreadable images is keyed apart
         key = feature_key(row["model_fingerprint"], task, task.source(row.get("source")), row["split"],
-                          row.get("feature_kind") or "embed", extra.get("limit"), Path(data_root),
+                          row.get("feature_kind") or "embed", extra.get("limit"), fingerprint,
                           precision=row.get("precision") or "fp32", device=row.get("device"), skip_bad_images=skip_bad)
         if (feats := FeatureCache(Path(cache_dir), key).load()) is not None:
             return feats
@@ -107,7 +112,7 @@ def zeroshot_scores_from_cache(
     feats = cached_features(row, task, cache_dir, data_root)
     if feats is None:
         raise ClipBenchError(f"{row['model']} on {row['task']}: no per-sample outcomes, and its image features are "
-                             f"not in the cache {cache_dir} (or --data-root differs); {redo}.")
+                             f"not in the cache {cache_dir} (or the row records no data fingerprint, being older); {redo}.")
     per_class = prompt_set.all_prompts()
     table = _text_embeddings(cache_dir, row["model_fingerprint"], list(dict.fromkeys(p for ps in per_class for p in ps)),
                              row.get("precision"), row.get("device"))

@@ -1,8 +1,8 @@
 """``compare``: is model A better than model B, task by task and overall, beyond test-sample noise?
 
-For each task both models were evaluated on (same protocol, same test samples, checked by the hash
-of the test labels in sample order), the difference A - B of the task's main metric with a 95%
-interval and a paired test:
+For each task both models were evaluated on (same protocol, same test samples, checked by the rows'
+data fingerprints and the hash of the test labels in sample order: rows measured on other images are
+refused), the difference A - B of the task's main metric with a 95% interval and a paired test:
 
 - accuracy (top-1 / top-5): the exact McNemar test on the discordant images, and Newcombe's paired
   score interval for the difference;
@@ -38,6 +38,7 @@ from .results import (
     LEADERBOARD_PROTOCOLS,
     RESULTS_FILE,
     display_name,
+    field_of,
     is_standard,
     model_key,
     model_labels,
@@ -256,6 +257,19 @@ def _outcomes(row: dict[str, Any], folder: Path, cache_dir: Path | None, data_ro
     return backfill(row, folder, cache_dir, data_root or default_data_root())
 
 
+def _short(fingerprint: Any) -> str:
+    return str(fingerprint)[:12] if fingerprint else "none (an older row)"
+
+
+def _different_data(task: str, a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """Why rows `a` and `b` cannot be paired because they were scored on different data, or None."""
+    fa, fb = field_of(a, "data_fingerprint"), field_of(b, "data_fingerprint")
+    if fa == fb:
+        return None
+    return (f"{task}: refused, A and B were measured on different data (data fingerprint {_short(fa)} vs "
+            f"{_short(fb)}: other images or annotation files); evaluate both on the same data")
+
+
 def _why_different(a: dict[str, Any], b: dict[str, Any], oa: Outcomes, ob: Outcomes) -> str:
     parts = [f"{k} {a.get(k)!s} vs {b.get(k)!s}" for k in ("source", "split", "task_version") if a.get(k) != b.get(k)]
     la, lb = (a.get("extra") or {}).get("limit"), (b.get("extra") or {}).get("limit")
@@ -376,16 +390,19 @@ def compare(
         if row_a["metric"] != row_b["metric"]:
             result.refused.append(f"{task}: A has {row_a['metric']} rows, B has {row_b['metric']}")
             continue
-        try:
-            oa, ob = _outcomes(row_a, dir_a, cache, root), _outcomes(row_b, dir_b, cache, root)
-        except ClipBenchError as exc:  # damaged or missing evidence: that task is not compared
-            if wanted is not None:
-                raise
-            result.refused.append(f"{task}: skipped, {exc}")
-            continue
-        if oa.sample_hash != ob.sample_hash:
-            why = (f"{task}: refused, A and B were not evaluated on the same test samples "
-                   f"({_why_different(row_a, row_b, oa, ob)}); evaluate both with the same --source and --limit")
+        why = _different_data(task, row_a, row_b)
+        if why is None:
+            try:
+                oa, ob = _outcomes(row_a, dir_a, cache, root), _outcomes(row_b, dir_b, cache, root)
+            except ClipBenchError as exc:  # damaged or missing evidence: that task is not compared
+                if wanted is not None:
+                    raise
+                result.refused.append(f"{task}: skipped, {exc}")
+                continue
+            if oa.sample_hash != ob.sample_hash:
+                why = (f"{task}: refused, A and B were not evaluated on the same test samples "
+                       f"({_why_different(row_a, row_b, oa, ob)}); evaluate both with the same --source and --limit")
+        if why is not None:
             if wanted is not None:
                 raise ClipBenchError(why + ".")
             result.refused.append(why)

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import distributed as ddp
 from .class_groups import apply_class_groups, class_indices, task_class_groups
+from .data_fingerprint import run_scope, split_fingerprint
 from .errors import ClipBenchError
 from .features import (
     SUBSET_RULE,
@@ -75,25 +76,46 @@ class EvalConfig:
         return self.extract.quiet
 
 
+def data_fingerprint(task: TaskSpec, split: str, cfg: EvalConfig) -> str:
+    """The content fingerprint of `split` of `task` from the configured source and data root
+    (``clip_bench.data_fingerprint``; computed once per run)."""
+    return split_fingerprint(task, cfg.source, split, cfg.data_root, cfg.cache_dir, cfg.download)[0]
+
+
 def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfig, kind: str | None = None) -> Features:
-    """Features of one task split, from the cache when complete; extraction loads the model only if needed."""
+    """Features of one task split, from the cache when complete; extraction loads the model only if needed.
+
+    The split is loaded (loaders only index files) and fingerprinted first: the cache entry is the one of
+    this data's content, wherever it lies. The features' ``meta`` records the ``data_fingerprint``.
+    """
     from .loaders import load_split
 
     kind = kind or cfg.feature_kind
     kind = "embed" if kind == "auto" else kind  # "auto" is the probes' default (resolved in linprobe); else the embedding
     source = task.source(cfg.source)
-    key = feature_key(handle.fingerprint, task, source, split, kind, cfg.limit, cfg.data_root,
+    fingerprint, data = split_fingerprint(task, source.name, split, cfg.data_root, cfg.cache_dir, cfg.download)
+    key = feature_key(handle.fingerprint, task, source, split, kind, cfg.limit, fingerprint,
                       precision=handle.precision, device=handle.device, skip_bad_images=cfg.extract.skip_bad_images)
     cache = FeatureCache(cfg.cache_dir, key) if cfg.cache_dir is not None else None
     if cache is not None and (hit := cache.load()) is not None:
+        hit.meta.setdefault("data_fingerprint", fingerprint)
         return hit
-    data = load_split(task, source.name, split, cfg.data_root, cfg.download)
+    if data is None:
+        data = load_split(task, source.name, split, cfg.data_root, cfg.download)
     indices = subset_indices(len(data), cfg.limit, labels=np.asarray(data.targets))
     return extract(
         handle, data, indices, cache, kind, cfg.extract,
-        provenance={"dataset_size": len(data), **(data.cache_provenance() if hasattr(data, "cache_provenance") else {})},
+        provenance={"dataset_size": len(data), "data_fingerprint": fingerprint,
+                    **(data.cache_provenance() if hasattr(data, "cache_provenance") else {})},
         desc=f"{task.name}/{split}",
     )
+
+
+def check_same_data(feats: Features, fingerprint: str, task: TaskSpec, split: str) -> None:
+    """The features must be those of the data a row names (they differ only if the data changed mid-run)."""
+    if feats.meta.get("data_fingerprint") != fingerprint:
+        raise ClipBenchError(f"task {task.name!r}: the data of split {split!r} changed while it was evaluated; "
+                             "run again once the data is in place.")
 
 
 def _check_labels(task: TaskSpec, labels: np.ndarray, n_classes: int) -> None:
@@ -137,9 +159,11 @@ def _subset_scores(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> di
 
 def provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str, Any]:
     """The row fields every protocol records: model, weights, task version and definition hash, source and its
-    config hash, split, versions, date, ``--limit``, and whether these inputs are the standard ones."""
+    config hash, split and the content fingerprint of its data, versions, date, ``--limit``, and whether
+    these inputs are the standard ones."""
     source = task.source(cfg.source)
     return dict(
+        data_fingerprint=data_fingerprint(task, task.eval_split, cfg),
         model=handle.spec.name, pretrained=handle.spec.pretrained, model_fingerprint=handle.fingerprint,
         task=task.name, task_version=task.version, source=source.name, split=task.eval_split,
         feature_kind="embed" if cfg.feature_kind == "auto" else cfg.feature_kind,  # probes record theirs (linprobe)
@@ -181,6 +205,7 @@ def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig)
     logits = apply_class_groups(task, zeroshot_logits(feats.features, classifier))
     _check_labels(task, feats.labels, logits.shape[1])
     common = zeroshot_identity(handle, task, cfg)
+    check_same_data(feats, common["data_fingerprint"], task, split)
     skipped = int(feats.meta.get("skipped_images", 0) or 0)
     common.update(skipped_images=skipped, standard=common["standard"] and skipped == 0)
     main_key = main_metric_key(task.metric)
@@ -236,7 +261,7 @@ def run_protocol(
     rows: list[dict[str, Any]] = []
     unwritten: list[str] = []  # outcomes files that could not be written (a full disk): their rows are kept
     for task in specs:
-        with collect_unwritten() as reasons:
+        with run_scope(), collect_unwritten() as reasons:  # each split's data is fingerprinted once per task
             task_rows = per_task(handle, task, cfg)
         unwritten += reasons
         rows.extend(task_rows)

@@ -37,7 +37,7 @@ from .progress import progress_bar
 from .resources import env_setting
 
 FEATURE_KINDS = ("embed", "pre-proj")
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: keyed by the data's content fingerprint, not the data root's path
 #: How ``--limit`` draws its subset (recorded in keys and rows; see subset_indices).
 SUBSET_RULE = "stratified-v1"
 
@@ -79,16 +79,17 @@ def default_cache_dir() -> Path:
 
 
 def feature_key(
-    model_fingerprint: str, task: Any, source: Any, split: str, kind: str, limit: int | None, data_root: Path,
+    model_fingerprint: str, task: Any, source: Any, split: str, kind: str, limit: int | None, data_fingerprint: str | None,
     precision: str = "fp32", device: Any = None, skip_bad_images: bool = False,
 ) -> dict[str, Any]:
     """Everything that determines a feature file's content; its hash names the cache entry.
 
     The model fingerprint (architecture, weights, preprocessing), the task (name, version, definition
     hash), the source and its config hash, the split, the feature kind, ``--limit`` and its sampling
-    rule, the data root (for sources that read files), the precision (with the device type below
-    fp32, whose autocast kernels differ by device), and ``--skip-bad-images`` (an entry that skipped
-    images is never served to a run that did not ask to skip them).
+    rule, the data's content fingerprint (``clip_bench.data_fingerprint``: other images under the same
+    root are another entry, the same images under another root the same entry), the precision (with
+    the device type below fp32, whose autocast kernels differ by device), and ``--skip-bad-images`` (an
+    entry that skipped images is never served to a run that did not ask to skip them).
     """
     return {
         "format": CACHE_FORMAT,
@@ -102,7 +103,7 @@ def feature_key(
         "kind": kind,
         "limit": limit,
         "subset_rule": SUBSET_RULE if limit is not None else None,
-        "data_root": str(Path(data_root).expanduser().resolve()) if source.path else None,
+        "data": data_fingerprint,
         **numeric_identity(precision, device),
         "skip_bad_images": bool(skip_bad_images),
     }

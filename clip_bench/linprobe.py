@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from . import distributed as ddp
+from .data_fingerprint import combine
 from .errors import ClipBenchError
-from .evaluate import EvalConfig, get_features, provenance, run_protocol
+from .evaluate import EvalConfig, check_same_data, data_fingerprint, get_features, provenance, run_protocol
 from .features import Features, subset_indices
 from .metrics import main_metric, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
@@ -42,6 +43,7 @@ class _ProbeData:
         """(features, probe-ready X) of a split; X is the cache's float16 memmap unless normalised."""
         if split not in self._cache:
             f = get_features(self.handle, self.task, split, self.cfg, kind=self.kind)
+            check_same_data(f, data_fingerprint(self.task, split, self.cfg), self.task, split)  # the rows name it
             X = normalized_rows(f.features) if self.normalize else f.features
             self._cache[split] = (f, X)
         return self._cache[split]
@@ -79,14 +81,32 @@ def _metric(task: TaskSpec, bar: Any = None) -> Any:
     return scored
 
 
-def probe_provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, normalize: bool = False) -> dict[str, Any]:
+def probe_provenance(
+    handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, normalize: bool = False,
+    fit_splits: list[str] | None = None, test_splits: list[str] | None = None,
+) -> dict[str, Any]:
     """``evaluate.provenance`` with the feature kind a probe really uses (``auto`` resolved; ``+l2`` if normalised):
-    the fields a probe row's identity is built from (the sweep predicts rows with it)."""
+    the fields a probe row's identity is built from (the sweep predicts rows with it).
+
+    ``train_data_fingerprint`` is the content fingerprint of the splits the probe learns from
+    (`fit_splits`: train and val), ``data_fingerprint`` that of the splits it is scored on (`test_splits`);
+    by default those of the task's linear-probe runs (``probe_runs``)."""
+    if fit_splits is None or test_splits is None:
+        runs = probe_plan(task).runs
+        fit_splits = list(dict.fromkeys(s for r in runs for s in (r.train, r.val) if s is not None))
+        test_splits = list(dict.fromkeys(r.test for r in runs))
     kind = resolve_feature_kind(handle.spec.arch_config, cfg.feature_kind)
     row = provenance(handle, task, replace(cfg, feature_kind=kind))
     row["feature_kind"] = kind + ("+l2" if normalize else "")
     row["probe_rule"] = PROBE_RULE  # a row of an earlier C rule or solver is another measurement
+    row.update(_split_fingerprints(task, cfg, fit_splits, test_splits))
     return row
+
+
+def _split_fingerprints(task: TaskSpec, cfg: EvalConfig, fit_splits: list[str], test_splits: list[str]) -> dict[str, str]:
+    """``train_data_fingerprint`` (the splits learned from) and ``data_fingerprint`` (the splits scored)."""
+    return {"train_data_fingerprint": combine({s: data_fingerprint(task, s, cfg) for s in fit_splits}),
+            "data_fingerprint": combine({s: data_fingerprint(task, s, cfg) for s in test_splits})}
 
 
 #: ProbeConfig fields that cannot move a probe's number beyond the solver's tolerance (or have their own row field).
@@ -112,8 +132,12 @@ def _with_settings(common: dict[str, Any], settings: dict[str, Any]) -> dict[str
     return {**common, **settings, "standard": common["standard"] and not settings}
 
 
-def _common(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, data: _ProbeData) -> dict[str, Any]:
-    row = {**probe_provenance(handle, task, cfg, data.normalize), "metric": main_metric_key(task.metric),
+def _common(
+    handle: ModelHandle, task: TaskSpec, cfg: EvalConfig, data: _ProbeData,
+    fit_splits: list[str] | None = None, test_splits: list[str] | None = None,
+) -> dict[str, Any]:
+    row = {**probe_provenance(handle, task, cfg, data.normalize, fit_splits, test_splits),
+           "metric": main_metric_key(task.metric),
            "is_main": True, "subset": None, "features_requested": cfg.feature_kind, "feature_dim": data.dim}
     skipped = data.skipped_images  # a probe on features with images left out is another measurement (result_id)
     row.update(skipped_images=skipped, standard=row["standard"] and skipped == 0)
@@ -196,8 +220,10 @@ def linprobe(
                 "run": run.name, "train_split": run.train, "val_split": run.val, "test_split": run.test,
                 **({"fold": run.fold, "folds_sha256": folds.sha256} if folds is not None else {}),
             }
+            own_data = {} if plan.aggregate is None else _split_fingerprints(  # this run's own splits
+                task, cfg, [s for s in (run.train, run.val) if s is not None], [run.test])
             rows.extend(attach_outcomes([make_row(
-                **_with_settings({**common, "is_main": plan.aggregate is None},
+                **_with_settings({**common, "is_main": plan.aggregate is None, **own_data},
                                  probe_settings(probe, res["val_source"] == "held_out")),
                 protocol="linear_probe", value=res["test_score"],
                 n=res["n_test"], C=res["C"], solver=res["solver"], seed=seed, val_score=res["val_score"],
@@ -261,7 +287,8 @@ def fewshot(
         train_X, train_y = data.xy(task.train_split)
         test_X, test_y = data.xy(task.eval_split)
         n_classes = len(task.prompt_set().classnames)
-        common = _with_settings(_common(handle, task, cfg, data), probe_settings(probe))
+        common = _with_settings(_common(handle, task, cfg, data, [task.train_split], [task.eval_split]),
+                                probe_settings(probe))
         rows = []
         bar = progress_bar(total=len(shots) * seeds, desc=f"{task.name}: k-shot probes", unit="probe",
                            quiet=cfg.quiet or not ddp.is_main())

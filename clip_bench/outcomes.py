@@ -19,9 +19,10 @@ mean_recall            ``ranks_i2t``, ``ranks_t2i`` (best-match ranks clipped at
 =====================  =============================================================
 
 plus ``value`` (the row's value, recomputed from the arrays when written and checked when read)
-and ``sample_hash``: SHA-256 of the test labels in sample order and their shape, which
-``clip-bench compare`` requires to match between two rows (for retrieval rows: of the image indices,
-the captions before any template and the caption→image pairing). ImageNet (50,000 images): 6.1 KiB per
+and ``sample_hash``: SHA-256 of the test labels in sample order and their shape and of the test data's
+content fingerprint (``clip_bench.data_fingerprint``), which ``clip-bench compare`` requires to match
+between two rows (for retrieval rows: of the image indices, the captions before any template, the
+caption→image pairing and the data fingerprint). ImageNet (50,000 images): 6.1 KiB per
 top-1 or top-5 row, about 104 KiB for mean per-class recall before compression (see
 ``benchmarks/RESULTS.md``).
 
@@ -49,6 +50,7 @@ from . import stats
 from .errors import ClipBenchError
 from .io_utils import atomic_path, sha256_bytes, sha256_json
 from .metrics import topk_hits
+from .results import field_of
 from .retrieval import KS, MAIN, RetrievalRanks, parse_metric
 
 OUTCOMES_DIR = "outcomes"
@@ -142,12 +144,14 @@ def _who(row: dict[str, Any]) -> str:
     return f"the {row.get('metric')} row of {row.get('model')} on {row.get('task')}"
 
 
-def sample_hash(labels: np.ndarray) -> str:
-    """SHA-256 of the test labels in sample order (and their shape): the identity of a test sample set."""
+def sample_hash(labels: np.ndarray, data_fingerprint: str | None = None) -> str:
+    """SHA-256 of the test labels in sample order (and their shape) and of the data's content fingerprint
+    (``clip_bench.data_fingerprint``; rows without one hash their labels alone, as before): the identity
+    of a test sample set. Other images with the same labels are other samples."""
     labels = np.asarray(labels)
     canon = labels.astype(np.uint8) if labels.ndim == 2 else labels.astype(np.int64)
-    header = f"clip-bench-samples-v1:{canon.shape}".encode()
-    return sha256_bytes(header + np.ascontiguousarray(canon).tobytes())
+    header = f"clip-bench-samples-v1:{canon.shape}" + (f":data:{data_fingerprint}" if data_fingerprint else "")
+    return sha256_bytes(header.encode() + np.ascontiguousarray(canon).tobytes())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,8 +277,10 @@ class Outcomes:
 
 def outcomes_for(
     metric: str, scores: np.ndarray, targets: np.ndarray, value: float, memo: dict[str, Any] | None = None,
+    data_fingerprint: str | None = None,
 ) -> Outcomes:
-    """The outcomes a row with `metric` needs, from the scores and targets its value was computed on.
+    """The outcomes a row with `metric` needs, from the scores and targets its value was computed on
+    (`data_fingerprint`: the content of the test data, part of the sample hash).
 
     `memo` (one dict per (scores, targets)) shares the per-sample work between the rows of one evaluation.
     """
@@ -291,9 +297,9 @@ def outcomes_for(
             memo["top5"] = topk_hits(scores, targets, 5)
         return memo["top5"]
 
-    if "hash" not in memo:
-        memo["hash"] = sample_hash(targets)
-    common = dict(metric=metric, n=int(targets.shape[0]), value=float(value), sample_hash=memo["hash"])
+    if ("hash", data_fingerprint) not in memo:
+        memo["hash", data_fingerprint] = sample_hash(targets, data_fingerprint)
+    common = dict(metric=metric, n=int(targets.shape[0]), value=float(value), sample_hash=memo["hash", data_fingerprint])
     if metric == "top1":
         return Outcomes(**common, top1=top1())
     if metric == "top5":
@@ -478,7 +484,7 @@ def attach_outcomes(
             continue
         if row.get("n") is not None and int(row["n"]) != int(np.asarray(targets).shape[0]):
             raise OutcomeError(f"{row['metric']} row has n = {row['n']} but {np.asarray(targets).shape[0]} outcomes")
-        out = outcomes_for(row["metric"], scores, targets, row["value"], memo)
+        out = outcomes_for(row["metric"], scores, targets, row["value"], memo, field_of(row, "data_fingerprint"))
         _attach(row, out, "per-sample", output_dir, B, seed)
     return rows
 

@@ -49,6 +49,9 @@ SETTING_IDENTITY_FIELDS = (
     "probe_rule",  # the probe method's version (clip_bench.probe.PROBE_RULE)
     "run",  # one of a task's several linear probes (an STL-10 fold, a UCF101 split): see probe_runs
 )
+#: The content fingerprints of the data a row was scored on and, for probes, learned from (train and val
+#: splits); see ``clip_bench.data_fingerprint``. Part of the identity when a row has them.
+DATA_IDENTITY_FIELDS = ("data_fingerprint", "train_data_fingerprint")
 #: The row's 95% interval (percent, like ``value``), how it was computed, and where its per-sample
 #: outcomes are (relative to the output folder); see ``clip_bench.outcomes``.
 EVIDENCE_FIELDS = ("ci_low", "ci_high", "ci_method", "outcomes")
@@ -93,10 +96,12 @@ def result_id(row: dict[str, Any]) -> str:
     Model fingerprint, task name, version and definition hash, source and its config hash, split,
     protocol, metric, class subset, ``--limit`` (and its sampling rule), class-name and template
     hashes, feature kind, precision (and, below fp32, the device type), and protocol settings
-    (probe solver, seed, k, ...; a retrieval caption template), and the number of images
-    ``--skip-bad-images`` left out when there were any. Two rows with the same id are the same measurement.
+    (probe solver, seed, k, ...; a retrieval caption template), the content fingerprints of the data
+    (scored, and for probes learned from), and the number of images ``--skip-bad-images`` left out when
+    there were any. Two rows with the same id are the same measurement.
     """
     ident: dict[str, Any] = {k: field_of(row, k) for k in IDENTITY_FIELDS}
+    ident.update({k: field_of(row, k) for k in DATA_IDENTITY_FIELDS if field_of(row, k) is not None})
     ident.update(numeric_identity(field_of(row, "precision"), field_of(row, "device")))
     ident["settings"] = {k: field_of(row, k) for k in SETTING_IDENTITY_FIELDS if field_of(row, k) is not None}
     if field_of(row, "skipped_images"):  # --skip-bad-images left images out: another measurement (ids of clean rows unchanged)

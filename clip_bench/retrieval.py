@@ -197,12 +197,16 @@ def flatten_captions(captions: Sequence[Sequence[str]], image_ids: np.ndarray) -
     return texts, np.asarray(owner, dtype=np.int64)
 
 
-def retrieval_sample_hash(image_ids: np.ndarray, captions: Sequence[str], text_image: np.ndarray) -> str:
+def retrieval_sample_hash(
+    image_ids: np.ndarray, captions: Sequence[str], text_image: np.ndarray, data_fingerprint: str | None = None,
+) -> str:
     """SHA-256 identifying a retrieval test set: the images (dataset indices), the captions (before any
-    template) and which image each caption belongs to. ``compare`` requires it to match."""
+    template), which image each caption belongs to, and the content fingerprint of the data (the image
+    files; rows without one hash as before). ``compare`` requires it to match."""
     ids = np.ascontiguousarray(np.asarray(image_ids, dtype=np.int64))
     owner = np.ascontiguousarray(np.asarray(text_image, dtype=np.int64))
-    header = f"clip-bench-retrieval-samples-v1:{ids.size}:{owner.size}:{sha256_json(list(captions))}".encode()
+    header = f"clip-bench-retrieval-samples-v1:{ids.size}:{owner.size}:{sha256_json(list(captions))}"
+    header = (header if data_fingerprint is None else f"{header}:data:{data_fingerprint}").encode()
     return sha256_bytes(header + ids.tobytes() + owner.tobytes())
 
 
@@ -214,7 +218,7 @@ def task_kind(task: Any) -> str:
 
 def evaluate_retrieval_task(handle: Any, task: Any, cfg: Any) -> list[dict[str, Any]]:
     """Zero-shot retrieval rows for one ``kind: retrieval`` task: six recalls and their mean (the main metric)."""
-    from .evaluate import get_features, provenance
+    from .evaluate import check_same_data, get_features, provenance
     from .outcomes import attach_retrieval_outcomes
     from .results import make_row
 
@@ -234,9 +238,11 @@ def evaluate_retrieval_task(handle: Any, task: Any, cfg: Any) -> list[dict[str, 
     text_emb = encode_texts(handle, texts, cfg.cache_dir, quiet=cfg.quiet)
     ranks = retrieval_ranks(l2_normalize(feats.features), text_emb, text_image, quiet=cfg.quiet)
     n_img, n_txt = len(feats), len(texts)
-    sample = retrieval_sample_hash(feats.labels, raw_texts, text_image)
+    prov = provenance(handle, task, cfg)
+    check_same_data(feats, prov["data_fingerprint"], task, split)
+    sample = retrieval_sample_hash(feats.labels, raw_texts, text_image, prov["data_fingerprint"])
     common = dict(
-        **provenance(handle, task, cfg), protocol=PROTOCOL, subset=None,
+        **prov, protocol=PROTOCOL, subset=None,
         skipped_images=feats.meta.get("skipped_images", 0), caption_template=template,
         captions_hash=sha256_json(raw_texts)[:16], n_images=n_img, n_captions=n_txt,
     )
@@ -274,7 +280,7 @@ def ranks_from_cache(
     feats = cached_features(row, task, cache_dir, data_root)
     if feats is None or feats.meta.get("captions") is None:
         raise ClipBenchError(f"{who}: no per-query outcomes, and its image features and captions are not in the "
-                             f"cache {cache_dir} (or --data-root differs); {redo}.")
+                             f"cache {cache_dir} (or the row records no data fingerprint, being older); {redo}.")
     raw_texts, text_image = flatten_captions(feats.meta["captions"], feats.labels)
     if sha256_json(raw_texts)[:16] != extra.get("captions_hash"):
         raise ClipBenchError(f"{who}: the cached captions are not the ones the row was scored on; {redo}.")
@@ -286,4 +292,5 @@ def ranks_from_cache(
                              f"under {cache_dir}; {redo}.")
     text_emb = np.stack([table[t] for t in texts]).astype(np.float32)
     ranks = retrieval_ranks(l2_normalize(feats.features), text_emb, text_image)
-    return ranks, text_image, retrieval_sample_hash(feats.labels, raw_texts, text_image)
+    fingerprint = row.get("data_fingerprint") or extra.get("data_fingerprint")
+    return ranks, text_image, retrieval_sample_hash(feats.labels, raw_texts, text_image, fingerprint)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed as ddp
+from .data_fingerprint import run_scope
 from .errors import ClipBenchError
 from .models import ModelHandle, resolve_model
 from .progress import progress_bar
@@ -201,6 +202,18 @@ def run_sweep(
     """
     ddp.init_from_env()
     jobs = plan(models, tasks, protocols)
+    with run_scope():  # each split's data is fingerprinted once for the whole sweep (identities and runs)
+        counts = _run_jobs(jobs, cfg, device, precision, rows_out)
+    if ddp.is_main():
+        echo(f"sweep: {counts['ran']} ran, {counts['done_before']} already in the results, {counts['failed']} failed "
+             f"({len(jobs)} jobs)")
+    return counts
+
+
+def _run_jobs(
+    jobs: list[Job], cfg: Any, device: str | None, precision: str, rows_out: list[dict[str, Any]] | None,
+) -> dict[str, int]:
+    """Run every unfinished job of the sweep; returns the counts."""
     finished = _read_finished(cfg)
     counts = {"done_before": 0, "ran": 0, "failed": 0}
     quiet_job = replace(cfg, extract=replace(cfg.extract, quiet=True))
@@ -240,7 +253,4 @@ def run_sweep(
                 value = f"{main['metric']} {main['value']:.2f} (n={main['n']})" if main else "no main metric"
                 say(f"done    {job.label()}: {value}")
             bar.update(1)
-    if ddp.is_main():
-        echo(f"sweep: {counts['ran']} ran, {counts['done_before']} already in the results, {counts['failed']} failed "
-             f"({len(jobs)} jobs)")
     return counts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +69,27 @@ def write_wds(
     if multilabel:
         (root / "dataset_type.txt").write_text("multilabel\n")
     return shards
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An uncompressed MNIST idx file: magic (0, 0, 0x08 = ubyte, ndim), big-endian dims, then the bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist(root: Path, n_test: int | None = None, n_train: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST's four raw idx files under ``<root>/MNIST/raw`` from the digits splits at 28 px (the first
+    `n_test` test images, all when None); returns the test images and labels."""
+    raw = root / "MNIST" / "raw"
+    test_x, test_y = digits_arrays("test", 28)
+    test_x, test_y = test_x[:n_test], test_y[:n_test]
+    train_x, train_y = digits_arrays("train", 28)
+    write_idx(raw / "t10k-images-idx3-ubyte", test_x)
+    write_idx(raw / "t10k-labels-idx1-ubyte", test_y)
+    write_idx(raw / "train-images-idx3-ubyte", train_x[:n_train])
+    write_idx(raw / "train-labels-idx1-ubyte", train_y[:n_train])
+    return test_x, test_y
 
 
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 5) -> Path:

@@ -19,7 +19,7 @@ def _entry_dir(tmp_path, **changes):
     task = changes.pop("task", get_task("digits"))
     source = changes.pop("source", SourceSpec("local", "imagefolder", path="dg"))
     args = dict(model_fingerprint="fp", task=task, source=source, split="test", kind="embed", limit=None,
-                data_root=tmp_path / "data", precision="fp32", device="cpu")
+                data_fingerprint="data-a", precision="fp32", device="cpu")
     args.update(changes)
     return FeatureCache(tmp_path, feature_key(**args)).dir
 
@@ -41,7 +41,7 @@ def test_feature_key_enumerates_every_input_that_changes_numbers(tmp_path):
         "split": dict(split="train"),
         "feature kind": dict(kind="pre-proj"),
         "limit": dict(limit=5),
-        "data root": dict(data_root=tmp_path / "elsewhere"),
+        "the data's content": dict(data_fingerprint="data-b"),
     }
     base = _entry_dir(tmp_path)
     dirs = {name: _entry_dir(tmp_path, **c) for name, c in changes.items()}

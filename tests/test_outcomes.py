@@ -37,7 +37,9 @@ def test_every_row_has_an_interval_and_its_evidence(digits_runs):
             continue
         out = outcomes.load_for_row(row, cfg.output_dir)  # checks the stored value against the row
         assert out is not None and out.n == 360 and out.recompute() == pytest.approx(row["value"], abs=1e-9)
-        assert out.sample_hash == outcomes.sample_hash(np.asarray(read_labels(cfg)))
+        # the test labels and the test data's content: the same for every protocol's rows
+        assert row["extra"]["data_fingerprint"] == zs[0]["extra"]["data_fingerprint"]
+        assert out.sample_hash == outcomes.sample_hash(np.asarray(read_labels(cfg)), zs[0]["extra"]["data_fingerprint"])
     top1 = next(r for r in zs if r["metric"] == "top1")
     assert top1["ci_method"] == "wilson" and top1["outcomes"].startswith("outcomes/")
     assert (top1["ci_low"], top1["ci_high"]) == pytest.approx((88.35, 94.10), abs=0.01)  # 330/360 correct

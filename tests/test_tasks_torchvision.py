@@ -4,40 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 from _task_fixtures import fixture_task, main_row
+from fixture_writers import write_mnist
 
 from clip_bench import zeroshot
 from clip_bench.errors import DataNotFoundError
 from clip_bench.loaders import load_split
-from clip_bench.loaders.digits import digits_arrays
 from clip_bench.tasks import get_task
 
 #: What the tiny CLIP gets on the 360 sklearn test digits written as 28x28 MNIST files through the real
 #: pipeline (measured: 83.1%; it scores ~90% at 32 px, for which it was trained). Floor with a margin.
 MNIST_TOP1_FLOOR = 75.0
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An uncompressed MNIST idx file: magic (0, 0, 0x08 = ubyte, ndim), big-endian dims, then the bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def write_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    raw = root / "MNIST" / "raw"
-    test_x, test_y = digits_arrays("test", 28)
-    train_x, train_y = digits_arrays("train", 28)
-    write_idx(raw / "t10k-images-idx3-ubyte", test_x)
-    write_idx(raw / "t10k-labels-idx1-ubyte", test_y)
-    write_idx(raw / "train-images-idx3-ubyte", train_x[:50])
-    write_idx(raw / "train-labels-idx1-ubyte", train_y[:50])
-    return test_x, test_y
 
 
 def test_mnist_idx_files_load_and_tiny_clip_reads_them(tmp_path, eval_config):

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..data_fingerprint import array_digest
 from ..errors import DataNotFoundError
 
 
@@ -48,9 +49,23 @@ class LabeledImages(Dataset):
     """
 
     targets: np.ndarray
+    #: Files besides the images that the loader read to build the dataset (annotation, split, label and
+    #: class-list files): a changed label file changes the numbers, so they count in the data fingerprint.
+    annotation_files: Sequence[Path] = ()
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def data_files(self) -> list[str | Path] | None:
+        """Every file this dataset reads (images, shards or containers, plus ``annotation_files``): its data
+        fingerprint (``clip_bench.data_fingerprint``). ``[]`` when it reads no file (its in-memory content,
+        :meth:`memory_digest`, is hashed instead); None when it does not say (every file under the source's
+        root is then hashed)."""
+        return None
+
+    def memory_digest(self) -> str:
+        """A hash of the images of a dataset that reads no file."""
+        raise NotImplementedError(f"{type(self).__name__} reads no file but cannot hash its images")
 
     def load_image(self, index: int) -> Image.Image:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -74,19 +89,29 @@ class FileImages(LabeledImages):
         with Image.open(self.paths[index]) as im:
             return im.convert("RGB")
 
+    def data_files(self) -> list[str | Path]:
+        return [*self.paths, *self.annotation_files]
+
     def describe(self, index: int) -> str:
         return self.paths[index]
 
 
 class ArrayImages(LabeledImages):
-    """Images held in memory as a uint8 array (N, H, W) or (N, H, W, 3)."""
+    """Images held in memory as a uint8 array (N, H, W) or (N, H, W, 3), read from `files` (none: built in memory)."""
 
-    def __init__(self, images: np.ndarray, targets: np.ndarray) -> None:
+    def __init__(self, images: np.ndarray, targets: np.ndarray, files: Sequence[str | Path] = ()) -> None:
         self.images = images
         self.targets = np.asarray(targets)
+        self.annotation_files = [Path(f) for f in files]
 
     def load_image(self, index: int) -> Image.Image:
         return Image.fromarray(np.asarray(self.images[index])).convert("RGB")
+
+    def data_files(self) -> list[str | Path]:
+        return list(self.annotation_files)
+
+    def memory_digest(self) -> str:
+        return array_digest(self.images)
 
 
 class Loader(Protocol):
@@ -112,6 +137,12 @@ class Remapped(LabeledImages):
 
     def describe(self, index: int) -> str:
         return self.inner.describe(index)
+
+    def data_files(self) -> list[str | Path] | None:
+        return self.inner.data_files()
+
+    def memory_digest(self) -> str:
+        return self.inner.memory_digest()
 
 
 class Transformed:

@@ -48,4 +48,6 @@ def load_clevr_counts(ctx: LoadContext, sizes: dict[str, int] | None = None, see
     if absent:
         raise ctx.missing(f"{len(absent)} of {len(paths)} images are missing (first: {absent[0].name})", absent[0].parent)
     labels = np.asarray([counts[n] - MIN_COUNT for n in names], dtype=np.int64)
-    return FileImages(paths, labels)
+    dataset = FileImages(paths, labels)
+    dataset.annotation_files = [scenes_file]
+    return dataset

@@ -47,4 +47,4 @@ def load_fer2013(ctx: LoadContext, folder: str = "fer2013") -> ArrayImages:
         raise ctx.missing(f"{path.name} is not the FER2013 CSV (emotion, pixels, Usage columns): {exc}", path) from None
     if not len(labels):
         raise ctx.missing(f"{path.name} has no rows with Usage {ctx.source_split!r}", path)
-    return ArrayImages(images, labels)
+    return ArrayImages(images, labels, files=[path])

@@ -35,4 +35,6 @@ def load_hateful_memes(ctx: LoadContext, files: dict[str, list[str]] | None = No
     absent = [p for p in paths if not p.exists()]
     if absent:
         raise ctx.missing(f"{len(absent)} of {len(paths)} images are missing (first: {absent[0].name})", absent[0].parent)
-    return FileImages(paths, np.asarray(labels, dtype=np.int64))
+    data = FileImages(paths, np.asarray(labels, dtype=np.int64))
+    data.annotation_files = [path]
+    return data

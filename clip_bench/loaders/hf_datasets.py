@@ -45,14 +45,19 @@ def _to_pil(value: Any, base: Path | None = None) -> Image.Image:
 class ArrowImages(LabeledImages):
     """A ``datasets.Dataset`` loaded from disk (memory-mapped); images decode one row at a time."""
 
-    def __init__(self, dataset: Any, image_column: str, targets: np.ndarray, where: str) -> None:
+    def __init__(self, dataset: Any, image_column: str, targets: np.ndarray, where: str,
+                 files: list[Path] | None = None) -> None:
         self.dataset = dataset.select_columns([image_column])
         self.image_column = image_column
         self.targets = targets
         self.where = where
+        self.files = files  # the arrow files and the folder's metadata (None: not known)
 
     def load_image(self, index: int) -> Image.Image:
         return _to_pil(self.dataset[int(index)][self.image_column])
+
+    def data_files(self) -> list[str | Path] | None:
+        return self.files
 
     def describe(self, index: int) -> str:
         return f"{self.where}[{index}]"
@@ -98,6 +103,9 @@ class ParquetImages(LabeledImages):
     def describe(self, index: int) -> str:
         (fi, gi), row = self._locate(int(index))
         return f"{self.files[fi]} (row group {gi}, row {row})"
+
+    def data_files(self) -> list[str | Path]:
+        return [Path(f) for f in self.files]
 
 
 def _hub_patterns(split: str) -> list[str]:
@@ -164,7 +172,9 @@ def load_hf_datasets(
                 raise ctx.missing(f"the dataset has no column {col!r} (it has {', '.join(ds.column_names)})", split_dir)
         column = ds.select_columns([label_column]).with_format("arrow")[:][label_column]  # no image decoding
         targets = _targets(ctx, column.to_pylist(), label_column)
-        return ArrowImages(ds, image_column, targets, str(split_dir))
+        files = [Path(f["filename"]) for f in ds.cache_files]
+        files += [p for p in (split_dir / "state.json", split_dir / "dataset_info.json") if p.exists()]
+        return ArrowImages(ds, image_column, targets, str(split_dir), files if ds.cache_files else None)
     files = find_parquet(ctx.root, ctx.source_split)
     if not files:
         raise ctx.missing(

@@ -86,4 +86,7 @@ def load_kitti_distance(ctx: LoadContext) -> FileImages:
         if not label_file.exists():
             raise ctx.missing(f"the label file of image {i} is missing", label_file)
         labels.append(closest_vehicle_label(label_file))
-    return FileImages([training / "image_2" / f"{i}.png" for i in ids], np.asarray(labels, dtype=np.int64))
+    data = FileImages([training / "image_2" / f"{i}.png" for i in ids], np.asarray(labels, dtype=np.int64))
+    data.annotation_files = [mapping / "train_rand.txt", mapping / "train_mapping.txt",
+                             *(training / "label_2" / f"{i}.txt" for i in ids)]
+    return data

@@ -43,6 +43,9 @@ class H5Images(LabeledImages):
     def describe(self, index: int) -> str:
         return f"{self.path}[{index}]"
 
+    def data_files(self) -> list[str | Path]:
+        return [Path(self.path), *self.annotation_files]
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_file"] = None
@@ -72,4 +75,6 @@ def load_pcam(ctx: LoadContext, folder: str = "pcam") -> H5Images:
         raise ctx.missing(f"the PCam HDF5 files cannot be read ({exc})", base) from None
     if n_images != len(targets):
         raise ctx.missing(f"{x_path.name} holds {n_images} patches but {y_path.name} {len(targets)} labels", base)
-    return H5Images(x_path, "x", targets)
+    data = H5Images(x_path, "x", targets)
+    data.annotation_files = [y_path]
+    return data

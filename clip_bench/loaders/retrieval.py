@@ -54,6 +54,10 @@ class CaptionedImages(LabeledImages):
     def n_captions(self) -> int:
         return sum(len(c) for c in self.captions)
 
+    def data_files(self) -> list[str | Path] | None:
+        images = self.images.data_files()
+        return None if images is None else [*images, *self.annotation_files]
+
     def cache_provenance(self) -> dict[str, Any]:
         """What the feature cache stores beside the image features: the captions, so a cache hit needs no data."""
         return {"captions": self.captions}
@@ -130,7 +134,9 @@ def load_wds_retrieval(
     _check(ctx, captions, names, expected_captions)
     images = TarImages(shards, np.asarray(shard_ids, dtype=np.int32), np.asarray(offsets, dtype=np.int64),
                        np.asarray(sizes, dtype=np.int64), np.arange(len(captions), dtype=np.int64))
-    return CaptionedImages(images, captions)
+    data = CaptionedImages(images, captions)
+    data.annotation_files = [type_file] if type_file.exists() else []
+    return data
 
 
 KARPATHY_SHAPE = '{"images": [{"split", "filename", "filepath"?, "sentences": [{"raw": ...}]}]}'
@@ -205,4 +211,6 @@ def load_karpathy_json(
         raise ctx.missing(f"{len(absent)} of the {len(paths)} {ctx.split} images are missing (first: {absent[0]})",
                           ctx.root / images)
     _check(ctx, captions, [str(p) for p in paths], expected_captions)
-    return CaptionedImages(FileImages(paths, np.arange(len(paths), dtype=np.int64)), captions)
+    data = CaptionedImages(FileImages(paths, np.arange(len(paths), dtype=np.int64)), captions)
+    data.annotation_files = [ann_path]
+    return data

@@ -48,4 +48,6 @@ def load_sun397(ctx: LoadContext, partition: int = 1) -> FileImages:
     absent = [p for p in paths if not p.exists()]
     if absent:
         raise ctx.missing(f"{len(absent)} of {len(paths)} images are missing (first: {absent[0]})", base)
-    return FileImages(paths, np.asarray(labels, dtype=np.int64))
+    data = FileImages(paths, np.asarray(labels, dtype=np.int64))
+    data.annotation_files = [base / "ClassName.txt", part]
+    return data

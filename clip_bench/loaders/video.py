@@ -97,6 +97,15 @@ class MiddleFrames(LabeledImages):
     def describe(self, index: int) -> str:
         return self.clips[index]
 
+    def data_files(self) -> list[str | Path]:
+        """Each clip's video file, or the middle frame of its frame folder (the only frame read), plus the clip list."""
+        files = []
+        for clip in map(Path, self.clips):
+            frames = frame_files(clip) if clip.is_dir() else [clip]
+            if frames:
+                files.append(frames[len(frames) // 2])
+        return [*files, *self.annotation_files]
+
 
 def resolve_clip(path: Path) -> Path | None:
     """The clip at `path`: the video file, or its frame folder (same path without the extension)."""
@@ -162,8 +171,9 @@ def load_video(
         raise ctx.missing("the source names no path")
     base = ctx.root / videos if videos else ctx.root
     tree = base / ctx.source_split if split_dirs else base
-    if list_file:
-        entries = _from_list(ctx, base, ctx.root / list_file.format(split=ctx.source_split))
+    list_path = ctx.root / list_file.format(split=ctx.source_split) if list_file else None
+    if list_path is not None:
+        entries = _from_list(ctx, base, list_path)
     else:
         entries = _from_tree(ctx, tree)
     classes = _class_index(ctx)
@@ -197,4 +207,6 @@ def load_video(
         raise ctx.missing("no clips found", base)
     if any(c.is_file() for c in clips):
         _import_av()  # fail now, with the install hint, rather than inside a DataLoader worker
-    return MiddleFrames(clips, np.asarray(labels, dtype=np.int64))
+    data = MiddleFrames(clips, np.asarray(labels, dtype=np.int64))
+    data.annotation_files = [list_path] if list_path is not None else []
+    return data

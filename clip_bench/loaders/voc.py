@@ -73,4 +73,6 @@ def load_voc(ctx: LoadContext, year: str = "2007", keep_difficult: bool = False)
     if absent:
         raise ctx.missing(f"{len(absent)} of {len(paths)} images are missing (first: {absent[0].name})", absent[0].parent)
     targets = np.stack(rows) if rows else np.zeros((0, len(VOC_CLASSES)), dtype=np.float32)
-    return FileImages(paths, targets)
+    data = FileImages(paths, targets)
+    data.annotation_files = [ids_file, *(base / "Annotations" / f"{i}.xml" for i in ids)]
+    return data

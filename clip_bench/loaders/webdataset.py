@@ -53,6 +53,9 @@ class TarImages(LabeledImages):
         with Image.open(io.BytesIO(self.read_bytes(index))) as im:
             return im.convert("RGB")
 
+    def data_files(self) -> list[str | Path]:
+        return [*self.shards, *self.annotation_files]
+
     def describe(self, index: int) -> str:
         path = self.shards[self.shard[index]]
         try:  # the member's own ustar header sits just before its data
@@ -286,10 +289,12 @@ def load_wds(ctx: LoadContext, repo: str | None = None, revision: str | None = N
     if not targets:
         raise ctx.missing("the shards hold no samples", split_dir)
     target_array = np.stack(targets) if dataset_type == "multilabel" else np.asarray(targets, dtype=np.int64)
-    return TarImages(
+    data = TarImages(
         shards, np.asarray(shard_ids, dtype=np.int32), np.asarray(offsets, dtype=np.int64),
         np.asarray(sizes, dtype=np.int64), target_array,
     )
+    data.annotation_files = [p for p in (ctx.root / n for n in ("classnames.txt", "dataset_type.txt")) if p.exists()]
+    return data
 
 
 def _source_classes(ctx: LoadContext) -> int:
