@@ -3,6 +3,7 @@ feature-cache key, every row's result_id and the outcomes' sample hash."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -104,7 +105,10 @@ def test_compare_refuses_rows_measured_on_different_images(tmp_path, eval_config
     _make_noisy(eval_config.data_root)
     zeroshot("tiny-clip-digits", task, replace(eval_config, output_dir=results / "noisy"), device="cpu")
     noisy_file = results / "noisy" / "results.jsonl"  # the second run, as if of another model
-    noisy_file.write_text(noisy_file.read_text().replace('"model": "tiny-clip-digits"', '"model": "other-model"'))
+    text = noisy_file.read_text()
+    fingerprint = json.loads(text.splitlines()[0])["model_fingerprint"]
+    noisy_file.write_text(text.replace('"model": "tiny-clip-digits"', '"model": "other-model"')
+                          .replace(fingerprint, "0" * len(fingerprint)))  # another model's rows
     with pytest.raises(ClipBenchError, match=r"mnist: refused, A and B were measured on different data \(data "
                                              r"fingerprint [0-9a-f]{12} vs [0-9a-f]{12}"):
         compare("tiny-clip-digits", "other-model", results, tasks=["mnist"])
