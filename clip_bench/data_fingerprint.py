@@ -1,8 +1,10 @@
 """The data behind a number: a content fingerprint of exactly the files one loaded split reads.
 
-The fingerprint of a split is a SHA-256 over the dataset's length, its targets, and the sorted list of
+The fingerprint of a split is a SHA-256 over the dataset's length, its targets, and the list of
 (path relative to the source's root, size in bytes, SHA-256 of the content) of the files it reads
-(:meth:`LabeledImages.data_files`: images, shards, container and annotation files). A dataset that reads
+(:meth:`LabeledImages.data_files`: images, shards, container and annotation files), in the order the
+dataset lists them: that is its sample order, so the same files in another order (a class list reordered,
+which pairs other images with each label) are other data, as cached features are stored in sample order. A dataset that reads
 no file (``digits``, built from scikit-learn's bundled array) hashes its in-memory images instead; one
 that declares nothing counts every file under its source's root (correct, slower). The fingerprint is
 content-based: the same data copied to another root or machine has the same fingerprint.
@@ -35,7 +37,7 @@ import numpy as np
 from .errors import ClipBenchError
 from .io_utils import sha256_bytes, sha256_file, sha256_json
 
-FORMAT = "clip-bench-data-v1"
+FORMAT = "clip-bench-data-v2"  # v2: files in sample order (v1 sorted them)
 STORE_FILE = "fingerprints.sqlite"
 #: A file whose mtime is this close to the moment it is hashed is hashed again next time, not memoised.
 RACY_SECONDS = 2.0
@@ -204,7 +206,7 @@ def fingerprint_dataset(data: Any, root: Path | None, cache_dir: str | Path | No
         finally:
             if store is not None:
                 store.close()
-        parts["files"] = sorted({(rel, size, digest) for rel, (size, digest) in zip(_relative(files, root), hashes)})
+        parts["files"] = [(rel, size, digest) for rel, (size, digest) in zip(_relative(files, root), hashes)]
     return sha256_json(parts)
 
 

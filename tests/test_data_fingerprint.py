@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _task_fixtures import fixture_task, main_row
-from fixture_writers import write_idx, write_mnist
+from fixture_writers import write_digit_folder, write_idx, write_mnist
 
 from clip_bench import data_fingerprint as dfp
 from clip_bench import zeroshot
@@ -219,3 +219,21 @@ def test_loaded_splits_name_exactly_the_files_they_read(tmp_path, eval_config):
         "MNIST/raw/t10k-images-idx3-ubyte", "MNIST/raw/t10k-labels-idx1-ubyte"]
     digits = load_split(get_task("digits"), None, "test", eval_config.data_root)
     assert digits.data_files() == [] and len(digits.memory_digest()) == 64  # built in memory: its array is hashed
+
+
+def test_a_reordered_class_list_is_other_data_not_a_cache_hit(tmp_path, eval_config):
+    """An ImageFolder task maps folders to labels by its class list: reordering it pairs other images with
+    each label, with the same files and the same label counts. The cache must not serve the old order."""
+    names = [str(d) for d in range(10)]
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"classnames": names, "templates": ['a photo of the number: "{}".']}))
+    task = tmp_path / "folder_digits.yaml"
+    task.write_text(f"name: folder_digits\nversion: 1\nprompts: {prompts}\nmetric: accuracy\nsplits: [test]\n"
+                    "sources:\n  local:\n    loader: imagefolder\n    path: folder_digits\n")
+    write_digit_folder(eval_config.data_root / "folder_digits" / "test", per_class=4)
+    first = main_row(zeroshot("tiny-clip-digits", str(task), eval_config, device="cpu"))
+    names[3], names[5] = names[5], names[3]  # the class list in another order: folder "5" is now label 3
+    prompts.write_text(json.dumps({"classnames": names, "templates": ['a photo of the number: "{}".']}))
+    second = main_row(zeroshot("tiny-clip-digits", str(task), eval_config, device="cpu"))
+    assert second["extra"]["data_fingerprint"] != first["extra"]["data_fingerprint"]
+    assert second["value"] == _fresh_value(str(task), eval_config) == first["value"]
