@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _task_fixtures import fixture_task, main_row
-from fixture_writers import write_digit_folder, write_idx, write_mnist
+from fixture_writers import digits_rgb, encode, write_digit_folder, write_idx, write_mnist
 
 from clip_bench import data_fingerprint as dfp
 from clip_bench import zeroshot
@@ -237,3 +237,33 @@ def test_a_reordered_class_list_is_other_data_not_a_cache_hit(tmp_path, eval_con
     second = main_row(zeroshot("tiny-clip-digits", str(task), eval_config, device="cpu"))
     assert second["extra"]["data_fingerprint"] != first["extra"]["data_fingerprint"]
     assert second["value"] == _fresh_value(str(task), eval_config) == first["value"]
+
+
+def test_parquet_cells_that_name_image_files_put_those_files_in_the_fingerprint(tmp_path, eval_config):
+    """`datasets`' to_parquet of a dataset built from image files stores each image as a path, not bytes: the
+    images are then read from those files, and another image there is other data, never a cache hit."""
+    import datasets
+
+    images, labels = digits_rgb("test", 32)
+    folder = tmp_path / "image_files"
+    folder.mkdir()
+    for i, image in enumerate(images[:60]):
+        (folder / f"{i}.png").write_bytes(encode(image, "png"))
+    ds = datasets.Dataset.from_dict({"image": [str(folder / f"{i}.png") for i in range(60)],
+                                     "label": labels[:60].tolist()}).cast_column("image", datasets.Image())
+    out = eval_config.data_root / "digits_parquet" / "test.parquet"
+    out.parent.mkdir(parents=True)
+    ds.to_parquet(str(out))
+    task = tmp_path / "digits_parquet.yaml"
+    task.write_text("name: digits_parquet\nversion: 1\nprompts: digits\nmetric: accuracy\nsplits: [test]\n"
+                    "sources:\n  hf:\n    loader: hf_datasets\n    path: digits_parquet\n")
+    first = main_row(zeroshot("tiny-clip-digits", str(task), eval_config, device="cpu"))
+    rng = np.random.default_rng(0)
+    for i in range(60):  # other images in the files the cells name; the parquet file is unchanged
+        (folder / f"{i}.png").write_bytes(encode(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "png"))
+    second = main_row(zeroshot("tiny-clip-digits", str(task), eval_config, device="cpu"))
+    assert second["extra"]["data_fingerprint"] != first["extra"]["data_fingerprint"]
+    assert second["value"] == _fresh_value(str(task), eval_config) < first["value"] - 30
+    (folder / "7.png").unlink()
+    with pytest.raises(ClipBenchError, match=r"1 of the 60 images that the image cells name by path are missing"):
+        load_split(get_task(str(task)), None, "test", eval_config.data_root)

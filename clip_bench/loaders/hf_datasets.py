@@ -8,7 +8,9 @@ Looked up for split ``s`` under ``<data_root>/<source path>/``, in this order:
 
 Arrow folders are memory-mapped by ``datasets``; parquet files are read directly with pyarrow, one
 row group at a time, so no converted copy is written anywhere. Labels are integer class indices in
-the source's order, or strings matched to the task's class names.
+the source's order, or strings matched to the task's class names. An image cell that holds a path and no
+bytes (what ``Dataset.to_parquet`` writes for images built from files) is read from that file (absolute, or
+relative to the parquet file's folder), which then counts among the files the split reads (its fingerprint).
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ from .base import LabeledImages, LoadContext
 from .hub import hub_snapshot
 
 
+def _cell_file(path: str, base: Path | None) -> Path:
+    """The file an image cell names by `path` (without bytes): absolute, or relative to `base` (a parquet
+    file's folder; None: the current folder)."""
+    file = Path(path)
+    return file if file.is_absolute() or base is None else base / file
+
+
 def _to_pil(value: Any, base: Path | None = None) -> Image.Image:
     """An image cell (PIL image, ``{"bytes", "path"}`` struct, or raw bytes) as an RGB PIL image."""
     if isinstance(value, Image.Image):
@@ -33,8 +42,7 @@ def _to_pil(value: Any, base: Path | None = None) -> Image.Image:
         if value.get("bytes"):
             value = value["bytes"]
         elif value.get("path"):
-            path = Path(value["path"])
-            with Image.open(path if path.is_absolute() or base is None else base / path) as im:
+            with Image.open(_cell_file(value["path"], base)) as im:
                 return im.convert("RGB")
     if isinstance(value, bytes | bytearray | memoryview):
         with Image.open(io.BytesIO(bytes(value))) as im:
@@ -66,8 +74,10 @@ class ArrowImages(LabeledImages):
 class ParquetImages(LabeledImages):
     """Rows of parquet files; the image column of one row group is read (and kept) at a time."""
 
-    def __init__(self, files: list[Path], row_counts: list[list[int]], image_column: str, targets: np.ndarray) -> None:
+    def __init__(self, files: list[Path], row_counts: list[list[int]], image_column: str, targets: np.ndarray,
+                 image_files: list[Path] | None = None) -> None:
         self.files = [str(f) for f in files]
+        self.image_files = [str(f) for f in image_files or []]  # images that cells name by path (no bytes)
         self.image_column = image_column
         self.targets = targets
         starts, locs = [], []
@@ -105,7 +115,49 @@ class ParquetImages(LabeledImages):
         return f"{self.files[fi]} (row group {gi}, row {row})"
 
     def data_files(self) -> list[str | Path]:
-        return [Path(f) for f in self.files]
+        return [*self.files, *self.image_files]
+
+
+def _path_cells(column: Any) -> list[str]:
+    """The paths of the image cells of an arrow column (chunked or not) that hold a path and no bytes: the image
+    is then read from that file, so it is part of the data (its fingerprint)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out: list[str] = []
+    for chunk in chunks:
+        if not pa.types.is_struct(chunk.type) or chunk.type.get_field_index("path") < 0:
+            continue
+        paths = chunk.field("path")
+        if chunk.type.get_field_index("bytes") >= 0:
+            from_file = pc.and_(chunk.field("bytes").is_null(), paths.is_valid())
+            paths = paths.filter(pc.fill_null(from_file, False))
+        out.extend(p for p in paths.to_pylist() if p)
+    return out
+
+
+def _parquet_path_cells(pf: Any, image_column: str) -> list[str]:
+    """:func:`_path_cells` of a parquet file, reading only the row groups whose image bytes are not all present
+    (by the file's null counts; a row group without them is read)."""
+    leaf = f"{image_column}.bytes"
+    out: list[str] = []
+    for g in range(pf.num_row_groups):
+        group = pf.metadata.row_group(g)
+        stats = next((group.column(j).statistics for j in range(group.num_columns)
+                      if group.column(j).path_in_schema == leaf), None)
+        if stats is not None and stats.has_null_count and stats.null_count == 0:
+            continue  # every image of the row group is stored in the file
+        out.extend(_path_cells(pf.read_row_group(g, columns=[image_column]).column(image_column)))
+    return out
+
+
+def _check_cell_files(ctx: LoadContext, files: list[Path], where: Path) -> None:
+    """Images that cells name by path must exist (they are read, and fingerprinted, like any image file)."""
+    absent = [f for f in files if not f.is_file()]
+    if absent:
+        raise ctx.missing(f"{len(absent)} of the {len(files)} images that the image cells name by path are missing "
+                          f"(first: {absent[0]})", where)
 
 
 def _hub_patterns(split: str) -> list[str]:
@@ -174,6 +226,9 @@ def load_hf_datasets(
         targets = _targets(ctx, column.to_pylist(), label_column)
         files = [Path(f["filename"]) for f in ds.cache_files]
         files += [p for p in (split_dir / "state.json", split_dir / "dataset_info.json") if p.exists()]
+        cells = [_cell_file(p, None) for p in _path_cells(ds.data.table.column(image_column))]
+        _check_cell_files(ctx, cells, split_dir)
+        files += cells
         return ArrowImages(ds, image_column, targets, str(split_dir), files if ds.cache_files else None)
     files = find_parquet(ctx.root, ctx.source_split)
     if not files:
@@ -183,7 +238,7 @@ def load_hf_datasets(
         )
     import pyarrow.parquet as pq
 
-    row_counts, labels = [], []
+    row_counts, labels, cells = [], [], []
     for f in files:
         try:
             pf = pq.ParquetFile(f)
@@ -193,7 +248,9 @@ def load_hf_datasets(
                     raise ctx.missing(f"{f.name} has no column {col!r} (it has {', '.join(names)})", f)
             row_counts.append([pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
             labels.extend(pf.read(columns=[label_column]).column(label_column).to_pylist())
+            cells.extend(_cell_file(p, f.parent) for p in _parquet_path_cells(pf, image_column))
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ctx.missing(f"{f.name} is not a readable parquet file ({detail})", f) from None
-    return ParquetImages(files, row_counts, image_column, _targets(ctx, labels, label_column))
+    _check_cell_files(ctx, cells, ctx.root)
+    return ParquetImages(files, row_counts, image_column, _targets(ctx, labels, label_column), cells)
