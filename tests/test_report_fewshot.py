@@ -103,3 +103,27 @@ def test_intervals_on_aggregate_rows_become_the_error_bars():
     del rows[-1]["ci_low"]
     c = fewshot.curves(rows).iloc[0]
     assert c["err_kind"] == fewshot.STD_BARS and c["err_low"] == pytest.approx(c["std"])
+
+
+def test_seeds_measured_on_other_training_data_are_never_averaged_together():
+    """Three seeds on one training set, then one seed after the training images changed: the curve is the
+    latest measurement's seed alone (with that run's interval), not a mean of seeds from two data sets."""
+    old = {"data_fingerprint": "t" * 64, "train_data_fingerprint": "a" * 64}
+    new = {**old, "train_data_fingerprint": "b" * 64}
+    rows = [_row("a", "fewshot_k1", v, seed=s, k=1, solver="torch", date="2024-01-01", **old)
+            for s, v in enumerate((78.0, 82.0, 80.0))]
+    rows.append(_row("a", "fewshot_k1", 80.0, aggregate="mean", std=2.0, seeds=3, k=1, date="2024-01-01", **old))
+    rows[-1]["ci_low"], rows[-1]["ci_high"] = 77.0, 83.0
+    rows.append(_row("a", "fewshot_k1", 8.0, seed=0, k=1, solver="torch", date="2024-02-01", **new))
+    rows.append(_row("a", "fewshot_k1", 8.0, aggregate="mean", std=0.0, seeds=1, k=1, date="2024-02-01", **new))
+    rows[-1]["ci_low"], rows[-1]["ci_high"] = 4.0, 13.0
+    c = fewshot.curves(rows).iloc[0]
+    assert (c["mean"], c["n_seeds"]) == (8.0, 1)
+    assert (c["err_kind"], c["err_low"], c["err_high"]) == (fewshot.CI_BARS, 4.0, 5.0)
+    # the same data again with one seed: seeds 1 and 2 of the first run belong to the same measurement,
+    # and the one-seed run's interval is not that of their mean
+    rows.append(_row("a", "fewshot_k1", 78.0, seed=0, k=1, solver="torch", date="2024-03-01", **old))
+    rows.append(_row("a", "fewshot_k1", 78.0, aggregate="mean", std=0.0, seeds=1, k=1, date="2024-03-01", **old))
+    rows[-1]["ci_low"], rows[-1]["ci_high"] = 70.0, 85.0
+    c = fewshot.curves(rows).iloc[0]
+    assert (c["mean"], c["n_seeds"], c["err_kind"]) == (80.0, 3, fewshot.STD_BARS)

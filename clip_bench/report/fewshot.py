@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..results import labelled, shown_name
+from ..results import labelled, result_id, shown_name
 from .tables import KEY, field_of, is_standard, main_values, rows_frame, with_variant_labels
 
 _K = re.compile(r"^fewshot_k(\d+)$")
@@ -42,19 +42,35 @@ def _extra(row: Any) -> dict[str, Any]:
     return row if isinstance(row, dict) else {}
 
 
+#: Fields of a few-shot row that tell its seeds and aggregate apart, not its measurement (see _measurement).
+_PER_SEED = ("seed", "aggregate", "seeds", "std")
+
+
+def _measurement(row: dict[str, Any], also: tuple[str, ...] = ()) -> str:
+    """The identity of a few-shot row without its seed (:func:`clip_bench.results.result_id` with the fields of
+    :data:`_PER_SEED` and `also` left out): seeds of one measurement share it, while seeds measured on other
+    data, by another probe rule or solver, do not."""
+    extra = {k: v for k, v in _extra(row.get("extra")).items() if k not in (*_PER_SEED, *also)}
+    return result_id({**row, "extra": extra})
+
+
 def curves(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Mean over seeds of each task's main metric per k, with its error bar.
 
     Per-seed rows (``extra.seed``) are averaged here (std with ddof=1); when a (model, task, k) has
     only aggregated rows (``extra.aggregate == "mean"``) their value and ``extra.std`` are used. The
-    error bar is the aggregate row's 95 % interval when it has one (``ci_low``/``ci_high``), else ±1
-    std over seeds. The latest row wins for each seed.
+    error bar is the aggregate row's 95 % interval when it has one (``ci_low``/``ci_high``) and it
+    aggregates exactly the seeds averaged, else ±1 std over seeds. The latest row wins for each seed,
+    and only the seeds of the latest row's measurement are averaged: seeds measured on other data (or
+    by another probe rule or solver) are another measurement, never mixed into the mean.
     """
     few = [r for r in labelled(rows) if r.get("is_main") and not r.get("subset") and shots_of(r.get("protocol"))
            and is_standard(r)]
     if not few:
         return pd.DataFrame(columns=CURVE_COLUMNS)
     df = with_variant_labels(rows_frame(few), few)
+    df["measure"] = [_measurement(r) for r in few]
+    df["agg_measure"] = [_measurement(r, ("solver",)) for r in few]  # aggregate rows record no solver
     extra = [_extra(e) for e in df["extra"]]
     df["k"] = [shots_of(p) for p in df["protocol"]]
     df["seed"] = [e.get("seed") for e in extra]
@@ -64,8 +80,11 @@ def curves(rows: list[dict[str, Any]]) -> pd.DataFrame:
     df = df.sort_values("date", kind="stable")
     key = [*KEY, "task", "k"]
     is_seed = df["aggregate"].isna() & df["seed"].notna()
-    seeds = df[is_seed].assign(seed=lambda d: d["seed"].astype(str)).groupby([*key, "seed"], sort=False).last()
+    per_seed = df[is_seed]
+    per_seed = per_seed[per_seed["measure"] == per_seed.groupby(key, sort=False)["measure"].transform("last")]
+    seeds = per_seed.assign(seed=lambda d: d["seed"].astype(str)).groupby([*key, "seed"], sort=False).last()
     stats = seeds.groupby(level=key)["value"].agg(["mean", "std", "count"])
+    measured = seeds.groupby(level=key)["agg_measure"].last()
     stats["std"] = stats["std"].fillna(0.0)
     aggs = df[df["aggregate"].notna()].groupby(key, sort=False).last()
     other = df[~is_seed & df["aggregate"].isna()].groupby(key, sort=False).last()
@@ -75,7 +94,8 @@ def curves(rows: list[dict[str, Any]]) -> pd.DataFrame:
         if idx in stats.index:
             st = stats.loc[idx]
             mean, std, n = float(st["mean"]), float(st["std"]), int(st["count"])
-            src = agg
+            same = agg is not None and agg["agg_measure"] == measured.loc[idx] and (pd.isna(agg["n_agg"]) or agg["n_agg"] == n)
+            src = agg if same else None  # another run's interval (other seeds or data) is not this mean's
         else:
             last = agg if agg is not None else other.loc[idx]
             mean = float(last["value"])
