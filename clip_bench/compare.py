@@ -262,12 +262,17 @@ def _short(fingerprint: Any) -> str:
 
 
 def _different_data(task: str, a: dict[str, Any], b: dict[str, Any]) -> str | None:
-    """Why rows `a` and `b` cannot be paired because they were scored on different data, or None."""
+    """Why rows `a` and `b` cannot be paired because they were scored on different data, or (probes) learned
+    from different training data, or None."""
     fa, fb = field_of(a, "data_fingerprint"), field_of(b, "data_fingerprint")
-    if fa == fb:
-        return None
-    return (f"{task}: refused, A and B were measured on different data (data fingerprint {_short(fa)} vs "
-            f"{_short(fb)}: other images or annotation files); evaluate both on the same data")
+    if fa != fb:
+        return (f"{task}: refused, A and B were measured on different data (data fingerprint {_short(fa)} vs "
+                f"{_short(fb)}: other images or annotation files); evaluate both on the same data")
+    ta, tb = field_of(a, "train_data_fingerprint"), field_of(b, "train_data_fingerprint")
+    if ta != tb:
+        return (f"{task}: refused, A and B were trained on different data (train data fingerprint {_short(ta)} vs "
+                f"{_short(tb)}: other training images or labels); probe both on the same data")
+    return None
 
 
 def _why_different(a: dict[str, Any], b: dict[str, Any], oa: Outcomes, ob: Outcomes) -> str:

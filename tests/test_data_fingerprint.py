@@ -267,3 +267,24 @@ def test_parquet_cells_that_name_image_files_put_those_files_in_the_fingerprint(
     (folder / "7.png").unlink()
     with pytest.raises(ClipBenchError, match=r"1 of the 60 images that the image cells name by path are missing"):
         load_split(get_task(str(task)), None, "test", eval_config.data_root)
+
+
+def test_compare_refuses_probes_trained_on_different_data(tmp_path, eval_config):
+    """Two linear probes scored on the same test images but fitted to other training labels differ by their
+    training data as much as by their models: compare never pairs them."""
+    task = _mnist(tmp_path, eval_config.data_root)
+    results = tmp_path / "all"
+    fast = ProbeConfig(max_iter=20, steps_per_decade=1, n_threads=1)
+    linprobe("tiny-clip-digits", task, replace(eval_config, output_dir=results / "a"), device="cpu", probe=fast)
+    raw = eval_config.data_root / "mnist" / "MNIST" / "raw"
+    labels = np.frombuffer((raw / "train-labels-idx1-ubyte").read_bytes()[8:], np.uint8)
+    write_idx(raw / "train-labels-idx1-ubyte", np.roll(labels, 1))  # other training labels, same test split
+    linprobe("tiny-clip-digits", task, replace(eval_config, output_dir=results / "b"), device="cpu", probe=fast)
+    other = results / "b" / "results.jsonl"  # the second run, as if of another model
+    text = other.read_text()
+    fingerprint = json.loads(text.splitlines()[0])["model_fingerprint"]
+    other.write_text(text.replace('"model": "tiny-clip-digits"', '"model": "other-model"')
+                     .replace(fingerprint, "0" * len(fingerprint)))
+    with pytest.raises(ClipBenchError, match=r"mnist: refused, A and B were trained on different data \(train data "
+                                             r"fingerprint [0-9a-f]{12} vs [0-9a-f]{12}"):
+        compare("tiny-clip-digits", "other-model", results, tasks=["mnist"], protocol="linear_probe")
