@@ -306,13 +306,41 @@ def run_scenario(root: Path) -> dict[str, Any]:
     }
 
 
-def environment() -> dict[str, str]:
-    """The versions the golden file was recorded with (shown when a comparison fails, never compared)."""
+#: What the recorded floats and content hashes depend on beyond clip-bench's own code: the numeric libraries,
+#: the image encoder that writes the fixtures, and the processor whose kernels the arithmetic runs on.
+NUMERIC_ENVIRONMENT = ("torch_version", "numpy_version", "pillow_version", "transformers_version",
+                       "open_clip_version", "scikit_learn_version", "cpu")
+
+
+def _cpu_model() -> str:
     import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, str]:
+    """The versions and processor the golden file was recorded with (see :data:`NUMERIC_ENVIRONMENT`)."""
+    import platform
+    from importlib.metadata import version
 
     from clip_bench.results import versions
 
-    return {**versions(), "transformers_version": _transformers_version(), "platform": platform.platform()}
+    return {**versions(), "transformers_version": _transformers_version(), "platform": platform.platform(),
+            "numpy_version": version("numpy"), "pillow_version": version("pillow"),
+            "scikit_learn_version": version("scikit-learn"), "cpu": _cpu_model()}
+
+
+def environment_changes(recorded: dict[str, str]) -> list[str]:
+    """The parts of :data:`NUMERIC_ENVIRONMENT` that differ from `recorded`, as ``name old -> new``."""
+    now = environment()
+    return [f"{k} {recorded.get(k)} -> {now.get(k)}" for k in NUMERIC_ENVIRONMENT if recorded.get(k) != now.get(k)]
 
 
 # ---------------------------------------------------------------- comparison
