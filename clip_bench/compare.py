@@ -34,6 +34,7 @@ import numpy as np
 from . import stats
 from .errors import ClipBenchError
 from .outcomes import DamagedOutcomesError, OutcomeError, Outcomes, load_for_row, paired_retrieval_bootstrap
+from .resources import default_data_root
 from .results import (
     LEADERBOARD_PROTOCOLS,
     RESULTS_FILE,
@@ -45,6 +46,7 @@ from .results import (
     read_rows,
     variant_name,
 )
+from .text_table import text_table
 
 ACCURACY_METRICS = ("top1", "top5")
 
@@ -252,8 +254,6 @@ def _outcomes(row: dict[str, Any], folder: Path, cache_dir: Path | None, data_ro
     if cache_dir is None:
         raise ClipBenchError(f"{row['model']} on {row['task']}: the row has no per-sample outcomes; pass --cache-dir "
                              f"to rebuild them from the caches, or run `{rerun_command(row, folder)}`.")
-    from .evaluate import default_data_root
-
     return backfill(row, folder, cache_dir, data_root or default_data_root())
 
 
@@ -449,15 +449,9 @@ def format_comparison(c: Comparison) -> str:
         task = t.task + (f" [{t.subset} classes]" if t.subset else "")
         lines.append((task, t.metric, str(t.n), f"{t.value_a:.2f}", f"{t.value_b:.2f}", f"{t.diff:+.2f}",
                       f"[{t.ci_low:+.2f}, {t.ci_high:+.2f}]", t.test, _p(t.p_value), _p(t.p_holm), t.result))
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    numeric = {2, 3, 4, 5, 8, 9}
     out = [f"A: {c.model_a}", f"B: {c.model_b}", f"protocol {c.protocol}; values in percent, 95% intervals, "
            f"Holm-corrected over {len(c.tasks)} task(s) at alpha {c.alpha}", ""]
-    for i, row in enumerate(lines):
-        out.append("  ".join(cell.rjust(w) if j in numeric else cell.ljust(w)
-                             for j, (cell, w) in enumerate(zip(row, widths))).rstrip())
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
+    out += text_table(lines, right={2, 3, 4, 5, 8, 9})  # the numeric columns
     out.append("")
     out.append(f"A better on {c.wins}, B better on {c.losses}, no significant difference on {c.ties} "
                f"(of {len(c.tasks)}); mean A-B over tasks {c.mean_diff:+.2f} "

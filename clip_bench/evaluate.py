@@ -18,7 +18,6 @@ from .features import (
     ExtractConfig,
     FeatureCache,
     Features,
-    default_cache_dir,
     extract,
     feature_key,
     subset_indices,
@@ -28,7 +27,7 @@ from .metrics import all_metrics, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
 from .outcomes import OutcomesWriteError, attach_outcomes, collect_unwritten
 from .outcomes import check_writable as check_outcomes_writable
-from .resources import env_setting
+from .resources import default_cache_dir, default_data_root
 from .results import (
     LEADERBOARD_FILE,
     RESULTS_FILE,
@@ -42,11 +41,6 @@ from .results import (
 from .retrieval import evaluate_retrieval_task, task_kind
 from .tasks import TaskSpec, expand_tasks, get_task
 from .zeroshot_head import build_classifier, zeroshot_logits
-
-
-def default_data_root() -> Path:
-    """``$CLIP_BENCH_DATA`` or ``~/.cache/clip_bench/data``."""
-    return Path(env_setting("CLIP_BENCH_DATA") or Path.home() / ".cache" / "clip_bench" / "data").expanduser()
 
 
 @dataclass
