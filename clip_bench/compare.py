@@ -344,6 +344,22 @@ def compare(
     from `cache_dir` (zero-shot) when given. `seed` picks the few-shot draw for ``fewshot_kK`` protocols.
     `variant` (``default``, ``bf16``, ``features=embed``) picks the variant compared on both sides; without it
     (and without a variant in a model's name) like is compared with like (:func:`_choose_variants`).
+    :func:`format_comparison` prints the result as ``clip-bench compare`` does.
+
+    Args:
+        model_a: Model A: its name, ``name:pretrained``, its label in tables (``"ViT-B-32 (openai)"``, with a
+            variant suffix such as ``[bf16]`` if wanted) or its fingerprint.
+        model_b: Model B, likewise.
+        results_dir: The folder of ``results.jsonl`` (the runs' ``output_dir``), or the file itself.
+        tasks: Only these tasks or collections (default: every task both models have).
+        protocol: ``"zeroshot"`` (with retrieval), ``"linear_probe"`` or ``"fewshot_kK"``.
+        metric: Compare this metric instead of each task's main metric.
+        seed: The few-shot draw to compare (``fewshot_kK`` protocols only).
+        alpha: Significance level, after Holm's correction over tasks.
+        B: Bootstrap replicates.
+        cache_dir: Feature/text cache from which missing per-sample outcomes are rebuilt (None: never).
+        data_root: Where datasets live, for that rebuild (default ``$CLIP_BENCH_DATA``).
+        variant: The variant compared on both sides.
     """
     rows = _load_rows(results_dir)
     if not rows:
