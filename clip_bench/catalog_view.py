@@ -8,9 +8,11 @@ from typing import Any
 
 from .class_groups import num_task_classes
 from .errors import ClipBenchError
+from .resources import default_data_root
 from .retrieval import task_kind
 from .task_status import task_status
 from .tasks import expand_tasks, get_task, list_tasks
+from .text_table import text_table
 
 
 def describe_tasks(
@@ -21,8 +23,6 @@ def describe_tasks(
     With `on_error`, a task file that fails to load is reported through it (one line) and left out, unless
     the task was named explicitly in `names` (then its error is raised).
     """
-    from .evaluate import default_data_root
-
     data_root = data_root or default_data_root()
     out = []
     for name in expand_tasks(names) if names else list_tasks():
@@ -63,8 +63,7 @@ def format_task_table(infos: list[dict[str, Any]], details: bool = False) -> str
         )
         for i in infos
     ]
-    widths = [max(len(r[c]) for r in rows) for c in range(len(header) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    lines = text_table(rows, rule=False)
     lines.insert(1, "-" * min(120, len(lines[0]) + 10))
     lines.append("* default source; --source picks another; --data-root sets where data is looked for")
     if details:

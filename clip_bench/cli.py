@@ -139,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _eval_config(args: argparse.Namespace) -> Any:
-    from .evaluate import EvalConfig, default_data_root
-    from .features import ExtractConfig, default_cache_dir
+    from .evaluate import EvalConfig
+    from .features import ExtractConfig
+    from .resources import default_cache_dir, default_data_root
 
     return EvalConfig(
         data_root=args.data_root or default_data_root(),
@@ -171,6 +172,7 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, out: Any = None) -> None:
         out.write("no results\n")
         return
     from .results import labelled, model_label
+    from .text_table import text_table
 
     header = ("model", "task", "protocol", "metric", "value", "95% CI", "n", "notes")
     lines = [header]
@@ -183,12 +185,8 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, out: Any = None) -> None:
     has_ci = any(row[5] for row in lines[1:])
     keep = [j for j in range(len(header)) if (j != 5 or has_ci) and (j != 7 or any(row[7] for row in lines[1:]))]
     lines = [tuple(row[j] for j in keep) for row in lines]  # columns no row fills (CI, notes) are left out
-    widths = [max(len(row[i]) for row in lines) for i in range(len(keep))]
-    for i, row in enumerate(lines):
-        out.write("  ".join(c.ljust(w) if keep[j] not in (4, 5, 6) else c.rjust(w)
-                            for j, (c, w) in enumerate(zip(row, widths))).rstrip() + "\n")
-        if i == 0:
-            out.write("  ".join("-" * w for w in widths) + "\n")
+    for line in text_table(lines, right=[i for i, j in enumerate(keep) if j in (4, 5, 6)]):
+        out.write(line + "\n")
     ci_note = "; 95% CI as in the rows' ci_method" if has_ci else ""
     out.write(f"* main metric of the task; values in percent{ci_note}\n")
 
@@ -370,7 +368,7 @@ def _add_compare(sub: Any) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare, format_comparison
-    from .features import default_cache_dir
+    from .resources import default_cache_dir
 
     if not 0 < args.alpha < 1 or args.bootstrap < 100:
         raise ClipBenchError("--alpha must be in (0, 1) and --bootstrap at least 100.")

@@ -34,6 +34,7 @@ import numpy as np
 from . import stats
 from .errors import ClipBenchError
 from .outcomes import DamagedOutcomesError, OutcomeError, Outcomes, load_for_row, paired_retrieval_bootstrap
+from .resources import default_data_root
 from .results import (
     LEADERBOARD_PROTOCOLS,
     RESULTS_FILE,
@@ -45,6 +46,7 @@ from .results import (
     read_rows,
     variant_name,
 )
+from .text_table import text_table
 
 ACCURACY_METRICS = ("top1", "top5")
 
@@ -252,8 +254,6 @@ def _outcomes(row: dict[str, Any], folder: Path, cache_dir: Path | None, data_ro
     if cache_dir is None:
         raise ClipBenchError(f"{row['model']} on {row['task']}: the row has no per-sample outcomes; pass --cache-dir "
                              f"to rebuild them from the caches, or run `{rerun_command(row, folder)}`.")
-    from .evaluate import default_data_root
-
     return backfill(row, folder, cache_dir, data_root or default_data_root())
 
 
@@ -349,6 +349,22 @@ def compare(
     from `cache_dir` (zero-shot) when given. `seed` picks the few-shot draw for ``fewshot_kK`` protocols.
     `variant` (``default``, ``bf16``, ``features=embed``) picks the variant compared on both sides; without it
     (and without a variant in a model's name) like is compared with like (:func:`_choose_variants`).
+    :func:`format_comparison` prints the result as ``clip-bench compare`` does.
+
+    Args:
+        model_a: Model A: its name, ``name:pretrained``, its label in tables (``"ViT-B-32 (openai)"``, with a
+            variant suffix such as ``[bf16]`` if wanted) or its fingerprint.
+        model_b: Model B, likewise.
+        results_dir: The folder of ``results.jsonl`` (the runs' ``output_dir``), or the file itself.
+        tasks: Only these tasks or collections (default: every task both models have).
+        protocol: ``"zeroshot"`` (with retrieval), ``"linear_probe"`` or ``"fewshot_kK"``.
+        metric: Compare this metric instead of each task's main metric.
+        seed: The few-shot draw to compare (``fewshot_kK`` protocols only).
+        alpha: Significance level, after Holm's correction over tasks.
+        B: Bootstrap replicates.
+        cache_dir: Feature/text cache from which missing per-sample outcomes are rebuilt (None: never).
+        data_root: Where datasets live, for that rebuild (default ``$CLIP_BENCH_DATA``).
+        variant: The variant compared on both sides.
     """
     rows = _load_rows(results_dir)
     if not rows:
@@ -454,15 +470,9 @@ def format_comparison(c: Comparison) -> str:
         task = t.task + (f" [{t.subset} classes]" if t.subset else "")
         lines.append((task, t.metric, str(t.n), f"{t.value_a:.2f}", f"{t.value_b:.2f}", f"{t.diff:+.2f}",
                       f"[{t.ci_low:+.2f}, {t.ci_high:+.2f}]", t.test, _p(t.p_value), _p(t.p_holm), t.result))
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    numeric = {2, 3, 4, 5, 8, 9}
     out = [f"A: {c.model_a}", f"B: {c.model_b}", f"protocol {c.protocol}; values in percent, 95% intervals, "
            f"Holm-corrected over {len(c.tasks)} task(s) at alpha {c.alpha}", ""]
-    for i, row in enumerate(lines):
-        out.append("  ".join(cell.rjust(w) if j in numeric else cell.ljust(w)
-                             for j, (cell, w) in enumerate(zip(row, widths))).rstrip())
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
+    out += text_table(lines, right={2, 3, 4, 5, 8, 9})  # the numeric columns
     out.append("")
     out.append(f"A better on {c.wins}, B better on {c.losses}, no significant difference on {c.ties} "
                f"(of {len(c.tasks)}); mean A-B over tasks {c.mean_diff:+.2f} "

@@ -18,7 +18,6 @@ from .features import (
     ExtractConfig,
     FeatureCache,
     Features,
-    default_cache_dir,
     extract,
     feature_key,
     subset_indices,
@@ -28,7 +27,7 @@ from .metrics import all_metrics, main_metric_key
 from .models import LoadedModel, ModelHandle, ModelSpec
 from .outcomes import OutcomesWriteError, attach_outcomes, collect_unwritten
 from .outcomes import check_writable as check_outcomes_writable
-from .resources import env_setting
+from .resources import default_cache_dir, default_data_root
 from .results import (
     LEADERBOARD_FILE,
     RESULTS_FILE,
@@ -44,14 +43,14 @@ from .tasks import TaskSpec, expand_tasks, get_task
 from .zeroshot_head import build_classifier, zeroshot_logits
 
 
-def default_data_root() -> Path:
-    """``$CLIP_BENCH_DATA`` or ``~/.cache/clip_bench/data``."""
-    return Path(env_setting("CLIP_BENCH_DATA") or Path.home() / ".cache" / "clip_bench" / "data").expanduser()
-
-
 @dataclass
 class EvalConfig:
-    """Options shared by every protocol; the CLI fills it from flags."""
+    """Options shared by every protocol; the CLI fills it from flags.
+
+    Main fields: ``data_root`` (datasets; ``$CLIP_BENCH_DATA`` or ``~/.cache/clip_bench/data``), ``cache_dir``
+    (features and text embeddings; None: no caching), ``output_dir`` (``results.jsonl`` and the leaderboard;
+    None: rows are only returned), ``source``, ``limit``, ``download``, ``extract`` (batch size, workers, quiet).
+    """
 
     data_root: Path = field(default_factory=default_data_root)
     cache_dir: Path | None = field(default_factory=default_cache_dir)  # None: no caching at all
@@ -234,7 +233,17 @@ def zeroshot(
     """Zero-shot evaluation of `model` on `tasks` (names, collections or task files); returns the result rows.
 
     Rows are appended to ``<output_dir>/results.jsonl`` as each task finishes (so a crash loses no
-    finished task), and ``leaderboard.csv`` is rebuilt. `overrides` set EvalConfig fields.
+    finished task), and ``leaderboard.csv`` is rebuilt.
+
+    Args:
+        model: A model reference (``"tiny-clip-digits"``, ``"ViT-B-32"`` with `pretrained`, ``"hf-hub:org/repo"``,
+            a checkpoint ...; see ``clip-bench models``) or an already loaded model.
+        tasks: Task names, collections (``"clip27"``) or task YAML files; one string or a list.
+        config: Data root, caches, output folder and the other shared options (default ``EvalConfig()``).
+        pretrained: The pretrained tag or checkpoint file of an open_clip architecture.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; default: the GPU if there is one.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (autocast; part of each row's identity).
+        **overrides: EvalConfig fields to set for this call (``limit=100``, ``output_dir=None``, ...).
     """
     return run_protocol(model, tasks, config, pretrained, device, precision, overrides, evaluate_zeroshot_task)
 

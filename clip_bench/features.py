@@ -34,7 +34,7 @@ from .io_utils import (
     write_json_atomic,
 )
 from .progress import progress_bar
-from .resources import env_setting
+from .resources import default_cache_dir  # noqa: F401 (importable from here, as before)
 
 FEATURE_KINDS = ("embed", "pre-proj")
 CACHE_FORMAT = 3  # 3: keyed by the data's content fingerprint, not the data root's path
@@ -71,11 +71,6 @@ class Features:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-def default_cache_dir() -> Path:
-    """``$CLIP_BENCH_CACHE`` or ``~/.cache/clip_bench``."""
-    return Path(env_setting("CLIP_BENCH_CACHE") or Path.home() / ".cache" / "clip_bench").expanduser()
 
 
 def feature_key(

@@ -187,7 +187,22 @@ def linprobe(
     """The paper's linear probe on each task: C chosen on val, refit on train+val, test main metric.
 
     Tasks whose protocol runs several probes (STL-10's 10 folds, UCF101's 3 splits) give one row per
-    run (``is_main`` false) and a mean row with the spread (the main value)."""
+    run (``is_main`` false) and a mean row with the spread (the main value). Returns the result rows,
+    written as :func:`clip_bench.zeroshot` writes them.
+
+    Args:
+        model: A model reference (``"tiny-clip-digits"``, ``"ViT-B-32"`` with `pretrained`, ``"hf-hub:org/repo"``,
+            a checkpoint ...; see ``clip-bench models``) or an already loaded model.
+        tasks: Task names, collections (``"clip27"``) or task YAML files; one string or a list.
+        config: Data root, caches, output folder and the other shared options (default ``EvalConfig()``).
+        pretrained: The pretrained tag or checkpoint file of an open_clip architecture.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; default: the GPU if there is one.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (autocast; part of each row's identity).
+        probe: Solver and C-search settings (default ``ProbeConfig()``, the paper's protocol).
+        seed: Seed of the held-out validation split, where a task has no val split of its own.
+        normalize: L2-normalise the features before the probe.
+        **overrides: EvalConfig fields to set for this call (``feature_kind="pre-proj"``, ...).
+    """
     probe = probe or ProbeConfig()
 
     def body(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
@@ -271,7 +286,24 @@ def fewshot(
 ) -> list[dict[str, Any]]:
     """k-shot probes per (k, seed) plus mean/std rows, and the zero-shot rows for the same model and task.
 
-    Shots are drawn from the task's train split and scored on its eval split (for UCF101: split 1)."""
+    Shots are drawn from the task's train split and scored on its eval split (for UCF101: split 1).
+    Returns the result rows, written as :func:`clip_bench.zeroshot` writes them.
+
+    Args:
+        model: A model reference or a loaded model (as for :func:`clip_bench.zeroshot`).
+        tasks: Task names, collections or task YAML files; one string or a list.
+        config: Data root, caches, output folder and the other shared options (default ``EvalConfig()``).
+        shots: The k values (examples per class).
+        seeds: How many draws of the k examples per k (seeds 0 .. seeds-1).
+        pretrained: The pretrained tag or checkpoint file of an open_clip architecture.
+        device: ``"cpu"``, ``"cuda"``, ...; default: the GPU if there is one.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        probe: Solver settings (default ``ProbeConfig()``).
+        allow_fewer: Let a class with fewer than k training examples use all it has (else an error).
+        normalize: L2-normalise the features before the probe.
+        with_zeroshot: Also return (and write) the zero-shot rows, the curve's k = 0 point.
+        **overrides: EvalConfig fields to set for this call.
+    """
     from .evaluate import evaluate_zeroshot_task
 
     probe = probe or ProbeConfig()

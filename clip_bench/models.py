@@ -112,6 +112,14 @@ def load_model(
     """Load a CLIP-style model by reference (see `resolve_model`), ready for inference.
 
     Weights stay fp32; ``fp16``/``bf16`` run under autocast, as open_clip's own evaluation does.
+
+    Args:
+        name: A model reference (``"tiny-clip-digits"``, an open_clip architecture, ``"ViT-B/32"``,
+            ``"hf-hub:org/repo"``, ``"local-dir:/folder"``, ...) or a resolved ModelSpec.
+        pretrained: The pretrained tag or checkpoint file of an open_clip architecture.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a torch.device; default: the GPU if there is one.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        revision: A hub commit or tag to pin (hub references).
     """
     if precision not in PRECISIONS:
         raise ClipBenchError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")

@@ -26,8 +26,8 @@ caption→image pairing and the data fingerprint). ImageNet (50,000 images): 6.1
 top-1 or top-5 row, about 104 KiB for mean per-class recall before compression (see
 ``benchmarks/RESULTS.md``).
 
-The file is named by the row's ``result_id`` when it has one, else by :func:`fallback_id`, a hash of
-the row's identity fields (everything that determines its value, metric included).
+The file is named by the row's ``result_id`` when it has one, else by :func:`fallback_id`, the id
+:func:`clip_bench.results.result_id` computes from the row's fields (everything that determines its value).
 """
 
 from __future__ import annotations
@@ -48,19 +48,13 @@ import numpy as np
 
 from . import stats
 from .errors import ClipBenchError
-from .io_utils import atomic_path, sha256_bytes, sha256_json
+from .io_utils import atomic_path, sha256_bytes
 from .metrics import topk_hits
-from .results import field_of
+from .results import field_of, result_id
 from .retrieval import KS, MAIN, RetrievalRanks, parse_metric
 
 OUTCOMES_DIR = "outcomes"
 FORMAT = 1
-#: Row fields that identify an evaluation (the fallback file id hashes these, plus the extra keys below).
-ID_FIELDS = (
-    "model_fingerprint", "task", "task_version", "source", "split", "protocol", "subset", "limit",
-    "templates_hash", "classnames_hash", "feature_kind", "precision", "metric",
-)
-ID_EXTRA_FIELDS = ("k", "seed", "solver", "aggregate", "val_fraction", "caption_template", "captions_hash", "run")
 BINARY_METRICS = ("top1", "top5")
 #: Metrics the rows can carry and the interval method of each.
 CI_METHODS = {
@@ -103,11 +97,9 @@ _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, 
 
 
 def fallback_id(row: dict[str, Any]) -> str:
-    """A stable id for a row's evaluation from its identity fields (used until rows carry ``result_id``)."""
-    extra = row.get("extra") or {}
-    ident = {k: row[k] if k in row else extra.get(k) for k in ID_FIELDS}  # e.g. limit sits in extra
-    ident.update({f"extra.{k}": extra[k] for k in ID_EXTRA_FIELDS if k in extra})
-    return sha256_json(ident)[:24]
+    """The id of a row that carries no ``result_id`` (written before rows did, or by hand): the one
+    :func:`clip_bench.results.result_id` computes from its fields."""
+    return result_id(row)
 
 
 def outcome_id(row: dict[str, Any]) -> str:

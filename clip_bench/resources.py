@@ -1,5 +1,5 @@
 """Where the shipped data files (tasks/, prompts/, assets/) live, in a checkout or an installed wheel,
-and the settings read from environment variables."""
+the settings read from environment variables, and the default data and cache folders."""
 
 from __future__ import annotations
 
@@ -32,3 +32,13 @@ def env_setting(name: str, default: str | None = None) -> str | None:
     """Environment variable `name`, or `default` when it is unset or empty (an empty value means the default)."""
     value = os.environ.get(name, "")
     return value if value.strip() else default
+
+
+def default_cache_dir() -> Path:
+    """``$CLIP_BENCH_CACHE`` or ``~/.cache/clip_bench``: where features and text embeddings are cached."""
+    return Path(env_setting("CLIP_BENCH_CACHE") or Path.home() / ".cache" / "clip_bench").expanduser()
+
+
+def default_data_root() -> Path:
+    """``$CLIP_BENCH_DATA`` or ``~/.cache/clip_bench/data``: where datasets are looked for."""
+    return Path(env_setting("CLIP_BENCH_DATA") or Path.home() / ".cache" / "clip_bench" / "data").expanduser()

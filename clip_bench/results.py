@@ -109,14 +109,33 @@ def result_id(row: dict[str, Any]) -> str:
     return sha256_json(ident)[:24]
 
 
-def is_standard(row: dict[str, Any]) -> bool:
-    """Whether a row is the full, standard evaluation (the only rows the leaderboard and sweep use).
+#: How a ``standard`` field may be written (a results file is data from elsewhere: JSON true/false, 0/1, or text).
+_STANDARD_TEXT = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
-    Rows written before rows carried ``standard`` count as standard unless they record a ``--limit``
-    or a class-name/template override file.
+
+def standard_flag(value: Any) -> bool | None:
+    """A ``standard`` field as True or False: a bool, 0 or 1, or "true"/"false"/"1"/"0"/"yes"/"no" in any case;
+    None for anything else (``"maybe"``, 2, a list), which no reader can take as either."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        return _STANDARD_TEXT.get(value.strip().lower())
+    return None
+
+
+def is_standard(row: dict[str, Any]) -> bool:
+    """Whether a row is the full, standard evaluation: the only rows the leaderboard, the report, ``compare``'s
+    first choice and the sweep's "already done" use.
+
+    ``standard`` is read by :func:`standard_flag`; a value it cannot read is not standard. Rows written
+    before rows carried ``standard`` (None) count as standard unless they record a ``--limit`` or a
+    class-name/template override file.
     """
-    if row.get("standard") is not None:
-        return bool(row["standard"])
+    value = row.get("standard")
+    if value is not None:
+        return standard_flag(value) is True
     return not any(field_of(row, k) for k in ("limit", "templates_file", "classnames_file"))
 
 
@@ -218,6 +237,11 @@ def row_problem(row: Any) -> str | None:
         return f"value {value} is not finite"
     if row.get("extra") is not None and not isinstance(row["extra"], dict):
         return "extra is not a mapping"
+    skipped = field_of(row, "skipped_images")  # part of the row's identity (see result_id)
+    if skipped and (isinstance(skipped, bool) or not isinstance(skipped, int | float) or not float(skipped).is_integer()):
+        return f"skipped_images {str(skipped)[:40]!r} is not a count"
+    if row.get("standard") is not None and standard_flag(row["standard"]) is None:
+        return f"standard {str(row['standard'])[:40]!r} is neither true nor false"
     return None
 
 
@@ -435,26 +459,6 @@ def with_variant_labels(df: Any, rows: list[dict[str, Any]]) -> Any:
 
 #: Row protocols shown in a protocol's leaderboard: zero-shot retrieval tasks sit beside zero-shot classification.
 LEADERBOARD_PROTOCOLS = {"zeroshot": ("zeroshot", "retrieval")}
-
-
-def leaderboard(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> Any:
-    """DataFrame: one line per model (fingerprint) and variant, one column per task's main metric (latest run wins).
-
-    Only standard rows (:func:`is_standard`) count: a ``--limit`` or override run never shows here.
-    """
-    import pandas as pd
-
-    protocols = LEADERBOARD_PROTOCOLS.get(protocol, (protocol,))
-    main = [r for r in labelled(rows) if r.get("is_main") and r.get("protocol") in protocols and not r.get("subset")
-            and is_standard(r)]
-    if not main:
-        return pd.DataFrame(columns=["model", "pretrained"])
-    df = with_variant_labels(pd.DataFrame(main), main).sort_values("date", kind="stable")
-    df["pretrained"] = df["pretrained"].fillna("")
-    latest = df.groupby(["model", "pretrained", "task"], as_index=False, sort=False).last()
-    table = latest.pivot(index=["model", "pretrained"], columns="task", values="value").reset_index()
-    table.columns.name = None
-    return table
 
 
 def write_leaderboard(output_dir: str | Path) -> Path:

@@ -190,6 +190,43 @@ def _model_handle(model: ModelEntry, device: str | None, precision: str) -> Mode
     return ModelHandle(spec, device, precision)
 
 
+def sweep(
+    models: str | Path | list[str | tuple[str, str | None] | ModelEntry],
+    tasks: str | list[str],
+    protocols: str | list[str] = "zeroshot",
+    config: Any = None,
+    device: str | None = None,
+    precision: str = "fp32",
+    echo: Callable[[str], None] = print,
+) -> dict[str, int]:
+    """Run every job of models x tasks x protocols not already in the results, as ``clip-bench sweep`` does:
+    a job counts as done when the output folder holds its standard main row with the identity it would
+    write. A failing job is reported and the sweep goes on. Returns the counts (``ran``, ``done_before``,
+    ``failed``).
+
+    Args:
+        models: Model names, ``(name, pretrained)`` pairs or ModelEntry items; or the path of a models file
+            (YAML list, or ``name [pretrained]`` lines).
+        tasks: Task names, collections or task YAML files; one string or a list.
+        protocols: ``"zeroshot"`` and/or ``"linprobe"``.
+        config: Data root, caches, output folder and the other shared options (default ``EvalConfig()``).
+        device: ``"cpu"``, ``"cuda"``, ...; default: the GPU if there is one.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        echo: Where the per-job lines and the summary go.
+    """
+    if isinstance(models, str | Path):
+        entries = read_models_file(models)
+    else:
+        entries = [m if isinstance(m, ModelEntry) else ModelEntry(m) if isinstance(m, str) else ModelEntry(*m)
+                   for m in models]
+    if config is None:
+        from .evaluate import EvalConfig
+
+        config = EvalConfig()
+    return run_sweep(entries, [tasks] if isinstance(tasks, str) else list(tasks),
+                     [protocols] if isinstance(protocols, str) else list(protocols), config, device, precision, echo)
+
+
 def run_sweep(
     models: list[ModelEntry], tasks: list[str], protocols: list[str], cfg: Any,
     device: str | None = None, precision: str = "fp32", echo: Callable[[str], None] = print,

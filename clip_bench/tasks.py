@@ -461,7 +461,11 @@ def list_tasks() -> list[str]:
 
 
 def get_task(name: str) -> TaskSpec:
-    """The task called `name`, or a task YAML file path (re-read when the file changes)."""
+    """The task called `name`, or a task YAML file path (re-read when the file changes).
+
+    Args:
+        name: A task name (see :func:`list_tasks`) or the path of a task YAML file.
+    """
     path = Path(name)
     stat = path.stat() if name.endswith((".yaml", ".yml")) and path.is_file() else None
     stamp = (stat.st_mtime_ns, stat.st_size) if stat is not None else None

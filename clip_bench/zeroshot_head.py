@@ -108,6 +108,14 @@ def zeroshot_classifier(
     indexed by position (ImageNet has duplicate names). `templates` is a list of strings with ``{}``
     or ``{c}``, or a CuPL-style mapping class name -> sentences. A class given as a list of synonyms
     averages over all of them.
+
+    Args:
+        model: A loaded model (:func:`clip_bench.load_model`).
+        classnames: One name, or a list of synonyms, per class.
+        templates: Prompt templates, or a mapping class name -> sentences.
+        cache_dir: Text-embedding cache (None: no caching).
+        batch_size: Prompts encoded per batch.
+        quiet: No progress bar.
     """
     if isinstance(templates, Mapping):
         ps = PromptSet(tuple(classnames), (), {k: tuple(v) for k, v in templates.items()})

@@ -19,7 +19,8 @@ from clip_bench.evaluate import get_features
 from clip_bench.loaders import load_split
 from clip_bench.models import ModelHandle
 from clip_bench.outcomes import load_for_row
-from clip_bench.results import leaderboard, read_rows
+from clip_bench.report.leaderboard import HEAD, protocol_table
+from clip_bench.results import read_rows
 from clip_bench.retrieval import flatten_captions, l2_normalize, task_kind
 from clip_bench.sweep import ModelEntry, run_sweep
 from clip_bench.tasks import expand_tasks, get_task
@@ -135,7 +136,7 @@ def test_mixed_with_classification_leaderboard_and_sweep(flickr, eval_config, ti
     # leaderboard.csv; as standard rows they sit beside digits
     assert board[0].split(",")[7:] == ["digits"]  # after model, pretrained, protocol and the means
     standard = [{**r, "standard": True} for r in read_rows(eval_config.output_dir)]
-    assert list(leaderboard(standard).columns[2:]) == ["digits", "flickr30k"]
+    assert list(protocol_table(standard).columns[len(HEAD):]) == ["digits", "flickr30k"]
     models = [ModelEntry("tiny-clip-digits")]
     counts = run_sweep(models, [flickr, "digits"], ["zeroshot", "linprobe"], eval_config, device="cpu", echo=lambda _: None)
     # both zero-shot jobs are already in the results; retrieval has no linear-probe job; digits' probe runs

@@ -14,7 +14,8 @@ import pytest
 from clip_bench import text_cache
 from clip_bench.cli import main
 from clip_bench.errors import ClipBenchError
-from clip_bench.results import append_rows, leaderboard, make_row, read_rows
+from clip_bench.report.leaderboard import protocol_table
+from clip_bench.results import append_rows, make_row, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,7 @@ def test_results_lines_that_are_not_rows_never_reach_a_table(tmp_path, capsys):
     assert [r["value"] for r in rows] == [91.5]
     err = capsys.readouterr().err
     assert err.count("skipped 7 line(s) that are not result rows") == 1
-    assert leaderboard(rows)["digits"].tolist() == [91.5]
+    assert protocol_table(rows)["digits"].tolist() == [91.5]
     read_rows(tmp_path)
     assert "skipped" not in capsys.readouterr().err  # said once per file
 

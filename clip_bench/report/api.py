@@ -137,6 +137,12 @@ def build_report(
     missing is skipped with one line saying why. Rows marked not standard (subsets, overrides) are
     left out of every table and figure but kept in ``all_metrics.csv``. With `reference_only`,
     nothing is written: only the comparison against published numbers is returned (``lines``).
+
+    Args:
+        results_dir: A folder searched for ``results.jsonl`` files (with its subfolders), or one such file.
+        out_dir: Where the report is written (default ``./report``).
+        reference_only: Only compare with the published numbers; write nothing.
+        quiet: No progress output.
     """
     root = Path(results_dir)
     if not root.exists():

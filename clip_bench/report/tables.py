@@ -19,35 +19,20 @@ from ..results import (
     RESULTS_FILE,
     ROW_FIELDS,
     field_of,
+    is_standard,
     labelled,
+    model_key,
     model_label,
+    result_id,
     scan_rows,
     warn_skipped,
     with_variant_labels,
 )
-from ..results import is_standard as results_is_standard
 from .reference import collections
 
 KEY = ["model", "pretrained"]
 #: Row fields other modules add (identity, standard-ness, 95 % intervals); read top-level or from ``extra``.
 OPTIONAL_FIELDS = ("result_id", "standard", "ci_low", "ci_high")
-#: What makes two rows the same result: a re-run of the same thing replaces it (latest date wins).
-IDENTITY_FIELDS = (
-    "model", "pretrained", "model_fingerprint", "task", "task_version", "source", "split", "protocol", "metric",
-    "subset", "templates_hash", "classnames_hash", "feature_kind", "precision", "n",
-)
-IDENTITY_EXTRA = ("result_id", "limit", "seed", "aggregate", "k", "classnames_file", "templates_file")
-
-
-
-
-def is_standard(row: dict[str, Any]) -> bool:
-    """Whether a row is the full, standard evaluation (:func:`clip_bench.results.is_standard`); a ``standard``
-    written as text ("false") in a hand-made results file is read as what it says."""
-    value = row.get("standard")
-    if isinstance(value, str):
-        return value.strip().lower() not in ("false", "0", "no")
-    return results_is_standard(row)
 
 
 def _finite(v: Any) -> float | None:
@@ -66,11 +51,12 @@ def interval(row: dict[str, Any]) -> tuple[float, float] | None:
     return lo, hi
 
 
-def identity(row: dict[str, Any]) -> tuple[str, ...]:
-    """The key under which a newer row replaces an older one (see IDENTITY_FIELDS)."""
-    extra = row.get("extra") if isinstance(row.get("extra"), dict) else {}
-    parts = [row.get(f) for f in IDENTITY_FIELDS] + [row.get(f, extra.get(f)) for f in IDENTITY_EXTRA]
-    return tuple(json.dumps(p, sort_keys=True, default=str) for p in parts)
+def identity(row: dict[str, Any]) -> tuple[str, str]:
+    """The key under which a newer row replaces an older one: the measurement as
+    :func:`clip_bench.results.result_id` defines it, computed from the row's fields, and its model
+    (:func:`clip_bench.results.model_key`: the fingerprint, already in the id, or for a row without one its
+    name, so hand-written rows of two models never replace each other)."""
+    return result_id(row), model_key(row)
 
 
 def valid_row(row: Any) -> bool:
