@@ -199,6 +199,8 @@ def check_writable(output_dir: str | Path) -> None:
 
 #: Row fields that, when set, must be text (a results file is data from elsewhere).
 _TEXT_FIELDS = ("task", "protocol", "metric", "pretrained", "subset", "result_id")
+#: Row fields that, when set, must be JSON true or false.
+_FLAG_FIELDS = ("is_main", "standard")
 _warned_files: set[str] = set()
 
 
@@ -218,6 +220,12 @@ def row_problem(row: Any) -> str | None:
         return f"value {value} is not finite"
     if row.get("extra") is not None and not isinstance(row["extra"], dict):
         return "extra is not a mapping"
+    flag = next((k for k in _FLAG_FIELDS if row.get(k) is not None and not isinstance(row[k], bool)), None)
+    if flag is not None:  # "false" as text would count as true: which row is the main or standard one is ambiguous
+        return f"{flag} {row[flag]!r} is not true or false"
+    n = row.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        return f"n {n!r} is not a sample count (an integer >= 0)"
     return None
 
 

@@ -42,11 +42,8 @@ IDENTITY_EXTRA = ("result_id", "limit", "seed", "aggregate", "k", "classnames_fi
 
 
 def is_standard(row: dict[str, Any]) -> bool:
-    """Whether a row is the full, standard evaluation (:func:`clip_bench.results.is_standard`); a ``standard``
-    written as text ("false") in a hand-made results file is read as what it says."""
-    value = row.get("standard")
-    if isinstance(value, str):
-        return value.strip().lower() not in ("false", "0", "no")
+    """Whether a row is the full, standard evaluation (:func:`clip_bench.results.is_standard`); a line whose
+    ``standard`` is not true or false is no row at all (:func:`clip_bench.results.row_problem`)."""
     return results_is_standard(row)
 
 
