@@ -124,7 +124,13 @@ def file_hashes(paths: Sequence[str | Path], store: HashStore | None) -> list[tu
     except OSError as exc:
         raise ClipBenchError(f"cannot read data file {exc.filename} ({exc.strerror}); the data changed while "
                              "it was read, or is not readable.") from None
-    known = store.lookup(stats) if store is not None else {}
+    known: dict[str, str] = {}
+    if store is not None:
+        try:
+            known = store.lookup(stats)
+        except sqlite3.Error as exc:  # a damaged store (another schema, a bad page): hash every file instead
+            print(f"clip-bench: warning: cannot read the file-hash store {store.path} ({exc}); data files are "
+                  "hashed anew.", file=sys.stderr)
     todo = [k for k in dict.fromkeys(keys) if k not in known]
     if todo:
         with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:

@@ -147,6 +147,10 @@ def _subset_scores(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> di
     out = {}
     for name, ref in (task.extra.get("subsets") or {}).items():
         idx = class_indices(ref)
+        if idx[-1] >= logits.shape[1]:
+            raise ClipBenchError(f"task {task.name!r}: its subset {name!r} names class {int(idx[-1])}, but the task has "
+                                 f"only {logits.shape[1]} classes (0..{logits.shape[1] - 1}); fix the subset's class "
+                                 "indices in the task file.")
         keep = np.isin(labels, idx)
         if not keep.any():  # e.g. a --limit run that saw none of the subset's classes
             continue

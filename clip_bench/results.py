@@ -218,6 +218,8 @@ def check_writable(output_dir: str | Path) -> None:
 
 #: Row fields that, when set, must be text (a results file is data from elsewhere).
 _TEXT_FIELDS = ("task", "protocol", "metric", "pretrained", "subset", "result_id")
+#: Row fields that, when set, must be JSON true or false.
+_FLAG_FIELDS = ("is_main",)  # ``standard`` is read by standard_flag (text spellings too)
 _warned_files: set[str] = set()
 
 
@@ -242,6 +244,12 @@ def row_problem(row: Any) -> str | None:
         return f"skipped_images {str(skipped)[:40]!r} is not a count"
     if row.get("standard") is not None and standard_flag(row["standard"]) is None:
         return f"standard {str(row['standard'])[:40]!r} is neither true nor false"
+    flag = next((k for k in _FLAG_FIELDS if row.get(k) is not None and not isinstance(row[k], bool)), None)
+    if flag is not None:  # "false" as text would count as true: which row is the main one is ambiguous
+        return f"{flag} {row[flag]!r} is not true or false"
+    n = row.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        return f"n {n!r} is not a sample count (an integer >= 0)"
     return None
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,46 @@ def check_loader_args(task: Any, spec: Any, loader: Callable[..., Any]) -> None:
     missing = [p.name for p in params if p.default is p.empty and p.name not in spec.args and p.name in known]
     if missing:
         raise ClipBenchError(f"{where} lacks the required argument {missing[0]!r}.")
+    try:
+        hints = typing.get_type_hints(loader)
+    except Exception:  # noqa: BLE001 - an annotation that cannot be resolved: the loader checks its own values
+        return
+    for arg, value in spec.args.items():
+        if arg in hints and not _fits(value, hints[arg]):
+            raise ClipBenchError(f"{where}: {arg!r} must be {_type_text(hints[arg])}, got {value!r}.")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a YAML value has the type a loader annotates (containers are checked element by element)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value) if args else isinstance(value, list)
+    if origin is dict:
+        return isinstance(value, dict) and (not args or all(_fits(k, args[0]) and _fits(v, args[1])
+                                                             for k, v in value.items()))
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_text(hint: Any) -> str:
+    """A loader argument's annotation as a reader of a task file says it: ``an integer``, ``true or false``, ..."""
+    named = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_text(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) in (list, tuple):
+        return "a list"
+    if typing.get_origin(hint) is dict:
+        return "a mapping"
+    return named.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def check_label_range(ctx: LoadContext, targets: np.ndarray) -> None:
