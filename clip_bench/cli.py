@@ -262,7 +262,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     ]
     if not any(lines for _, lines in sections):
         raise ClipBenchError(f"no model name or pretrained tag contains {args.filter!r}; `clip-bench models` lists them "
-                             "all (local checkpoints, folders and hub references are accepted too, see the README).")
+                             "all (local checkpoints, folders and hub references are accepted too, see docs/models.md).")
     for title, lines in sections:
         if lines:
             print(title)

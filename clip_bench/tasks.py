@@ -122,7 +122,7 @@ SOURCE_KEYS: dict[str, Key] = {
     "files": Key("a mapping of split -> a file path or a list of them", _map_of(_is_files, _is_name)),
 }
 
-_KEYS_DOC = "see the README's 'Task file schema'"
+_KEYS_DOC = "see 'Task file schema' in docs/tasks.md"
 
 
 def _shown(value: Any, limit: int = 60) -> str:

@@ -1,4 +1,5 @@
-"""The README stays true: every task, subcommand and set-up/test command it promises exists."""
+"""The README and docs/ stay true: every task, subcommand and set-up/test command they promise exists, and
+every relative link they hold leads to an existing file and heading."""
 
 from __future__ import annotations
 
@@ -8,32 +9,93 @@ from pathlib import Path
 from clip_bench.cli import build_parser
 from clip_bench.tasks import list_collections, list_tasks
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+DOC_PAGES = sorted((ROOT / "docs").glob("*.md"))
+DOCS = "\n".join(page.read_text() for page in DOC_PAGES)
 
 
-def test_every_task_and_collection_is_documented():
-    for name in list_tasks():
-        assert f"`{name}`" in README, name
-    for name in list_collections():
-        assert f"`{name}`" in README, name
+def _without_code(markdown: str) -> str:
+    """The text outside fenced code blocks and inline code spans."""
+    markdown = re.sub(r"^```.*?^```[ \t]*$", "", markdown, flags=re.S | re.M)
+    return re.sub(r"`[^`\n]*`", "", markdown)
 
 
-def test_every_subcommand_is_documented():
+def _anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of `markdown` (lower case, punctuation dropped, spaces to '-')."""
+    seen: dict[str, int] = {}
+    anchors = set()
+    for heading in re.findall(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.sub(r"^```.*?^```", "", markdown,
+                                                                           flags=re.S | re.M), flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
+def _relative_links(markdown: str) -> list[str]:
+    targets = re.findall(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", _without_code(markdown))
+    return [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t, flags=re.I)]
+
+
+def _broken_links(page: Path) -> list[str]:
+    broken = []
+    for target in _relative_links(page.read_text()):
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page
+        if not dest.is_file():
+            broken.append(f"{target}: no file {dest}")
+        elif anchor and (dest.suffix != ".md" or anchor not in _anchors(dest.read_text())):
+            broken.append(f"{target}: no heading '#{anchor}' in {dest.name}")
+    return broken
+
+
+def test_every_task_and_collection_is_in_a_task_table():
+    for name in [*list_tasks(), *list_collections()]:
+        assert re.search(rf"^\| `{re.escape(name)}`", DOCS, flags=re.M), name  # the first cell of a table row
+
+
+def test_every_subcommand_is_in_the_readme_table_and_documented_in_docs():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     for name in sub.choices:
-        assert f"clip-bench {name}" in README, name
+        assert f"| `clip-bench {name}` |" in README, name
+        assert f"clip-bench {name}" in DOCS, name
 
 
 def test_ci_runs_the_readme_commands():
-    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
     setup, test = blocks[0].strip(), blocks[1].strip()
     assert setup in ci.splitlines() and test in ci.splitlines()
+
+
+def test_every_relative_link_in_the_readme_and_docs_leads_to_a_file_and_heading():
+    pages = [ROOT / "README.md", *DOC_PAGES]
+    assert sum(len(_relative_links(p.read_text())) for p in pages) > 10
+    assert {p.name: _broken_links(p) for p in pages} == {p.name: [] for p in pages}
+
+
+def test_the_readme_is_short_and_links_every_docs_page():
+    assert DOC_PAGES, "docs/ holds the reference pages"
+    links = _relative_links(README)
+    for page in DOC_PAGES:
+        assert f"docs/{page.name}" in links, page.name
+    assert len(README.splitlines()) <= 250
+
+
+def test_link_check_sees_a_missing_file_and_a_missing_heading(tmp_path):
+    (tmp_path / "a.md").write_text("# A page\n\n## Some `code` heading: here\n\n```bash\n# not a heading\n```\n")
+    page = tmp_path / "b.md"
+    page.write_text("[ok](a.md#some-code-heading-here) [ok](a.md) [web](https://example.org/x.md) `[no](x.md)`\n"
+                    "[gone](missing.md) [bad](a.md#not-a-heading) [self](#b)\n\n# B\n")
+    assert _broken_links(page) == [f"missing.md: no file {(tmp_path / 'missing.md').resolve()}",
+                                   "a.md#not-a-heading: no heading '#not-a-heading' in a.md"]
 
 
 def test_changelog_names_the_current_probe_rule():
     """A new PROBE_RULE recomputes every probe row, so the changelog must name it."""
     from clip_bench.probe import PROBE_RULE
 
-    changelog = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
+    changelog = (ROOT / "CHANGELOG.md").read_text()
     assert f"`{PROBE_RULE}`" in changelog

@@ -75,8 +75,9 @@ def test_compare_on_results_with_odd_rows_is_one_line(tmp_path, capsys):
 
 
 def test_readme_python_imports_exist():
-    """Every `from clip_bench... import X` the README shows imports (the compare example used a moved name)."""
-    readme = (ROOT / "README.md").read_text()
+    """Every `from clip_bench... import X` the README and docs/ show imports (the compare example used a moved
+    name)."""
+    readme = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     lines = sorted(set(re.findall(r"^\s*(from clip_bench[\w.]* import [\w, ]+|import clip_bench[\w.]*)\s*$", readme,
                                   flags=re.M)))
     assert lines
