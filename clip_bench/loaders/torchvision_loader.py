@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,15 @@ class TorchvisionImages(LabeledImages):
         """The image files the dataset lists plus the annotation or array files it read (:data:`DATASET_FILES`);
         None for a dataset class not listed there (every file under the source's root then counts)."""
         rule = DATASET_FILES.get(type(self.dataset).__name__)
-        if rule is None:
+        try:
+            extra = rule(self.dataset) if rule is not None else None
+        except AttributeError:  # another torchvision version keeps them elsewhere
+            extra = None
+        if extra is None:
             return None
         images = next((items for a in IMAGE_LIST_ATTRIBUTES if (items := getattr(self.dataset, a, None)) is not None), [])
-        listed = [Path(item[0] if isinstance(item, tuple) else item) for item in images]
-        return [*listed, *(Path(p) for p in rule(self.dataset))]
+        listed = [os.fspath(item[0] if isinstance(item, tuple) else item) for item in images]
+        return [*listed, *extra]
 
     def load_image(self, index: int) -> Image.Image:
         image = self.dataset[index][0]
