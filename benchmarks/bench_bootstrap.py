@@ -94,7 +94,8 @@ def main() -> None:
     report("ImageNet mean per-class recall (stratified)", fast, t_fast, ref, t_ref, B)
     paired, t_paired = timed(stats.paired_mean_per_class_recall_bootstrap, correct_a, correct_b, labels, B)
     print(f"ImageNet paired mean per-class recall (compare): {t_paired:.2f} s for B={B}; "
-          f"95% CI of the difference [{stats.percentile_interval(paired)[0]:+.2f}, {stats.percentile_interval(paired)[1]:+.2f}]")
+          f"95% CI of the difference [{stats.percentile_interval(paired)[0]:+.2f}, "
+          f"{stats.percentile_interval(paired)[1]:+.2f}]")
     _, t_mc = timed(stats.mcnemar_exact, correct_a, correct_b)
     _, t_wilson = timed(stats.wilson, int(correct_a.sum()), labels.size)
     print(f"ImageNet top-1 Wilson interval {t_wilson * 1000:.2f} ms; exact McNemar {t_mc * 1000:.2f} ms")
@@ -108,7 +109,8 @@ def main() -> None:
         _, t_attach = timed(attach_outcomes, rows, logits, labels, out)
         sizes = {r["metric"]: (__import__("os").path.getsize(f"{out}/{r['outcomes']}")) for r in rows}
     print(f"ImageNet zero-shot rows: metrics {t_metrics:.2f} s; intervals + outcome files {t_attach:.2f} s "
-          f"(ratio {t_attach / t_metrics:.2f}); files: " + ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in sizes.items())
+          f"(ratio {t_attach / t_metrics:.2f}); files: "
+          + ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in sizes.items())
           + f"; total {sum(sizes.values()) / 1024:.1f} KiB")
 
     # VOC2007: 4,952 images, 20 classes, multi-label.

@@ -139,7 +139,8 @@ def main() -> None:
     ap.add_argument("--max-iter", type=int, default=1, help="L-BFGS iterations per fit (the peak comes early)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "clip_bench_bench_memory")
-    ap.add_argument("--reference", action="store_true", help="also run the probe on a float32 copy of the features (~2.5x the memory)")
+    ap.add_argument("--reference", action="store_true",
+                    help="also run the probe on a float32 copy of the features (~2.5x the memory)")
     ap.add_argument("--keep", action="store_true", help="keep the feature files for another run")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="float16-memmap", help=argparse.SUPPRESS)

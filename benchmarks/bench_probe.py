@@ -275,7 +275,8 @@ def main() -> None:
         conv = sum(f["converged"] for f in res["sweep_fits"])
         print("          iterations per fit (grid order): " + ", ".join(
             f"{f['C']:.3g}:{f['n_iter']}" for f in sorted(res["sweep_fits"], key=lambda f: f["C"]))
-              + f"; mean {np.mean(its):.1f}; converged {conv}/{len(its)} sweep fits, refit {res['converged']}", flush=True)
+              + f"; mean {np.mean(its):.1f}; converged {conv}/{len(its)} sweep fits, refit {res['converged']}",
+              flush=True)
         runs[solver]["iters_per_fit"] = float(np.mean(its))
         runs[solver]["n_converged"] = conv
     if {"torch", "sklearn"} <= runs.keys():

@@ -310,8 +310,8 @@ def fewshot_runs(cfg: ProbeConfig, data: dict, seeds: range, shots: tuple[int, .
                 log(measured)
             run = apply_rules(cfg, measured, X, y, k, test_X, test_y, n_first)
             runs.append(run)
-            print(f"  k={k:2d} seed={seed}: chosen C={run['C']:.3g} test {run['chosen']:.2f} | oracle {run['oracle']:.2f} "
-                  f"(C={run['C_oracle']:.3g}) | C=1 {run['C1']:.2f}"
+            print(f"  k={k:2d} seed={seed}: chosen C={run['C']:.3g} test {run['chosen']:.2f} | oracle "
+                  f"{run['oracle']:.2f} (C={run['C_oracle']:.3g}) | C=1 {run['C1']:.2f}"
                   + (f" | unpaired band C={run['C_unpaired']:.3g} {run['unpaired']:.2f}" if "unpaired" in run else "")
                   + (f" | log-loss rule C={run['C_ll_rule']:.3g} {run['ll_rule']:.2f}" if "ll_rule" in run else "")
                   + f" [{time.perf_counter() - t0:.0f} s]", flush=True)
@@ -329,7 +329,8 @@ def linear_runs(cfg: ProbeConfig, data: dict, seeds: int, log, done: dict) -> li
     runs, curves = [], None
     for seed in range(seeds):
         run = done.get(("linear", seed))
-        if run is not None and "cv_hits" in run and run.get("probe_rule") == PROBE_RULE and run.get("tie_se") == cfg.tie_se:
+        if (run is not None and "cv_hits" in run and run.get("probe_rule") == PROBE_RULE
+                and run.get("tie_se") == cfg.tie_se):
             runs.append(run)
             continue
         if run is None or "cv_hits" not in run:
@@ -443,7 +444,8 @@ def main() -> None:
               f"({data['test_draws']} draw(s)); zero-shot test top-1 {zs}", flush=True)
         current[0] = name
         # a logged run is reused only if it was measured on the same test draws
-        done = {("linear" if r.get("linear") else r["k"], r["seed"]): {k: v for k, v in r.items() if k not in ("set", "linear")}
+        done = {("linear" if r.get("linear") else r["k"], r["seed"]):
+                {k: v for k, v in r.items() if k not in ("set", "linear")}
                 for r in previous if r["set"] == name and r.get("test_draws", 1) == data["test_draws"]}
         few = fewshot_runs(cfg, data, range(args.seed_from, args.seeds), shots, log, done)
         lin = linear_runs(cfg, data, args.linear_seeds, log, done)
@@ -458,8 +460,9 @@ def main() -> None:
             "runs": {"fewshot": few, "linear": lin},
         }
     report["wall_s"] = time.perf_counter() - t0
-    print("\n| set | k | chosen C | oracle C | C = 1 | gap to oracle (mean / max) | gap, first test draw only | picks at floor / ceiling | median C "
-          "| fits | prior refuted | unpaired band (gap) | log-loss ties (gap, picks at an end) | smallest C (floor picks) |")
+    print("\n| set | k | chosen C | oracle C | C = 1 | gap to oracle (mean / max) | gap, first test draw only | picks "
+          "at floor / ceiling | median C | fits | prior refuted | unpaired band (gap) | log-loss ties (gap, picks at "
+          "an end) | smallest C (floor picks) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, rep in report["sets"].items():
         rows = [(f"{k}", s) for k, s in rep["fewshot"].items()] + ([("full", rep["linear"])] if rep["linear"] else [])
@@ -475,8 +478,9 @@ def main() -> None:
             refuted = "—" if s.get("refuted") is None else f"{s['refuted']} of {s['n']}"
             first = "—" if rep["test_draws"] == 1 or s["gap_first_mean"] is None else f"{s['gap_first_mean']:.2f}"
             print(f"| {name} | {label} | {s['chosen']:.2f} | {s['oracle']:.2f} | {s['C1']:.2f} | "
-                  f"{s['gap_mean']:.2f} / {s['gap_max']:.2f} | {first} | {100 * s['floor_share']:.0f}% / {100 * s['ceiling_share']:.0f}% | "
-                  f"{s['median_C']:.3g} | {s['fits_mean']:.0f} | {refuted} | {unpaired} | {ll} | {prev} |")
+                  f"{s['gap_mean']:.2f} / {s['gap_max']:.2f} | {first} | {100 * s['floor_share']:.0f}% / "
+                  f"{100 * s['ceiling_share']:.0f}% | {s['median_C']:.3g} | {s['fits_mean']:.0f} | {refuted} | "
+                  f"{unpaired} | {ll} | {prev} |")
     print(f"\nwall time {report['wall_s']:.0f} s")
     if args.json:
         with open(args.json, "w") as f:

@@ -50,8 +50,10 @@ def main() -> None:
         zeroshot_classifier(lm, names, templates, cache_dir=cache)  # fill the cache
         t_warm, warm = best_of(lambda: zeroshot_classifier(lm, names, templates, cache_dir=cache), args.repeats)
     diff = float(np.abs(ours - ref).max())
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"classifier: {len(names)} classes x {len(templates)} templates = {len(names) * len(templates)} prompts, ViT-B-32")
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}")
+    print(f"classifier: {len(names)} classes x {len(templates)} templates = {len(names) * len(templates)} prompts, "
+          "ViT-B-32")
     print(f"open_clip build_zero_shot_classifier: {t_ref:.2f} s")
     print(f"clip-bench cold (no cache):           {t_cold:.2f} s   speed-up {t_ref / t_cold:.1f}x")
     print(f"clip-bench warm (text cache):         {t_warm:.3f} s   speed-up {t_ref / t_warm:.0f}x")

@@ -120,7 +120,8 @@ def main() -> int:
     p.add_argument("--dim", type=int, default=768)
     p.add_argument("--block-mb", type=int, default=128, help="clip-bench's score block (the default is 128)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--skip-reference", action="store_true", help="only clip-bench (e.g. sizes whose full matrix won't fit)")
+    p.add_argument("--skip-reference", action="store_true",
+                   help="only clip-bench (e.g. sizes whose full matrix won't fit)")
     a = p.parse_args()
     args = {"images": a.images, "per_image": a.captions_per_image, "dim": a.dim, "block_mb": a.block_mb,
             "threads": a.threads}
@@ -138,13 +139,14 @@ def main() -> int:
             results.append(measure("full-matrix", args))
     for r in results:
         print(f"{r['which']:<12} {r['seconds']:7.2f} s   peak RSS +{r['peak_mb']:5.0f} MB above the loaded features "
-              f"({r['features_mb']:.0f} MB; RSS {r['rss_before_mb']:.0f} MB, earlier max {r['max_rss_before_mb']:.0f} MB), "
-              f"NumPy-traced peak {r['traced_mb']:.0f} MB   mean_recall {r['recalls']['mean_recall']:.3f}")
+              f"({r['features_mb']:.0f} MB; RSS {r['rss_before_mb']:.0f} MB, earlier max {r['max_rss_before_mb']:.0f} "
+              f"MB), NumPy-traced peak {r['traced_mb']:.0f} MB   mean_recall {r['recalls']['mean_recall']:.3f}")
     if len(results) == 2:
         ours, ref = results
         diff = max(abs(ours["recalls"][m] - ref["recalls"][m]) for m in ours["recalls"])
         print(f"ratio: time {ref['seconds'] / ours['seconds']:.2f}x (reference / clip-bench), "
-              f"peak memory {ref['peak_mb'] / max(ours['peak_mb'], 1e-9):.1f}x smaller; max |recall difference| {diff:.2e}")
+              f"peak memory {ref['peak_mb'] / max(ours['peak_mb'], 1e-9):.1f}x smaller; max |recall difference| "
+              f"{diff:.2e}")
         print(json.dumps({"clip-bench": ours["recalls"], "full-matrix": ref["recalls"]}, indent=1))
         return 0 if diff < 1e-6 else 1
     return 0

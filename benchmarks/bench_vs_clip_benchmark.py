@@ -3,7 +3,8 @@
 
 Data: scikit-learn's digits (all 1,797 images, 32x32), or with ``--classes N --per-class M`` N ImageNet
 class names with M random-pattern images each (for a realistic ratio of prompts to images: ImageNet
-has 80,000 prompts for 50,000 images), written once in clip_benchmark's WebDataset layout (classnames.txt, zeroshot_classification_templates.txt, test/0.tar, test/nshards.txt), which
+has 80,000 prompts for 50,000 images), written once in clip_benchmark's WebDataset layout (classnames.txt,
+zeroshot_classification_templates.txt, test/0.tar, test/nshards.txt), which
 clip-bench reads with its `wds` loader. Templates: the 80 ImageNet templates for both tools.
 Model (``--arch``): ``tiny`` = the shipped tiny CLIP (accuracies are meaningful), or ``ViT-B-32`` =
 that architecture with seeded random weights saved to a .pt file that both tools load.
@@ -73,7 +74,8 @@ def write_wds(root: Path, templates: list[str], classes: int, per_class: int) ->
     (out / "test").mkdir(parents=True)
     (out / "classnames.txt").write_text("\n".join(names) + "\n")
     (root / "bench_prompts.json").write_text(json.dumps({"classnames": names, "templates": templates}))
-    (out / "zeroshot_classification_templates.txt").write_text("\n".join(t.replace("{}", "{c}") for t in templates) + "\n")
+    (out / "zeroshot_classification_templates.txt").write_text(
+        "\n".join(t.replace("{}", "{c}") for t in templates) + "\n")
     (out / "test" / "nshards.txt").write_text("1\n")
     with tarfile.open(out / "test" / "0.tar", "w") as tf:
         for i, (arr, y) in enumerate(zip(images, labels)):

@@ -62,7 +62,8 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     """The public API and the submodules imported so far."""
-    loaded = [n for n, v in globals().items() if isinstance(v, types.ModuleType) and v.__name__.startswith(__name__ + ".")]
+    loaded = [n for n, v in globals().items()
+              if isinstance(v, types.ModuleType) and v.__name__.startswith(__name__ + ".")]
     return sorted({*__all__, *loaded})
 
 

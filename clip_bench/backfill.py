@@ -106,15 +106,18 @@ def zeroshot_scores_from_cache(
         raise ClipBenchError(f"{row['model']} on {row['task']}: the row was computed with task version "
                              f"{row.get('task_version')}, the task file is now version {task.version}; {redo}.")
     prompt_set = task.prompt_set(extra.get("classnames_file"), extra.get("templates_file"))
-    if (prompt_set.templates_hash, prompt_set.classnames_hash) != (row.get("templates_hash"), row.get("classnames_hash")):
+    if (prompt_set.templates_hash, prompt_set.classnames_hash) != (row.get("templates_hash"),
+                                                                   row.get("classnames_hash")):
         raise ClipBenchError(f"{row['model']} on {row['task']}: the row's prompts (templates/class names) are not the "
                              f"ones the task or its files give now; {redo}.")
     feats = cached_features(row, task, cache_dir, data_root)
     if feats is None:
         raise ClipBenchError(f"{row['model']} on {row['task']}: no per-sample outcomes, and its image features are "
-                             f"not in the cache {cache_dir} (or the row records no data fingerprint, being older); {redo}.")
+                             f"not in the cache {cache_dir} (or the row records no data fingerprint, being older); "
+                             f"{redo}.")
     per_class = prompt_set.all_prompts()
-    table = _text_embeddings(cache_dir, row["model_fingerprint"], list(dict.fromkeys(p for ps in per_class for p in ps)),
+    table = _text_embeddings(cache_dir, row["model_fingerprint"],
+                             list(dict.fromkeys(p for ps in per_class for p in ps)),
                              row.get("precision"), row.get("device"))
     if table is None:
         raise ClipBenchError(f"{row['model']} on {row['task']}: no per-sample outcomes, and its prompt embeddings "
@@ -181,7 +184,8 @@ def _in_memory(unwritten: list[str]) -> bool:
 
 def _backfill_retrieval(row: dict[str, Any], output_dir: str | Path, cache_dir: str | Path,
                         data_root: str | Path) -> Outcomes:
-    """:func:`backfill` for a retrieval row: ranks rebuilt from the cached image features, captions and caption embeddings."""
+    """:func:`backfill` for a retrieval row: ranks rebuilt from the cached image features, captions and caption
+    embeddings."""
     from .outcomes import attach_retrieval_outcomes, retrieval_outcomes
     from .retrieval import ranks_from_cache
 

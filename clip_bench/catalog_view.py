@@ -36,7 +36,8 @@ def describe_tasks(
         kind = task_kind(task)
         try:
             ps = task.prompt_set() if kind == "classification" else None  # retrieval: captions, no classes
-            n_classes, n_templates = (num_task_classes(task), len(ps.templates) or len(ps.per_class or {})) if ps else (0, 0)
+            n_classes, n_templates = (num_task_classes(task),
+                                      len(ps.templates) or len(ps.per_class or {})) if ps else (0, 0)
         except ClipBenchError as exc:
             n_classes, n_templates = 0, 0
             status_note = str(exc)

@@ -72,9 +72,11 @@ def display_label(text: str) -> str:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="open_clip architecture, OpenAI name (ViT-B/32), hf-hub:org/repo, "
-                   "an architecture .json, a transformers CLIP/SigLIP folder, transformers:org/repo, or tiny-clip-digits")
+                   "an architecture .json, a transformers CLIP/SigLIP folder, transformers:org/repo, or "
+                   "tiny-clip-digits")
     p.add_argument("--pretrained", default=None, help="pretrained tag or local .pt/.bin/.safetensors checkpoint")
-    p.add_argument("--revision", default=None, help="hub models: branch, tag or commit (default main; the commit is recorded)")
+    p.add_argument("--revision", default=None,
+                   help="hub models: branch, tag or commit (default main; the commit is recorded)")
     p.add_argument("--device", type=device_name, default=None,
                    help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
@@ -84,20 +86,28 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_eval_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
     if with_task:
-        p.add_argument("--task", nargs="+", required=True, help="task names, collections (clip27, imagenet_shifts, all) or task .yaml files")
-    p.add_argument("--data-root", type=Path, default=None, help="where datasets live (default: $CLIP_BENCH_DATA or ~/.cache/clip_bench/data)")
+        p.add_argument("--task", nargs="+", required=True,
+                       help="task names, collections (clip27, imagenet_shifts, all) or task .yaml files")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="where datasets live (default: $CLIP_BENCH_DATA or ~/.cache/clip_bench/data)")
     p.add_argument("--source", default=None, help="which of a task's data sources to read (see `clip-bench tasks`)")
     p.add_argument("--download", action="store_true", help="download data that a source can fetch by itself")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader worker processes (0: in-process)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="feature/text cache (default: $CLIP_BENCH_CACHE or ~/.cache/clip_bench)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="feature/text cache (default: $CLIP_BENCH_CACHE or ~/.cache/clip_bench)")
     p.add_argument("--no-cache", action="store_true", help="compute everything afresh and write no cache")
     p.add_argument("--output-dir", type=Path, default=Path("results"), help="results.jsonl and leaderboard.csv go here")
-    p.add_argument("--limit", type=positive_int, default=None, help="evaluate a fixed random subset of N samples (recorded in the rows)")
-    p.add_argument("--shard-size", type=positive_int, default=2048, help="images per feature-cache shard (the unit of resuming)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the image tower (GPU; the first batch compiles)")
-    p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (counted in the rows) instead of stopping")
-    p.add_argument("--format", choices=["table", "json"], default="table", help="json prints exactly this run's rows on stdout")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="evaluate a fixed random subset of N samples (recorded in the rows)")
+    p.add_argument("--shard-size", type=positive_int, default=2048,
+                   help="images per feature-cache shard (the unit of resuming)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the image tower (GPU; the first batch compiles)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip unreadable images (counted in the rows) instead of stopping")
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="json prints exactly this run's rows on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -110,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     zs = sub.add_parser("zeroshot", help="zero-shot classification with prompt ensembles")
     _add_model_args(zs)
     _add_eval_args(zs)
-    zs.add_argument("--templates", default=None, help="templates file (JSON list, .txt, or CuPL JSON class -> sentences)")
-    zs.add_argument("--classnames", default=None, help="class-names file (JSON list or .txt), in the task's label order")
+    zs.add_argument("--templates", default=None,
+                    help="templates file (JSON list, .txt, or CuPL JSON class -> sentences)")
+    zs.add_argument("--classnames", default=None,
+                    help="class-names file (JSON list or .txt), in the task's label order")
     zs.add_argument("--caption-template", default=None, help="retrieval tasks: put each caption in this text at {} "
                     "(e.g. 'a photo of {}'); recorded in the rows")
     zs.set_defaults(func=cmd_zeroshot)
@@ -181,7 +193,8 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, out: Any = None) -> None:
         task = r["task"] + (f" [{r['subset']} classes]" if r.get("subset") else "")
         metric = r["metric"] + (" *" if r.get("is_main") else "")
         ci = f"{r['ci_low']:.1f}-{r['ci_high']:.1f}" if r.get("ci_low") is not None else ""
-        lines.append((label, task, r["protocol"], metric, f"{r['value']:.2f}", ci, str(r["n"]), _notes(r.get("extra") or {})))
+        lines.append((label, task, r["protocol"], metric, f"{r['value']:.2f}", ci, str(r["n"]),
+                      _notes(r.get("extra") or {})))
     has_ci = any(row[5] for row in lines[1:])
     keep = [j for j in range(len(header)) if (j != 5 or has_ci) and (j != 7 or any(row[7] for row in lines[1:]))]
     lines = [tuple(row[j] for j in keep) for row in lines]  # columns no row fills (CI, notes) are left out
@@ -221,12 +234,14 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
     from .evaluate import zeroshot
 
     cfg = _eval_config(args)
-    rows = zeroshot(args.model, args.task, cfg, pretrained=args.pretrained, device=args.device, precision=args.precision)
+    rows = zeroshot(args.model, args.task, cfg, pretrained=args.pretrained, device=args.device,
+                    precision=args.precision)
     if not ddp.is_main():
         return 0  # under torchrun, rank 0 prints
     print_rows(rows, args.format)
     if args.format == "table" and cfg.output_dir is not None:
-        print(f"rows appended to {cfg.output_dir / 'results.jsonl'}; leaderboard in {cfg.output_dir / 'leaderboard.csv'}",
+        print(f"rows appended to {cfg.output_dir / 'results.jsonl'}; leaderboard in "
+              f"{cfg.output_dir / 'leaderboard.csv'}",
               file=sys.stderr)
     return 0
 
@@ -256,13 +271,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     sections = [
         ("built-in (offline):", [f"  {name}" for name in BUILTIN_MODELS if flt in name.lower()]),
         ("OpenAI names (--pretrained defaults to openai):",
-         [f"  {name:16s} -> {arch}" for name, arch in OPENAI_ALIASES.items() if flt in name.lower() or flt in arch.lower()]),
+         [f"  {name:16s} -> {arch}" for name, arch in OPENAI_ALIASES.items()
+          if flt in name.lower() or flt in arch.lower()]),
         ("open_clip architecture / pretrained tag:",
-         [f"  {arch:40s} --pretrained {tag}" for arch, tag in list_pretrained() if flt in arch.lower() or flt in tag.lower()]),
+         [f"  {arch:40s} --pretrained {tag}" for arch, tag in list_pretrained()
+          if flt in arch.lower() or flt in tag.lower()]),
     ]
     if not any(lines for _, lines in sections):
-        raise ClipBenchError(f"no model name or pretrained tag contains {args.filter!r}; `clip-bench models` lists them "
-                             "all (local checkpoints, folders and hub references are accepted too, see docs/models.md).")
+        raise ClipBenchError(f"no model name or pretrained tag contains {args.filter!r}; `clip-bench models` lists "
+                             "them all (local checkpoints, folders and hub references are accepted too, see "
+                             "docs/models.md).")
     for title, lines in sections:
         if lines:
             print(title)
@@ -287,7 +305,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _add_sweep(sub: Any) -> None:
     sw = sub.add_parser("sweep", help="run models x tasks x protocols, skipping jobs already in the results")
-    sw.add_argument("--models", required=True, type=Path, help="YAML list or text file: one 'name [pretrained]' per line")
+    sw.add_argument("--models", required=True, type=Path,
+                    help="YAML list or text file: one 'name [pretrained]' per line")
     sw.add_argument("--tasks", nargs="+", required=True, help="tasks or collections (clip27, imagenet_shifts, all)")
     sw.add_argument("--protocols", nargs="+", default=["zeroshot"], help="zeroshot and/or linprobe")
     sw.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:N or mps")
@@ -316,7 +335,8 @@ def _add_probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalize", action="store_true", help="L2-normalise features before the probe")
     p.add_argument("--solver", choices=["torch", "sklearn"], default="torch",
                    help="torch: fast full-batch L-BFGS (CPU/GPU); sklearn: LogisticRegression(lbfgs), the reference")
-    p.add_argument("--probe-device", type=device_name, default=None, help="device for the torch solver (default: the model's)")
+    p.add_argument("--probe-device", type=device_name, default=None,
+                   help="device for the torch solver (default: the model's)")
 
 
 def _probe_config(args: argparse.Namespace) -> Any:
@@ -331,8 +351,10 @@ def _add_linprobe(sub: Any) -> None:
     _add_model_args(lp)
     _add_eval_args(lp)
     _add_probe_args(lp)
-    lp.add_argument("--seed", type=non_negative_int, default=0, help="seed of the held-out validation split (tasks without val)")
-    lp.add_argument("--val-fraction", type=open_fraction, default=None, help="share of train held out as val when a task has no val split (default 0.2)")
+    lp.add_argument("--seed", type=non_negative_int, default=0,
+                    help="seed of the held-out validation split (tasks without val)")
+    lp.add_argument("--val-fraction", type=open_fraction, default=None,
+                    help="share of train held out as val when a task has no val split (default 0.2)")
     lp.set_defaults(func=cmd_linprobe)
     fs = sub.add_parser("fewshot", help="k-shot linear probes, with zero-shot alongside")
     _add_model_args(fs)
@@ -351,14 +373,19 @@ def _add_compare(sub: Any) -> None:
                     "or with its variant: 'M [features=embed]'), its full name, name:pretrained, or its fingerprint")
     cp.add_argument("model_b", metavar="MODEL_B", help="the model to compare against (differences are A - B)")
     cp.add_argument("--results", type=Path, default=Path("results"), help="folder with results.jsonl (and outcomes/)")
-    cp.add_argument("--task", nargs="+", default=None, help="only these tasks or collections (default: every shared task)")
+    cp.add_argument("--task", nargs="+", default=None,
+                    help="only these tasks or collections (default: every shared task)")
     cp.add_argument("--protocol", default="zeroshot", help="zeroshot (default), linear_probe or fewshot_kK")
     cp.add_argument("--metric", default=None, help="compare this metric's rows instead of each task's main metric")
-    cp.add_argument("--seed", type=non_negative_int, default=None, help="the few-shot draw to compare (fewshot_kK protocols)")
-    cp.add_argument("--variant", default=None, help="compare this variant on both sides (default, bf16, features=embed, "
+    cp.add_argument("--seed", type=non_negative_int, default=None,
+                    help="the few-shot draw to compare (fewshot_kK protocols)")
+    cp.add_argument("--variant", default=None,
+                    help="compare this variant on both sides (default, bf16, features=embed, "
                     "as the leaderboard labels them); without it, the variant both models have")
-    cp.add_argument("--alpha", type=open_fraction, default=0.05, help="significance level after Holm's correction (0.05)")
-    cp.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap replicates for non-accuracy metrics (1000)")
+    cp.add_argument("--alpha", type=open_fraction, default=0.05,
+                    help="significance level after Holm's correction (0.05)")
+    cp.add_argument("--bootstrap", type=positive_int, default=1000,
+                    help="bootstrap replicates for non-accuracy metrics (1000)")
     cp.add_argument("--cache-dir", type=Path, default=None, help="rebuild missing outcomes of older zero-shot rows "
                     "from this feature/text cache (default: $CLIP_BENCH_CACHE or ~/.cache/clip_bench)")
     cp.add_argument("--data-root", type=Path, default=None, help="the --data-root the rows were evaluated with")

@@ -140,7 +140,8 @@ def _resolve_model(
 
 
 def _variant_arg(text: str) -> str:
-    """A variant as the user names it (``default``, ``bf16``, ``[features=embed]``) as :func:`variant_name` spells it."""
+    """A variant as the user names it (``default``, ``bf16``, ``[features=embed]``) as :func:`variant_name`
+    spells it."""
     text = text.strip().removeprefix("[").removesuffix("]").strip()
     return "" if text in ("", "default") else ", ".join(p.strip() for p in text.split(","))
 
@@ -237,7 +238,8 @@ def _choose_variants(
 
 
 def _outcomes(row: dict[str, Any], folder: Path, cache_dir: Path | None, data_root: Path | None) -> Outcomes:
-    """The row's stored outcomes; missing or damaged ones are rebuilt from `cache_dir` (ClipBenchError if they cannot be)."""
+    """The row's stored outcomes; missing or damaged ones are rebuilt from `cache_dir` (ClipBenchError if they
+    cannot be)."""
     try:
         out = load_for_row(row, folder)
     except DamagedOutcomesError as exc:
@@ -383,7 +385,8 @@ def compare(
             raise ClipBenchError(f"{model_a!r} and {model_b!r} name the same model rows ({_shown(labels, a, va)}); "
                                  "name two models, or two variants of one.")
     ra_all, rb_all = _pick_rows(rows, a, protocol, metric, seed), _pick_rows(rows, b, protocol, metric, seed)
-    va, vb, notes = _choose_variants(ra_all, rb_all, va, vb, (lambda v: _shown(labels, a, v), lambda v: _shown(labels, b, v)),
+    va, vb, notes = _choose_variants(ra_all, rb_all, va, vb,
+                                     (lambda v: _shown(labels, a, v), lambda v: _shown(labels, b, v)),
                                      protocol)
     notes = notes if a != b else []  # one model's own variants: the choice is the point
     ra = {k: per[va] for k, per in ra_all.items() if va in per}

@@ -4,10 +4,10 @@ The fingerprint of a split is a SHA-256 over the dataset's length, its targets, 
 (path relative to the source's root, size in bytes, SHA-256 of the content) of the files it reads
 (:meth:`LabeledImages.data_files`: images, shards, container and annotation files), in the order the
 dataset lists them: that is its sample order, so the same files in another order (a class list reordered,
-which pairs other images with each label) are other data, as cached features are stored in sample order. A dataset that reads
-no file (``digits``, built from scikit-learn's bundled array) hashes its in-memory images instead; one
-that declares nothing counts every file under its source's root (correct, slower). The fingerprint is
-content-based: the same data copied to another root or machine has the same fingerprint.
+which pairs other images with each label) are other data, as cached features are stored in sample order.
+A dataset that reads no file (``digits``, built from scikit-learn's bundled array) hashes its in-memory
+images instead; one that declares nothing counts every file under its source's root (correct, slower).
+The fingerprint is content-based: the same data copied to another root or machine has the same fingerprint.
 
 It is part of the feature-cache key, of every result row (``data_fingerprint``) and so of its
 ``result_id``, and of the outcomes' sample hash: other images are another measurement, never a cache hit
@@ -147,7 +147,8 @@ def _hash_batch(
     settled = time.time_ns() - int(RACY_SECONDS * 1e9)
     try:
         step = -(-len(batch) // (4 * HASH_THREADS))  # a few files per task: small files cost little beyond the read
-        parts = pool.map(lambda some: [sha256_file(p) for p in some], [batch[i : i + step] for i in range(0, len(batch), step)])
+        parts = pool.map(lambda some: [sha256_file(p) for p in some],
+                         [batch[i : i + step] for i in range(0, len(batch), step)])
         digests = dict(zip(batch, (d for part in parts for d in part)))
         after = {k: os.stat(k) for k in batch}
     except OSError as exc:

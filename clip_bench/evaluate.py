@@ -68,7 +68,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int | np.integer)
                                        or self.limit < 1):
-            raise ClipBenchError(f"EvalConfig.limit must be a positive integer or None (all samples), got {self.limit!r}.")
+            raise ClipBenchError("EvalConfig.limit must be a positive integer or None (all samples), got "
+                                 f"{self.limit!r}.")
 
     @property
     def quiet(self) -> bool:
@@ -90,7 +91,8 @@ def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfi
     from .loaders import load_split
 
     kind = kind or cfg.feature_kind
-    kind = "embed" if kind == "auto" else kind  # "auto" is the probes' default (resolved in linprobe); else the embedding
+    # "auto" is the probes' default (resolved in linprobe); else the embedding
+    kind = "embed" if kind == "auto" else kind
     source = task.source(cfg.source)
     fingerprint, data = split_fingerprint(task, source.name, split, cfg.data_root, cfg.cache_dir, cfg.download)
     key = feature_key(handle.fingerprint, task, source, split, kind, cfg.limit, fingerprint,
@@ -148,9 +150,9 @@ def _subset_scores(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> di
     for name, ref in (task.extra.get("subsets") or {}).items():
         idx = class_indices(ref)
         if idx[-1] >= logits.shape[1]:
-            raise ClipBenchError(f"task {task.name!r}: its subset {name!r} names class {int(idx[-1])}, but the task has "
-                                 f"only {logits.shape[1]} classes (0..{logits.shape[1] - 1}); fix the subset's class "
-                                 "indices in the task file.")
+            raise ClipBenchError(f"task {task.name!r}: its subset {name!r} names class {int(idx[-1])}, but the task "
+                                 f"has only {logits.shape[1]} classes (0..{logits.shape[1] - 1}); fix the subset's "
+                                 "class indices in the task file.")
         keep = np.isin(labels, idx)
         if not keep.any():  # e.g. a --limit run that saw none of the subset's classes
             continue
@@ -219,7 +221,8 @@ def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig)
     attach_outcomes(rows, logits, feats.labels, cfg.output_dir)  # intervals + per-sample evidence (stats)
     if feats.labels.ndim == 1:
         for name, (sub_logits, sub_labels) in _subset_scores(task, logits, feats.labels).items():
-            sub_rows = [make_row(**common, metric=m, value=v, is_main=(m == "top1"), subset=name, n=int(len(sub_labels)))
+            sub_rows = [make_row(**common, metric=m, value=v, is_main=(m == "top1"), subset=name,
+                                 n=int(len(sub_labels)))
                         for m, v in all_metrics(sub_logits, sub_labels, "accuracy").items()]
             rows.extend(attach_outcomes(sub_rows, sub_logits, sub_labels, cfg.output_dir))
     return rows
@@ -289,7 +292,8 @@ def run_protocol(
             write_leaderboard(cfg.output_dir)
         except OSError as exc:
             raise ClipBenchError(f"cannot write {cfg.output_dir / LEADERBOARD_FILE} ({exc.strerror}); the rows are in "
-                                 f"{cfg.output_dir / RESULTS_FILE}. Run `clip-bench report` once it is writable.") from None
+                                 f"{cfg.output_dir / RESULTS_FILE}. Run `clip-bench report` once it is "
+                                 "writable.") from None
     if unwritten:
         more = f" (and {len(unwritten) - 1} more)" if len(unwritten) > 1 else ""
         raise OutcomesWriteError(

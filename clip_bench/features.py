@@ -74,7 +74,8 @@ class Features:
 
 
 def feature_key(
-    model_fingerprint: str, task: Any, source: Any, split: str, kind: str, limit: int | None, data_fingerprint: str | None,
+    model_fingerprint: str, task: Any, source: Any, split: str, kind: str, limit: int | None,
+    data_fingerprint: str | None,
     precision: str = "fp32", device: Any = None, skip_bad_images: bool = False,
 ) -> dict[str, Any]:
     """Everything that determines a feature file's content; its hash names the cache entry.

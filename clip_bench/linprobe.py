@@ -103,7 +103,8 @@ def probe_provenance(
     return row
 
 
-def _split_fingerprints(task: TaskSpec, cfg: EvalConfig, fit_splits: list[str], test_splits: list[str]) -> dict[str, str]:
+def _split_fingerprints(task: TaskSpec, cfg: EvalConfig, fit_splits: list[str],
+                        test_splits: list[str]) -> dict[str, str]:
     """``train_data_fingerprint`` (the splits learned from) and ``data_fingerprint`` (the splits scored)."""
     return {"train_data_fingerprint": combine({s: data_fingerprint(task, s, cfg) for s in fit_splits}),
             "data_fingerprint": combine({s: data_fingerprint(task, s, cfg) for s in test_splits})}
@@ -254,7 +255,8 @@ def linprobe(
             values = [res["test_score"] for _, res, _ in results]
             tests = {run.test: res["n_test"] for run, res, _ in results}
             mean = attach_seed_mean_interval(make_row(
-                **_with_settings(common, probe_settings(probe, any(res["val_source"] == "held_out" for _, res, _ in results))),
+                **_with_settings(common,
+                                 probe_settings(probe, any(res["val_source"] == "held_out" for _, res, _ in results))),
                 protocol="linear_probe", value=float(np.mean(values)), n=int(sum(tests.values())),
                 over=plan.aggregate, n_runs=len(values), runs=[r.name for r, _, _ in results],
                 run_values=values, std=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,

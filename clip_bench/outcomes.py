@@ -87,7 +87,8 @@ class OutcomesWriteError(ClipBenchError):
 #: A row's outcomes file is named by its id: hex digits only, so a row read from a file never names a path.
 _ID = re.compile(r"[0-9a-f]{24}")
 _RELPATH = re.compile(rf"{OUTCOMES_DIR}/[0-9a-f]{{24}}\.npz")
-_REBUILD = "`clip-bench compare` rebuilds it from the feature and text caches (zero-shot rows), or run the evaluation again"
+_REBUILD = ("`clip-bench compare` rebuilds it from the feature and text caches (zero-shot rows), "
+            "or run the evaluation again")
 #: What reading a damaged .npz raises (a torn or empty zip, a corrupt stream, arrays of the wrong kind).
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile, zlib.error)
 
@@ -291,7 +292,8 @@ def outcomes_for(
 
     if ("hash", data_fingerprint) not in memo:
         memo["hash", data_fingerprint] = sample_hash(targets, data_fingerprint)
-    common = dict(metric=metric, n=int(targets.shape[0]), value=float(value), sample_hash=memo["hash", data_fingerprint])
+    common = dict(metric=metric, n=int(targets.shape[0]), value=float(value),
+                  sample_hash=memo["hash", data_fingerprint])
     if metric == "top1":
         return Outcomes(**common, top1=top1())
     if metric == "top5":
@@ -506,8 +508,9 @@ def check_writable(output_dir: str | Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise OutcomesWriteError(f"cannot write per-sample outcomes to {folder} ({exc.strerror or type(exc).__name__}); "
-                                 "make it a writable folder or pass --output-dir to another folder.") from None
+        raise OutcomesWriteError(f"cannot write per-sample outcomes to {folder} "
+                                 f"({exc.strerror or type(exc).__name__}); make it a writable folder or pass "
+                                 "--output-dir to another folder.") from None
 
 
 def _attach(row: dict[str, Any], out: Outcomes, what: str, output_dir: str | Path | None, B: int, seed: int) -> None:
@@ -525,7 +528,8 @@ def _attach(row: dict[str, Any], out: Outcomes, what: str, output_dir: str | Pat
             try:
                 save(out, Path(output_dir) / rel)
             except OSError as exc:
-                why = f"cannot write per-sample outcomes to {Path(output_dir) / rel} ({exc.strerror or type(exc).__name__})"
+                why = (f"cannot write per-sample outcomes to {Path(output_dir) / rel} "
+                       f"({exc.strerror or type(exc).__name__})")
                 reasons = _unwritten.get()
                 if reasons is None:
                     raise OutcomesWriteError(f"{why}; free some space or make the folder writable.") from None

@@ -93,7 +93,8 @@ def probe_plan(task: Any) -> ProbePlan:
     if "runs" in raw:
         items = raw["runs"]
         if not isinstance(items, list) or not items:
-            raise ClipBenchError(f"{_where(task)}: probe runs must be a non-empty list of {{name, train, test}} mappings.")
+            raise ClipBenchError(f"{_where(task)}: probe runs must be a non-empty list of {{name, train, test}} "
+                                 "mappings.")
         runs = []
         for i, item in enumerate(items):
             item = _mapping(task, item, f"probe run {i}", RUN_KEYS)

@@ -104,7 +104,8 @@ def result_id(row: dict[str, Any]) -> str:
     ident.update({k: field_of(row, k) for k in DATA_IDENTITY_FIELDS if field_of(row, k) is not None})
     ident.update(numeric_identity(field_of(row, "precision"), field_of(row, "device")))
     ident["settings"] = {k: field_of(row, k) for k in SETTING_IDENTITY_FIELDS if field_of(row, k) is not None}
-    if field_of(row, "skipped_images"):  # --skip-bad-images left images out: another measurement (ids of clean rows unchanged)
+    # --skip-bad-images left images out: another measurement (ids of clean rows unchanged)
+    if field_of(row, "skipped_images"):
         ident["skipped_images"] = int(field_of(row, "skipped_images"))
     return sha256_json(ident)[:24]
 
@@ -240,7 +241,8 @@ def row_problem(row: Any) -> str | None:
     if row.get("extra") is not None and not isinstance(row["extra"], dict):
         return "extra is not a mapping"
     skipped = field_of(row, "skipped_images")  # part of the row's identity (see result_id)
-    if skipped and (isinstance(skipped, bool) or not isinstance(skipped, int | float) or not float(skipped).is_integer()):
+    if skipped and (isinstance(skipped, bool) or not isinstance(skipped, int | float)
+                    or not float(skipped).is_integer()):
         return f"skipped_images {str(skipped)[:40]!r} is not a count"
     if row.get("standard") is not None and standard_flag(row["standard"]) is None:
         return f"standard {str(row['standard'])[:40]!r} is neither true nor false"

@@ -139,7 +139,8 @@ def retrieval_ranks(
     img = np.asarray(image_features, dtype=np.float32)
     for name, x in (("image", img), ("caption", txt)):
         if not np.isfinite(x).all():
-            raise ClipBenchError(f"{name} embeddings contain NaN or infinite values; no recall can be computed from them.")
+            raise ClipBenchError(f"{name} embeddings contain NaN or infinite values; "
+                                 "no recall can be computed from them.")
     true_caps = _true_captions(text_image, n_img)
     i2t = np.empty(n_img, dtype=np.int64)
     t2i = np.empty(n_txt, dtype=np.int64)

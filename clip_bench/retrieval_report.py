@@ -36,7 +36,8 @@ def retrieval_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """One line per (model, task, source, caption template): the seven retrieval metrics (latest run), plus
     ``<metric>_vs_paper`` deltas for the model of the paper's Table 13 (ViT-L/14@336px, OpenAI weights).
     Models are named as every table names them (:func:`clip_bench.results.shown_name`)."""
-    keep = [r for r in labelled(rows) if r.get("protocol") == PROTOCOL and not r.get("subset") and r.get("metric") in SHORT]
+    keep = [r for r in labelled(rows)
+            if r.get("protocol") == PROTOCOL and not r.get("subset") and r.get("metric") in SHORT]
     if not keep:
         return pd.DataFrame()
     paper_model = {shown_name(r) for r in keep
@@ -53,14 +54,16 @@ def retrieval_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for m in METRICS:
         if m in wide:
             wide[f"{SHORT[m]}_vs_paper"] = [
-                row[m] - paper[row["task"]][m] if (row["model"], row["pretrained"]) in paper_model and row["task"] in paper
+                row[m] - paper[row["task"]][m]
+                if (row["model"], row["pretrained"]) in paper_model and row["task"] in paper
                 else float("nan") for _, row in wide.iterrows()
             ]
     return wide.rename(columns=SHORT).dropna(axis=1, how="all")
 
 
 def retrieval_section(rows: list[dict[str, Any]], out: Path, summary: Any) -> list[tuple[str, list[str]]]:
-    """Write ``retrieval.csv`` and return the report's "Zero-shot retrieval" section (nothing without retrieval rows)."""
+    """Write ``retrieval.csv`` and return the report's "Zero-shot retrieval" section (nothing without retrieval
+    rows)."""
     from .report import html
 
     table = retrieval_table(rows)

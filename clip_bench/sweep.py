@@ -77,10 +77,12 @@ def read_models_file(path: str | Path) -> list[ModelEntry]:
                 name, pretrained = it, None
             if not isinstance(name, str) or not name.strip():
                 raise ClipBenchError(
-                    f"models file {path}: each entry must be a model name (a string) or a mapping with 'name', got {it!r}."
+                    f"models file {path}: each entry must be a model name (a string) or a mapping with 'name', "
+                    f"got {it!r}."
                 )
             if pretrained is not None and not isinstance(pretrained, str):
-                raise ClipBenchError(f"models file {path}: 'pretrained' must be a string (a tag or a file), got {it!r}.")
+                raise ClipBenchError(f"models file {path}: 'pretrained' must be a string (a tag or a file), "
+                                     f"got {it!r}.")
             out.append(ModelEntry(name.strip(), pretrained))
     else:
         try:
@@ -91,7 +93,8 @@ def read_models_file(path: str | Path) -> list[ModelEntry]:
             parts = line.split("#", 1)[0].split()
             if len(parts) > 2:
                 raise ClipBenchError(
-                    f"models file {path}, line {number}: expected 'name [pretrained]', got {len(parts)} words: {line.strip()!r}."
+                    f"models file {path}, line {number}: expected 'name [pretrained]', got {len(parts)} words: "
+                    f"{line.strip()!r}."
                 )
             if parts:
                 out.append(ModelEntry(parts[0], parts[1] if len(parts) > 1 else None))

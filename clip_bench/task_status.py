@@ -1,8 +1,8 @@
 """Is a task's data on disk? A cheap check for ``clip-bench tasks``: file existence only, nothing decoded.
 
 Each source may declare, per split, the files whose presence means the split is there (``files:`` in the
-task YAML, keyed by task split, relative to the source's folder; ``a|b`` accepts either). Without that list, the source's
-folder existing is the test. Sample counts are checked only when a split is loaded.
+task YAML, keyed by task split, relative to the source's folder; ``a|b`` accepts either). Without that list,
+the source's folder existing is the test. Sample counts are checked only when a split is loaded.
 """
 
 from __future__ import annotations

@@ -89,7 +89,8 @@ def _is_files(v: Any) -> bool:
 #: Top-level keys of a task file.
 TASK_KEYS: dict[str, Key] = {
     "name": Key("a task name (letters, digits, '_', '-', '.')", _is_name, required=True),
-    "version": Key("a positive integer (bump it when the task's numbers change)", lambda v: _is_int(v, 1), required=True),
+    "version": Key("a positive integer (bump it when the task's numbers change)", lambda v: _is_int(v, 1),
+                   required=True),
     "kind": Key(f"one of {', '.join(TASK_KINDS)}", lambda v: v in TASK_KINDS),
     "description": Key("a string", _is_str),
     "prompts": Key("the name of a prompts file (prompts/<name>.json) or a file path", _is_text),
@@ -138,7 +139,8 @@ def _check_keys(where: str, raw: dict[str, Any], schema: dict[str, Key], scope: 
             if close:
                 hint = f"; did you mean {close[0]!r}?"
             elif key in other:
-                hint = f"; {key!r} belongs {'inside a source (under sources:)' if scope == 'task' else 'at the top level'}."
+                belongs = "inside a source (under sources:)" if scope == "task" else "at the top level"
+                hint = f"; {key!r} belongs {belongs}."
             else:
                 hint = f"; allowed keys: {', '.join(schema)} ({_KEYS_DOC})."
             raise ClipBenchError(f"task file {where}: unknown key {_shown(key)} {_scope(scope)}{hint}")
@@ -154,7 +156,8 @@ def _scope(scope: str) -> str:
 
 
 def check_task_file(raw: Any, where: str) -> dict[str, Any]:
-    """Check one file's own keys and value types (a file may be partial: required keys are checked after ``include``)."""
+    """Check one file's own keys and value types (a file may be partial: required keys are checked after
+    ``include``)."""
     if not isinstance(raw, dict):
         raise ClipBenchError(
             f"task file {where} must hold a mapping of keys (name, version, metric, sources, ...), "
@@ -164,7 +167,8 @@ def check_task_file(raw: Any, where: str) -> dict[str, Any]:
     for name, source in (raw.get("sources") or {}).items():
         if not isinstance(source, dict):
             raise ClipBenchError(
-                f"task file {where}: source {name!r} must be a mapping of settings (loader, path, ...), got {_shown(source)}."
+                f"task file {where}: source {name!r} must be a mapping of settings (loader, path, ...), got "
+                f"{_shown(source)}."
             )
         _check_keys(where, source, SOURCE_KEYS, name, TASK_KEYS)
     return raw
@@ -230,7 +234,8 @@ def check_label_maps(task: TaskSpec) -> None:
         if sorted(lm) != list(range(n_classes)):
             dup = sorted({i for i in lm if lm.count(i) > 1})
             bad = [i for i in lm if i >= n_classes]
-            what = f"repeats class {dup[0]}" if dup else f"has class {bad[0]}, out of range" if bad else "is not a permutation"
+            what = (f"repeats class {dup[0]}" if dup else f"has class {bad[0]}, out of range" if bad
+                    else "is not a permutation")
             raise ClipBenchError(
                 f"task file {task.file}: 'label_map' in source {name!r} {what}; it must be a permutation of "
                 f"0..{n_classes - 1} (each task class once)."
@@ -263,7 +268,8 @@ class SourceSpec:
     @property
     def config_hash(self) -> str:
         return sha256_json(
-            {"loader": self.loader, "path": self.path, "args": self.args, "label_map": self.label_map, "splits": self.splits}
+            {"loader": self.loader, "path": self.path, "args": self.args, "label_map": self.label_map,
+             "splits": self.splits}
         )[:16]
 
 
@@ -397,7 +403,8 @@ def _read_task_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         return dict(raw)
     parent_path = path.parent / f"{parent_name}.yaml"
     if not parent_path.is_file():
-        raise ClipBenchError(f"task file {path}: 'include' names task {parent_name!r}, but {parent_path} does not exist.")
+        raise ClipBenchError(f"task file {path}: 'include' names task {parent_name!r}, "
+                             f"but {parent_path} does not exist.")
     merged = _read_task_file(parent_path, (*chain, resolved))
     merged.pop("include", None)
     merged.update((k, v) for k, v in raw.items() if k != "include")
@@ -486,7 +493,8 @@ def _get_task(name: str, user_dirs: str, stamp: tuple[int, int] | None) -> TaskS
     if name in cat.conflicts:
         raise ClipBenchError(cat.conflicts[name])
     if name not in cat.index:
-        raise UnknownNameError("task", name, [*cat.index, *list_collections()], hint="Run `clip-bench tasks` to list them.")
+        raise UnknownNameError("task", name, [*cat.index, *list_collections()],
+                               hint="Run `clip-bench tasks` to list them.")
     path = cat.index[name]
     task = parse_task(_read_task_file(path), str(path))
     if task.name != name:
@@ -519,7 +527,8 @@ def parse_collections(raw: Any, path: Path | str, tasks: set[str]) -> dict[str, 
     groups: dict[str, tuple[str, ...]] = {}
     for name, members in (raw or {}).items():
         if name == "all" or name in tasks or not _is_name(name):
-            why = "is reserved (every task)" if name == "all" else "is a task's name" if name in tasks else "is not a valid name"
+            why = ("is reserved (every task)" if name == "all" else "is a task's name" if name in tasks
+                   else "is not a valid name")
             raise ClipBenchError(f"collections file {path}: collection {_shown(name)} {why}; rename it.")
         if not _list_of(_is_name)(members):
             raise ClipBenchError(

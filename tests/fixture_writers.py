@@ -149,7 +149,8 @@ def write_digit_folder(split_root: Path, per_class: int) -> None:
 
 
 def write_stl10_binary(
-    root: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], folds: Sequence[Sequence[int]],
+    root: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+    folds: Sequence[Sequence[int]],
 ) -> dict[str, str]:
     """STL-10's binary release under ``<root>/stl10_binary``: {train,test}_{X,y}.bin, unlabeled_X.bin,
     fold_indices.txt and class_names.txt. Images are (N, 96, 96, 3) uint8, stored as the dataset does
@@ -195,7 +196,8 @@ def write_voc(root: Path, image_sets: dict[str, dict[str, Sequence[tuple[str, in
         (base / "ImageSets" / "Main" / f"{name}.txt").write_text("\n".join(images) + "\n")
         for i, objects in images.items():
             (base / "Annotations" / f"{i}.xml").write_text(voc_xml(objects))
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(base / "JPEGImages" / f"{i}.jpg")
+            pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(base / "JPEGImages" / f"{i}.jpg")
 
 
 def write_ucf101_frames(root: Path, splits: dict[str, list[tuple[str, np.ndarray]]]) -> None:

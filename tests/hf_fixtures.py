@@ -37,7 +37,8 @@ def save_clip_tokenizer(folder: Path) -> None:
 
 
 def save_siglip_tokenizer(folder: Path, corpus: list[str], vocab_size: int = 80) -> int:
-    """A SentencePiece unigram model trained on `corpus` (pad 0, eos 1, unk 2, as SigLIP's), saved as SiglipTokenizer."""
+    """A SentencePiece unigram model trained on `corpus` (pad 0, eos 1, unk 2, as SigLIP's), saved as
+    SiglipTokenizer."""
     import sentencepiece as spm
     from transformers import SiglipTokenizer
 
@@ -101,10 +102,12 @@ def set_layout(folder: Path, layout: str) -> Path:
     for name in ("processor_config.json", "preprocessor_config.json"):
         (folder / name).unlink(missing_ok=True)
     if layout == "nested":
-        (folder / "processor_config.json").write_text(json.dumps({"image_processor": pp, "processor_class": "CLIPProcessor"},
+        (folder / "processor_config.json").write_text(json.dumps({"image_processor": pp,
+                                                                  "processor_class": "CLIPProcessor"},
                                                                  indent=2))
     else:
-        (folder / "preprocessor_config.json").write_text(json.dumps({**pp, "processor_class": "CLIPProcessor"}, indent=2))
+        (folder / "preprocessor_config.json").write_text(json.dumps({**pp, "processor_class": "CLIPProcessor"},
+                                                                    indent=2))
     return folder
 
 

@@ -67,7 +67,8 @@ def write_retrieval_wds(root: Path, split: str, images: np.ndarray, captions: li
     return shards
 
 
-def write_karpathy(root: Path, images: np.ndarray, captions: list[list[str]], annotations: str = "dataset_flickr30k.json",
+def write_karpathy(root: Path, images: np.ndarray, captions: list[list[str]],
+                   annotations: str = "dataset_flickr30k.json",
                    image_dir: str = "flickr30k-images", filepath: str | None = None, n_train: int = 3) -> Path:
     """Karpathy's split file plus the image files: `n_train` train entries (to be ignored), then the test images."""
     folder = root / image_dir / (filepath or "")
@@ -77,7 +78,8 @@ def write_karpathy(root: Path, images: np.ndarray, captions: list[list[str]], an
     entries, sent = [], 0
     for i, (split, name, img, caps) in enumerate(items):
         Image.fromarray(img).save(folder / name)
-        sentences = [{"tokens": c.lower().split(), "raw": c, "imgid": i, "sentid": sent + k} for k, c in enumerate(caps)]
+        sentences = [{"tokens": c.lower().split(), "raw": c, "imgid": i,
+                      "sentid": sent + k} for k, c in enumerate(caps)]
         entry = {"sentids": [s["sentid"] for s in sentences], "imgid": i, "sentences": sentences, "split": split,
                  "filename": name}
         if filepath:

@@ -74,7 +74,8 @@ def test_class_names_and_templates_change_the_text_entries(tmp_path, tiny_model,
     import clip_bench.text_encoder as te
 
     real = te.encode_prompts
-    monkeypatch.setattr("clip_bench.zeroshot_head.encode_prompts", lambda lm, p, **k: encoded.extend(p) or real(lm, p, **k))
+    monkeypatch.setattr("clip_bench.zeroshot_head.encode_prompts",
+                        lambda lm, p, **k: encoded.extend(p) or real(lm, p, **k))
     build_classifier(tiny_model, PromptSet(("0", "1"), ("the digit {}",)), tmp_path)
     assert len(encoded) == 2
     build_classifier(tiny_model, PromptSet(("zero", "1"), ("the digit {}",)), tmp_path)  # one class name changed
@@ -89,7 +90,8 @@ def test_bf16_features_are_never_served_to_fp32(eval_config, tmp_path, monkeypat
     import clip_bench.text_encoder as te
 
     real = te.encode_prompts
-    monkeypatch.setattr("clip_bench.zeroshot_head.encode_prompts", lambda lm, p, **k: encoded.extend(p) or real(lm, p, **k))
+    monkeypatch.setattr("clip_bench.zeroshot_head.encode_prompts",
+                        lambda lm, p, **k: encoded.extend(p) or real(lm, p, **k))
     low = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", precision="bf16", output_dir=None)
     n_text = len(encoded)
     fp32 = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None)

@@ -167,7 +167,8 @@ def test_empty_environment_variables_mean_the_defaults(tmp_path, monkeypatch):
     assert default_cache_dir() == home / ".cache" / "clip_bench"
     assert default_data_root() == home / ".cache" / "clip_bench" / "data"
     assert not launched_with_torchrun()
-    rows = zeroshot("tiny-clip-digits", "digits", EvalConfig(output_dir=None, extract=ExtractConfig(workers=0, quiet=True)),
+    rows = zeroshot("tiny-clip-digits", "digits",
+                    EvalConfig(output_dir=None, extract=ExtractConfig(workers=0, quiet=True)),
                     device="cpu")
     assert rows[0]["value"] == pytest.approx(91.67, abs=0.005)
     assert list(work.iterdir()) == []  # not features/ and text/ in the current directory

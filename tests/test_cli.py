@@ -30,8 +30,10 @@ def test_zeroshot_json_prints_exactly_the_rows(tmp_path):
     stored = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert stored == rows
     board = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()
-    assert board[0] == "model,pretrained,protocol,mean_clip27,n_clip27,mean_shifts,n_shifts,digits"  # the report's schema
-    assert board[1].startswith("tiny-clip-digits,builtin,zeroshot,") and float(board[1].split(",")[7]) == pytest.approx(top1["value"], abs=0.01)
+    # the report's schema
+    assert board[0] == "model,pretrained,protocol,mean_clip27,n_clip27,mean_shifts,n_shifts,digits"
+    assert board[1].startswith("tiny-clip-digits,builtin,zeroshot,") and float(board[1].split(",")[7]) == pytest.approx(
+        top1["value"], abs=0.01)
 
 
 def test_table_output_and_quiet(tmp_path):
@@ -39,7 +41,8 @@ def test_table_output_and_quiet(tmp_path):
                 "--output-dir", "out"], tmp_path)
     assert "digits" in proc.stdout and "top1 *" in proc.stdout
     assert "img/s" not in proc.stderr  # no progress bar with --quiet
-    again = run(["zeroshot", "--model", "tiny-clip-digits", "--task", "digits", "--workers", "0", "--output-dir", "out"], tmp_path)
+    again = run(["zeroshot", "--model", "tiny-clip-digits", "--task", "digits", "--workers", "0", "--output-dir",
+                 "out"], tmp_path)
     assert again.stdout.splitlines()[2] == proc.stdout.splitlines()[2]
 
 
@@ -59,7 +62,8 @@ def test_tasks_and_models_list(tmp_path):
     ("args", "expected"),
     [
         (["zeroshot", "--model", "ViT-B-23", "--task", "digits"], "unknown model 'ViT-B-23'. Did you mean: ViT-B-32"),
-        (["zeroshot", "--model", "tiny-clip-digits", "--task", "digitz"], "unknown task 'digitz'. Did you mean: digits"),
+        (["zeroshot", "--model", "tiny-clip-digits", "--task", "digitz"],
+         "unknown task 'digitz'. Did you mean: digits"),
         (["zeroshot", "--model", "tiny-clip-digits", "--pretrained", "/nope/w.safetensors", "--task", "digits"],
          "checkpoint file /nope/w.safetensors does not exist"),
     ],
@@ -75,7 +79,8 @@ def test_missing_data_root_names_the_path(tmp_path):
     task = tmp_path / "folder_task.yaml"
     task.write_text(
         "name: folder_task\nversion: 1\nprompts: digits\nmetric: accuracy\nsplits: [test]\n"
-        "sources:\n  local:\n    loader: imagefolder\n    path: my_digits\n    download: put images in <root>/test/<class>/\n"
+        "sources:\n  local:\n    loader: imagefolder\n    path: my_digits\n"
+        "    download: put images in <root>/test/<class>/\n"
     )
     proc = run(["zeroshot", "--model", "tiny-clip-digits", "--task", str(task), "--data-root", str(tmp_path / "d")],
                tmp_path, check=False)

@@ -1,4 +1,5 @@
-"""`compare`: a known large difference is significant, identical models never are, different test samples are refused."""
+"""`compare`: a known large difference is significant, identical models never are, different test samples
+are refused."""
 
 from __future__ import annotations
 
@@ -122,7 +123,8 @@ def test_paired_bootstrap_null_calibration():
         a = rng.random(200) < 0.8
         b = rng.random(200) < 0.8
         reps = stats.paired_mean_per_class_recall_bootstrap(a, b, labels, B=200, seed=rep)
-        observed = 100 * (np.mean([b[labels == c].mean() for c in range(5)]) - np.mean([a[labels == c].mean() for c in range(5)]))
+        observed = 100 * (np.mean([b[labels == c].mean() for c in range(5)])
+                          - np.mean([a[labels == c].mean() for c in range(5)]))
         rejections += stats.bootstrap_p_value(reps, observed) < 0.05
     assert rejections / 300 <= 0.09
 

@@ -57,7 +57,8 @@ def _make_noisy(data_root: Path) -> None:
 
 def _fresh_value(task: str, cfg) -> float:
     """The main value computed from scratch (no cache, no output): the right number for the data now."""
-    return main_row(zeroshot("tiny-clip-digits", task, replace(cfg, cache_dir=None, output_dir=None), device="cpu"))["value"]
+    return main_row(zeroshot("tiny-clip-digits", task, replace(cfg, cache_dir=None, output_dir=None),
+                             device="cpu"))["value"]
 
 
 def test_other_images_under_the_same_root_are_a_new_identity_with_the_right_number(tmp_path, eval_config):

@@ -128,7 +128,8 @@ def test_nan_checkpoint_is_an_error_not_a_row(tmp_path, eval_config):
 def test_nan_text_tower_is_an_error_not_a_row(tmp_path, eval_config):
     cfg, ckpt = _nan_checkpoint(tmp_path, prefix="text_projection")
     with pytest.raises(ClipBenchError, match=r"text embeddings .* non-finite"):
-        zeroshot(cfg, "digits", eval_config, pretrained=ckpt, device="cpu", extract=ExtractConfig(workers=0, quiet=True))
+        zeroshot(cfg, "digits", eval_config, pretrained=ckpt, device="cpu",
+                 extract=ExtractConfig(workers=0, quiet=True))
     assert not list((eval_config.cache_dir / "text").glob("*/*.npy"))
 
 

@@ -71,7 +71,8 @@ def test_fewshot_rows_include_mean_std_and_zeroshot(eval_config):
     assert mean["extra"]["std"] == pytest.approx(np.std([r["value"] for r in k4[:2]], ddof=1))
     assert all(r["extra"]["n_train"] == 40 for r in k4[:2])  # 4 shots x 10 classes
     assert all(r["extra"]["C_prior_refuted"] in (True, False) for r in k4[:2])  # the C rule's branch is recorded
-    assert all(r["extra"]["C_prior_refuted"] is None for r in rows if r["protocol"] == "fewshot_k1" and "seed" in r["extra"])
+    assert all(r["extra"]["C_prior_refuted"] is None
+               for r in rows if r["protocol"] == "fewshot_k1" and "seed" in r["extra"])
     assert any(r["protocol"] == "zeroshot" and r["is_main"] for r in rows)
     # same seeds draw the same shots
     again = fewshot("tiny-clip-digits", "digits", eval_config, shots=(4,), seeds=2, device="cpu", with_zeroshot=False)

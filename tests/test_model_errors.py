@@ -31,7 +31,8 @@ def test_random_bytes_safetensors(tmp_path):
     assert "not a readable .safetensors file" in _one_line(err) and str(ckpt) in str(err.value)
 
 
-@pytest.mark.parametrize("seed", [0, 218, 252, 261])  # 218, 252, 261: bytes the unpickler fails on with KeyError/IndexError
+# 218, 252, 261: bytes the unpickler fails on with KeyError/IndexError
+@pytest.mark.parametrize("seed", [0, 218, 252, 261])
 def test_random_bytes_pt_is_damaged_not_refused(tmp_path, seed):
     ckpt = tmp_path / "weights.pt"
     ckpt.write_bytes(np.random.default_rng(seed).bytes(4096))
@@ -135,7 +136,8 @@ def test_bad_device_on_the_cli_exits_2(tmp_path, capsys):
                  "--output-dir", str(tmp_path), "--cache-dir", str(tmp_path / "c")])
     err = capsys.readouterr().err
     # the CLI's --device type check answers first (the API-level check covers Python callers)
-    assert code == 2 and err.count("\n") == 1 and "argument --device: expected cpu, cuda, cuda:N" in err and "'tpu'" in err
+    assert (code == 2 and err.count("\n") == 1 and "argument --device: expected cpu, cuda, cuda:N" in err
+            and "'tpu'" in err)
 
 
 def test_bad_checkpoint_on_the_cli_exits_2(tmp_path, capsys):

@@ -49,13 +49,15 @@ def _write(tmp_path, name, cfg):
 
 @pytest.mark.slow
 def test_auto_probes_a_random_vit_before_its_projection_and_a_resnet_on_its_embedding(tmp_path, eval_config):
-    vit = linprobe(_write(tmp_path, "tiny-vit", TINY_VIT), "digits", eval_config, device="cpu", limit=300, probe=FAST)[0]
+    vit = linprobe(_write(tmp_path, "tiny-vit", TINY_VIT), "digits", eval_config, device="cpu", limit=300,
+                   probe=FAST)[0]
     assert vit["feature_kind"] == "pre-proj" and vit["extra"]["feature_dim"] == 48  # vision width, not embed_dim 16
     assert vit["extra"]["features_requested"] == "auto"
     embed = linprobe(_write(tmp_path, "tiny-vit", TINY_VIT), "digits", eval_config, device="cpu", limit=300, probe=FAST,
                      feature_kind="embed")[0]
     assert embed["feature_kind"] == "embed" and embed["extra"]["feature_dim"] == 16
-    rn = linprobe(_write(tmp_path, "tiny-rn", TINY_RESNET), "digits", eval_config, device="cpu", limit=300, probe=FAST)[0]
+    rn = linprobe(_write(tmp_path, "tiny-rn", TINY_RESNET), "digits", eval_config, device="cpu", limit=300,
+                  probe=FAST)[0]
     assert rn["feature_kind"] == "embed" and rn["extra"]["feature_dim"] == 16
     with pytest.raises(ClipBenchError, match="needs a ViT image tower"):
         linprobe(_write(tmp_path, "tiny-rn", TINY_RESNET), "digits", eval_config, device="cpu", limit=300, probe=FAST,

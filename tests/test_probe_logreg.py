@@ -131,7 +131,8 @@ def test_float16_memmap_in_row_chunks_matches_float32(tmp_path, digits):
 def test_warm_start_from_solution_and_neighbour(synth25):
     Xtr, ytr, _, _ = synth25
     cold = LogisticRegressionProbe(C=0.1, n_threads=1).fit(Xtr, ytr)
-    again = LogisticRegressionProbe(C=0.1, n_threads=1).fit(Xtr, ytr, coef_init=cold.coef_, intercept_init=cold.intercept_)
+    again = LogisticRegressionProbe(C=0.1, n_threads=1).fit(Xtr, ytr, coef_init=cold.coef_,
+                                                            intercept_init=cold.intercept_)
     assert again.n_iter_ <= 2
     assert again.objective_ == pytest.approx(cold.objective_, rel=1e-5)
     neighbour = LogisticRegressionProbe(C=0.1 * 10**0.125, n_threads=1)

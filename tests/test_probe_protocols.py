@@ -140,7 +140,8 @@ def test_ucf101_ships_all_three_official_split_lists():
     src = task.source()
     assert [src.source_split(s) for s in task.splits] == [
         "trainlist01", "testlist01", "trainlist02", "testlist02", "trainlist03", "testlist03"]
-    assert [src.expected[s] + src.expected[s.replace("train", "test")] for s in ("train", "train2", "train3")] == [13320] * 3
+    assert [src.expected[s] + src.expected[s.replace("train", "test")]
+            for s in ("train", "train2", "train3")] == [13320] * 3
 
 
 # --- RESISC45: 3,150 training images in all -----------------------------------------------------
@@ -208,7 +209,8 @@ def test_voc2007_zero_shot_and_probe_follow_the_devkit(tmp_path, eval_config):
     from clip_bench.outcomes import load_for_row
 
     stored = load_for_row(row, eval_config.output_dir)  # the row's evidence keeps the ignored entries
-    assert (stored.labels == -1).sum() == (test.labels == -1).sum() and stored.recompute() == pytest.approx(row["value"])
+    assert ((stored.labels == -1).sum() == (test.labels == -1).sum()
+            and stored.recompute() == pytest.approx(row["value"]))
     assert row["ci_method"].startswith("bootstrap") and row["ci_low"] < row["ci_high"]
     probe = linprobe("tiny-clip-digits", task, eval_config, device="cpu", probe=FAST)[0]
     assert probe["metric"] == "map_11point" and 0 < probe["value"] <= 100 and probe["extra"]["n_refit"] == 60

@@ -133,4 +133,5 @@ def test_predict_proba_holds_one_result_array(tmp_path, method):
     np.testing.assert_array_equal(p32.argmax(1), p64.argmax(1))
     if method == "predict_log_proba":  # the sweep's log-loss reads log-probabilities
         np.testing.assert_allclose(np.exp(p64), probe.predict_proba(X), rtol=1e-12, atol=1e-300)
-        assert log_loss(p32, y, probe.classes_, False) == pytest.approx(log_loss(p64, y, probe.classes_, False), rel=1e-6)
+        assert log_loss(p32, y, probe.classes_, False) == pytest.approx(log_loss(p64, y, probe.classes_, False),
+                                                                        rel=1e-6)

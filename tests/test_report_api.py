@@ -67,9 +67,11 @@ def test_all_metrics_keeps_each_result_once(full_report):
     _, out, _, rows = full_report
     table = _read_csv(out / "all_metrics.csv")
     assert len(table) == len(rows)  # the re-appended zero-shot rows are collapsed
-    keys = [(r["model"], r["pretrained"], r["task"], r["subset"], r["protocol"], r["metric"], r["extra"]) for r in table]
+    keys = [(r["model"], r["pretrained"], r["task"], r["subset"], r["protocol"], r["metric"], r["extra"])
+            for r in table]
     assert len(keys) == len(set(keys))
-    assert {"model_fingerprint", "templates_hash", "date", "extra", "results_file", "ci_low", "ci_high"} <= set(table[0])
+    assert {"model_fingerprint", "templates_hash", "date", "extra", "results_file", "ci_low", "ci_high"} <= set(
+        table[0])
 
 
 def _page(out):
@@ -130,7 +132,8 @@ def test_effective_robustness_csv(full_report):
     _, out, _, _ = full_report
     er = [r for r in _read_csv(out / "effective_robustness.csv") if r["pretrained"] == "openai"]
     by_shift = {r["shift"]: float(r["effective_robustness"]) for r in er}
-    assert set(by_shift) == {"imagenetv2", "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet", "mean", "average"}
+    assert set(by_shift) == {"imagenetv2", "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet", "mean",
+                             "average"}
     assert 20 < by_shift["imagenet_r"] < 60 and by_shift["mean"] > 10
     r = next(r for r in er if r["shift"] == "imagenet_r")
     assert float(r["er_ci_low"]) < by_shift["imagenet_r"] < float(r["er_ci_high"])
@@ -238,4 +241,5 @@ def test_a_probe_C_at_the_grid_edge_is_flagged(tmp_path):
     append_rows(results, rows)
     build_report(results, tmp_path / "out", quiet=True)
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    assert "Flagged: C was picked at an end" in page and f"{lp['model']} ({lp['pretrained']}) on {lp['task']} (low, C = 1e-06)" in page
+    assert ("Flagged: C was picked at an end" in page
+            and f"{lp['model']} ({lp['pretrained']}) on {lp['task']} (low, C = 1e-06)" in page)

@@ -11,7 +11,8 @@ from clip_bench.report import build_report
 from clip_bench.report.synthetic import synthetic_rows
 from clip_bench.results import append_rows
 
-MODELS = (("ViT-B/32", "openai"), ("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-B/16", "openai"), ("ViT-L-14", "laion2b_s32b_b82k"))
+MODELS = (("ViT-B/32", "openai"), ("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-B/16", "openai"),
+          ("ViT-L-14", "laion2b_s32b_b82k"))
 SHIFTS = {"imagenetv2", "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet"}
 LABELS = {f"{m} ({p})" for m, p in MODELS}
 pytestmark = pytest.mark.slow  # two full reports (about 5 s each)
@@ -22,7 +23,8 @@ def _rows(intervals: bool) -> list[dict]:
     # the first model has no shift results (so it is absent from the robustness figure) and the
     # third lacks one few-shot task: colours must still not move between figures
     rows = [r for r in rows if not (r["model"] == "ViT-B/32" and r["task"] in SHIFTS)]
-    return [r for r in rows if not (r["model"] == "ViT-B/16" and r["task"] == "cifar100" and "fewshot" in r["protocol"])]
+    return [r for r in rows
+            if not (r["model"] == "ViT-B/16" and r["task"] == "cifar100" and "fewshot" in r["protocol"])]
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["plain", "intervals"])

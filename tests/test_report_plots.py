@@ -48,7 +48,8 @@ def test_fewshot_figures_and_shots_to_match(rows, tmp_path):
     curve = fewshot.curves(rows)
     zs, lp = fewshot.reference_lines(rows, "zeroshot"), fewshot.reference_lines(rows, "linear_probe")
     tasks = list(curve["task"].unique())
-    assert_sensible_png(save_png(fewshot_tasks_figure(curve, zs, lp, {}, tasks, styles), tmp_path / "t.png"), (900, 300))
+    assert_sensible_png(save_png(fewshot_tasks_figure(curve, zs, lp, {}, tasks, styles), tmp_path / "t.png"),
+                        (900, 300))
     avg, refs = fewshot.average_curve(curve, zs, lp)
     assert_sensible_png(save_png(fewshot_average_figure(avg, refs, styles), tmp_path / "avg.png"))
     match = fewshot.shots_to_match(curve, zs, lp, fewshot.full_data_shots(rows))
@@ -59,7 +60,8 @@ def test_fewshot_figures_and_shots_to_match(rows, tmp_path):
 
 
 def test_styles_are_fixed_by_first_appearance_and_unique():
-    rows = [{"model": m, "pretrained": "", "date": d} for m, d in (("b", "2024-02"), ("a", "2024-03"), ("c", "2024-01"))]
+    rows = [{"model": m, "pretrained": "", "date": d}
+            for m, d in (("b", "2024-02"), ("a", "2024-03"), ("c", "2024-01"))]
     styles = model_styles(rows)
     assert [k[0] for k in styles] == ["c", "b", "a"]  # a model added later leaves the others' colours alone
     many = model_styles([{"model": f"m{i:03d}", "date": ""} for i in range(len(MODEL_COLORS) * 10)])

@@ -25,7 +25,8 @@ DERIVED_FIT = {
     "imagenet_r": "ImageNet-R",
     "imagenet_a": "ImageNet-A (x<91.86 piece)",
 }
-FALLBACK_FIT = {"objectnet": "[val-x] ObjectNet", "imagenet_r": "[val-x] ImageNet-R", "imagenet_a": "[val-x] ImageNet-A"}
+FALLBACK_FIT = {"objectnet": "[val-x] ObjectNet", "imagenet_r": "[val-x] ImageNet-R",
+                "imagenet_a": "[val-x] ImageNet-A"}
 TESTBED_COL = {
     "imagenetv2": "imagenetv2-matched-frequency-format-val", "imagenet_sketch": "imagenet-sketch",
     "objectnet": "objectnet-1.0-beta", "imagenet_r": "imagenet-r", "imagenet_a": "imagenet-a",

@@ -135,7 +135,8 @@ def test_torchrun_two_gloo_ranks_match_single_process(tmp_path):
     assert len(read_rows(tmp_path / "o2")) == len(rows_s)  # rank 0 alone wrote rows
     meta = json.loads((_entry(tmp_path / "c2") / "meta.json").read_text())
     assert meta["world_size"] == 2
-    assert np.array_equal(np.load(_entry(tmp_path / "c2") / "features.npy"), np.load(_entry(tmp_path / "c1") / "features.npy"))
+    assert np.array_equal(np.load(_entry(tmp_path / "c2") / "features.npy"),
+                          np.load(_entry(tmp_path / "c1") / "features.npy"))
 
 
 @pytest.mark.slow
@@ -145,7 +146,8 @@ def test_ctrl_c_keeps_finished_shards_and_says_how_to_resume(tmp_path):
     child = slow_encode_script(
         "from clip_bench.cli import main\n"
         "raise SystemExit(main(['zeroshot', '--model', 'tiny-clip-digits', '--task', 'digits', '--workers', '0',"
-        " '--batch-size', '16', '--shard-size', '32', '--quiet', '--cache-dir', sys.argv[1], '--output-dir', sys.argv[1]]))",
+        " '--batch-size', '16', '--shard-size', '32', '--quiet', '--cache-dir', sys.argv[1], '--output-dir', "
+        "sys.argv[1]]))",
         sleep="0.15 if slow.calls <= 4 else 120",
     )
     # A terminal's Ctrl-C: SIGINT raises KeyboardInterrupt even when this test runs as a background job

@@ -154,7 +154,8 @@ def test_reading_results_while_another_run_creates_the_output_directory(tmp_path
     assert read_rows(out) == []  # not there yet
     out.mkdir()
     real_is_dir = Path.is_dir
-    monkeypatch.setattr(Path, "is_dir", lambda self: False if self == out else real_is_dir(self))  # checked a moment earlier
+    monkeypatch.setattr(Path, "is_dir",
+                        lambda self: False if self == out else real_is_dir(self))  # checked a moment earlier
     assert read_rows(out) == []
     monkeypatch.undo()
     (out / "results.jsonl").write_text("")

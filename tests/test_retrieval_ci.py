@@ -38,7 +38,8 @@ def test_cluster_bootstrap_covers_text_to_image_recall_and_mean_recall():
         t2i = outcomes.Outcomes("image_retrieval_recall@5", r_cap.size, "", 0.0, hits=r_cap < 5, groups=groups)
         lo, hi, method = t2i.interval(B=200, seed=rep)
         covered["t2i"] += lo <= truth_t2i <= hi
-        mean = outcomes.Outcomes("mean_recall", 150 + r_cap.size, "", 0.0, groups=groups, ranks_i2t=r_img, ranks_t2i=r_cap)
+        mean = outcomes.Outcomes("mean_recall", 150 + r_cap.size, "", 0.0, groups=groups, ranks_i2t=r_img,
+                                 ranks_t2i=r_cap)
         lo, hi, _ = mean.interval(B=200, seed=rep)
         covered["mean"] += lo <= truth_mean <= hi
         lo, hi = stats.wilson(int(np.sum(r_cap < 5)), r_cap.size)
@@ -96,7 +97,8 @@ def test_storage_at_coco_size(tmp_path):
         sizes[metric] = path.stat().st_size
     # measured: 1.2-1.8 KiB (image→text), 2.0-4.4 KiB (text→image), 13.5 KiB (mean_recall); 28 KiB in all
     assert max(sizes[f"text_retrieval_recall@{k}"] for k in KS) < 2_000, sizes
-    assert max(sizes[f"image_retrieval_recall@{k}"] for k in KS) < 5_000, sizes  # captions per image, not 25,000 indices
+    # captions per image, not 25,000 indices
+    assert max(sizes[f"image_retrieval_recall@{k}"] for k in KS) < 5_000, sizes
     assert sizes["mean_recall"] < 16_000 and sum(sizes.values()) < 32_000, sizes
     back = outcomes.load(tmp_path / "o.npz")
     assert np.array_equal(back.groups, text_image) and back.recompute() == ranks.recalls()["mean_recall"]

@@ -138,7 +138,8 @@ def test_mixed_with_classification_leaderboard_and_sweep(flickr, eval_config, ti
     standard = [{**r, "standard": True} for r in read_rows(eval_config.output_dir)]
     assert list(protocol_table(standard).columns[len(HEAD):]) == ["digits", "flickr30k"]
     models = [ModelEntry("tiny-clip-digits")]
-    counts = run_sweep(models, [flickr, "digits"], ["zeroshot", "linprobe"], eval_config, device="cpu", echo=lambda _: None)
+    counts = run_sweep(models, [flickr, "digits"], ["zeroshot", "linprobe"], eval_config, device="cpu",
+                       echo=lambda _: None)
     # both zero-shot jobs are already in the results; retrieval has no linear-probe job; digits' probe runs
     assert counts == {"done_before": 2, "ran": 1, "failed": 0}
 
@@ -243,7 +244,8 @@ def test_compare_retrieval_rows(flickr, eval_config, tiny_model, tmp_path, capsy
     assert t.test == "paired cluster bootstrap (1000)" and t.n == 149 and t.result == "A better" and t.p_value < 0.01, t
     per_metric = {m: compare("tiny-clip-digits:builtin", f"tiny-clip-digits:{noisy}", eval_config.output_dir,
                              metric=m).tasks[0] for m in ("text_retrieval_recall@5", "image_retrieval_recall@5")}
-    assert per_metric["text_retrieval_recall@5"].test == "McNemar exact" and per_metric["text_retrieval_recall@5"].n == 50
+    assert (per_metric["text_retrieval_recall@5"].test == "McNemar exact"
+            and per_metric["text_retrieval_recall@5"].n == 50)
     assert per_metric["image_retrieval_recall@5"].test.startswith("paired cluster bootstrap")
     assert main(["compare", "tiny-clip-digits:builtin", f"tiny-clip-digits:{noisy}", "--results",
                  str(eval_config.output_dir), "--task", "flickr30k"]) == 0  # the default (zeroshot) includes retrieval
@@ -272,8 +274,10 @@ def test_compare_retrieval_rows(flickr, eval_config, tiny_model, tmp_path, capsy
 
 
 @pytest.mark.parametrize("damage, field", [
-    (lambda d: d["images"][4]["sentences"][1].update(raw=5), "images[4].sentences[1].raw should be a caption string but is 5"),
-    (lambda d: d["images"][3]["sentences"][0].pop("raw"), "images[3].sentences[0].raw should be a caption string but is missing"),
+    (lambda d: d["images"][4]["sentences"][1].update(raw=5),
+     "images[4].sentences[1].raw should be a caption string but is 5"),
+    (lambda d: d["images"][3]["sentences"][0].pop("raw"),
+     "images[3].sentences[0].raw should be a caption string but is missing"),
     (lambda d: d["images"][5].update(sentences="a digit"), 'images[5].sentences should be a list but is "a digit"'),
     (lambda d: d["images"][3]["sentences"].__setitem__(0, "a digit"), "images[3].sentences[0] should be an object"),
     (lambda d: d["images"][6].update(filename=7), "images[6].filename should be a file name but is 7"),
@@ -291,8 +295,8 @@ def test_karpathy_file_with_a_field_of_the_wrong_type_is_one_line(flickr, eval_c
     damage(data)
     path.write_text(json.dumps(data))
     code = main(["zeroshot", "--model", "tiny-clip-digits", "--task", flickr, "--source", "karpathy", "--data-root",
-                 str(eval_config.data_root), "--no-cache", "--output-dir", str(eval_config.output_dir), "--workers", "0",
-                 "--quiet"])
+                 str(eval_config.data_root), "--no-cache", "--output-dir", str(eval_config.output_dir),
+                 "--workers", "0", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert "dataset_flickr30k.json is not a Karpathy split file: " + field in err and str(path) in err, err

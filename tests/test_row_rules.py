@@ -41,7 +41,8 @@ def test_is_standard_reads_every_spelling_alike(value, expected):
     assert is_standard({"standard": value}) is expected
 
 
-@pytest.mark.parametrize(("extra", "expected"), [({}, True), ({"limit": 10}, False), ({"classnames_file": "c.txt"}, False),
+@pytest.mark.parametrize(("extra", "expected"), [({}, True), ({"limit": 10}, False),
+                                                 ({"classnames_file": "c.txt"}, False),
                                                  ({"templates_file": "t.txt"}, False)])
 def test_rows_without_standard_follow_the_legacy_rule(extra, expected):
     assert is_standard({"standard": None, **extra}) is expected

@@ -59,7 +59,8 @@ def test_weighted_metrics_with_unit_weights_equal_the_plain_metrics():
         metrics.map_11point(scores, targets), abs=1e-9)
     margin = np.round(rng.normal(size=500), 1)  # many ties
     y = (rng.random(500) < 1 / (1 + np.exp(-margin))).astype(int)
-    assert stats.weighted_roc_auc(margin, y, np.ones((1, 500)))[0] == pytest.approx(metrics.roc_auc(margin, y), abs=1e-9)
+    assert stats.weighted_roc_auc(margin, y, np.ones((1, 500)))[0] == pytest.approx(
+        metrics.roc_auc(margin, y), abs=1e-9)
 
 
 def test_weighted_map_equals_map_of_the_resampled_images():

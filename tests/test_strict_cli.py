@@ -101,7 +101,8 @@ def test_models_into_a_closed_pipe_is_quiet(monkeypatch, capsys):
 
 
 def test_errors_name_cli_flags_not_python_arguments():
-    exc = ClipBenchError("k=4 needs 4 training examples per class, but class 3 has 2; pass allow_fewer=True to keep going")
+    exc = ClipBenchError("k=4 needs 4 training examples per class, but class 3 has 2; "
+                         "pass allow_fewer=True to keep going")
     assert error_line(exc) == ("clip-bench: error: k=4 needs 4 training examples per class, but class 3 has 2; "
                                "pass --allow-fewer to keep going")
     assert error_line(ClipBenchError("two\n  lines")) == "clip-bench: error: two lines"

@@ -70,7 +70,8 @@ def test_every_shipped_task_and_collection_passes_the_schema():
 
 
 def test_a_good_user_task_with_kind_and_extra_keys_parses(tmp_path):
-    path = write_task(tmp_path, with_changes(kind="retrieval", class_groups=[0, [1, 2]], subsets={"few": "imagenet_r_classes"}))
+    path = write_task(tmp_path,
+                      with_changes(kind="retrieval", class_groups=[0, [1, 2]], subsets={"few": "imagenet_r_classes"}))
     task = get_task(str(path))
     assert task.extra == {"kind": "retrieval", "class_groups": [0, [1, 2]], "subsets": {"few": "imagenet_r_classes"}}
 
@@ -103,13 +104,15 @@ def test_misspelt_label_map_is_an_error_not_dropped(tmp_path, capsys):
     ({"src_args": ["a"]}, "'args' in source 'local' must be a mapping of loader arguments"),
     ({"src_files": {"test": 3}}, "'files' in source 'local' must be a mapping of split -> a file path"),
     ({"src_loader": None}, "'loader' in source 'local' must be a loader name"),
-    ({"src_expected": {"val": 10}}, "'expected' in source 'local' names split 'val', which is not in the task's 'splits'"),
+    ({"src_expected": {"val": 10}},
+     "'expected' in source 'local' names split 'val', which is not in the task's 'splits'"),
     ({"eval_split": "val"}, "'eval_split' is 'val', which is not in 'splits' (train, test)"),
     ({"default_source": "wds"}, "'default_source' is 'wds', not one of the sources (local)"),
     ({"splits": ["test", "test"]}, "'splits' names a split twice"),
     ({"multilabel": True}, "metric 'accuracy' does not fit multilabel: True"),  # crashed deep in the metric
     ({"metric": "map_11point"}, "metric 'map_11point' does not fit multilabel: False"),
-    ({"src_label_map": [0, 1, 2, 3, 4, 5, 6, 7, 8]}, "'label_map' in source 'local' has 9 entries but the task has 10 classes"),
+    ({"src_label_map": [0, 1, 2, 3, 4, 5, 6, 7, 8]},
+     "'label_map' in source 'local' has 9 entries but the task has 10 classes"),
     ({"src_label_map": [0, 1, 2, 3, 4, 5, 6, 7, 8, 8]}, "'label_map' in source 'local' repeats class 8"),
     ({"src_label_map": [0, 1, 2, 3, 4, 5, 6, 7, 8, 10]}, "'label_map' in source 'local' has class 10, out of range"),
 ])
@@ -223,7 +226,8 @@ def test_collections_are_checked(raw, expect):
 def test_sweep_models_file_is_checked(tmp_path, capsys, text, suffix, expect):
     path = tmp_path / f"models{suffix}"
     path.write_text(text)
-    msg = one_line_error(["sweep", "--models", str(path), "--tasks", "digits", "--output-dir", str(tmp_path / "o")], capsys)
+    msg = one_line_error(["sweep", "--models", str(path), "--tasks", "digits", "--output-dir", str(tmp_path / "o")],
+                         capsys)
     assert f"models file {path}" in msg and expect in msg, msg
 
 

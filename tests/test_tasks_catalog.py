@@ -158,4 +158,5 @@ def test_metrics_known_answers():
     assert roc_auc(logits, np.array([0, 1, 0, 1])) == pytest.approx(100.0)
     assert roc_auc(-logits, np.array([0, 1, 0, 1])) == pytest.approx(0.0)
     # mean per-class recall weighs each class equally: 1/1 and 1/3 -> 66.7, while accuracy is 50
-    assert mean_per_class_recall(np.eye(2)[[0, 1, 0, 0]], np.array([0, 1, 1, 1])) == pytest.approx(100 * (1 + 1 / 3) / 2)
+    assert mean_per_class_recall(np.eye(2)[[0, 1, 0, 0]], np.array([0, 1, 1, 1])) == pytest.approx(
+        100 * (1 + 1 / 3) / 2)

@@ -41,7 +41,8 @@ def test_voc2007_multi_hot_targets_in_task_order_and_map(tmp_path, eval_config):
     assert data.targets.shape == (6, 20) and data.targets.dtype == np.float32
     for row, objects in zip(data.targets, VOC_OBJECTS.values()):
         assert {names[j] for j in np.flatnonzero(row > 0)} == {c for c, d in objects if not d}
-        assert {names[j] for j in np.flatnonzero(row < 0)} == {c for c, d in objects if d} - {c for c, d in objects if not d}
+        assert {names[j] for j in np.flatnonzero(row < 0)} == ({c for c, d in objects if d}
+                                                               - {c for c, d in objects if not d})
     assert data.targets[3, names.index("sofa")] == -1 and data.targets[2, names.index("chair")] == 1
     assert map_11point(data.targets + 0.0, data.targets) == pytest.approx(100.0)
     row = main_row(zeroshot("tiny-clip-digits", task, eval_config, device="cpu"))

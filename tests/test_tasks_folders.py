@@ -51,7 +51,8 @@ def test_sampled_folders_errors_name_the_problem(tmp_path, eval_config):
     with pytest.raises(DataNotFoundError, match="found 9 class folders but this source has 10 classes"):
         load_split(get_task(task), None, "test", eval_config.data_root)
     write_class_tree(base, ["SeaLake"], per_class=1)
-    with pytest.raises(DataNotFoundError, match=r"class folder 'SeaLake' is incomplete: the split needs 2 images, has 1"):
+    with pytest.raises(DataNotFoundError,
+                       match=r"class folder 'SeaLake' is incomplete: the split needs 2 images, has 1"):
         load_split(get_task(task), None, "test", eval_config.data_root)
 
 

@@ -62,7 +62,8 @@ def test_kitti_splits_follow_drives_and_evaluate(tmp_path, eval_config):
     raw = eval_config.data_root / "kitti" / "Kitti" / "raw"
     write_kitti(raw)
     mapping = raw / "devkit" / "mapping"
-    splits = tfds_kitti_splits((mapping / "train_rand.txt").read_text(), (mapping / "train_mapping.txt").read_text().splitlines())
+    splits = tfds_kitti_splits((mapping / "train_rand.txt").read_text(),
+                               (mapping / "train_mapping.txt").read_text().splitlines())
     assert {k: len(v) for k, v in splits.items()} == {"train": 48, "validation": 6, "test": 6}  # 10% of 30 drives each
     assert sorted(sum(splits.values(), [])) == list(range(60))
     order = [int(x) - 1 for x in (mapping / "train_rand.txt").read_text().split(",")]
@@ -86,7 +87,8 @@ def test_clevr_counts_sample_label_and_string_sorted_prompts(tmp_path, eval_conf
     (data_dir / "scenes").mkdir(parents=True)
     (data_dir / "scenes" / "CLEVR_val_scenes.json").write_text(json.dumps({"scenes": scenes}))
     save_images([data_dir / "images" / "val" / s["image_filename"] for s in scenes], size=8)
-    task = fixture_task(tmp_path, "clevr_counts", {"torchvision": {"test": 8}}, args={"torchvision": {"sizes": {"val": 8}}})
+    task = fixture_task(tmp_path, "clevr_counts", {"torchvision": {"test": 8}},
+                        args={"torchvision": {"sizes": {"val": 8}}})
     spec = get_task(task)
     data = load_split(spec, None, "test", eval_config.data_root)
     assert len(data) == 8 and data.inner.paths == load_split(spec, None, "test", eval_config.data_root).inner.paths

@@ -62,7 +62,8 @@ def _json_list(npy):
 
 
 def _json_missing_keys(npy):
-    npy.with_suffix(".json").write_text(json.dumps({"prompts": json.loads(npy.with_suffix(".json").read_text())["prompts"]}))
+    prompts = json.loads(npy.with_suffix(".json").read_text())["prompts"]
+    npy.with_suffix(".json").write_text(json.dumps({"prompts": prompts}))
 
 
 @pytest.mark.parametrize("damage", [_flip_byte, _nan_rows, _wrong_width, _torn_json, _json_list, _json_missing_keys])
@@ -75,7 +76,8 @@ def test_damaged_text_shard_is_recomputed(warm_cache, tmp_path, damage, monkeypa
     import clip_bench.text_encoder as te
 
     real = te.encode_prompts
-    monkeypatch.setattr("clip_bench.zeroshot_head.encode_prompts", lambda lm, p, **k: encoded.extend(p) or real(lm, p, **k))
+    monkeypatch.setattr("clip_bench.zeroshot_head.encode_prompts",
+                        lambda lm, p, **k: encoded.extend(p) or real(lm, p, **k))
     cfg = EvalConfig(cache_dir=cache, output_dir=None, extract=ExtractConfig(workers=0, quiet=True))
     rows = zeroshot("tiny-clip-digits", "digits", cfg, device="cpu")
     assert rows[0]["value"] == pytest.approx(91.67, abs=0.005)

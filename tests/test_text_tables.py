@@ -12,9 +12,11 @@ from clip_bench.text_table import text_table
 
 ROWS_TABLE = (
     "model              task                     protocol      metric                  value     95% CI      n  notes\n"
-    "-----------------  -----------------------  ------------  ---------------------  ------  ---------  -----  ----------\n"
+    "-----------------  -----------------------  ------------  ---------------------  ------  ---------  -----  "
+    "----------\n"
     "ViT-B-32 (openai)  cifar10                  zeroshot      top1 *                  89.12  88.5-89.7  10000\n"
-    "ViT-B-32 (openai)  imagenet [r200 classes]  linear_probe  mean_per_class_recall  100.00                50  --limit 50\n"
+    "ViT-B-32 (openai)  imagenet [r200 classes]  linear_probe  mean_per_class_recall  100.00                50  "
+    "--limit 50\n"
     "* main metric of the task; values in percent; 95% CI as in the rows' ci_method\n"
 )
 ROWS_TABLE_PLAIN = (
@@ -45,10 +47,14 @@ COMPARISON = (
     "B: B (y)\n"
     "protocol zeroshot; values in percent, 95% intervals, Holm-corrected over 2 task(s) at alpha 0.05\n"
     "\n"
-    "task                      metric                   n      A      B     A-B  95% CI            test                           p  p (Holm)  result\n"
-    "------------------------  ---------------------  ---  -----  -----  ------  ----------------  -----------------------  -------  --------  --------\n"
-    "t1                        top1                   600  90.50  70.25  +20.25  [+15.00, +25.50]  McNemar exact            1.0e-09   2.0e-09  A better\n"
-    "long_task [r200 classes]  mean_per_class_recall   50  50.00  51.00   -1.00  [-9.50, +8.00]    paired bootstrap (1000)      0.8       0.8  tie\n"
+    "task                      metric                   n      A      B     A-B  95% CI            "
+    "test                           p  p (Holm)  result\n"
+    "------------------------  ---------------------  ---  -----  -----  ------  ----------------  "
+    "-----------------------  -------  --------  --------\n"
+    "t1                        top1                   600  90.50  70.25  +20.25  [+15.00, +25.50]  "
+    "McNemar exact            1.0e-09   2.0e-09  A better\n"
+    "long_task [r200 classes]  mean_per_class_recall   50  50.00  51.00   -1.00  [-9.50, +8.00]    "
+    "paired bootstrap (1000)      0.8       0.8  tie\n"
     "\n"
     "A better on 1, B better on 0, no significant difference on 1 (of 2); mean A-B over tasks +9.62 [+3.00, +15.00]\n"
     "t3: refused, other samples\n"
@@ -67,7 +73,8 @@ def _rows():
 
 
 def test_text_table_aligns_columns():
-    assert text_table([("a", "n"), ("long", "7"), ("b", "12")], right={1}) == ["a      n", "----  --", "long   7", "b     12"]
+    assert text_table([("a", "n"), ("long", "7"), ("b", "12")], right={1}) == [
+        "a      n", "----  --", "long   7", "b     12"]
     assert text_table([("a", "b"), ("x", "")], rule=False) == ["a  b", "x"]
 
 

@@ -77,7 +77,8 @@ def _reference_logits(folder: Path, images, siglip: bool) -> np.ndarray:
         for name in NAMES:
             prompts = [t.format(name) for t in TEMPLATES]
             if siglip:  # as SigLIP was trained: padded to 64, no attention mask (pad = eos, attended)
-                inputs = {"input_ids": tok(prompts, padding="max_length", max_length=64, return_tensors="pt")["input_ids"]}
+                inputs = {"input_ids": tok(prompts, padding="max_length", max_length=64,
+                                           return_tensors="pt")["input_ids"]}
             else:  # transformers' usual CLIP call: padded to the longest prompt, with its attention mask
                 inputs = dict(tok(prompts, padding=True, return_tensors="pt"))
             emb = model.get_text_features(**inputs)
@@ -127,8 +128,8 @@ def test_clip_padding_trim_is_exact_and_really_cuts(hf_dirs):
     full = encode_prompts(lm, prompts, batch_size=7, trim=False)
     assert np.abs(trimmed - full).max() < 1e-6
     seen = []
-    hook = lm.model.text_model.encoder.register_forward_pre_hook(lambda m, a, k: seen.append(k["inputs_embeds"].shape[1]),
-                                                                 with_kwargs=True)
+    hook = lm.model.text_model.encoder.register_forward_pre_hook(
+        lambda m, a, k: seen.append(k["inputs_embeds"].shape[1]), with_kwargs=True)
     try:
         encode_prompts(lm, ["the digit 3"], trim=True)
         encode_prompts(lm, ["the digit 3"], trim=False)
@@ -235,7 +236,8 @@ def test_weights_that_do_not_fill_the_model_are_an_error(hf_dirs, tmp_path):
     state = load_file(str(d / "model.safetensors"))
     del state["visual_projection.weight"]
     save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(ClipBenchError, match=r"does not fill its CLIPModel: 1 missing keys \(visual_projection.weight\)"):
+    with pytest.raises(ClipBenchError,
+                       match=r"does not fill its CLIPModel: 1 missing keys \(visual_projection.weight\)"):
         load_model(str(d), device="cpu")
 
 
@@ -313,7 +315,8 @@ def test_checkpoint_saved_with_clip_processor_reads_either_layout(hf_dirs, digit
         pp = {k: v for k, v in lm.spec.preprocess_config["image_processor"].items() if k != "processor_class"}
         assert pp == plain, kind
         ours = torch.stack([lm.preprocess(im) for im in images[:4]])
-        theirs = AutoImageProcessor.from_pretrained(hf_dirs[kind], backend="pil")(images=images[:4], return_tensors="pt")
+        theirs = AutoImageProcessor.from_pretrained(hf_dirs[kind], backend="pil")(images=images[:4],
+                                                                                  return_tensors="pt")
         assert torch.equal(ours, theirs["pixel_values"]), kind
 
 
@@ -395,7 +398,8 @@ def _misshaped_weight(d: Path) -> None:
 
 DAMAGE = {
     "truncated-weights": (_truncate_weights, "could not load the transformers checkpoint {d} (SafetensorError: "),
-    "impossible-heads": (_impossible_heads, "The hidden size (32) is not a multiple of the number of attention heads (3)"),
+    "impossible-heads": (_impossible_heads,
+                         "The hidden size (32) is not a multiple of the number of attention heads (3)"),
     "misshaped-weight": (_misshaped_weight, "does not fill its CLIPModel: 1 mismatched keys (visual_projection.weight"),
 }
 

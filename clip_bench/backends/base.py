@@ -50,7 +50,8 @@ class ModelSpec:
 
     @property
     def fingerprint(self) -> str:
-        payload: dict[str, Any] = {"arch": self.arch_config, "weights": self.weights_id, "preprocess": self.preprocess_config}
+        payload: dict[str, Any] = {"arch": self.arch_config, "weights": self.weights_id,
+                                   "preprocess": self.preprocess_config}
         if self.backend != "open_clip":  # open_clip's fingerprints predate backends and stay as they were
             # the tokenizer shapes every text embedding, so it keys the rows' result_id too, not only the text cache
             payload = {"backend": self.backend, **payload, "tokenizer": self.tokenizer_config}

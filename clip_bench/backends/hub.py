@@ -34,14 +34,16 @@ def split_revision(ref: str) -> tuple[str, str | None]:
     """``org/repo@rev`` -> (``org/repo``, ``rev``); no ``@`` -> (ref, None)."""
     repo, sep, rev = ref.partition("@")
     if sep and not rev:
-        raise ClipBenchError(f"model reference {ref!r} ends with '@' but names no revision; write org/repo@<branch|tag|commit>.")
+        raise ClipBenchError(f"model reference {ref!r} ends with '@' but names no revision; write "
+                             "org/repo@<branch|tag|commit>.")
     return repo, (rev if sep else None)
 
 
 def check_repo_id(repo_id: str, reference: str) -> None:
     """A hub repository id is ``name`` or ``org/name`` (letters, digits, '-', '_', '.')."""
     if not REPO_RE.fullmatch(repo_id):
-        raise ClipBenchError(f"{reference!r} does not name a hub repository; expected org/name, e.g. 'hf-hub:timm/ViT-B-16-SigLIP'.")
+        raise ClipBenchError(f"{reference!r} does not name a hub repository; expected org/name, e.g. "
+                             "'hf-hub:timm/ViT-B-16-SigLIP'.")
 
 
 def cache_root() -> Path:
@@ -110,7 +112,8 @@ def resolve(repo_id: str, revision: str | None, reference: str) -> HubRef:
             reason = f"the hub is unreachable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         else:
             if not COMMIT_RE.fullmatch(commit):
-                raise ClipBenchError(f"the hub returned {commit!r} as the commit of {reference}@{rev}; expected a commit hash.")
+                raise ClipBenchError(f"the hub returned {commit!r} as the commit of {reference}@{rev}; expected a "
+                                     "commit hash.")
             return HubRef(repo_id, rev, commit)
     commit = cached_commit(repo_id, rev)
     if commit is None:

@@ -144,13 +144,15 @@ def check_preprocess_cfg(pp: Any, where: str) -> None:
                 ok = all(v > 0 for v in (value if isinstance(value, list) else [value]))
             if not ok:
                 raise ClipBenchError(
-                    f"{where}: preprocess_cfg.{key} must be 3 finite numbers (one per RGB channel{', all > 0' if key == 'std' else ''}), "
-                    f"not {value!r}."
+                    f"{where}: preprocess_cfg.{key} must be 3 finite numbers (one per RGB "
+                    f"channel{', all > 0' if key == 'std' else ''}), not {value!r}."
                 )
         elif key == "interpolation" and value not in INTERPOLATIONS:
-            raise ClipBenchError(f"{where}: preprocess_cfg.interpolation must be one of {', '.join(INTERPOLATIONS)}, not {value!r}.")
+            raise ClipBenchError(f"{where}: preprocess_cfg.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                                 f"not {value!r}.")
         elif key == "resize_mode" and value not in RESIZE_MODES:
-            raise ClipBenchError(f"{where}: preprocess_cfg.resize_mode must be one of {', '.join(RESIZE_MODES)}, not {value!r}.")
+            raise ClipBenchError(f"{where}: preprocess_cfg.resize_mode must be one of {', '.join(RESIZE_MODES)}, not "
+                                 f"{value!r}.")
 
 
 def _load_config(config_path: Path) -> dict[str, Any]:
@@ -268,7 +270,8 @@ def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         if "Unsupported global" in str(exc):  # a real pickled object (class, function), refused by weights_only
             raise ClipBenchError(
                 f"refused to load checkpoint {path}: it holds pickled Python objects beyond tensors, and "
-                "clip-bench loads weights only with weights_only=True. Convert it to a plain state_dict or .safetensors."
+                "clip-bench loads weights only with weights_only=True. Convert it to a plain state_dict or "
+                ".safetensors."
             ) from None
         raise ClipBenchError(
             f"checkpoint {path} is not a PyTorch checkpoint (it does not unpickle as tensors); it may be damaged "
@@ -285,14 +288,16 @@ def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise ClipBenchError(
-            f"checkpoint {path} holds a {type(obj).__name__}, not a state dict (a mapping of parameter names to tensors)."
+            f"checkpoint {path} holds a {type(obj).__name__}, not a state dict "
+            "(a mapping of parameter names to tensors)."
         )
     if not obj:
         raise ClipBenchError(f"checkpoint {path} is an empty mapping: it holds no weights.")
     bad = next((k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if bad is not None:
         raise ClipBenchError(
-            f"checkpoint {path}: entry {bad!r} is a {type(obj[bad]).__name__}, not a tensor; a state dict maps names to tensors."
+            f"checkpoint {path}: entry {bad!r} is a {type(obj[bad]).__name__}, not a tensor; a state dict maps names "
+            "to tensors."
         )
     return {k.removeprefix("module."): tuple(v.shape) for k, v in obj.items()}
 
@@ -347,7 +352,8 @@ def _create(spec: ModelSpec, dev: torch.device, precision: str, pp: dict[str, An
             f"refused to load checkpoint {spec.weights}: it holds pickled Python objects beyond tensors, and "
             "clip-bench loads weights only with weights_only=True. Convert it to a plain state_dict or .safetensors."
         ) from exc
-    except (RuntimeError, OSError, ValueError, AssertionError, KeyError, StopIteration, AttributeError, TypeError) as exc:
+    except (RuntimeError, OSError, ValueError, AssertionError, KeyError, StopIteration, AttributeError,
+            TypeError) as exc:
         if shapes is not None and (msg := _mismatch_message(spec, str(spec.weights), shapes)):
             raise ClipBenchError(msg) from None
         if isinstance(exc, (AssertionError, KeyError, StopIteration, AttributeError, TypeError)) and shapes is None:
@@ -360,7 +366,8 @@ def _create(spec: ModelSpec, dev: torch.device, precision: str, pp: dict[str, An
     model.eval()
     # A pinned hub model reads its tokenizer config from the same snapshot, unless the tokenizer
     # lives in a hub repository of its own (hf_tokenizer_name), which open_clip fetches by name.
-    own_tokenizer = arch != spec.arch and not open_clip.get_model_config(arch).get("text_cfg", {}).get("hf_tokenizer_name")
+    own_tokenizer = (arch != spec.arch
+                     and not open_clip.get_model_config(arch).get("text_cfg", {}).get("hf_tokenizer_name"))
     tokenizer = open_clip.get_tokenizer(arch if own_tokenizer else spec.arch)
     return OpenClipModel(spec, model, preprocess, tokenizer, dev, precision)
 
@@ -467,7 +474,8 @@ class OpenClipModel(LoadedModel):
     def trim_positions(self, tokens: torch.Tensor) -> torch.Tensor | None:
         if not _trimmable(self.model):
             return None
-        return _pool_index(tokens, getattr(self.model, "text_pool_type", "argmax"), getattr(self.model, "text_eos_id", None))
+        return _pool_index(tokens, getattr(self.model, "text_pool_type", "argmax"),
+                           getattr(self.model, "text_eos_id", None))
 
     def encode_text_trimmed(self, tokens: torch.Tensor) -> torch.Tensor:
         return encode_tokens_trimmed(self.model, tokens)

@@ -45,7 +45,8 @@ TOKENIZER_FILES = (
     "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model",
 )
 PREPROCESSOR_FILE = "preprocessor_config.json"  # the image processor's own config (every transformers version)
-PROCESSOR_FILE = "processor_config.json"  # transformers 5's CLIPProcessor: the image processor's under "image_processor"
+# transformers 5's CLIPProcessor: the image processor's under "image_processor"
+PROCESSOR_FILE = "processor_config.json"
 SMALL_FILES = ("config.json", PREPROCESSOR_FILE, PROCESSOR_FILE, *TOKENIZER_FILES)
 WEIGHT_PATTERNS = ("*.safetensors", "model.safetensors.index.json")
 LEGACY_WEIGHT_PATTERNS = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
@@ -330,7 +331,8 @@ def _load_kwargs() -> dict[str, Any]:
     dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
     # a mis-shaped weight is reported in the loading info (and refused below) rather than after a report of
     # transformers' own that the quiet logs hide
-    return {dtype_key: torch.float32, "weights_only": True, "output_loading_info": True, "ignore_mismatched_sizes": True}
+    return {dtype_key: torch.float32, "weights_only": True, "output_loading_info": True,
+            "ignore_mismatched_sizes": True}
 
 
 def _image_processor(folder: Path, pp: dict[str, Any]) -> Any:
@@ -424,7 +426,8 @@ class TransformersBackend(Backend):
                 tf_logging.enable_progress_bar()
         bad = {k: list(info.get(k) or []) for k in ("missing_keys", "mismatched_keys") if info.get(k)}
         if bad:
-            detail = "; ".join(f"{len(v)} {k.replace('_', ' ')} ({', '.join(map(_key_text, v[:3]))}{', ...' if len(v) > 3 else ''})"
+            detail = "; ".join(f"{len(v)} {k.replace('_', ' ')} "
+                               f"({', '.join(map(_key_text, v[:3]))}{', ...' if len(v) > 3 else ''})"
                                for k, v in bad.items())
             raise ClipBenchError(
                 f"checkpoint {spec.name} does not fill its {cls.__name__}: {detail}. Those weights would be random; "

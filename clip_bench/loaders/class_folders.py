@@ -80,8 +80,8 @@ def load_sampled_folders(
     bad = [v for v in counts if v != "rest" and (isinstance(v, bool) or not isinstance(v, int) or v < 0)]
     if bad:
         raise ClipBenchError(
-            f"task file {ctx.task.file or ctx.task.name}: 'per_class' of source {ctx.source.name!r} must map each split "
-            f"to an image count per class (an integer >= 0) or 'rest', got {bad[0]!r}."
+            f"task file {ctx.task.file or ctx.task.name}: 'per_class' of source {ctx.source.name!r} must map each "
+            f"split to an image count per class (an integer >= 0) or 'rest', got {bad[0]!r}."
         )
     if ctx.source_split not in per_class:
         raise ctx.missing(f"this source defines no split {ctx.source_split!r} (it has {', '.join(per_class)})")

@@ -41,12 +41,14 @@ def load_clevr_counts(ctx: LoadContext, sizes: dict[str, int] | None = None, see
     size = (sizes or {}).get(ctx.source_split)
     if size is not None:
         if size > len(names):
-            raise ctx.missing(f"{scenes_file.name} lists {len(names)} scenes, fewer than the {size} sampled", scenes_file)
+            raise ctx.missing(f"{scenes_file.name} lists {len(names)} scenes, fewer than the {size} sampled",
+                              scenes_file)
         names = [names[i] for i in np.sort(np.random.default_rng(seed).choice(len(names), size, replace=False))]
     paths = [data / "images" / ctx.source_split / n for n in names]
     absent = [p for p in paths if not p.exists()]
     if absent:
-        raise ctx.missing(f"{len(absent)} of {len(paths)} images are missing (first: {absent[0].name})", absent[0].parent)
+        raise ctx.missing(f"{len(absent)} of {len(paths)} images are missing (first: {absent[0].name})",
+                          absent[0].parent)
     labels = np.asarray([counts[n] - MIN_COUNT for n in names], dtype=np.int64)
     dataset = FileImages(paths, labels)
     dataset.annotation_files = [scenes_file]

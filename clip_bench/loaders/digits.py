@@ -48,8 +48,8 @@ def digits_arrays(split: str, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
 def load_digits(ctx: LoadContext, size: int = 32) -> ArrayImages:
     """The `digits` loader; needs no files."""
     if size < 8:
-        raise ClipBenchError(f"task file {ctx.task.file or ctx.task.name}: the digits loader's 'size' must be at least 8 "
-                             f"(the digits are 8x8 pixels), got {size}.")
+        raise ClipBenchError(f"task file {ctx.task.file or ctx.task.name}: the digits loader's 'size' must be at least "
+                             f"8 (the digits are 8x8 pixels), got {size}.")
     if ctx.source_split not in FRACTIONS:
         raise ctx.missing(f"digits has no split {ctx.source_split!r} (it has train, val, test)")
     images, labels = digits_arrays(ctx.source_split, size)

@@ -31,10 +31,12 @@ def load_hateful_memes(ctx: LoadContext, files: dict[str, list[str]] | None = No
             paths.append(ctx.root / row["img"])
             labels.append(int(row["label"]))
         except (ValueError, KeyError, TypeError) as exc:
-            raise ctx.missing(f"line {n} of {path.name} has no img/label ({exc}); is the split labelled?", path) from None
+            raise ctx.missing(f"line {n} of {path.name} has no img/label ({exc}); is the split labelled?",
+                              path) from None
     absent = [p for p in paths if not p.exists()]
     if absent:
-        raise ctx.missing(f"{len(absent)} of {len(paths)} images are missing (first: {absent[0].name})", absent[0].parent)
+        raise ctx.missing(f"{len(absent)} of {len(paths)} images are missing (first: {absent[0].name})",
+                          absent[0].parent)
     data = FileImages(paths, np.asarray(labels, dtype=np.int64))
     data.annotation_files = [path]
     return data

@@ -209,7 +209,8 @@ def load_hf_datasets(
     if ctx.root is None:
         raise ctx.missing("the source names no path")
     split_dir = ctx.root / ctx.source_split
-    if ctx.download and repo and not (split_dir / "state.json").exists() and not find_parquet(ctx.root, ctx.source_split):
+    if (ctx.download and repo and not (split_dir / "state.json").exists()
+            and not find_parquet(ctx.root, ctx.source_split)):
         hub_snapshot(ctx, ctx.root, repo, _hub_patterns(ctx.source_split), revision)
     if (split_dir / "state.json").exists():
         import datasets

@@ -73,7 +73,8 @@ def _check(ctx: LoadContext, captions: list[list[str]], names: list[str], expect
     if empty:
         raise ctx.missing(f"{len(empty)} images have no caption (first: {empty[0]}); every image needs at least one")
     total = sum(len(c) for c in captions)
-    if expected_captions is not None and total != expected_captions and ctx.source.expected.get(ctx.split) == len(captions):
+    if (expected_captions is not None and total != expected_captions
+            and ctx.source.expected.get(ctx.split) == len(captions)):
         raise ctx.missing(
             f"the {ctx.split} split has {total} captions but {expected_captions} are expected; "
             "is this the same dataset and annotation file?"
@@ -97,13 +98,14 @@ def load_wds_retrieval(
             hint = f" (pass --download to fetch {repo} from the Hugging Face hub)" if show else ""
             raise ctx.missing(f"no WebDataset shards <n>.tar for split {ctx.source_split!r}{hint}", split_dir)
         if expected is not None and len(shards) != expected:
-            raise ctx.missing(f"only {len(shards)} of the {expected} shards listed in nshards.txt are present", split_dir)
+            raise ctx.missing(f"only {len(shards)} of the {expected} shards listed in nshards.txt are present",
+                              split_dir)
     type_file = ctx.root / "dataset_type.txt"
     if type_file.exists():
         kind = type_file.read_text(encoding="utf-8").strip().lower()
         if kind != "retrieval":
-            raise ctx.missing(f"dataset_type.txt says {kind!r}, not 'retrieval'; this is not an image-text retrieval set",
-                              type_file)
+            raise ctx.missing(f"dataset_type.txt says {kind!r}, not 'retrieval'; "
+                              "this is not an image-text retrieval set", type_file)
     shard_ids: list[int] = []
     offsets: list[int] = []
     sizes: list[int] = []

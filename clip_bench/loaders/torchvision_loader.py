@@ -35,7 +35,8 @@ class TorchvisionImages(LabeledImages):
             extra = None
         if extra is None:
             return None
-        images = next((items for a in IMAGE_LIST_ATTRIBUTES if (items := getattr(self.dataset, a, None)) is not None), [])
+        images = next((items for a in IMAGE_LIST_ATTRIBUTES
+                       if (items := getattr(self.dataset, a, None)) is not None), [])
         listed = [os.fspath(item[0] if isinstance(item, tuple) else item) for item in images]
         return [*listed, *extra]
 

@@ -71,7 +71,8 @@ def load_voc(ctx: LoadContext, year: str = "2007", keep_difficult: bool = False)
     paths = [base / "JPEGImages" / f"{i}.jpg" for i in ids]
     absent = [p for p in paths if not p.exists()]
     if absent:
-        raise ctx.missing(f"{len(absent)} of {len(paths)} images are missing (first: {absent[0].name})", absent[0].parent)
+        raise ctx.missing(f"{len(absent)} of {len(paths)} images are missing (first: {absent[0].name})",
+                          absent[0].parent)
     targets = np.stack(rows) if rows else np.zeros((0, len(VOC_CLASSES)), dtype=np.float32)
     data = FileImages(paths, targets)
     data.annotation_files = [ids_file, *(base / "Annotations" / f"{i}.xml" for i in ids)]

@@ -199,7 +199,8 @@ def _check_labels(ctx: LoadContext, path: Path, keys: list[str], labels: list[np
     for key, label in zip(keys, labels, strict=True):
         if isinstance(label, np.ndarray):
             if label.shape != (n,):
-                raise ctx.missing(f"sample {key!r} in {path.name} has a .npy label of {label.size} entries, not {n}", path)
+                raise ctx.missing(f"sample {key!r} in {path.name} has a .npy label of {label.size} entries, not {n}",
+                                  path)
         elif not 0 <= label < n:
             raise ctx.missing(
                 f"sample {key!r} in {path.name} has label {label}, outside the source's {n} classes (0..{n - 1})", path
@@ -253,7 +254,8 @@ def load_wds(ctx: LoadContext, repo: str | None = None, revision: str | None = N
             hint = f" (pass --download to fetch {repo} from the Hugging Face hub)" if show else ""
             raise ctx.missing(f"no WebDataset shards <n>.tar for split {ctx.source_split!r}{hint}", split_dir)
         if expected is not None and len(shards) != expected:
-            raise ctx.missing(f"only {len(shards)} of the {expected} shards listed in nshards.txt are present", split_dir)
+            raise ctx.missing(f"only {len(shards)} of the {expected} shards listed in nshards.txt are present",
+                              split_dir)
     dataset_type = "classification"
     if (ctx.root / "dataset_type.txt").exists():
         dataset_type = (ctx.root / "dataset_type.txt").read_text().strip().lower() or dataset_type

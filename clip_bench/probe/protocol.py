@@ -145,14 +145,16 @@ def run_linear_probe(
         val_source = "given"
     sweep: SweepResult = sweep_C(
         fit_X, fit_y, sel_X, sel_y, metric, probe=template, grid=config.grid(),
-        coarse_step=config.coarse_step, warm_start=config.warm_start, n_classes=n_classes, max_tied=config.max_tied, tie_se=config.tie_se,
+        coarse_step=config.coarse_step, warm_start=config.warm_start, n_classes=n_classes, max_tied=config.max_tied,
+        tie_se=config.tie_se,
     )
     if val_source == "held_out":
         refit_X, refit_y = train_X, train_fit_y
     else:
         refit_X, refit_y = stack_rows(train_X, val_X), np.concatenate([train_fit_y, fit_targets(sel_y, multilabel)])
     init = {}
-    if sweep.best_solution is not None and (config.warm_start or (config.warm_start is None and template.solver == "torch")):
+    if sweep.best_solution is not None and (config.warm_start
+                                            or (config.warm_start is None and template.solver == "torch")):
         # matched by class: the sweep's training part can lack classes the refit has (tiny splits)
         init = dict(zip(("coef_init", "intercept_init", "init_classes"), sweep.best_solution, strict=True))
     final = template.clone(C=sweep.best_C).fit(refit_X, refit_y, **init)

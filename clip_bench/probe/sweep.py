@@ -34,8 +34,8 @@ Choosing among the scores (the paper does not say; this is clip-bench's rule):
   (``tie_band``; rows: ``C_tie_band``).
 * **With a prior C** (``prior_C``; the few-shot probes give one, ``fewshot.py``): the tied C nearest
   the prior in log C wins instead (then the log-loss, then the smaller C), and the grid points next
-  to the prior (one or two) are fitted with the coarse points. The validation data still decide whenever they can resolve a
-  difference; the prior only ranks what they cannot. It replaces the log-loss for the few-shot CV
+  to the prior (one or two) are fitted with the coarse points. The validation data still decide whenever
+  they can resolve a difference; the prior only ranks what they cannot. It replaces the log-loss for the few-shot CV
   because there the validation sets are tiny (the band ties much of the grid) and
   the log-loss minimum sits systematically at larger C than the accuracy optimum (it rewards
   confident probabilities, not better decisions): above it in all 40 noisy-digits configurations
@@ -183,7 +183,8 @@ def parametric_search(
     # the grid points next to the prior (one when it sits on a grid point): fitted with the coarse
     # points, and the prior is refuted only when neither ties the best, so the verdict does not jump
     # with which side of a half-way point the prior falls
-    prior_points = [] if prior is None else sorted({int(np.clip(f(prior), 0, n_points - 1)) for f in (np.floor, np.ceil)})
+    prior_points = [] if prior is None else sorted({int(np.clip(f(prior), 0, n_points - 1))
+                                                    for f in (np.floor, np.ceil)})
     coarse += prior_points
     for i in coarse:
         evaluate(i)

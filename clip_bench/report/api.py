@@ -111,7 +111,8 @@ class ReportSummary:
         except (ClipBenchError, OSError):
             raise
         except Exception as exc:  # noqa: BLE001 - one part's failure must not lose the others
-            self.skip(part, f"it failed ({type(exc).__name__}: {str(exc) or 'no message'}); the other parts are complete")
+            self.skip(part,
+                      f"it failed ({type(exc).__name__}: {str(exc) or 'no message'}); the other parts are complete")
 
 
 def _csv(df: pd.DataFrame) -> str:
@@ -146,7 +147,8 @@ def build_report(
     """
     root = Path(results_dir)
     if not root.exists():
-        raise ClipBenchError(f"results folder {root} does not exist; pass --results DIR (the --output-dir of your runs)")
+        raise ClipBenchError(f"results folder {root} does not exist; "
+                             "pass --results DIR (the --output-dir of your runs)")
     loaded = load_rows(root)
     if not loaded.rows:
         raise ClipBenchError(
@@ -193,11 +195,12 @@ def build_report(
     try:
         stale = _remove_stale(out, summary.files)
     except OSError as exc:
-        raise ReportWriteError(f"cannot remove a file left in {out} by an earlier report ({exc.strerror or type(exc).__name__}"
-                               f": {exc.filename}); it would describe older data. Remove it, or pass --out to an empty "
-                               "folder.", summary.lines) from None
+        raise ReportWriteError(f"cannot remove a file left in {out} by an earlier report "
+                               f"({exc.strerror or type(exc).__name__}: {exc.filename}); it would describe older data. "
+                               "Remove it, or pass --out to an empty folder.", summary.lines) from None
     if stale:
-        summary.lines.append(f"removed {len(stale)} file(s) left by an earlier report: {', '.join(p.name for p in stale)}")
+        summary.lines.append(f"removed {len(stale)} file(s) left by an earlier report: "
+                             f"{', '.join(p.name for p in stale)}")
     return summary
 
 
@@ -213,14 +216,16 @@ def _check_writable(out: Path) -> None:
 
 
 def _read_line(loaded: Rows, n_models: int) -> str:
-    line = f"read {len(loaded.rows)} rows from {_plural(len(loaded.files), 'results file')}: {_plural(n_models, 'model')}"
+    line = (f"read {len(loaded.rows)} rows from {_plural(len(loaded.files), 'results file')}: "
+            f"{_plural(n_models, 'model')}")
     extra = []
     if loaded.duplicates:
         extra.append(f"{loaded.duplicates} repeated rows collapsed to the latest")
     if loaded.malformed:
         lines = loaded.skipped_lines
         more = f"; +{len(lines) - 3} more" if len(lines) > 3 else ""
-        extra.append(f"{loaded.malformed} malformed rows skipped" + (f": {'; '.join(lines[:3])}{more}" if lines else ""))
+        extra.append(f"{loaded.malformed} malformed rows skipped"
+                     + (f": {'; '.join(lines[:3])}{more}" if lines else ""))
     if loaded.nonstandard:
         extra.append(f"{len(loaded.nonstandard)} non-standard rows (subsets, overrides) left out of tables and figures")
     return line + (f" ({'; '.join(extra)})" if extra else "")
@@ -321,7 +326,8 @@ class _Context:
                          board[[*KEY, col, col.replace("mean_", "n_")]].itertuples(index=False)})
             tasks_cols = [c for c in board.columns if c not in HEAD]
             self.model_columns.setdefault(f"{protocol}:tasks", {}).update(
-                {(m, p): int(n) for m, p, n in zip(board["model"], board["pretrained"], board[tasks_cols].notna().sum(axis=1))})
+                {(m, p): int(n) for m, p, n in zip(board["model"], board["pretrained"],
+                                                   board[tasks_cols].notna().sum(axis=1))})
             header, cells = self.keyed(board)
             self.interval_cells(board, protocol, header, cells)
             caption = _means_caption(board, groups) + _interval_note(self.rows, protocol)
@@ -342,7 +348,8 @@ class _Context:
             board = board.sort_values([*KEY, "k"], kind="stable").reset_index(drop=True)
             s.tables["leaderboard_fewshot"] = board
             header, cells = self.keyed(board)
-            caption = ("k-shot linear probe, mean over seeds, one line per model and k. " + _means_caption(board, groups))
+            caption = ("k-shot linear probe, mean over seeds, one line per model and k. "
+                       + _means_caption(board, groups))
             self.fewshot_interval_cells(board, header, cells)
             children.append(Section("Leaderboard: few-shot", [html.paragraph(caption), html.table(header, cells)]))
         for title, blocks in retrieval_section(self.rows, self.out, s):
@@ -396,7 +403,8 @@ class _Context:
         mean = er[er["shift"] == "mean"].set_index([*KEY, "protocol"])
         table[f"mean of the {len(shifts)} shifts"] = mean["effective_robustness"].map(html.fmt_value)
         table["shifts in mean"] = mean["n_shifts"]
-        cols = [f"mean of the {len(shifts)} shifts", "shifts in mean", *[labels[x] for x in shifts if labels[x] in table]]
+        cols = [f"mean of the {len(shifts)} shifts", "shifts in mean",
+                *[labels[x] for x in shifts if labels[x] in table]]
         if "average panel" in table:
             cols.append("average panel")
         table = table[cols].reset_index()
@@ -453,7 +461,8 @@ class _Context:
         path = s.save_figure("fewshot_tasks", fig, self.plots / "fewshot_tasks.png")
         self.figures.append(Section("Few-shot: per task", [html.figure(
             path, "few-shot per task", f"Per task: k-shot linear probe (mean over seeds, bars: {bar_text}), zero-shot "
-            "at k = 0 and the linear probe on all training data at \"all\", each model in its own colour and marker.")]))
+            "at k = 0 and the linear probe on all training data at \"all\", each model in its own colour and "
+            "marker.")]))
         headline = fs.average_match(avg, refs)
         s.tables["fewshot_average_match"] = headline
         for r in headline.itertuples():
@@ -472,7 +481,8 @@ class _Context:
         for r in per_model.itertuples():
             s.lines.append(f"shots to match zero-shot: {display_name(r.model, r.pretrained)} median "
                            f"{_fmt_shots(r.median_shots) or 'n/a'}, mean {_fmt_shots(r.mean_shots) or 'n/a'} over "
-                           f"{_plural(r.n_tasks, 'task')} ({r.n_extrapolated} extrapolated, {r.n_not_reached} not reached)")
+                           f"{_plural(r.n_tasks, 'task')} ({r.n_extrapolated} extrapolated, "
+                           f"{r.n_not_reached} not reached)")
         self.model_columns["median_shots"] = {(r.model, r.pretrained): r for r in per_model.itertuples()}
         fig = shots_to_match_figure(match, self.styles, (ks[0], ks[-1]))
         path = s.save_figure("shots_to_match", fig, self.plots / "shots_to_match.png")
@@ -498,11 +508,11 @@ class _Context:
                     v = float(table.loc[n, col])
                     row[i] = Cell(html.esc(_fmt_shots(v)), repr(v) if math.isfinite(v) else "", True)
         self.tables.append(Section("Shots to match zero-shot", [
-            html.paragraph("Labelled examples per class a few-shot linear probe needs to equal zero-shot. `median_shots` "
-                           "and `mean_shots` are over the tasks with a value (`n_tasks`). Marks: (f) between the largest "
-                           "k and the full-data probe, (e) extrapolated below the smallest k, (≤) already matched at the "
-                           "smallest k; \"not reached\": even the full-data probe (or, without one, the largest k) "
-                           "stays below zero-shot. Per-task rows: shots_to_match.csv; per-model: "
+            html.paragraph("Labelled examples per class a few-shot linear probe needs to equal zero-shot. "
+                           "`median_shots` and `mean_shots` are over the tasks with a value (`n_tasks`). Marks: (f) "
+                           "between the largest k and the full-data probe, (e) extrapolated below the smallest k, (≤) "
+                           "already matched at the smallest k; \"not reached\": even the full-data probe (or, without "
+                           "one, the largest k) stays below zero-shot. Per-task rows: shots_to_match.csv; per-model: "
                            "shots_to_match_summary.csv."),
             html.table(header, cells, sortable=True),
         ]))
@@ -552,8 +562,8 @@ class _Context:
         self.tables.append(Section("Against published numbers", [
             html.paragraph("CLIP paper: Tables 11 (zero-shot) and 10 (linear probe), secondary transcription "
                            "(assets/reference/README.md). open_clip: its published CLIP_benchmark results, which use "
-                           "some different prompts and metrics (the note column of the full comparison below says where). "
-                           "Δ = ours − published, in points."),
+                           "some different prompts and metrics (the note column of the full comparison below says "
+                           "where). Δ = ours − published, in points."),
             html.table(o_header, o_cells, sortable=True, wrap=("tasks more than 1 point off",)),
             html.details(f"All {len(comparison)} comparisons ({n_flagged} with |Δ| > 1); click a column to sort",
                          [html.table(header, cells, sortable=True, wrap=("note",))]),
@@ -668,7 +678,8 @@ class _Context:
                     rec[title] = (d, f"{d:.2f} ({flagged} of {n} > 1)")
             records.append(rec)
         cols = ["model", "pretrained"] + [c for c in (
-            "zero-shot tasks", "zero-shot clip27 mean", "zero-shot shifts mean", "linear-probe clip27 mean", "effective robustness",
+            "zero-shot tasks", "zero-shot clip27 mean", "zero-shot shifts mean", "linear-probe clip27 mean",
+            "effective robustness",
             "zero-shot matches (average)", "median shots to match", "zero-shot |Δ| vs CLIP paper",
             "zero-shot |Δ| vs open_clip") if any(c in r for r in records)]
         header, cells = cols, []
@@ -701,7 +712,8 @@ class _Context:
             blocks.append(html.bullet_list([f"`{c}`: {explain[c]}." for c in cols[2:]], "note"))
         data = [f"{len(loaded.rows)} result rows ({_plural(len(keys), 'model')} drawn)."]
         if loaded.duplicates:
-            data.append(f"{loaded.duplicates} repeated rows (the same result written again) were collapsed to the latest.")
+            data.append(f"{loaded.duplicates} repeated rows (the same result written again) "
+                        "were collapsed to the latest.")
         if loaded.nonstandard:
             data.append(f"{len(loaded.nonstandard)} rows are not the standard evaluation (a subset or an override) and "
                         "are left out of every table and figure; they are in all_metrics.csv.")
@@ -751,7 +763,8 @@ def _means_caption(board: pd.DataFrame, groups: dict[str, list[str]]) -> str:
         parts.append(f"`mean_shifts` the ImageNet shifts ({', '.join(groups['imagenet_shifts'])})")
     text = "Main metric per task, in percent."
     if parts:
-        text += " " + " and ".join(parts) + "; `n_*` says how many of them each model has, so partial means show as such."
+        text += (" " + " and ".join(parts)
+                 + "; `n_*` says how many of them each model has, so partial means show as such.")
     return text
 
 

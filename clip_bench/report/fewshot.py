@@ -94,7 +94,8 @@ def curves(rows: list[dict[str, Any]]) -> pd.DataFrame:
         if idx in stats.index:
             st = stats.loc[idx]
             mean, std, n = float(st["mean"]), float(st["std"]), int(st["count"])
-            same = agg is not None and agg["agg_measure"] == measured.loc[idx] and (pd.isna(agg["n_agg"]) or agg["n_agg"] == n)
+            same = (agg is not None and agg["agg_measure"] == measured.loc[idx]
+                    and (pd.isna(agg["n_agg"]) or agg["n_agg"] == n))
             src = agg if same else None  # another run's interval (other seeds or data) is not this mean's
         else:
             last = agg if agg is not None else other.loc[idx]
@@ -258,7 +259,8 @@ def shots_to_match(
 
 
 def match_summary(match: pd.DataFrame) -> pd.DataFrame:
-    """Per model: median and mean shots over tasks with a finite value, and how many were extrapolated or not reached."""
+    """Per model: median and mean shots over tasks with a finite value, and how many were extrapolated or not
+    reached."""
     out = []
     for (model, pretrained), g in match.groupby(KEY, sort=True):
         finite = g["shots"].dropna()

@@ -130,7 +130,8 @@ def fewshot_tasks_figure(
     def refs(df: pd.DataFrame, task: str) -> Ref:
         sel = df[df["task"] == task]
         return {(m, p): (float(v), None if math.isnan(lo) else (v - lo, hi - v))
-                for m, p, v, lo, hi in sel[["model", "pretrained", "value", "ci_low", "ci_high"]].itertuples(index=False)}
+                for m, p, v, lo, hi
+                in sel[["model", "pretrained", "value", "ci_low", "ci_high"]].itertuples(index=False)}
 
     for ax, task in zip(axes, tasks):
         _curve_panel(ax, curve[curve["task"] == task], refs(zeroshot, task), refs(linear, task), styles)

@@ -56,7 +56,8 @@ def _draw_fit(ax: Any, fit: BaselineFit, lo: float, hi: float) -> None:
 
 
 def _err(center: float, lo: Any, hi: Any) -> list[list[float]] | None:
-    """Error bar lengths (fractions) around `center` (percent, as drawn), ends clipped to where a logit axis shows them."""
+    """Error bar lengths (fractions) around `center` (percent, as drawn), ends clipped to where a logit axis
+    shows them."""
     if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
         return None
     return [[max(center - logit_clip(lo), 0.0) / 100], [max(logit_clip(hi) - center, 0.0) / 100]]

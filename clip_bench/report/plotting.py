@@ -197,7 +197,8 @@ def _array(boxes: Iterable[Bbox]) -> np.ndarray:
     return np.array([[b.x0, b.y0, b.x1, b.y1] for b in boxes], dtype=float).reshape(-1, 4)
 
 
-def place_labels(ax: Any, labels: Iterable[Label], renderer: Any, soft: Iterable[Bbox] = (), **text_kw: Any) -> list[Any]:
+def place_labels(ax: Any, labels: Iterable[Label], renderer: Any, soft: Iterable[Bbox] = (),
+                 **text_kw: Any) -> list[Any]:
     """Annotate each label where its box overlaps no marker, no earlier label and stays inside the axes.
 
     Candidate positions go round the point at growing distances (a thin leader line joins far ones);

@@ -138,7 +138,8 @@ def average_fit(shifts: list[str]) -> tuple[BaselineFit, pd.Series]:
 
 
 def _mean_error(values: list[tuple[float, float, float]]) -> tuple[float, float]:
-    """Lower and upper 95 % errors of a mean of independent values (value, low, high): sqrt(Σ e²)/n; NaN if any lacks one."""
+    """Lower and upper 95 % errors of a mean of independent values (value, low, high): sqrt(Σ e²)/n; NaN if any
+    lacks one."""
     lo = np.sqrt(sum((v - a) ** 2 for v, a, _ in values)) / len(values)
     hi = np.sqrt(sum((b - v) ** 2 for v, _, b in values)) / len(values)
     return float(lo), float(hi)

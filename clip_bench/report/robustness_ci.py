@@ -126,7 +126,8 @@ def add_er_intervals(er: pd.DataFrame, rows: list[dict[str, Any]], B: int = stat
         for col in CI_COLUMNS:
             er[col] = pd.Series(dtype=float)
         return er
-    bounds = [stats.percentile_interval(r) if r is not None else (np.nan, np.nan) for r in er_replicates(er, rows, B, seed)]
+    bounds = [stats.percentile_interval(r) if r is not None else (np.nan, np.nan)
+              for r in er_replicates(er, rows, B, seed)]
     er["er_ci_low"] = [b[0] for b in bounds]
     er["er_ci_high"] = [b[1] for b in bounds]
     return er
