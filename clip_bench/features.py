@@ -149,6 +149,10 @@ class FeatureCache:
         Every write to the entry happens under it, so temporary files found on taking it were left by a
         process that died mid-write (killed, or out of disk): they are removed.
         """
+        if self.dir.exists() and not self.dir.is_dir():  # a stray file named like the entry: damage, not an entry
+            print(f"clip-bench: warning: damaged feature-cache entry {self.dir} (a file, not a folder); it is "
+                  "removed and computed again.", file=sys.stderr)
+            discard_path(self.dir)
         with file_lock(self.dir / ".lock", wait_message=(
                 f"clip-bench: waiting for another process that is extracting the same features ({self.dir})")):
             remove_temp_files(self.dir)
@@ -179,8 +183,10 @@ class FeatureCache:
             rows = meta.get("rows")
             if feats.ndim != 2 or len(feats) != rows or len(labels) != rows or feats.dtype != np.float16:
                 raise ValueError("shape mismatch")
-        except (OSError, ValueError, TypeError, KeyError, UnicodeDecodeError, json.JSONDecodeError):
-            if discard:
+        except (OSError, ValueError, TypeError, KeyError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if discard:  # said once, by the run that repairs it
+                print(f"clip-bench: warning: damaged feature-cache entry {self.dir} ({exc}); it is computed "
+                      "again.", file=sys.stderr)
                 meta_path.unlink(missing_ok=True)
             return None
         return Features(feats, labels, meta, from_cache=True)

@@ -261,6 +261,29 @@ def test_meta_json_that_is_a_directory_is_a_damaged_entry(eval_config, monkeypat
     assert json.loads((entry / "meta.json").read_text())["rows"] == 360
 
 
+@pytest.mark.parametrize("damage", ["features.npy truncated", "labels.npy garbage", "a file where the entry is"])
+def test_a_damaged_entry_is_said_removed_and_recomputed(eval_config, monkeypatch, capsys, damage):
+    zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None)
+    entry = _entry(eval_config.cache_dir)
+    if damage == "features.npy truncated":
+        data = (entry / "features.npy").read_bytes()
+        (entry / "features.npy").write_bytes(data[: len(data) // 2])
+    elif damage == "labels.npy garbage":
+        (entry / "labels.npy").write_bytes(b"not an array")
+    else:
+        import shutil
+
+        shutil.rmtree(entry)
+        entry.write_text("a stray file named like the entry")
+    capsys.readouterr()
+    opened = _count_images(monkeypatch)
+    rows = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None)
+    assert len(opened) == 360 and rows[0]["value"] == pytest.approx(91.67, abs=0.005)  # recomputed, right number
+    err = capsys.readouterr().err
+    assert f"damaged feature-cache entry {entry}" in err and "computed again" in err
+    assert entry.is_dir() and json.loads((entry / "meta.json").read_text())["rows"] == 360
+
+
 def test_shard_sidecar_that_is_a_directory_is_a_damaged_shard(eval_config, monkeypatch):
     import clip_bench.features as features
 
