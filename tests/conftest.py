@@ -1,4 +1,11 @@
-"""Shared fixtures: the tiny CLIP (loaded once per test run) and isolated cache/output folders."""
+"""Shared fixtures: the tiny CLIP (loaded once per test run), isolated cache/output folders, and the
+tiny CLIP's zero-shot, linear-probe and few-shot runs on digits.
+
+Naming in tests/: a test file is named after the code it tests (``test_<subject>.py``); a module the tests
+import is named ``<subject>_<kind>.py``, where ``*_fixtures.py`` write fixtures in real on-disk formats
+(dataset_fixtures, task_fixtures, hf_fixtures, retrieval_fixtures), ``figure_checks.py`` judges Figure
+objects, ``toy_backend.py`` is a model backend plug-in and ``slow_child.py`` holds child-process scripts.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,9 @@ import pytest
 
 os.environ.setdefault("CLIP_BENCH_CACHE", str(Path(__file__).parent / ".cache-should-not-be-used"))
 
-from clip_bench.evaluate import EvalConfig  # noqa: E402
+from clip_bench.evaluate import EvalConfig, zeroshot  # noqa: E402
 from clip_bench.features import ExtractConfig  # noqa: E402
+from clip_bench.linprobe import fewshot, linprobe  # noqa: E402
 
 TINY = "tiny-clip-digits"
 
@@ -32,3 +40,15 @@ def eval_config(tmp_path: Path) -> EvalConfig:
         output_dir=tmp_path / "results",
         extract=ExtractConfig(batch_size=128, workers=0, quiet=True),
     )
+
+
+@pytest.fixture(scope="module")
+def digits_runs(tmp_path_factory, tiny_model):
+    """Zero-shot, linear-probe and few-shot rows of the tiny CLIP on digits, sharing one feature cache."""
+    tmp = tmp_path_factory.mktemp("outcomes")
+    cfg = EvalConfig(data_root=tmp / "data", cache_dir=tmp / "cache", output_dir=tmp / "results",
+                     extract=ExtractConfig(batch_size=128, workers=0, quiet=True))
+    zs = zeroshot(tiny_model, "digits", cfg)
+    lp = linprobe(tiny_model, "digits", cfg)
+    fs = fewshot(tiny_model, "digits", cfg, shots=(2,), seeds=2, with_zeroshot=False)
+    return cfg, zs, lp, fs

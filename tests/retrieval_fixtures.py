@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-from fixture_writers import digits_rgb, encode
+from dataset_fixtures import digits_rgb, encode
 from PIL import Image
 
 TEMPLATES = ("a handwritten digit {d}, {s}", "the number {d} {s}", "a scan of a {d}, {s}")

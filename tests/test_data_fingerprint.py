@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _task_fixtures import fixture_task, main_row
-from fixture_writers import digits_rgb, encode, write_digit_folder, write_idx, write_mnist
+from dataset_fixtures import digits_rgb, encode, write_digit_folder, write_idx, write_mnist
+from task_fixtures import fixture_task, main_row
 
 from clip_bench import data_fingerprint as dfp
 from clip_bench import zeroshot

@@ -306,3 +306,29 @@ def test_shard_sidecar_that_is_a_directory_is_a_damaged_shard(eval_config, monke
     rows = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=None, extract=extract)
     assert len(opened) == 260 and rows[0]["value"] == pytest.approx(91.67, abs=0.005)  # shard 1 encoded again
     assert json.loads((entry / "meta.json").read_text())["rows"] == 360
+
+
+def test_skipped_image_in_a_batch_that_straddles_two_shards(tmp_path, eval_config):
+    """A batch holding the end of one shard and a bad image of the next one: the skip belongs to the next shard.
+
+    Before, the skip was counted in the shard being closed, whose sidecar then failed its own check and the
+    merge said "changed or vanished while merging" on every run.
+    """
+    from dataclasses import replace
+
+    from dataset_fixtures import write_digit_folder
+
+    from clip_bench import zeroshot
+    from clip_bench.features import ExtractConfig
+
+    write_digit_folder(eval_config.data_root / "dg" / "test", per_class=3)
+    (eval_config.data_root / "dg" / "test" / "4" / "001.png").write_bytes(b"\x89PNG not really")  # index 13
+    task = tmp_path / "dg.yaml"
+    task.write_text("name: dg\nversion: 1\nprompts: digits\nmetric: accuracy\nsplits: [test]\n"
+                    "sources:\n  local: {loader: imagefolder, path: dg}\n")
+    extract = ExtractConfig(batch_size=8, workers=0, shard_size=10, quiet=True, skip_bad_images=True)
+    rows = zeroshot("tiny-clip-digits", str(task), replace(eval_config, extract=extract), device="cpu")
+    assert rows[0]["n"] == 29 and rows[0]["extra"]["skipped_images"] == 1
+    whole = zeroshot("tiny-clip-digits", str(task), replace(eval_config, cache_dir=None, extract=replace(
+        extract, batch_size=64, shard_size=64)), device="cpu")
+    assert rows[0]["value"] == whole[0]["value"]

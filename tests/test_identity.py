@@ -1,4 +1,5 @@
-"""Result identity: a subset or override run is never taken for the standard result."""
+"""Result identity: a subset, override, non-default probe or skipped-image run is never taken for the
+standard result."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from clip_bench import zeroshot
+from clip_bench.probe import ProbeConfig
 from clip_bench.results import make_row, read_rows, result_id
 from clip_bench.sweep import ModelEntry, expected_main_row, run_sweep
 
@@ -108,3 +110,78 @@ def test_result_id_covers_every_input():
     # below fp32 the device type counts (autocast kernels differ)
     half = {**fields, "precision": "fp16"}
     assert make_row(**half)["result_id"] != make_row(**{**half, "device": "cuda:0"})["result_id"]
+
+
+def _digits_without_val(tmp_path):
+    """The digits task with no val split, so the linear probe holds its validation set out of train."""
+    from pathlib import Path
+
+    import clip_bench
+
+    text = (Path(clip_bench.__file__).parent.parent / "tasks" / "digits.yaml").read_text()
+    text = text.replace("splits: [train, val, test]", "splits: [train, test]")
+    text = text.replace("name: digits", "name: digitsnoval")
+    path = tmp_path / "digitsnoval.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_non_default_probe_settings_are_part_of_the_row_identity(eval_config, tmp_path):
+    """--val-fraction 0.5 (and any non-default ProbeConfig knob) gave another number under the default
+    row's result_id, so the sweep took it for the default measurement. Default rows keep their ids."""
+    from clip_bench.linprobe import fewshot, linprobe
+    from clip_bench.models import ModelHandle
+    from clip_bench.sweep import expected_main_row
+
+    task = _digits_without_val(tmp_path)
+    (default,) = linprobe("tiny-clip-digits", task, eval_config, device="cpu")
+    (half,) = linprobe("tiny-clip-digits", task, eval_config, device="cpu", probe=ProbeConfig(val_fraction=0.5))
+    assert half["extra"]["n_val"] != default["extra"]["n_val"]
+    assert half["result_id"] != default["result_id"]
+    # another protocol than the paper's: kept apart from the leaderboard, which shows the default
+    assert default["standard"] and not half["standard"]
+    handle = ModelHandle.of("tiny-clip-digits", None, "cpu", "fp32")
+    assert expected_main_row(handle, task, "linprobe", eval_config)["result_id"] == default["result_id"]
+    grid = ProbeConfig(c_min=1e-2, c_max=1e2)
+    (narrow,) = linprobe("tiny-clip-digits", task, eval_config, device="cpu", probe=grid)
+    assert narrow["result_id"] != default["result_id"] and not narrow["standard"]
+    kw = dict(shots=(2,), seeds=1, with_zeroshot=False, device="cpu")
+    plain = [r for r in fewshot("tiny-clip-digits", "digits", eval_config, **kw) if r["extra"].get("seed") == 0]
+    prior = [r for r in fewshot("tiny-clip-digits", "digits", eval_config, probe=ProbeConfig(prior_scale=1.0), **kw)
+             if r["extra"].get("seed") == 0]
+    assert plain[0]["extra"]["C_prior"] != prior[0]["extra"]["C_prior"]
+    assert plain[0]["result_id"] != prior[0]["result_id"]
+    assert plain[0]["standard"] and not prior[0]["standard"]
+
+
+@pytest.mark.slow
+def test_probe_rows_of_a_run_that_skipped_images_have_their_own_identity(tmp_path, eval_config, monkeypatch):
+    """linprobe/fewshot rows never recorded --skip-bad-images: a probe on features with an image left
+    out had the clean run's result_id and counted as standard."""
+    from dataset_fixtures import write_digit_folder
+
+    from clip_bench.features import ExtractConfig
+    from clip_bench.linprobe import fewshot, linprobe
+
+    root = eval_config.data_root / "dg"
+    write_digit_folder(root / "train", per_class=6)
+    write_digit_folder(root / "test", per_class=2)
+    task = tmp_path / "dg.yaml"
+    task.write_text("name: dg\nversion: 1\nprompts: digits\nmetric: accuracy\nsplits: [train, test]\n"
+                    "eval_split: test\nsources:\n  local: {loader: imagefolder, path: dg}\n")
+    eval_config.extract = ExtractConfig(workers=0, quiet=True)
+    (clean,) = linprobe("tiny-clip-digits", str(task), eval_config, device="cpu")
+    clean_k = fewshot("tiny-clip-digits", str(task), eval_config, device="cpu", shots=(2,), seeds=1,
+                      with_zeroshot=False)
+    (root / "train" / "3" / "001.png").write_bytes(b"not a png")
+    eval_config.cache_dir = tmp_path / "cache2"
+    eval_config.extract = ExtractConfig(workers=0, quiet=True, skip_bad_images=True)
+    (skipped,) = linprobe("tiny-clip-digits", str(task), eval_config, device="cpu")
+    assert (skipped["extra"]["n_train"] + skipped["extra"]["n_val"]
+            == clean["extra"]["n_train"] + clean["extra"]["n_val"] - 1)
+    assert skipped["extra"]["skipped_images"] == 1 and skipped["standard"] is False and clean["standard"] is True
+    assert skipped["result_id"] != clean["result_id"]
+    skipped_k = fewshot("tiny-clip-digits", str(task), eval_config, device="cpu", shots=(2,), seeds=1,
+                        with_zeroshot=False)
+    assert {r["result_id"] for r in skipped_k}.isdisjoint(r["result_id"] for r in clean_k)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixture_writers import write_digit_folder
+from dataset_fixtures import write_digit_folder
 
 from clip_bench import zeroshot
 from clip_bench.errors import DataNotFoundError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixture_writers import digits_rgb, encode, write_wds
+from dataset_fixtures import digits_rgb, encode, write_wds
 from PIL import Image
 
 from clip_bench import zeroshot

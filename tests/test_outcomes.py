@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from clip_bench import outcomes
-from clip_bench.backfill import backfill
-from clip_bench.errors import ClipBenchError
-from clip_bench.evaluate import EvalConfig, zeroshot
-from clip_bench.features import ExtractConfig
-from clip_bench.linprobe import fewshot, linprobe
+from clip_bench.evaluate import EvalConfig
 from clip_bench.results import read_rows
-
-
-@pytest.fixture(scope="module")
-def digits_runs(tmp_path_factory, tiny_model):
-    """Zero-shot, linear-probe and few-shot rows of the tiny CLIP on digits, sharing one feature cache."""
-    tmp = tmp_path_factory.mktemp("outcomes")
-    cfg = EvalConfig(data_root=tmp / "data", cache_dir=tmp / "cache", output_dir=tmp / "results",
-                     extract=ExtractConfig(batch_size=128, workers=0, quiet=True))
-    zs = zeroshot(tiny_model, "digits", cfg)
-    lp = linprobe(tiny_model, "digits", cfg)
-    fs = fewshot(tiny_model, "digits", cfg, shots=(2,), seeds=2, with_zeroshot=False)
-    return cfg, zs, lp, fs
 
 
 @pytest.mark.slow
@@ -85,23 +67,3 @@ def test_a_stale_outcomes_file_is_never_used(digits_runs, tmp_path):
     row = dict(next(r for r in zs if r["metric"] == "top1"), value=50.0)  # another run of the same evaluation
     with pytest.raises(outcomes.OutcomeError, match="belongs to another run"):
         outcomes.load_for_row(row, cfg.output_dir)
-
-
-@pytest.mark.slow
-def test_backfill_rebuilds_outcomes_from_the_caches_without_a_model(digits_runs, tmp_path, monkeypatch):
-    cfg, zs, _, _ = digits_runs
-    import clip_bench.models as models
-
-    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("backfill loaded the model"))
-    for row in zs:
-        old = {k: v for k, v in row.items() if k not in ("ci_low", "ci_high", "ci_method", "outcomes")}  # a pre-stats row
-        out = backfill(old, tmp_path, cfg.cache_dir, cfg.data_root)
-        original = outcomes.load(cfg.output_dir / row["outcomes"])
-        assert out.sample_hash == original.sample_hash and out.value == original.value
-        assert (tmp_path / outcomes.outcome_relpath(old)).is_file()
-    with pytest.raises(ClipBenchError, match=r"not in the cache .*run `clip-bench zeroshot --model tiny-clip-digits "
-                                             r"--task digits --source sklearn --output-dir"):
-        backfill(old, tmp_path, tmp_path / "empty-cache", cfg.data_root)
-    lp = json.loads(json.dumps({**old, "protocol": "linear_probe"}))
-    with pytest.raises(ClipBenchError, match="run `clip-bench linprobe"):
-        backfill(lp, tmp_path, cfg.cache_dir, cfg.data_root)

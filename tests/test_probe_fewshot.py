@@ -170,3 +170,12 @@ def test_fewer_than_k_names_the_cli_flag():
     labels = np.array([0] * 10 + [1] * 3)
     with pytest.raises(ClipBenchError, match="--allow-fewer"):
         sample_k_shot(labels, 4, seed=0)
+
+
+@pytest.mark.parametrize("scale", [1e-160, 1e200])
+def test_features_far_from_unit_scale_name_the_features_in_the_prior(scale):
+    from clip_bench.probe.fewshot import prior_C
+
+    X = np.random.default_rng(0).standard_normal((8, 4)) * scale
+    with pytest.raises(ClipBenchError, match="spread .* check the features"):
+        prior_C(X)

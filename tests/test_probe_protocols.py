@@ -10,7 +10,7 @@ import importlib
 import numpy as np
 import pytest
 import yaml
-from fixture_writers import digits_rgb, fixture_task, write_stl10_binary, write_ucf101_frames, write_voc
+from dataset_fixtures import digits_rgb, fixture_task, write_stl10_binary, write_ucf101_frames, write_voc
 
 from clip_bench import zeroshot
 from clip_bench.errors import ClipBenchError
@@ -19,6 +19,7 @@ from clip_bench.linprobe import linprobe
 from clip_bench.loaders.class_folders import per_class_split
 from clip_bench.metrics import map_11point, top1
 from clip_bench.models import ModelHandle
+from clip_bench.probe import LogisticRegressionProbe
 from clip_bench.probe.protocol import ProbeConfig, run_linear_probe
 from clip_bench.results import result_id
 from clip_bench.tasks import get_task
@@ -263,3 +264,28 @@ def test_every_task_has_a_valid_probe_plan_and_bad_plans_are_one_line_errors(tmp
     bad.write_text(yaml.safe_dump(raw))
     with pytest.raises(ClipBenchError, match="probe run 0 has unknown key 'tset'"):
         probe_plan(get_task(str(bad)))
+
+
+def test_validation_metric_skips_ignored_multilabel_targets_and_the_fit_never_sees_them():
+    """VOC's difficult-only entries (-1) must count neither as positive nor as negative in the mAP that
+    chooses C, as in the test mAP. linprobe mapped them to 0 (negatives) before the C search; the fit
+    itself trains with them as negatives."""
+    from clip_bench.probe import ProbeConfig, run_linear_probe
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    Y = (X[:, :3] + 0.5 * rng.normal(size=(300, 3)) > 0).astype(np.int64)
+    Y[rng.random(Y.shape) < 0.1] = -1  # ignored entries everywhere
+    seen = []
+
+    def metric(scores, targets):
+        seen.append(np.asarray(targets).copy())
+        return map_11point(scores, targets)
+
+    res = run_linear_probe(X[:150], Y[:150], X[150:220], Y[150:220], X[220:], Y[220:], metric,
+                           config=ProbeConfig(n_threads=1), multilabel=True)
+    val_calls = [t for t in seen if t.shape[0] == 70]
+    assert val_calls and all((t == -1).sum() == (Y[150:220] == -1).sum() for t in val_calls)
+    assert res["n_refit"] == 220 and np.isfinite(res["val_log_loss"])
+    with pytest.raises(ClipBenchError, match="must be 0 or 1"):
+        LogisticRegressionProbe(multilabel=True).fit(X[:150], Y[:150])

@@ -1,5 +1,6 @@
 """Row views: a held-out split or train + val is read chunk by chunk out of the feature cache, never
-gathered whole, and every number is bit-identical to the gathered path."""
+gathered whole, and every number is bit-identical to the gathered path;
+a NaN or inf row read so is an error."""
 
 from __future__ import annotations
 
@@ -135,3 +136,41 @@ def test_predict_proba_holds_one_result_array(tmp_path, method):
         np.testing.assert_allclose(np.exp(p64), probe.predict_proba(X), rtol=1e-12, atol=1e-300)
         assert log_loss(p32, y, probe.classes_, False) == pytest.approx(log_loss(p64, y, probe.classes_, False),
                                                                         rel=1e-6)
+
+
+def _memmap(tmp_path, X, name):
+    path = tmp_path / f"{name}.npy"
+    np.save(path, X)
+    return np.load(path, mmap_mode="r")
+
+
+def test_a_nan_row_in_the_test_features_is_an_error_not_a_score(tmp_path):
+    """NaN logits argmax to class 0: a NaN test row was silently scored as a prediction of class 0."""
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(3, 8)) * 3
+    y = rng.integers(0, 3, 300)
+    X = (means[y] + rng.normal(size=(300, 8))).astype(np.float16)
+    tX = X[:60].copy()
+    tX[5, 3] = np.nan
+    probe = LogisticRegressionProbe(C=1.0).fit(X, y)
+    with pytest.raises(ClipBenchError, match="NaN or inf"):
+        probe.predict_proba(_memmap(tmp_path, tX, "test"))
+    with pytest.raises(ClipBenchError, match="NaN or inf"):
+        run_linear_probe(X, y, None, None, _memmap(tmp_path, tX, "test2"), y[:60], top1,
+                         config=ProbeConfig(c_min=1e-2, c_max=1e2, steps_per_decade=1, n_threads=1))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_training_features_are_a_clip_bench_error(tmp_path, monkeypatch, bad):
+    """A NaN/inf row in a float16 memmap (read through a row view) failed deep inside torch.linalg.eigh."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    X = rng.normal(size=(300, 8)).astype(np.float16)
+    X[17, 2] = bad
+    mm = _memmap(tmp_path, X, "train")
+    with pytest.raises(ClipBenchError, match="NaN or inf"):
+        LogisticRegressionProbe(C=1.0).fit(RowView.of(mm, np.arange(300)[::-1].copy()), y[::-1])
+    monkeypatch.setattr(rows_mod, "GATHER_BELOW_BYTES", 0)
+    with pytest.raises(ClipBenchError, match="NaN or inf"):
+        run_linear_probe(mm, y, None, None, mm[:50], y[:50], top1,
+                         config=ProbeConfig(c_min=1e-2, c_max=1e2, steps_per_decade=1, n_threads=1))

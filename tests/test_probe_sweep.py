@@ -1,6 +1,9 @@
-"""The paper's C search (grid + parametric binary search) and the linear-probe protocol."""
+"""The paper's C search (grid + parametric binary search, the paired tie band, validation scores that rank as
+the logits) and the linear-probe protocol."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -9,17 +12,20 @@ from sklearn.metrics import average_precision_score
 from sklearn.preprocessing import StandardScaler
 
 from clip_bench.errors import ClipBenchError
+from clip_bench.metrics import map_11point, mean_per_class_recall, roc_auc, top1
 from clip_bench.probe import (
     LogisticRegressionProbe,
     ProbeConfig,
     c_grid,
     parametric_search,
     probe_scores,
+    run_fewshot,
     run_linear_probe,
     stratified_holdout,
     sweep_C,
     sweep_C_folds,
 )
+from clip_bench.probe.sweep import log_loss
 
 
 def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
@@ -455,3 +461,331 @@ def test_per_example_shares_add_up_to_each_metric():
     scores[:5, 2] = -np.inf  # a class the probe never saw: never a top-5 hit
     for metric in (top1, mean_per_class_recall, mean_top1_top5):
         assert metric.per_example(scores, targets).sum() == pytest.approx(metric(scores, targets))
+
+
+def _confident(seed: int = 1, n: int = 400, d: int = 16, labels: int = 0):
+    """Nearly separable features: a large-C probe puts many logits above 17 (sigmoid > 1 - 6e-8)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    if labels:
+        y = np.stack([X @ rng.normal(size=d) > 0 for _ in range(labels)], 1).astype(np.int64)
+    else:
+        y = (X @ rng.normal(size=d) + 0.3 * rng.normal(size=n) > 0).astype(np.int64)
+    return X[: n // 2], y[: n // 2], X[n // 2 :], y[n // 2 :]
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_validation_scores_of_sigmoid_probes_are_the_float64_scores(multilabel):
+    """The sweep scored validation in float32 probabilities: sigmoid outputs above 1 - 6e-8 all
+    rounded to 1.0, so ROC AUC / 11-point mAP saw ties and the multi-label log-loss (the tie-breaker)
+    charged log(1e-15) for every confident miss. The C-selection score must be the test-time score."""
+    Xtr, ytr, Xva, yva = _confident(labels=5 if multilabel else 0)
+    metric = map_11point if multilabel else roc_auc
+    C = 1e4
+    sweep = sweep_C(Xtr, ytr, Xva, yva, metric, probe=LogisticRegressionProbe(multilabel=multilabel),
+                    grid=np.array([C]))
+    ref = LogisticRegressionProbe(C=C, multilabel=multilabel).fit(Xtr, ytr)
+    proba = ref.predict_proba(Xva)
+    assert (proba == 1.0).sum() < (proba.astype(np.float32) == 1.0).sum()  # the data do hit the float32 rounding
+    scores = probe_scores(ref, Xva)
+    assert sweep.best_score == metric(scores, yva)
+    assert sweep.best_log_loss == pytest.approx(log_loss(ref.predict_log_proba(Xva), yva, ref.classes_, multilabel),
+                                                rel=1e-9)
+
+
+def test_a_validation_metric_that_is_not_finite_is_an_error():
+    """A multi-label validation split without a single positive makes 11-point mAP the mean of nothing
+    (NaN): C cannot be chosen on it, so the search stops with one line instead of a NaN pick."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 6)).astype(np.float32)
+    Y = (X[:, :3] > 0).astype(np.int64)
+    vX, vY = X[:20], np.zeros((20, 3), dtype=np.int64)
+    with warnings.catch_warnings(), pytest.raises(ClipBenchError, match="not a finite number"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sweep_C(X, Y, vX, vY, map_11point, probe=LogisticRegressionProbe(multilabel=True), grid=np.array([0.1, 1.0]))
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_probe_scores_rank_as_the_logits_where_probabilities_saturate(multilabel):
+    """Probabilities round to 1.0 at sigmoid logits above ~37 (float64): confident hits and confident
+    misses then tie, and ROC AUC / mAP are computed on ties the model did not make. The probe's scores
+    (log-probabilities) rank exactly as its logits."""
+    Xtr, ytr, Xva, yva = _confident(labels=5 if multilabel else 0)
+    probe = LogisticRegressionProbe(C=1e4, multilabel=multilabel).fit(Xtr, ytr)
+    far = np.concatenate([Xva, 40 * Xva])  # the same directions, far out: logits of hundreds
+    y_far = np.concatenate([yva, yva])
+    logits = probe.decision_function(far)
+    assert (probe.predict_proba(far) == 1.0).any()  # the data do saturate the probabilities
+    if multilabel:
+        expected = map_11point(logits, y_far)
+    else:
+        from sklearn.metrics import roc_auc_score
+
+        expected = 100.0 * roc_auc_score(y_far, logits)
+    metric = map_11point if multilabel else roc_auc
+    assert metric(probe_scores(probe, far), y_far) == pytest.approx(expected, abs=1e-12)
+    assert metric(probe.predict_proba(far), y_far) != pytest.approx(expected, abs=1e-6)  # the old scores tie
+
+
+#: log-sigmoid(z) = -log1p(exp(-z)) is -exp(-z): a float64 denormal from z ~ 709 and exactly -0.0 above ~745
+_SATURATED = 745.2
+
+
+def _far_multilabel(scale: float = 200.0, seed: int = 1, n: int = 400, d: int = 16, labels: int = 5):
+    """A large-C one-vs-rest probe and validation points far along its directions: logits in the
+    thousands, with positives *and* negatives of one class above 745."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = np.stack([X @ rng.normal(size=d) > 0 for _ in range(labels)], 1).astype(np.int64)
+    Xtr, ytr, Xva, yva = X[: n // 2], y[: n // 2], X[n // 2 :], y[n // 2 :]
+    far = np.concatenate([Xva, scale * Xva])
+    return Xtr, ytr, far, np.concatenate([yva, yva])
+
+
+def _saturated_both_ways(logits: np.ndarray, y: np.ndarray) -> bool:
+    """Some class has a positive and a negative above the log-sigmoid saturation, the negative ranked
+    higher by the model: tied log-probabilities would hide that miss."""
+    for c in range(y.shape[1]):
+        pos, neg = logits[(y[:, c] == 1), c], logits[(y[:, c] == 0), c]
+        if pos[pos > _SATURATED].size and neg[neg > _SATURATED].size and neg.max() > pos[pos > _SATURATED].min():
+            return True
+    return False
+
+
+def test_multilabel_test_scores_rank_as_the_logits_above_745():
+    """Log-sigmoid rounds to -0.0 above logit ~745 (float64): confident hits and confident misses tie
+    again, just as sigmoid probabilities tied above ~37, and the stable sort of 11-point mAP then ranks
+    them in sample order. The multi-label test scores must rank as the logits at any magnitude."""
+    Xtr, ytr, far, y_far = _far_multilabel()
+    probe = LogisticRegressionProbe(C=1e4, multilabel=True).fit(Xtr, ytr)
+    logits = probe.decision_function(far)
+    assert _saturated_both_ways(logits, y_far)  # the data do reach the saturation
+    assert (probe.predict_log_proba(far) == 0.0).any()
+    assert map_11point(probe_scores(probe, far), y_far) == pytest.approx(map_11point(logits, y_far), abs=1e-12)
+
+
+def test_multilabel_validation_score_ranks_as_the_logits_above_745():
+    """The same in the C search: the validation mAP that chooses C is the one of the logits."""
+    Xtr, ytr, far, y_far = _far_multilabel()
+    C = 1e4
+    sweep = sweep_C(Xtr, ytr, far, y_far, map_11point, probe=LogisticRegressionProbe(multilabel=True),
+                    grid=np.array([C]))
+    ref = LogisticRegressionProbe(C=C, multilabel=True).fit(Xtr, ytr)
+    logits = ref.decision_function(far)
+    assert _saturated_both_ways(logits, y_far)
+    assert sweep.best_score == pytest.approx(map_11point(logits, y_far), abs=1e-12)
+    # the tie-breaker still reads log-probabilities (unchanged by this fix)
+    assert sweep.best_log_loss == pytest.approx(log_loss(ref.predict_log_proba(far), y_far, ref.classes_, True),
+                                                rel=1e-9)
+
+
+def test_multilabel_log_loss_skips_ignored_entries():
+    lp = np.log(np.array([[0.9, 0.2], [0.3, 0.6]]))
+    full = log_loss(lp, np.array([[1, 0], [0, 1]]), None, True)
+    skipped = log_loss(lp, np.array([[1, -1], [0, 1]]), None, True)
+    assert skipped == pytest.approx(full - (-np.log(0.8)) / 2)
+
+
+def test_top5_never_credits_a_class_the_probe_never_saw():
+    """With 3 of 8 classes in the shots, the 5 -inf columns tie: argpartition put some of them in the
+    top 5, so targets of unseen classes counted as top-5 hits depending on the tie order."""
+    from clip_bench.metrics import topk_accuracy
+    from clip_bench.outcomes import outcomes_for
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 4)).astype(np.float32)
+    probe = LogisticRegressionProbe(n_threads=1).fit(X, np.repeat([0, 1, 2], 30))
+    scores = probe_scores(probe, X[:50], n_classes=8)
+    unseen = np.arange(3, 8).repeat(10)
+    assert topk_accuracy(scores, unseen, 5) == 0.0
+    assert not outcomes_for("top5", scores, unseen, 0.0).top5.any()
+    seen = np.repeat([0, 1, 2], 17)[:50]
+    assert topk_accuracy(scores, seen, 5) == 100.0  # every seen class is within the 3 finite scores
+    unlaid = probe_scores(probe, X[:50])  # no n_classes: 3 columns; labels 3..7 have none
+    assert unlaid.shape[1] == 3 and topk_accuracy(unlaid, unseen, 5) == 0.0
+
+
+class _TableProbe:
+    """A stand-in for LogisticRegressionProbe whose validation predictions are set per C:
+    ``table(C, X) -> (hit mask, confidence)``; X's first column is the example's label (3 classes)."""
+
+    solver = "table"
+    multilabel = False
+
+    def __init__(self, table, C=None):
+        self.table, self.C = table, C
+
+    def clone(self, C):
+        return _TableProbe(self.table, C)
+
+    def fit(self, X, y, **_):
+        self.classes_ = np.arange(3)
+        self.coef_, self.intercept_ = np.zeros((3, 1)), np.zeros(3)
+        self.n_iter_, self.fit_time_, self.converged_ = 1, 0.0, True
+        return self
+
+    def predict_log_proba(self, X, dtype=np.float64):
+        hits, conf = self.table(self.C, X)
+        y = X[:, 0].astype(int)
+        rows = np.arange(len(y))
+        p = np.full((len(y), 3), (1 - conf) / 2)
+        p[rows, y] = np.where(hits, conf, (1 - conf) / 4)
+        p[rows, (y + 1) % 3] = np.where(hits, (1 - conf) / 2, 1 - conf)
+        return np.log(p / p.sum(axis=1, keepdims=True)).astype(dtype)
+
+
+def _data(n: int) -> tuple[np.ndarray, np.ndarray]:
+    y = np.arange(n) % 3
+    return y[:, None].astype(np.float64), y
+
+
+GRID = np.array([1e-2, 1e-1, 1.0])
+
+
+def _one_example_apart(C, X):
+    """C = 0.01: 51 of 100 right but unconfident (high log-loss); C = 0.1: 50 right, confident."""
+    hits = np.zeros(len(X), dtype=bool)
+    if C == 1e-2:
+        hits[:51] = True
+        return hits, 0.4
+    if C == 1e-1:
+        hits[:50] = True
+        return hits, 0.95
+    hits[:10] = True
+    return hits, 0.4
+
+
+def test_tie_se_zero_keeps_exact_ties_only_with_the_paired_band():
+    """sweep.py: "``tie_se=0`` keeps exact ties only". The paired band still added one example's share
+    (the continuity correction), so a C one example worse with a lower log-loss won at tie_se=0,
+    while a metric without per-example shares (unpaired band) kept the better C."""
+    X, y = _data(100)
+
+    def plain(scores, targets):  # top-1 without per-example shares: the unpaired band
+        return top1(scores, targets)
+
+    for metric in (top1, plain):
+        res = sweep_C(X, y, X, y, metric, probe=_TableProbe(_one_example_apart), grid=GRID, coarse_step=1,
+                      warm_start=False, tie_se=0.0)
+        assert (res.best_C, res.best_score) == (1e-2, 51.0), res.tie_band
+    # the default band still ties them (one example out of one discordant example)
+    res = sweep_C(X, y, X, y, top1, probe=_TableProbe(_one_example_apart), grid=GRID, coarse_step=1, warm_start=False)
+    assert (res.tie_band, res.best_C) == ("paired", 1e-1)
+
+
+def test_an_empty_cv_fold_gives_the_clear_error_not_a_shares_mismatch():
+    """fewshot --allow-fewer with classes of fewer shots than folds leaves a CV fold without
+    validation shots: its metric is NaN. The paired band's share check ran first and reported
+    "the metric's per-example shares add up to 0, not to its value nan" (reads like an internal
+    bug) instead of the sweep's error about a validation metric that is not a finite number."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 2)  # 2 examples per class, k = 4: folds 2 and 3 get no validation shot
+    X = (rng.normal(size=(6, 5)) + y[:, None]).astype(np.float32)
+    test_y = np.arange(30) % 3
+    test_X = (rng.normal(size=(30, 5)) + test_y[:, None]).astype(np.float32)
+    for metric in (top1, mean_per_class_recall):
+        with warnings.catch_warnings(), pytest.raises(ClipBenchError, match="not a finite number"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            run_fewshot(X, y, test_X, test_y, metric, 4, 0, config=ProbeConfig(n_threads=1), allow_fewer=True)
+
+
+def test_per_example_must_give_one_share_per_validation_example():
+    """Per-class shares of mean per-class recall (one per class) add up to the metric too, so the
+    sum check passed and the paired band was computed over classes, not examples: a wrong band,
+    silently. A list (not an array) crashed with AttributeError."""
+    X, y = _data(30)
+
+    def table(C, Xv):
+        return np.arange(len(Xv)) < {1e-2: 10, 1e-1: 20, 1.0: 25}[C], 0.6
+
+    def per_class(scores, targets):
+        pred, classes = scores.argmax(axis=1), np.unique(targets)
+        return np.array([100.0 * np.mean(pred[targets == c] == c) / len(classes) for c in classes])
+
+    def recall(scores, targets):
+        return mean_per_class_recall(scores, targets)
+
+    def listed(scores, targets):
+        return top1(scores, targets)
+
+    recall.per_example = per_class
+    listed.per_example = lambda s, t: list(top1.per_example(s, t))
+    with pytest.raises(ClipBenchError, match="one per validation example"):
+        sweep_C_folds([(X, y, X, y)], recall, probe=_TableProbe(table), grid=GRID, coarse_step=1, warm_start=False)
+    res = sweep_C_folds([(X, y, X, y)], listed, probe=_TableProbe(table), grid=GRID, coarse_step=1, warm_start=False)
+    assert (res.tie_band, res.best_C) == ("paired", 1.0)
+
+
+def test_shares_off_by_one_example_are_caught_on_a_large_validation_set():
+    """The sum check's rtol=1e-4 let a per_example that miscounts one example pass on any validation
+    set over ~12,500 examples (one example's share is below 1e-4 of the score there)."""
+    X, y = _data(30000)
+
+    def table(C, Xv):
+        return np.arange(len(Xv)) < {1e-2: 20000, 1e-1: 24000, 1.0: 24010}[C], 0.6
+
+    def off_by_one(scores, targets):
+        return top1(scores, targets)
+
+    def shares(scores, targets):
+        s = top1.per_example(scores, targets)
+        s[-1] = 100.0 / len(targets)  # a wrong example counted as right
+        return s
+
+    off_by_one.per_example = shares
+    with pytest.raises(ClipBenchError, match="per-example shares add up"):
+        sweep_C_folds([(X, y, X, y)], off_by_one, probe=_TableProbe(table), grid=GRID, coarse_step=1,
+                      warm_start=False)
+    # the built-in shares pass the tighter check, float32 ones (> 65536 examples per fold) included
+    X, y = _data(70000)
+    res = sweep_C_folds([(X, y, X, y)], top1, probe=_TableProbe(table), grid=GRID, coarse_step=1, warm_start=False)
+    assert res.tie_band == "paired"
+
+
+def _two_bests(b_confident: bool):
+    """C = 0.01 (A) and 0.1 (B) both get 50 of 100 right; C = 1 gets 47: the 3 it loses against A
+    are the only discordant examples (A beats it beyond the paired band), while against B (right on
+    other examples) 63 examples are discordant, a tie. The log-loss decides which of A and B is "the
+    best" the band is measured from."""
+    def table(C, X):
+        i = np.arange(len(X))
+        if C == 1e-2:
+            return i < 50, 0.6 if b_confident else 0.9
+        if C == 1e-1:
+            return (i >= 30) & (i < 80), 0.9 if b_confident else 0.6
+        return i < 47, 0.6
+    return table
+
+
+def test_a_c_beaten_by_one_of_two_equal_best_c_is_not_tied_whichever_has_the_lower_log_loss():
+    """With two C at the exact top score, the band was measured from the one with the lower
+    log-loss only: a C that the paired test resolves as worse than the other top C still tied, and
+    the prior then picked it (3 points under the top). Which C tie must not hinge on the log-loss
+    of equally scored C."""
+    X, y = _data(100)
+    picks = []
+    for b_confident in (False, True):
+        res = sweep_C(X, y, X, y, top1, probe=_TableProbe(_two_bests(b_confident)), grid=GRID, coarse_step=1,
+                      warm_start=False, prior_C=1.0)
+        picks.append((res.best_C, res.best_score))
+    assert picks[0][1] == 50.0 and picks[1][1] == 50.0, picks
+
+
+@pytest.mark.parametrize("labels", ["strings", "floats from 1"])
+def test_labels_other_than_class_indices_are_an_error_not_a_wrong_score(labels):
+    """(Older than the paired band.) Without integer labels ``n_classes`` is None and probe_scores
+    returned the log-probabilities in ``classes_`` order, which top-1 compared with the raw labels:
+    string labels scored 0.0 on val and test, float labels 1..10 scored 3 % with C at the grid's low
+    end, both as results."""
+    from sklearn.datasets import load_digits
+
+    from clip_bench.probe.protocol import run_linear_probe
+
+    X, y = load_digits(return_X_y=True)
+    X, y = (X / 16).astype(np.float32)[:500], y[:500]
+    lab = np.array(list("abcdefghij"))[y] if labels == "strings" else (y + 1).astype(np.float64)
+    with pytest.raises(ClipBenchError, match="0..K-1"):
+        run_linear_probe(X[:300], lab[:300], X[300:400], lab[300:400], X[400:], lab[400:], top1,
+                         config=ProbeConfig(n_threads=1, coarse_step=32))

@@ -1,5 +1,6 @@
-"""The README and docs/ stay true: every task, subcommand and set-up/test command they promise exists, and
-every relative link they hold leads to an existing file and heading."""
+"""The README and docs/ stay true: every task, subcommand and set-up/test command they promise exists, every
+relative link they hold leads to an existing file and heading, the imports they show import and the output
+they show is what the command prints."""
 
 from __future__ import annotations
 
@@ -99,3 +100,31 @@ def test_changelog_names_the_current_probe_rule():
 
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert f"`{PROBE_RULE}`" in changelog
+
+
+def test_readme_python_imports_exist():
+    """Every `from clip_bench... import X` the README and docs/ show imports (the compare example used a moved
+    name)."""
+    readme = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    lines = sorted(set(re.findall(r"^\s*(from clip_bench[\w.]* import [\w, ]+|import clip_bench[\w.]*)\s*$", readme,
+                                  flags=re.M)))
+    assert lines
+    exec("\n".join(lines), {})
+
+
+def _readme_console(command: str) -> str:
+    """The output the README shows under `$ <command>` in a console block."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(f"$ {command}\n", 1)[1]
+    return block.split("```", 1)[0]
+
+
+def test_readme_quickstart_table_is_what_zeroshot_prints(eval_config, capsys):
+    from dataclasses import replace
+
+    from clip_bench import zeroshot
+    from clip_bench.cli import print_rows
+
+    rows = zeroshot("tiny-clip-digits", "digits", replace(eval_config, output_dir=None), device="cpu")
+    print_rows(rows, "table")
+    assert capsys.readouterr().out == _readme_console("clip-bench zeroshot --model tiny-clip-digits --task digits")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import matplotlib
 import pytest
-from _report_checks import label_marker_overlaps, legend_entries, model_colors, unmatched_legend_entries
+from figure_checks import label_marker_overlaps, legend_entries, model_colors, unmatched_legend_entries
 
 from clip_bench.report import build_report
 from clip_bench.report.synthetic import synthetic_rows

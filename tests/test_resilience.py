@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixture_writers import write_digit_folder
+from dataset_fixtures import write_digit_folder
 from slow_child import slow_encode_script
 
 from clip_bench import zeroshot

@@ -42,3 +42,33 @@ def test_leaderboard_one_line_per_model_latest_wins(tmp_path):
     with open(write_leaderboard(tmp_path)) as fh:
         table = list(csv.DictReader(fh))
     assert [(t["model"], t["t1"], t["t2"]) for t in table] == [("A", "11.00", "20.00"), ("B", "30.00", "")]
+
+
+def _board_row(**kw):
+    from clip_bench.results import make_row
+
+    base = dict(model="M", pretrained="w", task="digits", protocol="zeroshot", metric="top1", is_main=True,
+                subset=None, standard=True, precision="fp32", date="2026-01-01T00:00:00+00:00", value=91.67)
+    return make_row(**{**base, **kw})
+
+
+def test_a_bf16_run_is_shown_apart_not_in_place_of_the_fp32_result(tmp_path):
+    """Precision changes a number, so a later bf16 run of the same model must not replace
+    the fp32 value on the leaderboard (nor be averaged into its means): it is its own, labelled line.
+    Probe rows on non-default features likewise."""
+    from clip_bench.report.leaderboard import leaderboard_table
+    from clip_bench.results import append_rows, read_rows, write_leaderboard
+
+    append_rows(tmp_path, [
+        _board_row(),
+        _board_row(precision="bf16", value=90.00, date="2026-02-01T00:00:00+00:00"),
+        _board_row(protocol="linear_probe", feature_kind="pre-proj", features_requested="auto", value=94.0),
+        _board_row(protocol="linear_probe", feature_kind="embed", features_requested="embed", value=93.0,
+                   date="2026-02-01T00:00:00+00:00"),
+    ])
+    rows = read_rows(tmp_path)
+    table = leaderboard_table(rows)
+    got = {(r["model"], r["protocol"]): r["digits"] for _, r in table.iterrows()}
+    assert got == {("M", "zeroshot"): 91.67, ("M [bf16]", "zeroshot"): 90.0,
+                   ("M", "linear_probe"): 94.0, ("M [features=embed]", "linear_probe"): 93.0}
+    assert "M [bf16]," in write_leaderboard(tmp_path).read_text()

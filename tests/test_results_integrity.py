@@ -1,20 +1,23 @@
-"""Rows are right or refused: class-name counts, non-finite values, torn lines, unwritable folders, bad images."""
+"""Rows are right or refused: class-name counts, non-finite values, torn lines and lines that are not rows,
+unwritable folders, bad images."""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fixture_writers import write_digit_folder
+from dataset_fixtures import write_digit_folder
 
 from clip_bench import zeroshot
 from clip_bench.cli import main
 from clip_bench.errors import ClipBenchError
 from clip_bench.features import ExtractConfig
+from clip_bench.report.leaderboard import protocol_table
 from clip_bench.results import append_rows, make_row, read_rows
 
 
@@ -160,3 +163,42 @@ def test_reading_results_while_another_run_creates_the_output_directory(tmp_path
     monkeypatch.undo()
     (out / "results.jsonl").write_text("")
     assert read_rows(out) == [] and read_rows(out / "results.jsonl") == []
+
+
+def _row(**kw):
+    base = dict(model="M", pretrained="w", task="digits", protocol="zeroshot", metric="top1", is_main=True,
+                subset=None, standard=True, date="2024-01-01T00:00:00+00:00", value=50.0)
+    return make_row(**{**base, **kw})
+
+
+def test_results_lines_that_are_not_rows_never_reach_a_table(tmp_path, capsys):
+    append_rows(tmp_path, [_row(value=91.5)])
+    with open(tmp_path / "results.jsonl", "a") as fh:
+        fh.write('[1, 2, 3]\n"text"\n{"model": null, "value": 1}\n')
+        good = json.loads(json.dumps(_row(value=10.0)))
+        for bad_value in ("NaN", '"high"', "true", "Infinity"):
+            line = json.dumps({**good, "date": "2099-01-01T00:00:00+00:00"})
+            fh.write(re.sub(r'"value": [^,}]+', f'"value": {bad_value}', line) + "\n")
+    rows = read_rows(tmp_path)
+    assert [r["value"] for r in rows] == [91.5]
+    err = capsys.readouterr().err
+    assert err.count("skipped 7 line(s) that are not result rows") == 1
+    assert protocol_table(rows)["digits"].tolist() == [91.5]
+    read_rows(tmp_path)
+    assert "skipped" not in capsys.readouterr().err  # said once per file
+
+
+def test_compare_on_results_with_odd_rows_is_one_line(tmp_path, capsys):
+    (tmp_path / "results.jsonl").write_text('{"model": null, "value": 1}\n[1]\n' + json.dumps(_row(model="x")) + "\n")
+    assert main(["compare", "x", "y", "--results", str(tmp_path)]) == 2  # was: TypeError traceback
+    assert "no result rows for model 'y'" in capsys.readouterr().err
+
+
+def test_classname_count_error_shows_the_task_names_instead_of_a_command_that_does_not():
+    from clip_bench.evaluate import _check_classname_count
+    from clip_bench.tasks import get_task
+
+    with pytest.raises(ClipBenchError) as err:
+        _check_classname_count(get_task("digits"), 9, "cn.txt")
+    assert "its own names: '0', '1', '2', ..., '9'" in str(err.value)
+    assert "clip-bench tasks" not in str(err.value)  # `clip-bench tasks digits` shows no class names

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixture_writers import fixture_task
+from dataset_fixtures import fixture_task
 from retrieval_fixtures import digit_retrieval_set, write_karpathy, write_retrieval_wds
 
 from clip_bench import zeroshot

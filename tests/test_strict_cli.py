@@ -9,7 +9,7 @@ import os
 import pytest
 from test_task_schema import cli, one_line_error
 
-from clip_bench.cli import error_line
+from clip_bench.cli import error_line, main
 from clip_bench.errors import ClipBenchError
 from clip_bench.evaluate import EvalConfig
 from clip_bench.features import ExtractConfig
@@ -150,3 +150,11 @@ def test_a_missing_prompt_file_is_named_once(capsys, tmp_path):
                  "--output-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "clip-bench: error: no prompt file '/nonexistent.txt': looked for /nonexistent.txt."
+
+
+def test_models_filter_applies_to_every_section(capsys):
+    assert main(["models", "--filter", "siglip"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-clip-digits" not in out and "ViT-B-16-SigLIP" in out  # the built-in model ignored the filter
+    assert main(["models", "--filter", "no-such-model-zzz"]) == 2
+    assert "no model name or pretrained tag contains 'no-such-model-zzz'" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fixture_writers import encode, write_digit_folder
+from dataset_fixtures import encode, write_digit_folder
 from PIL import Image
 from test_task_schema import one_line_error
 

@@ -7,7 +7,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from fixture_writers import _add, digits_rgb, encode, write_wds
+from dataset_fixtures import _add, digits_rgb, encode, write_wds
 from test_task_schema import one_line_error
 
 DIGITS = [str(i) for i in range(10)]
@@ -101,7 +101,7 @@ def test_shard_truncated_at_a_member_boundary_names_the_shard(setup, capsys):
 @pytest.fixture
 def retrieval(tmp_path):
     """The shipped flickr30k task (without its full-size counts) over a 40-image retrieval WebDataset."""
-    from fixture_writers import fixture_task
+    from dataset_fixtures import fixture_task
     from retrieval_fixtures import digit_retrieval_set, write_retrieval_wds
 
     images, _, captions = digit_retrieval_set(per_class=4)

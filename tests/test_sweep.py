@@ -1,7 +1,11 @@
-"""Sweeps run a grid, report failures without stopping, and skip finished jobs when restarted."""
+"""Sweeps run a grid, report failures without stopping, skip finished jobs when restarted, and print their
+rows as JSON."""
 
 from __future__ import annotations
 
+import json
+
+from clip_bench.cli import main
 from clip_bench.results import read_rows
 from clip_bench.sweep import ModelEntry, read_models_file, run_sweep
 
@@ -47,3 +51,19 @@ def test_unresolvable_models_fail_their_jobs_and_the_others_run(tmp_path, capsys
     assert "unknown model 'no-such-model'" in failed[1]
     assert [r["model"] for r in read_rows(tmp_path / "out") if r.get("is_main")] == ["tiny-clip-digits"]
     assert "Traceback" not in err
+
+
+def test_sweep_format_json_prints_only_the_rows(tmp_path, capsys):
+    """`--format json` is among sweep's options: stdout is exactly the rows of the jobs run (was: ignored)."""
+    models = tmp_path / "models.txt"
+    models.write_text("tiny-clip-digits\n")
+    args = ["sweep", "--models", str(models), "--tasks", "digits", "--cache-dir", str(tmp_path / "c"),
+            "--output-dir", str(tmp_path / "o"), "--workers", "0", "--device", "cpu", "--format", "json"]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    rows = json.loads(out.out)
+    assert [round(r["value"], 2) for r in rows if r["is_main"]] == [91.67]
+    assert "1 ran" in out.err
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out) == [] and "1 already in the results" in out.err

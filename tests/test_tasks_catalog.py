@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip_bench.errors import DataNotFoundError
+from clip_bench.errors import ClipBenchError, DataNotFoundError
 from clip_bench.loaders import LOADERS, load_split
 from clip_bench.task_status import task_status
 from clip_bench.tasks import get_task, list_collections, list_tasks
@@ -160,3 +160,10 @@ def test_metrics_known_answers():
     # mean per-class recall weighs each class equally: 1/1 and 1/3 -> 66.7, while accuracy is 50
     assert mean_per_class_recall(np.eye(2)[[0, 1, 0, 0]], np.array([0, 1, 1, 1])) == pytest.approx(
         100 * (1 + 1 / 3) / 2)
+
+
+def test_roc_auc_on_more_than_two_classes_is_a_one_line_error():
+    from clip_bench.metrics import roc_auc
+
+    with pytest.raises(ClipBenchError, match="binary tasks"):
+        roc_auc(np.zeros((4, 3)), np.array([0, 1, 2, 1]))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import fixture_writers
+import dataset_fixtures
 import numpy as np
 import pytest
-from _task_fixtures import fixture_task, main_row, save_images
+from task_fixtures import fixture_task, main_row, save_images
 
 from clip_bench import zeroshot
 from clip_bench.errors import DataNotFoundError
@@ -30,7 +30,7 @@ VOC_OBJECTS = {
 
 
 def write_voc(root: Path) -> None:
-    fixture_writers.write_voc(root, {"test": VOC_OBJECTS})
+    dataset_fixtures.write_voc(root, {"test": VOC_OBJECTS})
 
 
 def test_voc2007_multi_hot_targets_in_task_order_and_map(tmp_path, eval_config):

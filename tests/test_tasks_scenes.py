@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _task_fixtures import fixture_task, main_row, save_images
+from task_fixtures import fixture_task, main_row, save_images
 
 from clip_bench import zeroshot
 from clip_bench.errors import DataNotFoundError

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _task_fixtures import fixture_task, main_row
-from fixture_writers import write_mnist
+from dataset_fixtures import write_mnist
+from task_fixtures import fixture_task, main_row
 
 from clip_bench import zeroshot
 from clip_bench.errors import DataNotFoundError

@@ -6,7 +6,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from fixture_writers import digits_rgb, fixture_task, write_json, write_video
+from dataset_fixtures import digits_rgb, fixture_task, write_json, write_video
 from PIL import Image
 
 from clip_bench import zeroshot

@@ -1,7 +1,8 @@
-"""A damaged text-cache shard is detected, removed and recomputed, never used."""
+"""A damaged text-cache shard is detected, removed and recomputed, never used; a read-only cache is read."""
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from dataclasses import replace
@@ -9,7 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from clip_bench import zeroshot
+from clip_bench import text_cache, zeroshot
+from clip_bench.errors import ClipBenchError
 from clip_bench.evaluate import EvalConfig
 from clip_bench.features import ExtractConfig
 from clip_bench.io_utils import save_npy_atomic, sha256_file, write_json_atomic
@@ -143,3 +145,23 @@ def test_full_disk_is_one_error_that_says_so_and_leaves_no_temporary_file(tmp_pa
     assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # no temporary file, no half shard
     TextEmbeddingCache(tmp_path, "fp", "tok").add(["a", "b"], _unit_rows(2))  # with space again it works
     assert TextEmbeddingCache(tmp_path, "fp", "tok").lookup(["a", "b"])[1] == []
+
+
+def _read_only(monkeypatch):
+    """Every lock or write in the text cache fails as on a read-only mount (EROFS, also for root)."""
+
+    def refuse(*_a, **_k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(text_cache, "file_lock", refuse)
+    monkeypatch.setattr(text_cache, "save_npy_atomic", refuse)
+
+
+def test_read_only_text_cache_is_read_and_a_write_is_one_clear_error(tmp_path, monkeypatch):
+    cache = text_cache.TextEmbeddingCache(tmp_path, "fp", "tok")
+    cache.add(["a", "b"], _unit_rows(2))
+    _read_only(monkeypatch)
+    found, missing = text_cache.TextEmbeddingCache(tmp_path, "fp", "tok").lookup(["a", "b", "c"])
+    assert sorted(found) == ["a", "b"] and missing == ["c"]  # was: OSError traceback (only PermissionError caught)
+    with pytest.raises(ClipBenchError, match=r"cannot write the text-embedding cache at .*Read-only file system"):
+        text_cache.TextEmbeddingCache(tmp_path, "fp", "tok").add(["c"], _unit_rows(1))

@@ -8,6 +8,7 @@ import io
 from clip_bench.catalog_view import format_task_table
 from clip_bench.cli import print_rows
 from clip_bench.compare import Comparison, TaskComparison, format_comparison
+from clip_bench.results import make_row
 from clip_bench.text_table import text_table
 
 ROWS_TABLE = (
@@ -106,3 +107,17 @@ def test_comparison_table():
         refused=["t3: refused, other samples"], notes=["a note"], wins=1, losses=0, ties=1, mean_diff=9.625,
         mean_ci_low=3.0, mean_ci_high=15.0)
     assert format_comparison(c) == COMPARISON
+
+
+def test_rows_without_intervals_print_no_empty_ci_column(capsys):
+    """Retrieval rows carry no interval: the table has no blank '95% CI' column (as the README shows)."""
+    from clip_bench.cli import print_rows
+
+    rows = [make_row(model="tiny-clip-digits", pretrained="builtin", task="flickr30k", protocol="retrieval",
+                     metric=m, value=v, is_main=main, n=n)
+            for m, v, main, n in (("text_retrieval_recall@1", 16.0, False, 50), ("mean_recall", 66.18, True, 149))]
+    print_rows(rows, "table")
+    out = capsys.readouterr().out
+    assert "95% CI" not in out and out.splitlines()[-1] == "* main metric of the task; values in percent"
+    assert out.splitlines()[2].split() == ["tiny-clip-digits", "(builtin)", "flickr30k", "retrieval",
+                                           "text_retrieval_recall@1", "16.00", "50"]

@@ -167,7 +167,7 @@ def _eval_flags() -> list[str]:
 def _write_fixtures(root: Path) -> str:
     """The second checkpoint, the transformers checkpoint and the retrieval WebDataset; returns the retrieval
     task file (relative to `root`)."""
-    from fixture_writers import fixture_task
+    from dataset_fixtures import fixture_task
     from hf_fixtures import convert_tiny_open_clip
     from retrieval_fixtures import digit_retrieval_set, write_retrieval_wds
     from test_model_labels import _checkpoint_folder
