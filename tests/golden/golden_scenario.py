@@ -174,10 +174,12 @@ def _write_fixtures(root: Path) -> str:
 
     _checkpoint_folder(root / SECOND, perturb=True)
     convert_tiny_open_clip(root / HF)
-    # without the version stamp save_pretrained writes, the checkpoint's fingerprint follows its content only
-    config = root / HF / "config.json"
-    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text(encoding="utf-8")).items()
-                                  if k != "transformers_version"}, indent=2), encoding="utf-8")
+    # without what save_pretrained stamps from the process (its version; whether the hub was offline when the
+    # tokenizer was loaded), the checkpoint's fingerprint follows its content only
+    for name, stamp in (("config.json", "transformers_version"), ("tokenizer_config.json", "local_files_only")):
+        path = root / HF / name
+        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items()
+                                    if k != stamp}, indent=2), encoding="utf-8")
     images, _, captions = digit_retrieval_set(per_class=5)  # 50 images, 99 captions
     write_retrieval_wds(root / DATA / "wds_flickr30k", "test", images, captions, shard_size=20)
     return Path(fixture_task("flickr30k", root)).name
