@@ -103,6 +103,14 @@ def remove_temp_files(folder: str | os.PathLike[str]) -> None:
             discard_path(tmp)
 
 
+def probe_writable_dir(folder: str | os.PathLike[str]) -> None:
+    """Create `folder` if needed and write (then remove) a temporary file in it; raises OSError when it cannot."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
 def discard_path(path: str | os.PathLike[str]) -> None:
     """Delete a damaged cache file, or a directory standing where a cache file belongs."""
     path = Path(path)

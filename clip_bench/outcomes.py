@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -48,7 +47,7 @@ import numpy as np
 
 from . import stats
 from .errors import ClipBenchError
-from .io_utils import atomic_path, sha256_bytes
+from .io_utils import atomic_path, probe_writable_dir, sha256_bytes
 from .metrics import topk_hits
 from .results import field_of, result_id
 from .retrieval import KS, MAIN, RetrievalRanks, parse_metric
@@ -504,9 +503,7 @@ def check_writable(output_dir: str | Path) -> None:
     """A clear error now (before any work) when outcomes files could not be written under `output_dir`."""
     folder = Path(output_dir) / OUTCOMES_DIR
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        probe_writable_dir(folder)
     except OSError as exc:
         raise OutcomesWriteError(f"cannot write per-sample outcomes to {folder} "
                                  f"({exc.strerror or type(exc).__name__}); make it a writable folder or pass "

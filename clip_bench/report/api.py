@@ -8,7 +8,6 @@ colour and marker from one map computed once from all rows.
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import ClipBenchError
-from ..io_utils import write_text_atomic
+from ..io_utils import probe_writable_dir, write_text_atomic
 from ..progress import progress_bar
 from ..results import (
     RESULTS_FILE,
@@ -207,9 +206,7 @@ def build_report(
 def _check_writable(out: Path) -> None:
     """A clear error now (before any work) when the report could not be written to `out`."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
+        probe_writable_dir(out)
     except OSError as exc:
         raise ReportWriteError(f"cannot write the report to {out} ({exc.strerror or type(exc).__name__}); make it a "
                                "writable folder or pass --out to another folder.") from None
