@@ -162,15 +162,15 @@ def test_labels_are_the_shortest_distinct_path_suffixes():
         return {"model": model, "pretrained": pretrained, "model_fingerprint": fp, "date": "2026", "extra": extra}
 
     labels = model_labels([
-        row("/home/me/ckpt/run1/arch.json", "/home/me/ckpt/run1/epoch_32.pt", "a1"),
-        row("/home/me/ckpt/run2/arch.json", "/home/me/ckpt/run2/epoch_32.pt", "b2"),
-        row("/home/me/shared/arch.json", "/data/x/epoch_1.pt", "c3"),
+        row("/models/ckpt/run1/arch.json", "/models/ckpt/run1/epoch_32.pt", "a1"),
+        row("/models/ckpt/run2/arch.json", "/models/ckpt/run2/epoch_32.pt", "b2"),
+        row("/models/shared/arch.json", "/data/x/epoch_1.pt", "c3"),
         row("ViT-B/32", "openai", "d4"),
-        row("/home/me/ckpt/run3/arch.json", "/home/me/ckpt/run3/epoch_32.pt", "e5", label="my run"),
+        row("/models/ckpt/run3/arch.json", "/models/ckpt/run3/epoch_32.pt", "e5", label="my run"),
     ])
     assert labels == {"a1": ("run1/arch.json", "run1/epoch_32.pt"), "b2": ("run2/arch.json", "run2/epoch_32.pt"),
                       "c3": ("arch.json", "epoch_1.pt"), "d4": ("ViT-B/32", "openai"), "e5": ("my run", "")}
-    assert model_labels([row("/home/me/ckpt/run1/arch.json", "/home/me/ckpt/run1/epoch_32.pt", "a1")]) == {
+    assert model_labels([row("/models/ckpt/run1/arch.json", "/models/ckpt/run1/epoch_32.pt", "a1")]) == {
         "a1": ("arch.json", "epoch_32.pt")}
 
 
@@ -192,8 +192,8 @@ def test_cli_table_names_a_local_checkpoint_briefly_and_name_changes_no_identity
     assert main([*common, "--name", " "]) == 2 and "--name" in capsys.readouterr().err
 
 
-LONG = tuple((f"/home/me/experiments/2026-01-{i:02d}-clip-finetune-with-a-long-descriptive-name/arch.json",
-              f"/home/me/experiments/2026-01-{i:02d}-clip-finetune-with-a-long-descriptive-name/epoch_32.pt")
+LONG = tuple((f"/models/experiments/2026-01-{i:02d}-clip-finetune-with-a-long-descriptive-name/arch.json",
+              f"/models/experiments/2026-01-{i:02d}-clip-finetune-with-a-long-descriptive-name/epoch_32.pt")
              for i in range(1, 5))
 
 
