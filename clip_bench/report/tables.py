@@ -129,12 +129,6 @@ def load_rows(results_dir: str | Path) -> Rows:
     return Rows(rows, files, duplicates, malformed + len(skipped), [r for r in rows if not is_standard(r)], skipped)
 
 
-def find_rows(results_dir: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
-    """(deduplicated rows, results files) of :func:`load_rows`."""
-    loaded = load_rows(results_dir)
-    return loaded.rows, loaded.files
-
-
 def rows_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """Rows as a DataFrame with every ROW_FIELDS column plus ``ci_low``/``ci_high`` (NaN when absent)."""
     rows = list(rows)
