@@ -26,9 +26,9 @@ import numpy as np
 import torch  # noqa: F401  (imported by every evaluation anyway; keep its import out of the timings)
 
 from clip_bench import distributed, metrics, stats  # noqa: F401
-from clip_bench.metrics import all_metrics
-from clip_bench.outcomes import attach_outcomes
-from clip_bench.results import make_row
+from clip_bench.metrics.classification import all_metrics
+from clip_bench.results.outcomes import attach_outcomes
+from clip_bench.results.rows import make_row
 
 
 def timed(fn, *args, **kw):

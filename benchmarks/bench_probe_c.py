@@ -52,15 +52,13 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from clip_bench.features import ExtractConfig, extract
+from clip_bench.cache.features import ExtractConfig, extract
 from clip_bench.loaders.base import ArrayImages
 from clip_bench.loaders.digits import digits_arrays
-from clip_bench.metrics import top1
-from clip_bench.models import load_model
+from clip_bench.metrics.classification import top1
+from clip_bench.models.resolve import load_model
 from clip_bench.probe import PROBE_RULE, ProbeConfig, one_shot_C, run_linear_probe, sample_k_shot, shot_folds
-from clip_bench.probe.fewshot import cv_train_size, prior_C, transfer_C
-from clip_bench.probe.protocol import stratified_holdout
-from clip_bench.probe.sweep import (
+from clip_bench.probe.c_search import (
     COARSE_STEP,
     grid_edge,
     grid_position,
@@ -69,8 +67,10 @@ from clip_bench.probe.sweep import (
     parametric_search,
     proportion_se,
 )
-from clip_bench.tasks import get_task
-from clip_bench.zeroshot_head import build_classifier, zeroshot_logits
+from clip_bench.probe.fewshot import cv_train_size, prior_C, transfer_C
+from clip_bench.probe.protocol import stratified_holdout
+from clip_bench.protocols.zeroshot_head import build_classifier, zeroshot_logits
+from clip_bench.tasks.catalog import get_task
 
 SHOTS = (1, 2, 4, 8, 16)
 TEST_DRAWS = 5

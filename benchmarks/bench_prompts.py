@@ -19,9 +19,9 @@ import numpy as np
 import open_clip
 import torch
 
-from clip_bench.models import load_model
-from clip_bench.resources import data_dir
-from clip_bench.zeroshot_head import zeroshot_classifier
+from clip_bench.models.resolve import load_model
+from clip_bench.protocols.zeroshot_head import zeroshot_classifier
+from clip_bench.util.resources import data_dir
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:

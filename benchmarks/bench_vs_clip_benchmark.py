@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clip_bench.resources import assets_dir, data_dir
+from clip_bench.util.resources import assets_dir, data_dir
 
 # clip_benchmark 1.6.2's top-k helper calls float() on a 1-element array, which NumPy >= 2.3 refuses;
 # the child swaps in a same-semantics top-k accuracy (the only change) before running its CLI unchanged.

@@ -9,13 +9,13 @@ The public API (imported on first use, so ``import clip_bench`` stays light)::
     clip_bench.compare("model A", "model B", "results")  # paired tests, task by task
     clip_bench.build_report("results", "report")
 
-``clip_bench.compare``, ``clip_bench.linprobe`` and ``clip_bench.sweep`` are these functions; their modules
-are imported by their full names (``from clip_bench.compare import format_comparison``).
+The code lives in layered subpackages (``docs/architecture.md``): ``util``, ``config``, ``metrics`` and
+``probe``, ``tasks``, ``loaders`` and ``models``, ``cache`` and ``results``, ``protocols``, ``report``, ``cli``;
+each imports only from the layers below it.
 """
 
 from __future__ import annotations
 
-import sys
 import types
 from typing import Any
 
@@ -37,24 +37,24 @@ __all__ = [
 ]
 
 _LAZY = {
-    "load_model": "clip_bench.models:load_model",
-    "zeroshot": "clip_bench.evaluate:zeroshot",
-    "linprobe": "clip_bench.linprobe:linprobe",
-    "fewshot": "clip_bench.linprobe:fewshot",
-    "sweep": "clip_bench.sweep:sweep",
-    "compare": "clip_bench.compare:compare",
-    "build_report": "clip_bench.report.api:build_report",
-    "get_task": "clip_bench.tasks:get_task",
-    "list_tasks": "clip_bench.tasks:list_tasks",
-    "EvalConfig": "clip_bench.evaluate:EvalConfig",
-    "zeroshot_classifier": "clip_bench.zeroshot_head:zeroshot_classifier",
+    "load_model": "clip_bench.models.resolve:load_model",
+    "zeroshot": "clip_bench.protocols.runner:zeroshot",
+    "linprobe": "clip_bench.protocols.linprobe:linprobe",
+    "fewshot": "clip_bench.protocols.linprobe:fewshot",
+    "sweep": "clip_bench.protocols.sweep:sweep",
+    "compare": "clip_bench.report.compare:compare",
+    "build_report": "clip_bench.report.build:build_report",
+    "get_task": "clip_bench.tasks.catalog:get_task",
+    "list_tasks": "clip_bench.tasks.catalog:list_tasks",
+    "EvalConfig": "clip_bench.protocols.runner:EvalConfig",
+    "zeroshot_classifier": "clip_bench.protocols.zeroshot_head:zeroshot_classifier",
 }
 
 
 def __getattr__(name: str) -> Any:
     """Import the public API lazily, so `clip-bench --version` does not pay for torch."""
     if name in _LAZY:
-        from .registry import lazy
+        from clip_bench.util.registry import lazy
 
         return lazy(_LAZY[name])
     raise AttributeError(f"module 'clip_bench' has no attribute {name!r}")
@@ -66,16 +66,3 @@ def __dir__() -> list[str]:
               if isinstance(v, types.ModuleType) and v.__name__.startswith(__name__ + ".")]
     return sorted({*__all__, *loaded})
 
-
-class _Package(types.ModuleType):
-    """The package module: importing a submodule that shares a name with an API function (``compare``,
-    ``linprobe``, ``sweep``) does not bind it here, so ``clip_bench.compare`` is the function whatever was
-    imported before."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

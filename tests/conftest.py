@@ -16,9 +16,9 @@ import pytest
 
 os.environ.setdefault("CLIP_BENCH_CACHE", str(Path(__file__).parent / ".cache-should-not-be-used"))
 
-from clip_bench.evaluate import EvalConfig, zeroshot  # noqa: E402
-from clip_bench.features import ExtractConfig  # noqa: E402
-from clip_bench.linprobe import fewshot, linprobe  # noqa: E402
+from clip_bench.cache.features import ExtractConfig  # noqa: E402
+from clip_bench.protocols.linprobe import fewshot, linprobe  # noqa: E402
+from clip_bench.protocols.runner import EvalConfig, zeroshot  # noqa: E402
 
 TINY = "tiny-clip-digits"
 
@@ -26,7 +26,7 @@ TINY = "tiny-clip-digits"
 @pytest.fixture(scope="session")
 def tiny_model():
     """The shipped tiny CLIP trained on digits, on the CPU."""
-    from clip_bench.models import load_model
+    from clip_bench.models.resolve import load_model
 
     return load_model(TINY, device="cpu")
 

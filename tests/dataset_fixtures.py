@@ -128,7 +128,7 @@ def fixture_task(name: str, folder: Path) -> str:
     """
     import yaml
 
-    from clip_bench.tasks import get_task
+    from clip_bench.tasks.catalog import get_task
 
     raw = yaml.safe_load(Path(get_task(name).file).read_text(encoding="utf-8"))
     for source in raw["sources"].values():

@@ -145,8 +145,8 @@ def convert_tiny_open_clip(folder: Path) -> Path:
     from safetensors.torch import load_file
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    from clip_bench.resources import assets_dir
-    from clip_bench.tiny_clip import CONFIG
+    from clip_bench.models.tiny_clip import CONFIG
+    from clip_bench.util.resources import assets_dir
 
     oc = {k: v.float() for k, v in load_file(str(assets_dir() / "tiny_clip" / "tiny-clip-digits.safetensors")).items()}
     assert CONFIG["quick_gelu"] is False  # QuickGELU would need hidden_act="quick_gelu"

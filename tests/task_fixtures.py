@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from clip_bench.resources import data_dir
+from clip_bench.util.resources import data_dir
 
 
 def fixture_task(

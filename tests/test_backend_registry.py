@@ -6,13 +6,13 @@ import pytest
 import torch
 from toy_backend import PREFIX
 
-from clip_bench.backends import Backend, LoadedModel, ModelSpec, backend_for, get_backend, register_backend
+from clip_bench.models.backends import Backend, LoadedModel, ModelSpec, backend_for, get_backend, register_backend
 
 
 @pytest.fixture
 def pixel_backend():
     """Registered lazily, as a plugin would be: the module is imported only when a reference needs it."""
-    from clip_bench import backends
+    from clip_bench.models import backends
 
     register_backend("pixels", "toy_backend:PixelBackend")
     yield
@@ -29,8 +29,8 @@ def test_builtin_backends_are_found_by_reference(tmp_path):
 
 
 def test_a_third_backend_runs_the_whole_pipeline(pixel_backend, eval_config):
-    from clip_bench.evaluate import zeroshot
-    from clip_bench.models import ModelHandle
+    from clip_bench.models.resolve import ModelHandle
+    from clip_bench.protocols.runner import zeroshot
 
     assert backend_for(f"{PREFIX}8").name == "pixels"
     rows = zeroshot(f"{PREFIX}8", "digits", eval_config)

@@ -7,15 +7,15 @@ import json
 
 import pytest
 
-from clip_bench import outcomes
-from clip_bench.backfill import backfill
-from clip_bench.errors import ClipBenchError
+from clip_bench.protocols.replay import backfill
+from clip_bench.results import outcomes
+from clip_bench.util.errors import ClipBenchError
 
 
 @pytest.mark.slow
 def test_backfill_rebuilds_outcomes_from_the_caches_without_a_model(digits_runs, tmp_path, monkeypatch):
     cfg, zs, _, _ = digits_runs
-    import clip_bench.models as models
+    import clip_bench.models.resolve as models
 
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("backfill loaded the model"))
     for row in zs:

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import yaml
 
-from clip_bench.data_fingerprint import STORE_FILE, file_hashes, open_store
-from clip_bench.errors import ClipBenchError
-from clip_bench.evaluate import _subset_scores
+from clip_bench.cache.data_fingerprint import STORE_FILE, file_hashes, open_store
 from clip_bench.loaders import load_split
-from clip_bench.resources import data_dir
-from clip_bench.results import scan_rows
-from clip_bench.tasks import get_task
+from clip_bench.protocols.runner import _subset_scores
+from clip_bench.results.rows import scan_rows
+from clip_bench.tasks.catalog import get_task
+from clip_bench.util.errors import ClipBenchError
+from clip_bench.util.resources import data_dir
 
 
 def _row(**fields: object) -> dict[str, object]:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from clip_bench import zeroshot
-from clip_bench.features import FeatureCache, feature_key
-from clip_bench.prompts import PromptSet
-from clip_bench.tasks import SourceSpec, get_task
-from clip_bench.text_cache import TextEmbeddingCache
-from clip_bench.zeroshot_head import build_classifier
+from clip_bench.cache.features import FeatureCache, feature_key
+from clip_bench.cache.text import TextEmbeddingCache
+from clip_bench.protocols.zeroshot_head import build_classifier
+from clip_bench.tasks.catalog import SourceSpec, get_task
+from clip_bench.tasks.prompts import PromptSet
 
 
 def _entry_dir(tmp_path, **changes):
@@ -71,10 +71,10 @@ def test_text_cache_key_enumerates_every_input(tmp_path):
 
 def test_class_names_and_templates_change_the_text_entries(tmp_path, tiny_model, monkeypatch):
     encoded: list[str] = []
-    import clip_bench.text_encoder as te
+    import clip_bench.models.text_encoder as te
 
     real = te.encode_prompts
-    monkeypatch.setattr("clip_bench.zeroshot_head.encode_prompts",
+    monkeypatch.setattr("clip_bench.protocols.zeroshot_head.encode_prompts",
                         lambda lm, p, **k: encoded.extend(p) or real(lm, p, **k))
     build_classifier(tiny_model, PromptSet(("0", "1"), ("the digit {}",)), tmp_path)
     assert len(encoded) == 2
@@ -87,10 +87,10 @@ def test_class_names_and_templates_change_the_text_entries(tmp_path, tiny_model,
 @pytest.mark.slow
 def test_bf16_features_are_never_served_to_fp32(eval_config, tmp_path, monkeypatch):
     encoded: list[str] = []
-    import clip_bench.text_encoder as te
+    import clip_bench.models.text_encoder as te
 
     real = te.encode_prompts
-    monkeypatch.setattr("clip_bench.zeroshot_head.encode_prompts",
+    monkeypatch.setattr("clip_bench.protocols.zeroshot_head.encode_prompts",
                         lambda lm, p, **k: encoded.extend(p) or real(lm, p, **k))
     low = zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", precision="bf16", output_dir=None)
     n_text = len(encoded)

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import clip_bench.text_encoder as text_encoder
+import clip_bench.models.text_encoder as text_encoder
 from clip_bench import zeroshot
 from clip_bench.loaders.base import ArrayImages
-from clip_bench.models import ModelHandle, load_model, resolve_model
-from clip_bench.prompts import PromptSet
-from clip_bench.resources import assets_dir
-from clip_bench.zeroshot_head import build_classifier
+from clip_bench.models.resolve import ModelHandle, load_model, resolve_model
+from clip_bench.protocols.zeroshot_head import build_classifier
+from clip_bench.tasks.prompts import PromptSet
+from clip_bench.util.resources import assets_dir
 
 
 class _Counter:
@@ -27,7 +27,7 @@ class _Counter:
             self.prompts += len(prompts)
             return real(lm, prompts, *a, **k)
 
-        monkeypatch.setattr("clip_bench.zeroshot_head.encode_prompts", counting)
+        monkeypatch.setattr("clip_bench.protocols.zeroshot_head.encode_prompts", counting)
 
 
 def test_second_text_build_encodes_nothing(tiny_model, tmp_path, monkeypatch):
@@ -70,7 +70,7 @@ def test_second_run_opens_no_image_and_loads_no_model(eval_config, monkeypatch):
     assert len(opened) == 360
     opened.clear()
     loads = []
-    import clip_bench.models as models
+    import clip_bench.models.resolve as models
 
     real_load = models.load_model
     monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(1) or real_load(*a, **k))
@@ -154,9 +154,9 @@ def test_damaged_entry_never_used(eval_config, bad, monkeypatch):
 
 
 def test_empty_environment_variables_mean_the_defaults(tmp_path, monkeypatch):
-    from clip_bench.distributed import launched_with_torchrun
-    from clip_bench.evaluate import EvalConfig, default_data_root
-    from clip_bench.features import ExtractConfig, default_cache_dir
+    from clip_bench.cache.features import ExtractConfig, default_cache_dir
+    from clip_bench.protocols.runner import EvalConfig, default_data_root
+    from clip_bench.util.distributed import launched_with_torchrun
 
     home, work = tmp_path / "home", tmp_path / "work"
     work.mkdir()

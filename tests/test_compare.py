@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip_bench import stats
-from clip_bench.compare import compare, format_comparison
-from clip_bench.errors import ClipBenchError
-from clip_bench.metrics import all_metrics, main_metric_key
-from clip_bench.outcomes import attach_outcomes
-from clip_bench.results import append_rows, make_row
+from clip_bench.metrics import intervals as stats
+from clip_bench.metrics.classification import all_metrics, main_metric_key
+from clip_bench.report.compare import compare, format_comparison
+from clip_bench.results.outcomes import attach_outcomes
+from clip_bench.results.rows import append_rows, make_row
+from clip_bench.util.errors import ClipBenchError
 
 
 def _scores(rng: np.random.Generator, labels: np.ndarray, accuracy: float, n_classes: int) -> np.ndarray:
@@ -130,7 +130,7 @@ def test_paired_bootstrap_null_calibration():
 
 
 def test_cli_table_and_json(results, capsys):
-    from clip_bench.cli import main
+    from clip_bench.cli.app import main
 
     assert main(["compare", "good", "bad", "--results", str(results)]) == 0
     table = capsys.readouterr().out
@@ -165,8 +165,8 @@ def test_a_later_override_row_never_displaces_the_standard_row(results):
 
 def test_outcomes_whose_evidence_was_altered_are_refused(results):
     """A valid .npz whose per-sample bits no longer give its recorded value is damaged, never evidence."""
-    from clip_bench.outcomes import OutcomeError, load, load_for_row, outcome_relpath
-    from clip_bench.results import read_rows
+    from clip_bench.results.outcomes import OutcomeError, load, load_for_row, outcome_relpath
+    from clip_bench.results.rows import read_rows
 
     row = next(r for r in read_rows(results) if r["model"] == "good" and r["task"] == "t1" and r["is_main"])
     path = results / outcome_relpath(row)

@@ -10,9 +10,9 @@ import sys
 import pytest
 from slow_child import slow_encode_script
 
-from clip_bench.results import read_rows
+from clip_bench.results.rows import read_rows
 
-CHILD = slow_encode_script("from clip_bench.cli import main\nraise SystemExit(main(sys.argv[1:]))", sleep="0.05")
+CHILD = slow_encode_script("from clip_bench.cli.app import main\nraise SystemExit(main(sys.argv[1:]))", sleep="0.05")
 
 
 def _run_two(tmp_path, args):

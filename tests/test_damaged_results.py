@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from clip_bench import zeroshot
-from clip_bench.cli import main
-from clip_bench.compare import compare
-from clip_bench.errors import ClipBenchError
-from clip_bench.metrics import all_metrics
-from clip_bench.outcomes import OutcomeError, attach_outcomes, load, load_for_row, outcome_relpath
+from clip_bench.cli.app import main
+from clip_bench.metrics.classification import all_metrics
 from clip_bench.report import build_report
-from clip_bench.results import append_rows, make_row, read_rows
+from clip_bench.report.compare import compare
+from clip_bench.results.outcomes import OutcomeError, attach_outcomes, load, load_for_row, outcome_relpath
+from clip_bench.results.rows import append_rows, make_row, read_rows
+from clip_bench.util.errors import ClipBenchError
 
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 
@@ -78,7 +78,7 @@ def test_a_torn_line_in_the_middle_is_reported_with_its_line_number(tmp_path, ca
 
 
 def test_an_outcomes_folder_that_is_a_file_fails_before_any_work(tmp_path, capsys, monkeypatch):
-    import clip_bench.evaluate as evaluate
+    import clip_bench.protocols.runner as evaluate
 
     out = tmp_path / "out"
     out.mkdir()
@@ -92,7 +92,7 @@ def test_an_outcomes_folder_that_is_a_file_fails_before_any_work(tmp_path, capsy
 
 
 def test_a_full_disk_while_writing_outcomes_keeps_every_row(eval_config, tiny_model, monkeypatch):
-    import clip_bench.outcomes as outcomes
+    import clip_bench.results.outcomes as outcomes
 
     def full(*_a, **_k):
         raise ENOSPC
@@ -115,7 +115,7 @@ def test_a_report_out_that_is_a_file_is_one_line(two_models, tmp_path, capsys):
 
 
 def test_a_full_disk_while_writing_the_report_prints_what_was_computed(two_models, tmp_path, capsys, monkeypatch):
-    import clip_bench.report.api as api
+    import clip_bench.report.build as api
 
     real = api.write_text_atomic
 
@@ -154,9 +154,9 @@ def digits_run(tmp_path_factory, tiny_model):
     in another file (another fingerprint, the same numbers)."""
     from safetensors.torch import load_file, save_file
 
-    from clip_bench.evaluate import EvalConfig
-    from clip_bench.features import ExtractConfig
-    from clip_bench.resources import assets_dir
+    from clip_bench.cache.features import ExtractConfig
+    from clip_bench.protocols.runner import EvalConfig
+    from clip_bench.util.resources import assets_dir
 
     tmp = tmp_path_factory.mktemp("digits")
     cfg = EvalConfig(data_root=tmp / "data", cache_dir=tmp / "cache", output_dir=tmp / "root" / "results",
@@ -208,7 +208,7 @@ def test_a_result_id_that_is_a_path_names_no_file(digits_run, tmp_path):
     with pytest.raises(ClipBenchError, match=r"result_id '\.\./\.\./\.\./x/A' is not a result id"):
         compare("evil", "twin", evil, tasks=["digits"], cache_dir=cfg.cache_dir, data_root=cfg.data_root)
     assert not list(tmp_path.rglob("A.npz"))  # it would have been written to tmp_path/x/A.npz
-    from clip_bench.backfill import backfill
+    from clip_bench.protocols.replay import backfill
 
     valid_path = next(r for r in rows if r["metric"] == "top1")["outcomes"]
     with pytest.raises(ClipBenchError, match=r"^the top1 row of evil on digits: its result_id '\.\./"):
@@ -246,7 +246,7 @@ def test_accuracy_of_0_or_100_percent_is_drawn_at_the_edge(tmp_path, imagenet, s
 
 
 def test_a_failing_report_part_is_one_line_and_the_others_are_kept(two_models, tmp_path, monkeypatch):
-    import clip_bench.report.api as api
+    import clip_bench.report.build as api
 
     def broken(self):
         raise RuntimeError("boom")

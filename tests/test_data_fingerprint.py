@@ -15,20 +15,20 @@ import pytest
 from dataset_fixtures import digits_rgb, encode, write_digit_folder, write_idx, write_mnist
 from task_fixtures import fixture_task, main_row
 
-from clip_bench import data_fingerprint as dfp
 from clip_bench import zeroshot
-from clip_bench.cli import main
-from clip_bench.compare import compare
-from clip_bench.errors import ClipBenchError
-from clip_bench.linprobe import linprobe
+from clip_bench.cache import data_fingerprint as dfp
+from clip_bench.cli.app import main
 from clip_bench.loaders import LOADERS, load_split
 from clip_bench.loaders.base import LabeledImages
 from clip_bench.loaders.torchvision_loader import DATASET_FILES
 from clip_bench.probe.protocol import ProbeConfig
-from clip_bench.resources import data_dir
-from clip_bench.results import read_rows
-from clip_bench.sweep import ModelEntry, run_sweep
-from clip_bench.tasks import get_task
+from clip_bench.protocols.linprobe import linprobe
+from clip_bench.protocols.sweep import ModelEntry, run_sweep
+from clip_bench.report.compare import compare
+from clip_bench.results.rows import read_rows
+from clip_bench.tasks.catalog import get_task
+from clip_bench.util.errors import ClipBenchError
+from clip_bench.util.resources import data_dir
 
 N_TEST = 120
 HOUR_AGO = time.time() - 3600
@@ -90,7 +90,7 @@ def test_the_same_data_under_another_root_is_the_same_identity_and_a_cache_hit(t
     first = main_row(zeroshot("tiny-clip-digits", task, eval_config, device="cpu"))
     copy = tmp_path / "copied-data"
     shutil.copytree(eval_config.data_root, copy)
-    import clip_bench.features as features
+    import clip_bench.cache.features as features
 
     monkeypatch.setattr(features, "_encode_shards", lambda *a, **k: pytest.fail("features were extracted again"))
     second = main_row(zeroshot("tiny-clip-digits", task, replace(eval_config, data_root=copy), device="cpu"))

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from clip_bench import zeroshot
-from clip_bench.errors import ClipBenchError
-from clip_bench.features import ExtractConfig, FeatureCache, subset_indices
+from clip_bench.cache.features import ExtractConfig, FeatureCache, subset_indices
+from clip_bench.util.errors import ClipBenchError
 
 
 def _entry(cache):
@@ -24,7 +24,7 @@ def _entry(cache):
 
 def test_resume_with_another_shard_size_never_reuses_other_images(eval_config, tmp_path, monkeypatch):
     # a run with 60-image shards is killed after 4 shards (images 0..239); part 3 holds images 180..239
-    import clip_bench.features as features
+    import clip_bench.cache.features as features
 
     real, saved = features.FeatureCache.save_part, []
 
@@ -103,7 +103,7 @@ def _nan_checkpoint(tmp_path, prefix=""):
     import torch
     from safetensors.torch import load_file, save_file
 
-    from clip_bench.resources import assets_dir
+    from clip_bench.util.resources import assets_dir
 
     cfg = tmp_path / "tiny.json"
     shutil.copy(assets_dir() / "tiny_clip" / "tiny-clip-digits.json", cfg)
@@ -186,7 +186,7 @@ def _count_images(monkeypatch):
 def test_full_disk_while_merging_is_one_error_and_the_next_run_resumes(eval_config, monkeypatch, fault):
     import builtins
 
-    import clip_bench.io_utils as io_utils
+    import clip_bench.util.io as io_utils
 
     with monkeypatch.context() as m:
         if fault == "reserving the space":
@@ -216,7 +216,7 @@ def test_full_disk_while_merging_is_one_error_and_the_next_run_resumes(eval_conf
 
 
 def test_temp_files_of_a_dead_writer_are_removed_before_the_next_merge(eval_config, monkeypatch):
-    import clip_bench.features as features
+    import clip_bench.cache.features as features
 
     real_save, real_finalize = features.FeatureCache.save_part, features.FeatureCache.finalize
 
@@ -285,7 +285,7 @@ def test_a_damaged_entry_is_said_removed_and_recomputed(eval_config, monkeypatch
 
 
 def test_shard_sidecar_that_is_a_directory_is_a_damaged_shard(eval_config, monkeypatch):
-    import clip_bench.features as features
+    import clip_bench.cache.features as features
 
     real_save = features.FeatureCache.save_part
 
@@ -319,7 +319,7 @@ def test_skipped_image_in_a_batch_that_straddles_two_shards(tmp_path, eval_confi
     from dataset_fixtures import write_digit_folder
 
     from clip_bench import zeroshot
-    from clip_bench.features import ExtractConfig
+    from clip_bench.cache.features import ExtractConfig
 
     write_digit_folder(eval_config.data_root / "dg" / "test", per_class=3)
     (eval_config.data_root / "dg" / "test" / "4" / "001.png").write_bytes(b"\x89PNG not really")  # index 13

@@ -11,8 +11,8 @@ import pytest
 
 from clip_bench import zeroshot
 from clip_bench.probe import ProbeConfig
-from clip_bench.results import make_row, read_rows, result_id
-from clip_bench.sweep import ModelEntry, expected_main_row, run_sweep
+from clip_bench.protocols.sweep import ModelEntry, expected_main_row, run_sweep
+from clip_bench.results.rows import make_row, read_rows, result_id
 
 TINY = [ModelEntry("tiny-clip-digits")]
 
@@ -83,7 +83,7 @@ def test_user_task_shadowing_a_builtin_name_gets_its_own_identity(eval_config, s
     row = _main(rows)
     assert row["split"] == "val" and row["standard"] is False
     assert _board(eval_config.output_dir).get("digits", "") == ""
-    from clip_bench.models import ModelHandle
+    from clip_bench.models.resolve import ModelHandle
 
     handle = ModelHandle.of("tiny-clip-digits", device="cpu")
     shadow_id = expected_main_row(handle, shadow_digits, "zeroshot", eval_config)["result_id"]
@@ -130,9 +130,9 @@ def _digits_without_val(tmp_path):
 def test_non_default_probe_settings_are_part_of_the_row_identity(eval_config, tmp_path):
     """--val-fraction 0.5 (and any non-default ProbeConfig knob) gave another number under the default
     row's result_id, so the sweep took it for the default measurement. Default rows keep their ids."""
-    from clip_bench.linprobe import fewshot, linprobe
-    from clip_bench.models import ModelHandle
-    from clip_bench.sweep import expected_main_row
+    from clip_bench.models.resolve import ModelHandle
+    from clip_bench.protocols.linprobe import fewshot, linprobe
+    from clip_bench.protocols.sweep import expected_main_row
 
     task = _digits_without_val(tmp_path)
     (default,) = linprobe("tiny-clip-digits", task, eval_config, device="cpu")
@@ -161,8 +161,8 @@ def test_probe_rows_of_a_run_that_skipped_images_have_their_own_identity(tmp_pat
     out had the clean run's result_id and counted as standard."""
     from dataset_fixtures import write_digit_folder
 
-    from clip_bench.features import ExtractConfig
-    from clip_bench.linprobe import fewshot, linprobe
+    from clip_bench.cache.features import ExtractConfig
+    from clip_bench.protocols.linprobe import fewshot, linprobe
 
     root = eval_config.data_root / "dg"
     write_digit_folder(root / "train", per_class=6)

@@ -9,9 +9,9 @@ import pytest
 from dataset_fixtures import write_digit_folder
 
 from clip_bench import zeroshot
-from clip_bench.errors import DataNotFoundError
 from clip_bench.loaders import load_split
-from clip_bench.tasks import get_task
+from clip_bench.tasks.catalog import get_task
+from clip_bench.util.errors import DataNotFoundError
 
 TASK_YAML = """name: digits_folder
 version: 1

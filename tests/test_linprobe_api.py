@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import clip_bench.models as models
-from clip_bench.errors import ClipBenchError
-from clip_bench.linprobe import fewshot, linprobe
+import clip_bench.models.resolve as models
 from clip_bench.probe import PROBE_RULE
 from clip_bench.probe.protocol import ProbeConfig
-from clip_bench.results import result_id
+from clip_bench.protocols.linprobe import fewshot, linprobe
+from clip_bench.results.rows import result_id
+from clip_bench.util.errors import ClipBenchError
 
 
 def test_linprobe_rows_and_no_model_load_on_second_run(eval_config, monkeypatch):
@@ -50,9 +50,9 @@ def test_sklearn_and_torch_solvers_agree_on_digits(eval_config):
 def test_pre_projection_features_differ_in_width(eval_config):
     row = linprobe("tiny-clip-digits", "digits", eval_config, device="cpu", feature_kind="pre-proj")[0]
     assert row["feature_kind"] == "pre-proj" and row["value"] >= 80
-    from clip_bench.evaluate import get_features
-    from clip_bench.models import ModelHandle
-    from clip_bench.tasks import get_task
+    from clip_bench.models.resolve import ModelHandle
+    from clip_bench.protocols.runner import get_features
+    from clip_bench.tasks.catalog import get_task
 
     handle = ModelHandle.of("tiny-clip-digits", device="cpu")
     pre = get_features(handle, get_task("digits"), "test", eval_config, kind="pre-proj")

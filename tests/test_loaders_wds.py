@@ -11,10 +11,10 @@ from dataset_fixtures import digits_rgb, encode, write_wds
 from PIL import Image
 
 from clip_bench import zeroshot
-from clip_bench.errors import DataNotFoundError
 from clip_bench.loaders import load_split
 from clip_bench.loaders.webdataset import TarImages
-from clip_bench.tasks import get_task
+from clip_bench.tasks.catalog import get_task
+from clip_bench.util.errors import DataNotFoundError
 
 DIGITS = [str(i) for i in range(10)]
 

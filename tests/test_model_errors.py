@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from clip_bench.cli import main
-from clip_bench.errors import ClipBenchError
-from clip_bench.models import ModelHandle, load_model, resolve_model
-from clip_bench.resources import assets_dir
+from clip_bench.cli.app import main
+from clip_bench.models.resolve import ModelHandle, load_model, resolve_model
+from clip_bench.util.errors import ClipBenchError
+from clip_bench.util.resources import assets_dir
 
 TINY_JSON = str(assets_dir() / "tiny_clip" / "tiny-clip-digits.json")
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip_bench.cli import main
-from clip_bench.compare import compare
-from clip_bench.errors import ClipBenchError
-from clip_bench.metrics import all_metrics, main_metric_key
-from clip_bench.outcomes import attach_outcomes
+from clip_bench.cli.app import main
+from clip_bench.metrics.classification import all_metrics, main_metric_key
+from clip_bench.protocols.sweep import ModelEntry, run_sweep
 from clip_bench.report import build_report
-from clip_bench.report import fewshot as fs
-from clip_bench.resources import assets_dir
-from clip_bench.results import append_rows, make_row, read_rows, write_leaderboard
-from clip_bench.sweep import ModelEntry, run_sweep
+from clip_bench.report.compare import compare
+from clip_bench.results import fewshot as fs
+from clip_bench.results.outcomes import attach_outcomes
+from clip_bench.results.rows import append_rows, make_row, read_rows, write_leaderboard
+from clip_bench.util.errors import ClipBenchError
+from clip_bench.util.resources import assets_dir
 
 
 def _checkpoint_folder(folder: Path, perturb: bool) -> Path:
@@ -49,7 +49,7 @@ def test_two_checkpoints_with_one_file_name_are_two_models(tmp_path, eval_config
     """The same ``tiny.json``/``epoch_32.safetensors`` text run from two folders (different weights): two
     leaderboard lines, two report lines, few-shot means of each model's own seeds, labels that tell them apart,
     and compare and the sweep never take one for the other."""
-    from clip_bench.evaluate import zeroshot
+    from clip_bench.protocols.runner import zeroshot
 
     runs = [_checkpoint_folder(tmp_path / name, perturb=name == "run2") for name in ("run1", "run2")]
     seeds, zeroshot_values = {}, []
@@ -156,7 +156,7 @@ def test_compare_says_which_variants_exist_when_none_is_shared(tmp_path, capsys)
 
 
 def test_labels_are_the_shortest_distinct_path_suffixes():
-    from clip_bench.results import model_labels
+    from clip_bench.results.rows import model_labels
 
     def row(model, pretrained, fp, **extra):
         return {"model": model, "pretrained": pretrained, "model_fingerprint": fp, "date": "2026", "extra": extra}

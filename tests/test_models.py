@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clip_bench.errors import ClipBenchError, UnknownNameError
-from clip_bench.models import OPENAI_ALIASES, load_model, resolve_model
+from clip_bench.models.resolve import OPENAI_ALIASES, load_model, resolve_model
+from clip_bench.util.errors import ClipBenchError, UnknownNameError
 
 
 @pytest.mark.parametrize("name", list(OPENAI_ALIASES))
@@ -37,7 +37,7 @@ def test_checkpoint_is_loaded_without_unpickling_code(tmp_path):
 
     ckpt = tmp_path / "evil.pt"
     torch.save({"state_dict": Evil()}, ckpt)
-    from clip_bench.resources import assets_dir
+    from clip_bench.util.resources import assets_dir
 
     cfg = assets_dir() / "tiny_clip" / "tiny-clip-digits.json"
     with pytest.raises(ClipBenchError, match="refused to load checkpoint"):
@@ -47,7 +47,7 @@ def test_checkpoint_is_loaded_without_unpickling_code(tmp_path):
 def test_pt_checkpoint_loads(tmp_path):
     from safetensors.torch import load_file
 
-    from clip_bench.resources import assets_dir
+    from clip_bench.util.resources import assets_dir
 
     state = load_file(str(assets_dir() / "tiny_clip" / "tiny-clip-digits.safetensors"))
     ckpt = tmp_path / "tiny.pt"
@@ -82,7 +82,7 @@ PINNED = [
 
 @pytest.mark.parametrize("ref, fingerprint, tok", PINNED)
 def test_open_clip_fingerprints_and_tokenizer_ids_are_pinned(ref, fingerprint, tok):
-    from clip_bench.models import ModelHandle
+    from clip_bench.models.resolve import ModelHandle
 
     handle = ModelHandle.of(ref[0], ref[1], device="cpu")
     assert (handle.fingerprint, handle.tokenizer_id) == (fingerprint, tok)

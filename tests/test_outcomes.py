@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clip_bench import outcomes
-from clip_bench.evaluate import EvalConfig
-from clip_bench.results import read_rows
+from clip_bench.protocols.runner import EvalConfig
+from clip_bench.results import outcomes
+from clip_bench.results.rows import read_rows
 
 
 @pytest.mark.slow
@@ -35,9 +35,9 @@ def test_every_row_has_an_interval_and_its_evidence(digits_runs):
 
 
 def read_labels(cfg: EvalConfig) -> np.ndarray:
-    from clip_bench.evaluate import get_features
-    from clip_bench.models import ModelHandle
-    from clip_bench.tasks import get_task
+    from clip_bench.models.resolve import ModelHandle
+    from clip_bench.protocols.runner import get_features
+    from clip_bench.tasks.catalog import get_task
 
     return get_features(ModelHandle.of("tiny-clip-digits", device="cpu"), get_task("digits"), "test", cfg).labels
 

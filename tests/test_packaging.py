@@ -30,7 +30,7 @@ def test_wheel_contains_and_finds_data(tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = (
-        "import clip_bench, clip_bench.resources as r, clip_bench.tasks as t;"
+        "import clip_bench, clip_bench.util.resources as r, clip_bench.tasks.catalog as t;"
         "print(clip_bench.__file__); print(r.data_dir('tasks')); print(r.data_dir('prompts'));"
         "task = t.get_task('digits'); print(len(task.prompt_set().classnames))"
     )

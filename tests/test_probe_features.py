@@ -10,11 +10,11 @@ import numpy as np
 import open_clip
 import pytest
 
-from clip_bench.errors import ClipBenchError
-from clip_bench.linprobe import fewshot, linprobe
-from clip_bench.models import resolve_model
+from clip_bench.models.resolve import resolve_model
 from clip_bench.probe.protocol import ProbeConfig
-from clip_bench.probe_features import normalized_rows, pre_projection_width, resolve_feature_kind
+from clip_bench.probe.representation import normalized_rows, pre_projection_width, resolve_feature_kind
+from clip_bench.protocols.linprobe import fewshot, linprobe
+from clip_bench.util.errors import ClipBenchError
 
 FAST = ProbeConfig(max_iter=100, steps_per_decade=2)  # the rows' feature kind is the point, not C
 TINY = ProbeConfig(max_iter=20, steps_per_decade=1)
@@ -81,7 +81,7 @@ def test_normalized_rows_stays_float16_and_matches_a_float32_reference():
 @pytest.mark.slow
 def test_probes_get_the_cached_float16_memmap_not_a_float32_copy(eval_config, monkeypatch):
     """The probes get the cache's float16 memmap, never a full float32 copy of the features."""
-    lp = importlib.import_module("clip_bench.linprobe")  # clip_bench.linprobe is the function
+    lp = importlib.import_module("clip_bench.protocols.linprobe")  # clip_bench.protocols.linprobe is the function
 
     seen = []
     real = lp.run_linear_probe

@@ -7,9 +7,9 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.preprocessing import StandardScaler
 
-from clip_bench.errors import ClipBenchError
 from clip_bench.probe import ProbeConfig, one_shot_C, run_fewshot, sample_k_shot, shot_folds
 from clip_bench.probe.fewshot import PRIOR_SCALE, cv_train_size, prior_C, transfer_C
+from clip_bench.util.errors import ClipBenchError
 
 
 def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
@@ -133,7 +133,7 @@ def test_fewshot_C_does_not_collapse_to_the_grid_floor(digits):
 def test_fewshot_C_is_the_tied_C_nearest_the_prior_transferred_to_all_shots(digits):
     """k = 4: 4 folds of 3 training shots per class. Among the C whose CV accuracy is within one SE of
     the best, the one nearest the prior (in log C) is picked, then scaled by 30 / 40 for the final fit."""
-    from clip_bench.probe.sweep import proportion_se
+    from clip_bench.probe.c_search import proportion_se
 
     trX, trY, teX, teY = digits
     res = run_fewshot(trX, trY, teX, teY, accuracy, k=4, seed=0, config=ProbeConfig(n_threads=1))
@@ -153,7 +153,7 @@ def test_fewshot_C_ignores_a_prior_the_CV_refutes(digits):
     """A prior far below the data's scale (prior_scale 1e-10 puts it at the grid floor): on this draw
     the CV resolves the floor as worse than the best, so the prior ranks nothing; the tied C with the
     lowest CV log-loss is picked, and the row says so."""
-    from clip_bench.probe.sweep import proportion_se
+    from clip_bench.probe.c_search import proportion_se
 
     trX, trY, teX, teY = digits
     res = run_fewshot(trX, trY, teX, teY, accuracy, k=4, seed=0, config=ProbeConfig(n_threads=1, prior_scale=1e-10))

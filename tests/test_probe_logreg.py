@@ -9,9 +9,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from clip_bench.errors import ClipBenchError
 from clip_bench.probe import LogisticRegressionProbe, logistic_objective
 from clip_bench.probe.logreg import path_start
+from clip_bench.util.errors import ClipBenchError
 
 
 def synthetic(n: int, k: int = 25, d: int = 40, seed: int = 0, offset: float = 0.0):

@@ -13,16 +13,16 @@ import yaml
 from dataset_fixtures import digits_rgb, fixture_task, write_stl10_binary, write_ucf101_frames, write_voc
 
 from clip_bench import zeroshot
-from clip_bench.errors import ClipBenchError
-from clip_bench.evaluate import get_features
-from clip_bench.linprobe import linprobe
 from clip_bench.loaders.class_folders import per_class_split
-from clip_bench.metrics import map_11point, top1
-from clip_bench.models import ModelHandle
+from clip_bench.metrics.classification import map_11point, top1
+from clip_bench.models.resolve import ModelHandle
 from clip_bench.probe import LogisticRegressionProbe
 from clip_bench.probe.protocol import ProbeConfig, run_linear_probe
-from clip_bench.results import result_id
-from clip_bench.tasks import get_task
+from clip_bench.protocols.linprobe import linprobe
+from clip_bench.protocols.runner import get_features
+from clip_bench.results.rows import result_id
+from clip_bench.tasks.catalog import get_task
+from clip_bench.util.errors import ClipBenchError
 
 FAST = ProbeConfig(steps_per_decade=2)  # a 25-point C grid: these tests are about which data each probe sees
 
@@ -71,7 +71,7 @@ def test_stl10_probes_each_predefined_fold_and_reports_the_mean(tmp_path, eval_c
     # each fold is its own measurement (identity, outcomes file); the mean row is the one a sweep looks for
     assert len({r["result_id"] for r in rows}) == 11 and len({r["outcomes"] for r in per_fold}) == 10
     assert mean["ci_method"].startswith("folds+") and mean["ci_low"] < mean["value"] < mean["ci_high"]
-    from clip_bench.sweep import expected_main_row
+    from clip_bench.protocols.sweep import expected_main_row
 
     expected = expected_main_row(ModelHandle.of("tiny-clip-digits", device="cpu"), task, "linprobe", eval_config)
     # FAST's coarser grid is part of the rows' identity (probe_config); with the default config the ids agree
@@ -90,7 +90,7 @@ def test_stl10_probes_each_predefined_fold_and_reports_the_mean(tmp_path, eval_c
 
     # with --limit the folds keep only their images inside the subset (positions in the limited features)
     limited = linprobe("tiny-clip-digits", task, eval_config, device="cpu", probe=FAST, limit=100, output_dir=None)
-    from clip_bench.features import subset_indices
+    from clip_bench.cache.features import subset_indices
 
     kept = subset_indices(200, 100, labels=np.asarray(train.labels))  # --limit's (stratified) rule
     assert [r["extra"]["n_refit"] for r in limited[:-1]] == [int(np.isin(kept, f).sum()) for f in folds]
@@ -201,13 +201,13 @@ def test_voc2007_zero_shot_and_probe_follow_the_devkit(tmp_path, eval_config):
     test = get_features(ModelHandle.of("tiny-clip-digits", device="cpu"), spec, "test", eval_config, kind="embed")
     assert (test.labels == -1).sum() > 0
     row = next(r for r in zeroshot("tiny-clip-digits", task, eval_config, device="cpu") if r["is_main"])
-    from clip_bench.zeroshot_head import build_classifier, zeroshot_logits
+    from clip_bench.protocols.zeroshot_head import build_classifier, zeroshot_logits
 
     logits = zeroshot_logits(test.features, build_classifier(ModelHandle.of("tiny-clip-digits", device="cpu"),
                                                              spec.prompt_set(), eval_config.cache_dir, quiet=True))
     assert row["value"] == pytest.approx(map_11point(logits, test.labels))
     assert row["value"] != pytest.approx(map_11point(logits, np.maximum(test.labels, 0)))  # ignoring matters here
-    from clip_bench.outcomes import load_for_row
+    from clip_bench.results.outcomes import load_for_row
 
     stored = load_for_row(row, eval_config.output_dir)  # the row's evidence keeps the ignored entries
     assert ((stored.labels == -1).sum() == (test.labels == -1).sum()
@@ -220,7 +220,7 @@ def test_voc2007_zero_shot_and_probe_follow_the_devkit(tmp_path, eval_config):
 def test_voc2007_probe_chooses_C_on_the_devkit_metric(monkeypatch, tmp_path, eval_config):
     """The val split's difficult-only entries (-1) reach the C search (the metric skips them); linprobe
     used to map them to 0, so C was chosen on a metric that counted them as negatives."""
-    linprobe_module = importlib.import_module("clip_bench.linprobe")  # clip_bench.linprobe is the function
+    linprobe_module = importlib.import_module("clip_bench.protocols.linprobe")
 
     calls = []
 
@@ -243,7 +243,7 @@ def test_task_descriptions_state_the_protocol_choices():
 
 
 def test_clip_bench_tasks_name_shows_the_description(capsys):
-    from clip_bench.cli import main
+    from clip_bench.cli.app import main
 
     assert main(["tasks", "stl10", "ucf101"]) == 0
     out = " ".join(capsys.readouterr().out.split())
@@ -251,8 +251,8 @@ def test_clip_bench_tasks_name_shows_the_description(capsys):
 
 
 def test_every_task_has_a_valid_probe_plan_and_bad_plans_are_one_line_errors(tmp_path):
-    from clip_bench.probe_runs import probe_plan
-    from clip_bench.tasks import list_tasks
+    from clip_bench.tasks.catalog import list_tasks
+    from clip_bench.tasks.probe_plan import probe_plan
 
     for name in list_tasks():
         task = get_task(name)

@@ -9,12 +9,12 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from clip_bench.errors import ClipBenchError
-from clip_bench.metrics import top1
+from clip_bench.metrics.classification import top1
 from clip_bench.probe import LogisticRegressionProbe, ProbeConfig, run_linear_probe
 from clip_bench.probe import rows as rows_mod
+from clip_bench.probe.c_search import log_loss
 from clip_bench.probe.rows import RowView, rows_of, stack_rows
-from clip_bench.probe.sweep import log_loss
+from clip_bench.util.errors import ClipBenchError
 
 
 def _features(tmp_path, n=3000, d=24, k=6, seed=0, name="train"):

@@ -11,8 +11,7 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import average_precision_score
 from sklearn.preprocessing import StandardScaler
 
-from clip_bench.errors import ClipBenchError
-from clip_bench.metrics import map_11point, mean_per_class_recall, roc_auc, top1
+from clip_bench.metrics.classification import map_11point, mean_per_class_recall, roc_auc, top1
 from clip_bench.probe import (
     LogisticRegressionProbe,
     ProbeConfig,
@@ -25,7 +24,8 @@ from clip_bench.probe import (
     sweep_C,
     sweep_C_folds,
 )
-from clip_bench.probe.sweep import log_loss
+from clip_bench.probe.c_search import log_loss
+from clip_bench.util.errors import ClipBenchError
 
 
 def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
@@ -132,8 +132,8 @@ def test_whether_a_prior_is_refuted_does_not_jump_at_a_half_way_point():
 
 
 def test_a_non_finite_validation_log_loss_is_an_error(monkeypatch):
-    import clip_bench.probe.sweep as sweep_module
-    from clip_bench.metrics import top1
+    import clip_bench.probe.c_search as sweep_module
+    from clip_bench.metrics.classification import top1
 
     X, y = load_digits(return_X_y=True)
     folds = [(X[:300].astype(np.float32), y[:300], X[300:400].astype(np.float32), y[300:400])]
@@ -171,7 +171,7 @@ def test_the_main_metric_still_beats_the_prior():
 
 
 def test_grid_position_of_a_prior_C():
-    from clip_bench.probe.sweep import grid_position
+    from clip_bench.probe.c_search import grid_position
 
     grid = c_grid()
     assert grid_position(1.0, grid) == pytest.approx(48.0)
@@ -203,7 +203,7 @@ def test_number_of_fits_is_bounded_on_any_scores(seed):
 
 
 def test_pick_at_the_grid_edge_is_recorded():
-    from clip_bench.probe.sweep import grid_edge
+    from clip_bench.probe.c_search import grid_edge
 
     best, _, _, _ = parametric_search(lambda i: float(i), 97)
     assert (best, grid_edge(best, 97)) == (96, "high")
@@ -383,7 +383,7 @@ def test_a_steady_rise_is_resolved_by_the_paired_band():
     """Neighbouring C disagree on few examples, so the SE of their *difference* is far smaller than
     each score's SE: the paired band resolves a steady 20 -> 40 % rise that the unpaired band (the
     rule before) ties over 7 points, where a prior at the low end then picked 3 points under the top."""
-    from clip_bench.probe.sweep import paired_band, proportion_se
+    from clip_bench.probe.c_search import paired_band, proportion_se
 
     acc, shares = _steady_rise()
     for prior in (10.0, 40.0, 60.0):
@@ -396,7 +396,7 @@ def test_a_steady_rise_is_resolved_by_the_paired_band():
 
 
 def test_paired_se_counts_only_the_examples_two_C_score_differently():
-    from clip_bench.probe.sweep import paired_band, paired_se
+    from clip_bench.probe.c_search import paired_band, paired_se
 
     a = np.zeros(100)
     a[:60] = 1.0
@@ -425,7 +425,7 @@ def test_paired_band_keeps_the_prior_where_C_only_reshuffle_predictions():
         shares.append(h * 100.0 / n)
     shares = np.array(shares)
     acc = shares.sum(axis=1)  # all exactly 70 %
-    from clip_bench.probe.sweep import paired_band
+    from clip_bench.probe.c_search import paired_band
 
     best = parametric_search(lambda i: (acc[i], 0.0), 97, band=lambda t, i: paired_band(shares[t], shares[i]),
                              prior=37.0)[0]
@@ -433,7 +433,7 @@ def test_paired_band_keeps_the_prior_where_C_only_reshuffle_predictions():
 
 
 def test_sweep_uses_the_paired_band_when_the_metric_has_per_example_shares():
-    from clip_bench.metrics import top1
+    from clip_bench.metrics.classification import top1
 
     X, y = load_digits(return_X_y=True)
     X = StandardScaler().fit_transform(X)[:400].astype(np.float32)
@@ -453,7 +453,7 @@ def test_sweep_uses_the_paired_band_when_the_metric_has_per_example_shares():
 
 
 def test_per_example_shares_add_up_to_each_metric():
-    from clip_bench.metrics import mean_per_class_recall, mean_top1_top5, top1
+    from clip_bench.metrics.classification import mean_per_class_recall, mean_top1_top5, top1
 
     rng = np.random.default_rng(1)
     scores, targets = rng.normal(size=(300, 12)), rng.integers(0, 12, 300)
@@ -591,8 +591,8 @@ def test_multilabel_log_loss_skips_ignored_entries():
 def test_top5_never_credits_a_class_the_probe_never_saw():
     """With 3 of 8 classes in the shots, the 5 -inf columns tie: argpartition put some of them in the
     top 5, so targets of unseen classes counted as top-5 hits depending on the tie order."""
-    from clip_bench.metrics import topk_accuracy
-    from clip_bench.outcomes import outcomes_for
+    from clip_bench.metrics.classification import topk_accuracy
+    from clip_bench.results.outcomes import outcomes_for
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(90, 4)).astype(np.float32)

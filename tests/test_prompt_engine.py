@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from test_zeroshot_head import NAMES, TEMPLATES
 
-from clip_bench.prompts import render
-from clip_bench.text_encoder import encode_prompts
+from clip_bench.models.text_encoder import encode_prompts
+from clip_bench.tasks.prompts import render
 
 
 def test_trimmed_equals_untrimmed(tiny_model):
@@ -27,7 +27,7 @@ def test_trimmed_equals_untrimmed(tiny_model):
 
 
 def test_template_without_placeholder_is_a_clear_error():
-    from clip_bench.errors import ClipBenchError
+    from clip_bench.util.errors import ClipBenchError
 
     with pytest.raises(ClipBenchError, match="placeholder"):
         render("a photo", "cat")

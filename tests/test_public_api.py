@@ -33,8 +33,9 @@ def test_every_exported_name_resolves_and_is_documented(name):
             assert f"    {shown}{param.name}:" in args, f"{name}: argument {param.name} is not documented"
 
 
-@pytest.mark.parametrize(("name", "module"), [("compare", "clip_bench.compare"), ("linprobe", "clip_bench.linprobe"),
-                                              ("sweep", "clip_bench.sweep")])
+@pytest.mark.parametrize(("name", "module"), [("compare", "clip_bench.report.compare"),
+                                              ("linprobe", "clip_bench.protocols.linprobe"),
+                                              ("sweep", "clip_bench.protocols.sweep")])
 def test_api_functions_keep_their_name_after_their_module_is_imported(name, module):
     """A function that shares its name with a submodule stays the function, whatever was imported first."""
     mod = importlib.import_module(module)
@@ -51,7 +52,7 @@ def test_import_clip_bench_does_not_import_torch():
 
 def test_sweep_takes_model_names(eval_config, monkeypatch):
     """The friendly sweep turns names and (name, pretrained) pairs into the sweep's model entries."""
-    sweep_module = importlib.import_module("clip_bench.sweep")  # clip_bench.sweep is the function
+    sweep_module = importlib.import_module("clip_bench.protocols.sweep")  # clip_bench.protocols.sweep is the function
     seen = {}
 
     def fake_run_sweep(models, tasks, protocols, cfg, device, precision, echo):
@@ -59,14 +60,16 @@ def test_sweep_takes_model_names(eval_config, monkeypatch):
         return {"ran": 0, "done_before": 0, "failed": 0}
 
     monkeypatch.setattr(sweep_module, "run_sweep", fake_run_sweep)
-    clip_bench.sweep(["tiny-clip-digits", ("ViT-B-32", "openai")], "digits", config=eval_config)
+    clip_bench.protocols.sweep(["tiny-clip-digits", ("ViT-B-32", "openai")], "digits", config=eval_config)
     entry = sweep_module.ModelEntry
     assert seen == {"models": [entry("tiny-clip-digits"), entry("ViT-B-32", "openai")], "tasks": ["digits"],
                     "protocols": ["zeroshot"], "cfg": eval_config}
 
 
 def test_default_roots_have_one_definition(monkeypatch, tmp_path):
-    from clip_bench import evaluate, features, resources
+    from clip_bench.cache import features
+    from clip_bench.protocols import runner as evaluate
+    from clip_bench.util import resources
 
     assert evaluate.default_data_root is resources.default_data_root
     assert features.default_cache_dir is resources.default_cache_dir
@@ -76,8 +79,9 @@ def test_default_roots_have_one_definition(monkeypatch, tmp_path):
 
 def test_the_task_list_reads_the_data_root_without_the_evaluation_code(tmp_path):
     """`clip-bench tasks` (and compare) take the default data root from the low-level settings module."""
-    code = ("import sys; from clip_bench.catalog_view import describe_tasks; import clip_bench.compare; "
-            "info = describe_tasks(['cifar10']); print(info[0]['detail']); print('clip_bench.evaluate' in sys.modules)")
+    code = ("import sys; from clip_bench.cli.catalog_view import describe_tasks; import clip_bench.report.compare; "
+            "info = describe_tasks(['cifar10']); print(info[0]['detail']); "
+            "print('clip_bench.protocols.runner' in sys.modules)")
     env = {**os.environ, "CLIP_BENCH_DATA": str(tmp_path / "data")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert out.returncode == 0, out.stderr

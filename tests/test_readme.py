@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from clip_bench.cli import build_parser
-from clip_bench.tasks import list_collections, list_tasks
+from clip_bench.cli.app import build_parser
+from clip_bench.tasks.catalog import list_collections, list_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -123,7 +123,7 @@ def test_readme_quickstart_table_is_what_zeroshot_prints(eval_config, capsys):
     from dataclasses import replace
 
     from clip_bench import zeroshot
-    from clip_bench.cli import print_rows
+    from clip_bench.cli.app import print_rows
 
     rows = zeroshot("tiny-clip-digits", "digits", replace(eval_config, output_dir=None), device="cpu")
     print_rows(rows, "table")

@@ -14,7 +14,7 @@ import pytest
 
 from clip_bench.report import build_report
 from clip_bench.report.synthetic import synthetic_rows
-from clip_bench.results import append_rows
+from clip_bench.results.rows import append_rows
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WIDTH = 1400

@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from clip_bench.report import fewshot
-from clip_bench.results import make_row
+from clip_bench.results import fewshot
+from clip_bench.results.rows import make_row
 
 
 def _row(task, protocol, value, model="m", date="2024-01-01", **extra):

@@ -9,7 +9,7 @@ from figure_checks import label_marker_overlaps, legend_entries, model_colors, u
 
 from clip_bench.report import build_report
 from clip_bench.report.synthetic import synthetic_rows
-from clip_bench.results import append_rows
+from clip_bench.results.rows import append_rows
 
 MODELS = (("ViT-B/32", "openai"), ("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-B/16", "openai"),
           ("ViT-L-14", "laion2b_s32b_b82k"))

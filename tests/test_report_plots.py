@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from clip_bench.report import fewshot
 from clip_bench.report.plot_fewshot import fewshot_average_figure, fewshot_tasks_figure, shots_to_match_figure
 from clip_bench.report.plot_robustness import plot_effective_robustness
 from clip_bench.report.plotting import logit_ticks, save_png
 from clip_bench.report.robustness import effective_robustness
 from clip_bench.report.styles import MODEL_COLORS, model_styles
 from clip_bench.report.synthetic import synthetic_rows
+from clip_bench.results import fewshot
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -6,7 +6,7 @@ import pytest
 
 from clip_bench.report import reference
 from clip_bench.report.published import arch_key, compare_published, summary_lines
-from clip_bench.results import make_row
+from clip_bench.results.rows import make_row
 
 
 def _row(model, pretrained, task, value, protocol="zeroshot", **kw):

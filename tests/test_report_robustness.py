@@ -15,7 +15,7 @@ from clip_bench.report.robustness import (
     logit,
     shift_fits,
 )
-from clip_bench.results import make_row
+from clip_bench.results.rows import make_row
 
 # Rows of the shipped imagenet_testbed_logit_fits_DERIVED.csv for each of our shifts.
 DERIVED_FIT = {

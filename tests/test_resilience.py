@@ -16,15 +16,15 @@ from dataset_fixtures import write_digit_folder
 from slow_child import slow_encode_script
 
 from clip_bench import zeroshot
-from clip_bench.errors import ClipBenchError
-from clip_bench.features import ExtractConfig
+from clip_bench.cache.features import ExtractConfig
 from clip_bench.loaders.base import ArrayImages
-from clip_bench.results import append_rows, make_row, read_rows
+from clip_bench.results.rows import append_rows, make_row, read_rows
+from clip_bench.util.errors import ClipBenchError
 
 CHILD = slow_encode_script(
     "from clip_bench import zeroshot\n"
-    "from clip_bench.evaluate import EvalConfig\n"
-    "from clip_bench.features import ExtractConfig\n"
+    "from clip_bench.protocols.runner import EvalConfig\n"
+    "from clip_bench.cache.features import ExtractConfig\n"
     "from pathlib import Path\n"
     'zeroshot("tiny-clip-digits", "digits", EvalConfig(cache_dir=Path(sys.argv[1]), output_dir=None,\n'
     "         extract=ExtractConfig(batch_size=16, workers=0, shard_size=32, quiet=True)), device='cpu')"
@@ -57,7 +57,7 @@ def test_sigkill_resumes_from_last_complete_shard(tmp_path, monkeypatch):
     real = ArrayImages.load_image
     monkeypatch.setattr(ArrayImages, "load_image", lambda self, i: opened.append(i) or real(self, i))
     cfg = dict(output_dir=None, extract=ExtractConfig(batch_size=16, workers=0, shard_size=32, quiet=True))
-    from clip_bench.evaluate import EvalConfig
+    from clip_bench.protocols.runner import EvalConfig
 
     resumed = zeroshot("tiny-clip-digits", "digits", EvalConfig(cache_dir=cache, **cfg), device="cpu")
     assert len(opened) == 360 - 32 * done  # only the missing shards were encoded
@@ -70,7 +70,7 @@ def test_sigkill_resumes_from_last_complete_shard(tmp_path, monkeypatch):
 
 WRITER = r"""
 import sys
-from clip_bench.results import append_rows, make_row
+from clip_bench.results.rows import append_rows, make_row
 for i in range(150):
     append_rows(sys.argv[1], [make_row(model=sys.argv[2], task="t", protocol="zeroshot", metric="top1", value=float(i),
                                        extra={"pad": "x" * 3000})])
@@ -144,7 +144,7 @@ def test_ctrl_c_keeps_finished_shards_and_says_how_to_resume(tmp_path):
     # After two shards (4 batches) the child waits for the signal, so the run cannot finish before it
     # arrives however the machine schedules the two processes (it did once in CI: exit 0, not 130).
     child = slow_encode_script(
-        "from clip_bench.cli import main\n"
+        "from clip_bench.cli.app import main\n"
         "raise SystemExit(main(['zeroshot', '--model', 'tiny-clip-digits', '--task', 'digits', '--workers', '0',"
         " '--batch-size', '16', '--shard-size', '32', '--quiet', '--cache-dir', sys.argv[1], '--output-dir', "
         "sys.argv[1]]))",

@@ -10,7 +10,7 @@ import torch
 
 import clip_bench
 from clip_bench import zeroshot
-from clip_bench.results import ROW_FIELDS, make_row, read_rows, write_leaderboard
+from clip_bench.results.rows import ROW_FIELDS, make_row, read_rows, write_leaderboard
 
 
 def test_row_contents(eval_config):
@@ -29,7 +29,7 @@ def test_row_contents(eval_config):
 
 
 def test_leaderboard_one_line_per_model_latest_wins(tmp_path):
-    from clip_bench.results import append_rows
+    from clip_bench.results.rows import append_rows
 
     def row(model, task, value, date):
         return make_row(model=model, pretrained="x", task=task, protocol="zeroshot", metric="top1", value=value,
@@ -45,7 +45,7 @@ def test_leaderboard_one_line_per_model_latest_wins(tmp_path):
 
 
 def _board_row(**kw):
-    from clip_bench.results import make_row
+    from clip_bench.results.rows import make_row
 
     base = dict(model="M", pretrained="w", task="digits", protocol="zeroshot", metric="top1", is_main=True,
                 subset=None, standard=True, precision="fp32", date="2026-01-01T00:00:00+00:00", value=91.67)
@@ -56,8 +56,8 @@ def test_a_bf16_run_is_shown_apart_not_in_place_of_the_fp32_result(tmp_path):
     """Precision changes a number, so a later bf16 run of the same model must not replace
     the fp32 value on the leaderboard (nor be averaged into its means): it is its own, labelled line.
     Probe rows on non-default features likewise."""
-    from clip_bench.report.leaderboard import leaderboard_table
-    from clip_bench.results import append_rows, read_rows, write_leaderboard
+    from clip_bench.results.leaderboard import leaderboard_table
+    from clip_bench.results.rows import append_rows, read_rows, write_leaderboard
 
     append_rows(tmp_path, [
         _board_row(),

@@ -14,11 +14,11 @@ import pytest
 from dataset_fixtures import write_digit_folder
 
 from clip_bench import zeroshot
-from clip_bench.cli import main
-from clip_bench.errors import ClipBenchError
-from clip_bench.features import ExtractConfig
-from clip_bench.report.leaderboard import protocol_table
-from clip_bench.results import append_rows, make_row, read_rows
+from clip_bench.cache.features import ExtractConfig
+from clip_bench.cli.app import main
+from clip_bench.results.leaderboard import protocol_table
+from clip_bench.results.rows import append_rows, make_row, read_rows
+from clip_bench.util.errors import ClipBenchError
 
 
 def _names(tmp_path: Path, n: int) -> str:
@@ -63,7 +63,7 @@ def test_torn_line_is_reported_once_and_never_merges(tmp_path, capsys):
 def test_output_dir_that_cannot_be_written_fails_before_any_work(tmp_path, eval_config, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    import clip_bench.evaluate as evaluate
+    import clip_bench.protocols.runner as evaluate
 
     monkeypatch.setattr(evaluate, "get_features", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(ClipBenchError, match=rf"cannot write results to {blocker}/out/results.jsonl"):
@@ -71,7 +71,7 @@ def test_output_dir_that_cannot_be_written_fails_before_any_work(tmp_path, eval_
 
 
 def test_full_output_dir_prints_the_rows_and_fails(tmp_path, eval_config, monkeypatch, capsys):
-    import clip_bench.results as results
+    import clip_bench.results.rows as results
 
     real = os.fsync
 
@@ -96,7 +96,7 @@ def test_cache_dir_that_cannot_be_written_is_a_clear_error(tmp_path, eval_config
 
 
 def test_full_cache_keeps_finished_shards(tmp_path, eval_config, monkeypatch):
-    import clip_bench.features as features
+    import clip_bench.cache.features as features
 
     real, calls = features.save_npy_atomic, []
 
@@ -151,7 +151,7 @@ def test_results_file_never_holds_nan(eval_config):
 def test_reading_results_while_another_run_creates_the_output_directory(tmp_path, monkeypatch):
     """Two sweeps sharing --output-dir: one saw the directory missing (is_dir False), the other created
     it, and the first then read the directory as a results file: "cannot read out (Is a directory)"."""
-    from clip_bench.results import read_rows
+    from clip_bench.results.rows import read_rows
 
     out = tmp_path / "out"
     assert read_rows(out) == []  # not there yet
@@ -195,8 +195,8 @@ def test_compare_on_results_with_odd_rows_is_one_line(tmp_path, capsys):
 
 
 def test_classname_count_error_shows_the_task_names_instead_of_a_command_that_does_not():
-    from clip_bench.evaluate import _check_classname_count
-    from clip_bench.tasks import get_task
+    from clip_bench.protocols.runner import _check_classname_count
+    from clip_bench.tasks.catalog import get_task
 
     with pytest.raises(ClipBenchError) as err:
         _check_classname_count(get_task("digits"), 9, "cn.txt")

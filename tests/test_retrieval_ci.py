@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clip_bench import outcomes, stats
-from clip_bench.compare import compare_outcomes
-from clip_bench.retrieval import KS, RetrievalRanks, retrieval_ranks, retrieval_sample_hash
+from clip_bench.metrics import intervals as stats
+from clip_bench.protocols.retrieval import KS, RetrievalRanks, retrieval_ranks, retrieval_sample_hash
+from clip_bench.report.compare import compare_outcomes
+from clip_bench.results import outcomes
 
 METRICS = [*(f"text_retrieval_recall@{k}" for k in KS), *(f"image_retrieval_recall@{k}" for k in KS), "mean_recall"]
 

@@ -7,8 +7,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from clip_bench.errors import ClipBenchError
-from clip_bench.retrieval import RetrievalRanks, apply_template, flatten_captions, retrieval_ranks
+from clip_bench.protocols.retrieval import RetrievalRanks, apply_template, flatten_captions, retrieval_ranks
+from clip_bench.util.errors import ClipBenchError
 
 
 def features_for(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

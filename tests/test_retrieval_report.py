@@ -7,8 +7,8 @@ import json
 import pytest
 
 from clip_bench.report import build_report
-from clip_bench.results import append_rows, make_row
-from clip_bench.retrieval_report import paper_table13
+from clip_bench.report.retrieval import paper_table13
+from clip_bench.results.rows import append_rows, make_row
 
 TABLE13 = {  # the paper's numbers, typed in again here as an independent check of the data file
     "flickr30k": [88.0, 98.7, 99.4, 68.7, 90.6, 95.2],

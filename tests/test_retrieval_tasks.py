@@ -13,19 +13,19 @@ from dataset_fixtures import fixture_task
 from retrieval_fixtures import digit_retrieval_set, write_karpathy, write_retrieval_wds
 
 from clip_bench import zeroshot
-from clip_bench.cli import main
-from clip_bench.errors import DataNotFoundError
-from clip_bench.evaluate import get_features
+from clip_bench.cache.text import TextEmbeddingCache
+from clip_bench.cli.app import main
 from clip_bench.loaders import load_split
-from clip_bench.models import ModelHandle
-from clip_bench.outcomes import load_for_row
-from clip_bench.report.leaderboard import HEAD, protocol_table
-from clip_bench.results import read_rows
-from clip_bench.retrieval import flatten_captions, l2_normalize, task_kind
-from clip_bench.sweep import ModelEntry, run_sweep
-from clip_bench.tasks import expand_tasks, get_task
-from clip_bench.text_cache import TextEmbeddingCache
-from clip_bench.text_encoder import encode_prompts
+from clip_bench.models.resolve import ModelHandle
+from clip_bench.models.text_encoder import encode_prompts
+from clip_bench.protocols.retrieval import flatten_captions, l2_normalize, task_kind
+from clip_bench.protocols.runner import get_features
+from clip_bench.protocols.sweep import ModelEntry, run_sweep
+from clip_bench.results.leaderboard import HEAD, protocol_table
+from clip_bench.results.outcomes import load_for_row
+from clip_bench.results.rows import read_rows
+from clip_bench.tasks.catalog import expand_tasks, get_task
+from clip_bench.util.errors import DataNotFoundError
 
 METRICS = [f"text_retrieval_recall@{k}" for k in (1, 5, 10)] + [f"image_retrieval_recall@{k}" for k in (1, 5, 10)]
 
@@ -206,7 +206,7 @@ def _noisy_tiny(tmp_path: Path, scale: float) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from clip_bench.resources import assets_dir
+    from clip_bench.util.resources import assets_dir
 
     w = load_file(str(assets_dir() / "tiny_clip" / "tiny-clip-digits.safetensors"))
     g = torch.Generator().manual_seed(0)
@@ -222,10 +222,10 @@ def test_compare_retrieval_rows(flickr, eval_config, tiny_model, tmp_path, capsy
     the same queries; identical outcomes are never significant; another --limit is refused; old rows backfill."""
     import yaml
 
-    import clip_bench.models as models
-    from clip_bench.backfill import backfill
-    from clip_bench.compare import compare, compare_outcomes
-    from clip_bench.errors import ClipBenchError
+    import clip_bench.models.resolve as models
+    from clip_bench.protocols.replay import backfill
+    from clip_bench.report.compare import compare, compare_outcomes
+    from clip_bench.util.errors import ClipBenchError
 
     base = by_metric(zeroshot(tiny_model, flickr, eval_config))
     templ = by_metric(zeroshot(tiny_model, flickr, replace(eval_config, output_dir=tmp_path / "templ"),

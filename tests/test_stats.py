@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as sst
 
-from clip_bench import metrics, stats
+from clip_bench.metrics import classification as metrics
+from clip_bench.metrics import intervals as stats
 
 REPS = 2000  # simulated test sets per coverage check
 

@@ -9,11 +9,11 @@ import os
 import pytest
 from test_task_schema import cli, one_line_error
 
-from clip_bench.cli import error_line, main
-from clip_bench.errors import ClipBenchError
-from clip_bench.evaluate import EvalConfig
-from clip_bench.features import ExtractConfig
-from clip_bench.prompts import load_templates
+from clip_bench.cache.features import ExtractConfig
+from clip_bench.cli.app import error_line, main
+from clip_bench.protocols.runner import EvalConfig
+from clip_bench.tasks.prompts import load_templates
+from clip_bench.util.errors import ClipBenchError
 
 ZS = ["zeroshot", "--model", "tiny-clip-digits", "--task", "digits", "--quiet", "--workers", "0", "--no-cache"]
 LP = ["linprobe", "--model", "tiny-clip-digits", "--task", "digits", "--quiet", "--workers", "0", "--no-cache"]
@@ -46,7 +46,7 @@ def test_bad_flag_values_are_one_line(capsys, argv, expect, tmp_path):
 
 
 def test_good_device_names_pass():
-    from clip_bench.cli import device_name
+    from clip_bench.cli.app import device_name
 
     assert [device_name(d) for d in ("cpu", "cuda", "cuda:1", "mps")] == ["cpu", "cuda", "cuda:1", "mps"]
 
@@ -92,7 +92,7 @@ def test_models_into_a_closed_pipe_is_quiet(monkeypatch, capsys):
     os.close(read_end)  # the reader is gone
     stdout = io.TextIOWrapper(io.FileIO(write_end, "w"), write_through=False)
     monkeypatch.setattr("sys.stdout", stdout)
-    from clip_bench.cli import main
+    from clip_bench.cli.app import main
 
     code = main(["models"])
     monkeypatch.undo()
@@ -144,7 +144,7 @@ def test_python_api_configs_check_their_values(config, kwargs):
 
 
 def test_a_missing_prompt_file_is_named_once(capsys, tmp_path):
-    from clip_bench.cli import main
+    from clip_bench.cli.app import main
 
     assert main(["zeroshot", "--model", "tiny-clip-digits", "--task", "digits", "--classnames", "/nonexistent.txt",
                  "--output-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 2

@@ -11,9 +11,9 @@ from dataset_fixtures import encode, write_digit_folder
 from PIL import Image
 from test_task_schema import one_line_error
 
-from clip_bench.cli import main
+from clip_bench.cli.app import main
 from clip_bench.loaders import load_split
-from clip_bench.tasks import get_task
+from clip_bench.tasks.catalog import get_task
 
 TASK = """name: strict_loaders
 version: 1

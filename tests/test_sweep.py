@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from clip_bench.cli import main
-from clip_bench.results import read_rows
-from clip_bench.sweep import ModelEntry, read_models_file, run_sweep
+from clip_bench.cli.app import main
+from clip_bench.protocols.sweep import ModelEntry, read_models_file, run_sweep
+from clip_bench.results.rows import read_rows
 
 
 def test_sweep_runs_skips_and_reports(tmp_path, eval_config):
@@ -35,7 +35,7 @@ def test_models_yaml(tmp_path):
 
 
 def test_unresolvable_models_fail_their_jobs_and_the_others_run(tmp_path, capsys):
-    from clip_bench.cli import main
+    from clip_bench.cli.app import main
 
     models = tmp_path / "models.txt"
     models.write_text(f"tiny-clip-digits {tmp_path / 'missing.safetensors'}\nno-such-model\ntiny-clip-digits\n")

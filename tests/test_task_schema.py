@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clip_bench.cli import main
-from clip_bench.errors import ClipBenchError
-from clip_bench.resources import data_dir
-from clip_bench.sweep import ModelEntry, read_models_file
-from clip_bench.tasks import SOURCE_KEYS, TASK_KEYS, TASK_KINDS, get_task, list_tasks, parse_collections
+from clip_bench.cli.app import main
+from clip_bench.protocols.sweep import ModelEntry, read_models_file
+from clip_bench.tasks.catalog import SOURCE_KEYS, TASK_KEYS, TASK_KINDS, get_task, list_tasks, parse_collections
+from clip_bench.util.errors import ClipBenchError
+from clip_bench.util.resources import data_dir
 
 #: A small valid task: digits' 10 classes from an image folder.
 GOOD = {

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip_bench.errors import ClipBenchError, DataNotFoundError
 from clip_bench.loaders import LOADERS, load_split
-from clip_bench.task_status import task_status
-from clip_bench.tasks import get_task, list_collections, list_tasks
+from clip_bench.tasks.catalog import get_task, list_collections, list_tasks
+from clip_bench.tasks.status import task_status
+from clip_bench.util.errors import ClipBenchError, DataNotFoundError
 
 DATA = Path(__file__).parent / "data" / "source_classes"
 
@@ -147,7 +147,7 @@ def test_task_status_reads_declared_files_only(tmp_path):
 
 
 def test_metrics_known_answers():
-    from clip_bench.metrics import map_11point, mean_per_class_recall, roc_auc
+    from clip_bench.metrics.classification import map_11point, mean_per_class_recall, roc_auc
 
     targets = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=np.float32)
     assert map_11point(targets * 5.0 + 0.1, targets) == pytest.approx(100.0)  # perfect ranking
@@ -163,7 +163,7 @@ def test_metrics_known_answers():
 
 
 def test_roc_auc_on_more_than_two_classes_is_a_one_line_error():
-    from clip_bench.metrics import roc_auc
+    from clip_bench.metrics.classification import roc_auc
 
     with pytest.raises(ClipBenchError, match="binary tasks"):
         roc_auc(np.zeros((4, 3)), np.array([0, 1, 2, 1]))

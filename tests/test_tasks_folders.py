@@ -10,9 +10,9 @@ import pytest
 from task_fixtures import fixture_task, main_row, save_images
 
 from clip_bench import zeroshot
-from clip_bench.errors import DataNotFoundError
 from clip_bench.loaders import load_split
-from clip_bench.tasks import get_task
+from clip_bench.tasks.catalog import get_task
+from clip_bench.util.errors import DataNotFoundError
 
 SOURCE_CLASSES = Path(__file__).parent / "data" / "source_classes"
 

@@ -17,11 +17,11 @@ from dataset_fixtures import digits_rgb, fixture_task, write_json, write_wds
 from PIL import Image
 
 from clip_bench import zeroshot
-from clip_bench.class_groups import class_indices, load_class_groups, pool_logits
-from clip_bench.errors import ClipBenchError, DataNotFoundError
 from clip_bench.loaders import load_split
-from clip_bench.prompts import load_classnames, resolve_prompt_file
-from clip_bench.tasks import get_task
+from clip_bench.tasks.catalog import get_task
+from clip_bench.tasks.class_groups import class_indices, load_class_groups, pool_logits
+from clip_bench.tasks.prompts import load_classnames, resolve_prompt_file
+from clip_bench.util.errors import ClipBenchError, DataNotFoundError
 
 PER_DIGIT = 8
 TEMPLATE = ['a photo of the number: "{}".']

@@ -12,9 +12,9 @@ from dataset_fixtures import write_mnist
 from task_fixtures import fixture_task, main_row
 
 from clip_bench import zeroshot
-from clip_bench.errors import DataNotFoundError
 from clip_bench.loaders import load_split
-from clip_bench.tasks import get_task
+from clip_bench.tasks.catalog import get_task
+from clip_bench.util.errors import DataNotFoundError
 
 #: What the tiny CLIP gets on the 360 sklearn test digits written as 28x28 MNIST files through the real
 #: pipeline (measured: 83.1%; it scores ~90% at 32 px, for which it was trained). Floor with a margin.

@@ -10,11 +10,11 @@ from dataset_fixtures import digits_rgb, fixture_task, write_json, write_video
 from PIL import Image
 
 from clip_bench import zeroshot
-from clip_bench.errors import DataNotFoundError
 from clip_bench.loaders import load_split
 from clip_bench.loaders.video import middle_frame
-from clip_bench.prompts import load_classnames
-from clip_bench.tasks import get_task
+from clip_bench.tasks.catalog import get_task
+from clip_bench.tasks.prompts import load_classnames
+from clip_bench.util.errors import DataNotFoundError
 
 needs_av = pytest.mark.skipif(importlib.util.find_spec("av") is None, reason="writing video files needs PyAV")
 

@@ -10,11 +10,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from clip_bench import text_cache, zeroshot
-from clip_bench.errors import ClipBenchError
-from clip_bench.evaluate import EvalConfig
-from clip_bench.features import ExtractConfig
-from clip_bench.io_utils import save_npy_atomic, sha256_file, write_json_atomic
+from clip_bench import zeroshot
+from clip_bench.cache import text as text_cache
+from clip_bench.cache.features import ExtractConfig
+from clip_bench.protocols.runner import EvalConfig
+from clip_bench.util.errors import ClipBenchError
+from clip_bench.util.io import save_npy_atomic, sha256_file, write_json_atomic
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +76,10 @@ def test_damaged_text_shard_is_recomputed(warm_cache, tmp_path, damage, monkeypa
     (npy,) = (cache / "text").glob("*/*.npy")
     damage(npy)
     encoded = []
-    import clip_bench.text_encoder as te
+    import clip_bench.models.text_encoder as te
 
     real = te.encode_prompts
-    monkeypatch.setattr("clip_bench.zeroshot_head.encode_prompts",
+    monkeypatch.setattr("clip_bench.protocols.zeroshot_head.encode_prompts",
                         lambda lm, p, **k: encoded.extend(p) or real(lm, p, **k))
     cfg = EvalConfig(cache_dir=cache, output_dir=None, extract=ExtractConfig(workers=0, quiet=True))
     rows = zeroshot("tiny-clip-digits", "digits", cfg, device="cpu")
@@ -97,7 +98,7 @@ def _unit_rows(n, d=8):
 
 
 def test_temp_files_of_a_dead_writer_are_removed_when_the_cache_is_locked(tmp_path):
-    from clip_bench.text_cache import TextEmbeddingCache
+    from clip_bench.cache.text import TextEmbeddingCache
 
     TextEmbeddingCache(tmp_path, "fp", "tok").add(["a", "b"], _unit_rows(2))
     folder = TextEmbeddingCache(tmp_path, "fp", "tok").dir
@@ -111,7 +112,7 @@ def test_temp_files_of_a_dead_writer_are_removed_when_the_cache_is_locked(tmp_pa
 
 @pytest.mark.parametrize("name", ["0123abcd.json", "0123abcd.npy"])
 def test_a_directory_named_like_a_shard_is_removed_as_damaged(tmp_path, name, capsys):
-    from clip_bench.text_cache import TextEmbeddingCache
+    from clip_bench.cache.text import TextEmbeddingCache
 
     TextEmbeddingCache(tmp_path, "fp", "tok").add(["a", "b"], _unit_rows(2))
     folder = TextEmbeddingCache(tmp_path, "fp", "tok").dir
@@ -129,8 +130,8 @@ def test_full_disk_is_one_error_that_says_so_and_leaves_no_temporary_file(tmp_pa
     import errno
     import os
 
-    from clip_bench.errors import ClipBenchError
-    from clip_bench.text_cache import TextEmbeddingCache
+    from clip_bench.cache.text import TextEmbeddingCache
+    from clip_bench.util.errors import ClipBenchError
 
     def full(*_a, **_k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

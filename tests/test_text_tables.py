@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import io
 
-from clip_bench.catalog_view import format_task_table
-from clip_bench.cli import print_rows
-from clip_bench.compare import Comparison, TaskComparison, format_comparison
-from clip_bench.results import make_row
-from clip_bench.text_table import text_table
+from clip_bench.cli.app import print_rows
+from clip_bench.cli.catalog_view import format_task_table
+from clip_bench.report.compare import Comparison, TaskComparison, format_comparison
+from clip_bench.results.rows import make_row
+from clip_bench.util.text_table import text_table
 
 ROWS_TABLE = (
     "model              task                     protocol      metric                  value     95% CI      n  notes\n"
@@ -111,7 +111,7 @@ def test_comparison_table():
 
 def test_rows_without_intervals_print_no_empty_ci_column(capsys):
     """Retrieval rows carry no interval: the table has no blank '95% CI' column (as the README shows)."""
-    from clip_bench.cli import print_rows
+    from clip_bench.cli.app import print_rows
 
     rows = [make_row(model="tiny-clip-digits", pretrained="builtin", task="flickr30k", protocol="retrieval",
                      metric=m, value=v, is_main=main, n=n)

@@ -24,11 +24,11 @@ from hf_fixtures import (  # noqa: E402
     write_tiny_siglip,
 )
 
-from clip_bench.errors import ClipBenchError  # noqa: E402
-from clip_bench.features import encode_images  # noqa: E402
-from clip_bench.models import load_model, resolve_model  # noqa: E402
-from clip_bench.tiny_clip import TRAIN_TEMPLATES  # noqa: E402
-from clip_bench.zeroshot_head import zeroshot_classifier, zeroshot_logits  # noqa: E402
+from clip_bench.cache.features import encode_images  # noqa: E402
+from clip_bench.models.resolve import load_model, resolve_model  # noqa: E402
+from clip_bench.models.tiny_clip import TRAIN_TEMPLATES  # noqa: E402
+from clip_bench.protocols.zeroshot_head import zeroshot_classifier, zeroshot_logits  # noqa: E402
+from clip_bench.util.errors import ClipBenchError  # noqa: E402
 
 NAMES = [str(i) for i in range(10)]
 
@@ -58,7 +58,7 @@ def hf_dirs(tmp_path_factory) -> dict[str, Path]:
 def digits_test():
     """The digits test split as PIL images (the same images clip-bench's loader serves)."""
     from clip_bench.loaders import load_split
-    from clip_bench.tasks import get_task
+    from clip_bench.tasks.catalog import get_task
 
     data = load_split(get_task("digits"), None, "test", "/nonexistent", False)
     idx = range(0, len(data.targets), 3)  # 120 images keep the test quick
@@ -120,7 +120,7 @@ def test_zeroshot_logits_match_transformers_forward(hf_dirs, digits_test, kind):
 
 
 def test_clip_padding_trim_is_exact_and_really_cuts(hf_dirs):
-    from clip_bench.text_encoder import encode_prompts
+    from clip_bench.models.text_encoder import encode_prompts
 
     lm = load_model(str(hf_dirs["clip"]), device="cpu")
     prompts = [t.format(n) for t in TEMPLATES for n in NAMES]
@@ -244,7 +244,7 @@ def test_weights_that_do_not_fill_the_model_are_an_error(hf_dirs, tmp_path):
 @pytest.mark.slow
 def test_converted_tiny_clip_keeps_its_skill_through_both_backends(tmp_path, eval_config):
     """tiny-clip-digits as a transformers CLIPModel: the same top-1 (91.67) and the same predictions."""
-    from clip_bench.evaluate import zeroshot
+    from clip_bench.protocols.runner import zeroshot
 
     folder = convert_tiny_open_clip(tmp_path / "tiny-hf")
     rows_hf = zeroshot(str(folder), "digits", eval_config)
@@ -263,8 +263,8 @@ def test_hub_reference_is_pinned_and_loads_from_the_cache(hf_dirs, tmp_path, mon
     """``transformers:org/repo`` with ``--revision``: resolved to a commit (mocked hub), files read at that commit."""
     import huggingface_hub.constants as hc
 
-    from clip_bench.backends import hub
-    from clip_bench.cli import main
+    from clip_bench.cli.app import main
+    from clip_bench.models.backends import hub
 
     commit = "c" * 40
     repo_dir = tmp_path / "hub" / "models--clip-bench-test--tiny-hf-clip"
@@ -364,7 +364,7 @@ def test_sweep_reruns_a_checkpoint_whose_tokenizer_was_fixed(hf_dirs, tmp_path, 
     """A fixed tokenizer.json is another model: the sweep runs it again instead of keeping the old row."""
     from dataclasses import replace
 
-    from clip_bench.sweep import ModelEntry, run_sweep
+    from clip_bench.protocols.sweep import ModelEntry, run_sweep
 
     d = _copy(hf_dirs["clip"], tmp_path / "m")
     _swap_tokens(d)
@@ -408,7 +408,7 @@ DAMAGE = {
 def test_damaged_checkpoint_is_one_line(hf_dirs, tmp_path, capsys, damage):
     """A truncated model.safetensors and an impossible config escaped as tracebacks; a mis-shaped weight
     was an error pointing at a report of transformers' own."""
-    from clip_bench.cli import main
+    from clip_bench.cli.app import main
 
     d = _copy(hf_dirs["clip"], tmp_path / "m")
     change, expected = DAMAGE[damage]

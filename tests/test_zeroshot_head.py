@@ -7,10 +7,10 @@ import numpy as np
 import open_clip
 import torch
 
-from clip_bench.models import load_model
-from clip_bench.prompts import PromptSet
-from clip_bench.text_encoder import encode_prompts
-from clip_bench.zeroshot_head import build_classifier, ensemble, zeroshot_classifier, zeroshot_logits
+from clip_bench.models.resolve import load_model
+from clip_bench.models.text_encoder import encode_prompts
+from clip_bench.protocols.zeroshot_head import build_classifier, ensemble, zeroshot_classifier, zeroshot_logits
+from clip_bench.tasks.prompts import PromptSet
 
 TEMPLATES = ['a photo of the number: "{}".', "a handwritten {}.", "the digit {}", "{c}, drawn by hand"]
 NAMES = [str(i) for i in range(10)]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clip_bench.backends import Backend, LoadedModel, ModelSpec
+from clip_bench.models.backends import Backend, LoadedModel, ModelSpec
 
 PREFIX = "pixels:"
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ClipBenchError, UnknownNameError
-from ..registry import Registry
-from .base import LabeledImages, LoadContext, Remapped
+from clip_bench.loaders.base import LabeledImages, LoadContext, Remapped
+from clip_bench.util.errors import ClipBenchError, UnknownNameError
+from clip_bench.util.registry import Registry
 
 LOADERS: Registry = Registry("loader")
 LOADERS.register("digits", "clip_bench.loaders.digits:load_digits")
@@ -126,7 +126,7 @@ def check_label_range(ctx: LoadContext, targets: np.ndarray) -> None:
         return
     if getattr(ctx.task, "extra", {}).get("kind", "classification") != "classification":
         return
-    from ..class_groups import num_task_classes
+    from clip_bench.tasks.class_groups import num_task_classes
 
     n = len(ctx.source.label_map) if ctx.source.label_map is not None else num_task_classes(ctx.task)
     low, high = int(targets.min()), int(targets.max())

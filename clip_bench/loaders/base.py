@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..data_fingerprint import array_digest
-from ..errors import DataNotFoundError
+from clip_bench.cache.data_fingerprint import array_digest
+from clip_bench.util.errors import DataNotFoundError
 
 
 @dataclass
@@ -58,7 +58,7 @@ class LabeledImages(Dataset):
 
     def data_files(self) -> list[str | Path] | None:
         """Every file this dataset reads (images, shards or containers, plus ``annotation_files``): its data
-        fingerprint (``clip_bench.data_fingerprint``). ``[]`` when it reads no file (its in-memory content,
+        fingerprint (``clip_bench.cache.data_fingerprint``). ``[]`` when it reads no file (its in-memory content,
         :meth:`memory_digest`, is hashed instead); None when it does not say (every file under the source's
         root is then hashed)."""
         return None

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ClipBenchError
-from .base import FileImages, LoadContext
-from .fetch import torchvision_fetch
-from .imagefolder import list_images
+from clip_bench.loaders.base import FileImages, LoadContext
+from clip_bench.loaders.fetch import torchvision_fetch
+from clip_bench.loaders.imagefolder import list_images
+from clip_bench.util.errors import ClipBenchError
 
 
 def source_class_count(ctx: LoadContext) -> int:

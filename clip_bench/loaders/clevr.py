@@ -17,8 +17,8 @@ import json
 
 import numpy as np
 
-from .base import FileImages, LoadContext
-from .fetch import require, torchvision_fetch
+from clip_bench.loaders.base import FileImages, LoadContext
+from clip_bench.loaders.fetch import require, torchvision_fetch
 
 MIN_COUNT = 3
 

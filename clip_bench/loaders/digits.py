@@ -10,8 +10,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..errors import ClipBenchError
-from .base import ArrayImages, LoadContext
+from clip_bench.loaders.base import ArrayImages, LoadContext
+from clip_bench.util.errors import ClipBenchError
 
 SPLIT_SEED = 0
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ArrayImages, LoadContext
+from clip_bench.loaders.base import ArrayImages, LoadContext
 
 CSV_FILES = ("fer2013.csv", "icml_face_data.csv")
 

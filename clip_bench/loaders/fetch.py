@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import LoadContext
+from clip_bench.loaders.base import LoadContext
 
 #: What torchvision and its download helpers raise when a fetch fails (network, checksum, layout).
 FETCH_ERRORS = (RuntimeError, OSError, ValueError, ImportError)

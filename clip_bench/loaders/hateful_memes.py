@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from .base import FileImages, LoadContext
+from clip_bench.loaders.base import FileImages, LoadContext
 
 
 def load_hateful_memes(ctx: LoadContext, files: dict[str, list[str]] | None = None) -> FileImages:

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .base import LabeledImages, LoadContext
-from .hub import hub_snapshot
+from clip_bench.loaders.base import LabeledImages, LoadContext
+from clip_bench.loaders.hub_download import hub_snapshot
 
 
 def _cell_file(path: str, base: Path | None) -> Path:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..prompts import load_classnames
-from .base import FileImages, LoadContext
+from clip_bench.loaders.base import FileImages, LoadContext
+from clip_bench.tasks.prompts import load_classnames
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..class_groups import num_task_classes
-from .base import FileImages, LoadContext
-from .imagefolder import list_images
+from clip_bench.loaders.base import FileImages, LoadContext
+from clip_bench.loaders.imagefolder import list_images
+from clip_bench.tasks.class_groups import num_task_classes
 
 
 def load_indexfolder(ctx: LoadContext, split_dirs: bool = True) -> FileImages:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import FileImages, LoadContext
-from .fetch import fetch_archive, require, torchvision_fetch
+from clip_bench.loaders.base import FileImages, LoadContext
+from clip_bench.loaders.fetch import fetch_archive, require, torchvision_fetch
 
 VEHICLES = ("Car", "Van", "Truck")
 THRESHOLDS = (8.0, 20.0)  # metres: <= 8 near, <= 20 middle, beyond: far

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .base import LabeledImages, LoadContext
-from .fetch import torchvision_fetch
+from clip_bench.loaders.base import LabeledImages, LoadContext
+from clip_bench.loaders.fetch import torchvision_fetch
 
 FILE_PATTERN = "camelyonpatch_level_2_split_{split}_{kind}.h5"
 

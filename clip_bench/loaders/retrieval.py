@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .base import FileImages, LabeledImages, LoadContext
-from .hub import hub_snapshot
-from .webdataset import TarImages, check_unique_keys, key_hashes, list_shards, read_shard
+from clip_bench.loaders.base import FileImages, LabeledImages, LoadContext
+from clip_bench.loaders.hub_download import hub_snapshot
+from clip_bench.loaders.webdataset import TarImages, check_unique_keys, key_hashes, list_shards, read_shard
 
 RETRIEVAL_META_FILES = ("dataset_type.txt",)
 CAPTION_EXTENSIONS = ("txt",)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import FileImages, LoadContext
-from .fetch import fetch_archive, require, torchvision_fetch
+from clip_bench.loaders.base import FileImages, LoadContext
+from clip_bench.loaders.fetch import fetch_archive, require, torchvision_fetch
 
 PARTITIONS_URL = "https://vision.princeton.edu/projects/2010/SUN/download/Partitions.zip"
 PARTITION_FILES = {"train": "Training", "test": "Testing"}

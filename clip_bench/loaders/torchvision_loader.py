@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .base import LabeledImages, LoadContext
+from clip_bench.loaders.base import LabeledImages, LoadContext
 
 TARGET_ATTRIBUTES = ("targets", "_labels", "labels", "_targets", "y")
 #: Where torchvision datasets keep their image file list (a path, or a (path, label) tuple, per sample).

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import ClipBenchError
-from .base import LabeledImages, LoadContext
-from .imagefolder import IMAGE_EXTENSIONS
+from clip_bench.loaders.base import LabeledImages, LoadContext
+from clip_bench.loaders.imagefolder import IMAGE_EXTENSIONS
+from clip_bench.util.errors import ClipBenchError
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import FileImages, LoadContext
-from .fetch import torchvision_fetch
+from clip_bench.loaders.base import FileImages, LoadContext
+from clip_bench.loaders.fetch import torchvision_fetch
 
 #: The devkit's class order: the source's label (column) order.
 VOC_CLASSES = (

@@ -24,10 +24,10 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from ..class_groups import num_task_classes
-from ..errors import ClipBenchError
-from .base import LabeledImages, LoadContext
-from .hub import hub_snapshot
+from clip_bench.loaders.base import LabeledImages, LoadContext
+from clip_bench.loaders.hub_download import hub_snapshot
+from clip_bench.tasks.class_groups import num_task_classes
+from clip_bench.util.errors import ClipBenchError
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
 LABEL_EXTENSIONS = ("cls", "npy")

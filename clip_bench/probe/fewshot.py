@@ -33,7 +33,7 @@ import zlib
 
 import numpy as np
 
-from clip_bench.errors import ClipBenchError
+from clip_bench.util.errors import ClipBenchError
 
 
 def sample_k_shot(

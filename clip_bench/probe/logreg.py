@@ -59,9 +59,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clip_bench.errors import ClipBenchError
-
-from .rows import RowView, TorchRows
+from clip_bench.probe.rows import RowView, TorchRows
+from clip_bench.util.errors import ClipBenchError
 
 SOLVERS = ("torch", "sklearn")
 _PARAM_NAMES = (

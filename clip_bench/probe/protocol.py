@@ -20,12 +20,19 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from clip_bench.errors import ClipBenchError
-
-from .fewshot import PRIOR_SCALE, cv_train_size, one_shot_C, prior_C, sample_k_shot, shot_folds, transfer_C
-from .logreg import LogisticRegressionProbe
-from .rows import rows_of, stack_rows
-from .sweep import COARSE_STEP, Metric, SweepResult, c_grid, probe_scores, sweep_C, sweep_C_folds
+from clip_bench.probe.c_search import COARSE_STEP, Metric, SweepResult, c_grid, probe_scores, sweep_C, sweep_C_folds
+from clip_bench.probe.fewshot import (
+    PRIOR_SCALE,
+    cv_train_size,
+    one_shot_C,
+    prior_C,
+    sample_k_shot,
+    shot_folds,
+    transfer_C,
+)
+from clip_bench.probe.logreg import LogisticRegressionProbe
+from clip_bench.probe.rows import rows_of, stack_rows
+from clip_bench.util.errors import ClipBenchError
 
 
 @dataclass

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from clip_bench.errors import ClipBenchError
+from clip_bench.util.errors import ClipBenchError
 
 # Below this many bytes a gathered copy is cheap and the solver reads it faster than a view.
 GATHER_BELOW_BYTES = 64 * 2**20

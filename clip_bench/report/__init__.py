@@ -13,7 +13,7 @@ __all__ = ["ReportSummary", "build_report"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from . import api
+        from clip_bench.report import build as api
 
         return getattr(api, name)
     raise AttributeError(name)

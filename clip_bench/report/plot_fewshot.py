@@ -16,9 +16,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from . import fewshot as fs
-from .plotting import figure_legend, new_figure, plain, save_png, styled
-from .styles import ModelStyle
+from clip_bench.report.plotting import figure_legend, new_figure, plain, save_png, styled
+from clip_bench.report.styles import ModelStyle
+from clip_bench.results import fewshot as fs
 
 METRIC_LABEL = {
     "top1": "Top-1 accuracy (%)",

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .plotting import (
+from clip_bench.report.plotting import (
     LOGIT_EDGE,
     Label,
     figure_legend,
@@ -25,9 +25,9 @@ from .plotting import (
     save_png,
     styled,
 )
-from .reference import testbed_shifts, testbed_top1
-from .robustness import BaselineFit, average_fit, fit_models, shift_fits
-from .styles import ModelStyle
+from clip_bench.report.reference import testbed_shifts, testbed_top1
+from clip_bench.report.robustness import BaselineFit, average_fit, fit_models, shift_fits
+from clip_bench.report.styles import ModelStyle
 
 X_AXIS_LABEL = {
     "val": "ImageNet top-1",

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from matplotlib.transforms import Bbox
 
-from ..io_utils import atomic_path
+from clip_bench.util.io import atomic_path
 
 DPI = 110
 STYLE = {

@@ -7,9 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..results import display_name, labelled, shown_name, variant_name
-from .reference import openclip_results, paper_tables, published_columns
-from .tables import KEY, main_values, task_order
+from clip_bench.report.reference import openclip_results, paper_tables, published_columns
+from clip_bench.results.rows import display_name, labelled, shown_name, variant_name
+from clip_bench.results.tables import KEY, main_values, task_order
 
 COMPARISON_COLUMNS = [
     *KEY, "protocol", "task", "source", "published_model", "ours", "published", "delta", "flagged", "note",

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ..resources import assets_dir
+from clip_bench.util.resources import assets_dir
 
 TESTBED_TOP1 = "imagenet_testbed_robustness_top1s.csv"
 TESTBED_TYPES = "imagenet_testbed_model_types.csv"
@@ -51,7 +51,7 @@ def testbed_shifts() -> dict[str, Any]:
 def collections() -> dict[str, list[str]]:
     """Task groups the leaderboard averages over: ``clip27`` (paper order) and ``imagenet_shifts``,
     as the task catalogue's ``tasks/collections.yaml`` declares them (one place for both)."""
-    from clip_bench.tasks import list_collections
+    from clip_bench.tasks.catalog import list_collections
 
     groups = list_collections()
     return {k: list(groups[k]) for k in ("clip27", "imagenet_shifts")}

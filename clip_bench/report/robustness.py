@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..results import display_name, labelled
-from .reference import testbed_shifts, testbed_top1
-from .tables import KEY, main_values
+from clip_bench.report.reference import testbed_shifts, testbed_top1
+from clip_bench.results.rows import display_name, labelled
+from clip_bench.results.tables import KEY, main_values
 
 #: Protocols whose ImageNet + shift rows get an effective robustness.
 PROTOCOLS = ("zeroshot", "linear_probe")
@@ -222,7 +222,7 @@ def effective_robustness(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list
                 missing = ", ".join(s for s in shift_names if s not in found)
                 notes.append(f"effective robustness: {name} {protocol} lacks {missing}; left out of the average panel")
             out.extend(model_rows)
-    from .robustness_ci import add_er_intervals
+    from clip_bench.report.robustness_ci import add_er_intervals
 
     # er_ci_low / er_ci_high: the model's test-set noise and the baseline fit's uncertainty (robustness_ci)
     return add_er_intervals(pd.DataFrame(out, columns=ER_COLUMNS), rows), notes

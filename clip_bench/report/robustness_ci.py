@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import stats
-from ..results import labelled, shown_name
-from .reference import testbed_shifts, testbed_top1
-from .robustness import baseline_pieces, fit_models, inv_logit, logit
+from clip_bench.metrics import intervals as stats
+from clip_bench.report.reference import testbed_shifts, testbed_top1
+from clip_bench.report.robustness import baseline_pieces, fit_models, inv_logit, logit
+from clip_bench.results.rows import labelled, shown_name
 
 #: Columns this module adds to the effective-robustness table.
 CI_COLUMNS = ["er_ci_low", "er_ci_high"]

@@ -6,7 +6,7 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
-from ..results import display_name, labelled, shown_name
+from clip_bench.results.rows import display_name, labelled, shown_name
 
 #: Colours for evaluated models (tab10 without its grey, which is reserved for reference points).
 MODEL_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
@@ -24,7 +24,7 @@ class ModelStyle:
 
 
 def model_styles(rows: list[dict[str, Any]]) -> dict[tuple[str, str], ModelStyle]:
-    """(model, pretrained) as tables show them (:func:`clip_bench.results.shown_name`: one per model
+    """(model, pretrained) as tables show them (:func:`clip_bench.results.rows.shown_name`: one per model
     fingerprint and variant) -> style, in order of each model's earliest row (so adding a model later
     leaves the colours of the others unchanged), ties broken by name."""
     first: dict[tuple[str, str], str] = {}

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ..results import make_row
-from .reference import collections, paper_tables, published_columns
+from clip_bench.report.reference import collections, paper_tables, published_columns
+from clip_bench.results.rows import make_row
 
 #: Shift accuracies (zero-shot ViT-B/32, from the testbed's ``vit_b_32_clip_zeroshot`` row) and the
 #: ImageNet accuracy on each shift's classes.
@@ -39,7 +39,7 @@ def _row(model: str, pretrained: str, task: str, protocol: str, value: float, da
 
 
 def _n_classes(task: str) -> int:
-    from .fewshot import _n_classes_catalogue
+    from clip_bench.results.fewshot import _n_classes_catalogue
 
     return _n_classes_catalogue(task) or 100
 

@@ -61,7 +61,7 @@ class Normaliser:
     def __init__(self, root: Path) -> None:
         roots = {str(root), str(root.resolve())}
         self.roots = sorted(roots, key=len, reverse=True)  # longest first: one may contain the other
-        from clip_bench.results import versions
+        from clip_bench.results.rows import versions
 
         self.versions = {v for k, v in versions().items() if v}
         self.versions.add(_transformers_version())
@@ -150,8 +150,8 @@ def _isolated(root: Path) -> Iterator[None]:
 
 
 def _cli(argv: list[str]) -> tuple[int, str, str]:
-    """``clip_bench.cli.main(argv)``: (exit status, stdout, stderr)."""
-    from clip_bench.cli import main
+    """``clip_bench.cli.app.main(argv)``: (exit status, stdout, stderr)."""
+    from clip_bench.cli.app import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -186,8 +186,8 @@ def _write_fixtures(root: Path) -> str:
 
 
 def _config(root: Path, **overrides: Any) -> Any:
-    from clip_bench.evaluate import EvalConfig
-    from clip_bench.features import ExtractConfig
+    from clip_bench.cache.features import ExtractConfig
+    from clip_bench.protocols.runner import EvalConfig
 
     return EvalConfig(data_root=root / DATA, cache_dir=root / CACHE, output_dir=root / RESULTS,
                       extract=ExtractConfig(batch_size=128, workers=0, quiet=True), **overrides)
@@ -196,7 +196,7 @@ def _config(root: Path, **overrides: Any) -> Any:
 def _steps(root: Path, commands: dict[str, Any]) -> None:
     """Every evaluation, in a fixed order; CLI results go into `commands`."""
     import clip_bench
-    from clip_bench.linprobe import linprobe
+    from clip_bench.protocols.linprobe import linprobe
 
     def cli(name: str, argv: list[str]) -> None:
         code, out, err = _cli(argv)
@@ -288,7 +288,7 @@ def _outcomes(folder: Path) -> dict[str, Any]:
 
 def run_scenario(root: Path) -> dict[str, Any]:
     """Run the golden scenario in the empty folder `root`; return its normalised record."""
-    from clip_bench.results import read_rows
+    from clip_bench.results.rows import read_rows
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -332,7 +332,7 @@ def environment() -> dict[str, str]:
     import platform
     from importlib.metadata import version
 
-    from clip_bench.results import versions
+    from clip_bench.results.rows import versions
 
     return {**versions(), "transformers_version": _transformers_version(), "platform": platform.platform(),
             "numpy_version": version("numpy"), "pillow_version": version("pillow"),

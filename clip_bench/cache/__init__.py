@@ -1,0 +1,1 @@
+"""What is stored on disk to avoid recomputation: image features, text embeddings, data fingerprints."""

@@ -1,0 +1,1 @@
+"""Pure array maths: classification metrics, confidence intervals and paired tests, retrieval recall."""

@@ -1,0 +1,1 @@
+"""Model resolution and the backends that load open_clip and transformers checkpoints."""

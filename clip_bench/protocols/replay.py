@@ -1,0 +1,204 @@
+"""Per-sample outcomes for zero-shot rows computed before clip-bench stored them, from the caches alone.
+
+The logits are rebuilt from the cached image features and the cached text embeddings of the row's
+prompts; no model is loaded and no image is opened. The rebuilt outcomes must reproduce the row's
+value exactly, or nothing is written. When a cache is missing, the error says what to run.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clip_bench.cache.features import FeatureCache, feature_key
+from clip_bench.cache.text import TextEmbeddingCache
+from clip_bench.protocols.zeroshot_head import ensemble, zeroshot_logits
+from clip_bench.results.outcomes import (
+    OutcomeError,
+    Outcomes,
+    attach_outcomes,
+    collect_unwritten,
+    load_for_row,
+    outcome_id,
+    outcome_relpath,
+    outcomes_for,
+)
+from clip_bench.results.rows import field_of
+from clip_bench.tasks.catalog import get_task
+from clip_bench.tasks.class_groups import apply_class_groups
+from clip_bench.util.errors import ClipBenchError
+
+
+def rerun_command(row: dict[str, Any], output_dir: str | Path) -> str:
+    """The command that (re)computes `row` and writes its outcomes (it reuses whatever is cached)."""
+    extra = row.get("extra") or {}
+    protocol = row.get("protocol") or "zeroshot"
+    cmd = ["clip-bench", "linprobe" if protocol == "linear_probe" else
+           "fewshot" if protocol.startswith("fewshot") else "zeroshot", "--model", row["model"]]
+    if row.get("pretrained") and row["pretrained"] != "builtin":
+        cmd += ["--pretrained", row["pretrained"]]
+    cmd += ["--task", row["task"]]
+    if row.get("source"):
+        cmd += ["--source", row["source"]]
+    for flag, key in (("--limit", "limit"), ("--templates", "templates_file"), ("--classnames", "classnames_file"),
+                      ("--caption-template", "caption_template")):
+        if extra.get(key) is not None:
+            cmd += [flag, str(extra[key])]
+    if row.get("precision") and row["precision"] != "fp32":
+        cmd += ["--precision", row["precision"]]
+    cmd += ["--output-dir", str(output_dir)]
+    return shlex.join(cmd)
+
+
+def _text_embeddings(
+    cache_dir: Path, fingerprint: str, prompts: list[str], precision: str | None, device: Any,
+) -> dict[str, np.ndarray] | None:
+    """Cached embeddings of every prompt for this model at the row's precision (any tokenizer entry that
+    has them all), or None. The fingerprint (read from a row) names a cache folder: letters, digits, - and _ only."""
+    if not isinstance(fingerprint, str) or not re.fullmatch(r"[0-9A-Za-z_-]+", fingerprint):
+        raise ClipBenchError(f"model fingerprint {str(fingerprint)[:60]!r} of a result row is not a fingerprint (hex "
+                             "digits), so it names no cache entry; the results file was edited or damaged.")
+    probe = TextEmbeddingCache(cache_dir, fingerprint, "TOKENIZER", precision or "fp32", device)
+    head, tail = probe.dir.name.split("TOKENIZER")
+    for folder in sorted((cache_dir / "text").glob(f"{head}*{tail}")):
+        tokenizer = folder.name[len(head): len(folder.name) - len(tail)]
+        cache = TextEmbeddingCache(cache_dir, fingerprint, tokenizer, precision or "fp32", device)
+        if cache.dir != folder:
+            continue
+        found, missing = cache.lookup(prompts)
+        if not missing:
+            return found
+    return None
+
+
+def cached_features(row: dict[str, Any], task: Any, cache_dir: str | Path, data_root: str | Path) -> Any:
+    """The complete feature-cache entry `row` was scored on (keyed by the row's own fields, its data
+    fingerprint included, so no data is read and `data_root` is not needed), or None."""
+    extra = row.get("extra") or {}
+    fingerprint = field_of(row, "data_fingerprint")
+    if fingerprint is None:  # a row from before data fingerprints: no entry of this cache format is its
+        return None
+    for skip_bad in (False, True):  # an entry that skipped unreadable images is keyed apart
+        key = feature_key(row["model_fingerprint"], task, task.source(row.get("source")), row["split"],
+                          row.get("feature_kind") or "embed", extra.get("limit"), fingerprint,
+                          precision=row.get("precision") or "fp32", device=row.get("device"), skip_bad_images=skip_bad)
+        if (feats := FeatureCache(Path(cache_dir), key).load()) is not None:
+            return feats
+    return None
+
+
+def zeroshot_scores_from_cache(
+    row: dict[str, Any], cache_dir: str | Path, data_root: str | Path, output_dir: str | Path = "results",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, labels) the zero-shot `row` was scored on, rebuilt from the feature and text caches."""
+    from clip_bench.protocols.runner import _subset_scores
+
+    cache_dir = Path(cache_dir)
+    extra = row.get("extra") or {}
+    task = get_task(row["task"])
+    redo = f"run `{rerun_command(row, output_dir)}` (it reuses what is cached and stores the outcomes)"
+    if task.version != row.get("task_version"):
+        raise ClipBenchError(f"{row['model']} on {row['task']}: the row was computed with task version "
+                             f"{row.get('task_version')}, the task file is now version {task.version}; {redo}.")
+    prompt_set = task.prompt_set(extra.get("classnames_file"), extra.get("templates_file"))
+    if (prompt_set.templates_hash, prompt_set.classnames_hash) != (row.get("templates_hash"),
+                                                                   row.get("classnames_hash")):
+        raise ClipBenchError(f"{row['model']} on {row['task']}: the row's prompts (templates/class names) are not the "
+                             f"ones the task or its files give now; {redo}.")
+    feats = cached_features(row, task, cache_dir, data_root)
+    if feats is None:
+        raise ClipBenchError(f"{row['model']} on {row['task']}: no per-sample outcomes, and its image features are "
+                             f"not in the cache {cache_dir} (or the row records no data fingerprint, being older); "
+                             f"{redo}.")
+    per_class = prompt_set.all_prompts()
+    table = _text_embeddings(cache_dir, row["model_fingerprint"],
+                             list(dict.fromkeys(p for ps in per_class for p in ps)),
+                             row.get("precision"), row.get("device"))
+    if table is None:
+        raise ClipBenchError(f"{row['model']} on {row['task']}: no per-sample outcomes, and its prompt embeddings "
+                             f"are not in the text cache under {cache_dir}; {redo}.")
+    classifier = ensemble([np.stack([table[p] for p in prompts]) for prompts in per_class])
+    logits = apply_class_groups(task, zeroshot_logits(feats.features, classifier))
+    labels = np.asarray(feats.labels)
+    if row.get("subset"):
+        subsets = _subset_scores(task, logits, labels)
+        if row["subset"] not in subsets:
+            raise ClipBenchError(f"{row['model']} on {row['task']}: class subset {row['subset']!r} is unknown; {redo}.")
+        logits, labels = subsets[row["subset"]]
+    return logits, labels
+
+
+def backfill(
+    row: dict[str, Any], output_dir: str | Path, cache_dir: str | Path, data_root: str | Path,
+) -> Outcomes:
+    """Write the outcomes file of a zero-shot `row` (under `output_dir`) from the caches, and return it.
+
+    Raises ClipBenchError naming the command to run when the caches do not have what is needed, or
+    when the rebuilt scores do not reproduce the row's value.
+    """
+    if row.get("protocol") == "retrieval":
+        return _backfill_retrieval(row, output_dir, cache_dir, data_root)
+    if row.get("protocol") != "zeroshot":
+        raise ClipBenchError(
+            f"{row['model']} on {row['task']} ({row.get('protocol')}): the row has no per-sample outcomes (it was "
+            f"computed before clip-bench stored them); run `{rerun_command(row, output_dir)}` "
+            "(features come from the cache)."
+        )
+    copy = _with_outcomes_path(row)
+    logits, labels = zeroshot_scores_from_cache(row, cache_dir, data_root, output_dir)
+    try:
+        with collect_unwritten() as unwritten:
+            attach_outcomes([copy], logits, labels, output_dir)
+        out = (outcomes_for(row["metric"], logits, labels, row["value"]) if _in_memory(unwritten)
+               else load_for_row(copy, output_dir))
+    except OutcomeError as exc:
+        raise ClipBenchError(
+            f"{row['model']} on {row['task']}: the cached features do not reproduce the row's {row['metric']} "
+            f"({exc}); run `{rerun_command(row, output_dir)}`."
+        ) from None
+    assert out is not None  # just written
+    return out
+
+
+def _with_outcomes_path(row: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `row` with the path of its outcomes file; a row whose id or path is not clip-bench's is an error."""
+    try:
+        copy = {**row, "outcomes": outcome_relpath(row)}
+        outcome_id(copy)  # the file is written under this name
+    except OutcomeError as exc:
+        raise ClipBenchError(str(exc)) from None
+    return copy
+
+
+def _in_memory(unwritten: list[str]) -> bool:
+    """Whether the rebuilt outcomes could not be written (said on stderr): they are then used from memory."""
+    if unwritten:
+        print(f"clip-bench: warning: {unwritten[0]}; using the rebuilt outcomes without storing them.", file=sys.stderr)
+    return bool(unwritten)
+
+
+def _backfill_retrieval(row: dict[str, Any], output_dir: str | Path, cache_dir: str | Path,
+                        data_root: str | Path) -> Outcomes:
+    """:func:`backfill` for a retrieval row: ranks rebuilt from the cached image features, captions and caption
+    embeddings."""
+    from clip_bench.protocols.retrieval import ranks_from_cache
+    from clip_bench.results.outcomes import attach_retrieval_outcomes, retrieval_outcomes
+
+    redo = f"run `{rerun_command(row, output_dir)}` (it reuses what is cached and stores the outcomes)"
+    copy = _with_outcomes_path(row)
+    ranks, text_image, sample = ranks_from_cache(row, cache_dir, data_root, redo)
+    try:
+        with collect_unwritten() as unwritten:
+            attach_retrieval_outcomes([copy], ranks, text_image, sample, output_dir)
+        out = (retrieval_outcomes(row["metric"], ranks, text_image, row["value"], sample) if _in_memory(unwritten)
+               else load_for_row(copy, output_dir))
+    except OutcomeError as exc:
+        raise ClipBenchError(f"{row['model']} on {row['task']}: the cached features do not reproduce the row's "
+                             f"{row['metric']} ({exc}); {redo}.") from None
+    assert out is not None  # just written
+    return out

@@ -1,0 +1,1 @@
+"""Result rows and their identity, per-sample outcomes, and the tables and leaderboard built from rows."""

@@ -1,0 +1,1 @@
+"""Helpers every layer may use: errors, atomic file io, the lazy registry, resources, progress, distributed."""
