@@ -19,10 +19,9 @@ import torch
 from PIL import Image
 
 from clip_bench import zeroshot
-from clip_bench.cache.features import ExtractConfig
+from clip_bench.config import EvalConfig, ExtractConfig
 from clip_bench.loaders.imagefolder import list_images
 from clip_bench.models.resolve import load_model
-from clip_bench.protocols.runner import EvalConfig
 
 
 def write_folder(root: Path, n: int) -> Path:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import types
 from typing import Any
 
-__version__ = "0.1.0"
+from clip_bench.util.version import __version__
 
 __all__ = [
     "__version__",
@@ -46,7 +46,7 @@ _LAZY = {
     "build_report": "clip_bench.report.build:build_report",
     "get_task": "clip_bench.tasks.catalog:get_task",
     "list_tasks": "clip_bench.tasks.catalog:list_tasks",
-    "EvalConfig": "clip_bench.protocols.runner:EvalConfig",
+    "EvalConfig": "clip_bench.config:EvalConfig",
     "zeroshot_classifier": "clip_bench.protocols.zeroshot_head:zeroshot_classifier",
 }
 

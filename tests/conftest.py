@@ -16,9 +16,12 @@ import pytest
 
 os.environ.setdefault("CLIP_BENCH_CACHE", str(Path(__file__).parent / ".cache-should-not-be-used"))
 
-from clip_bench.cache.features import ExtractConfig  # noqa: E402
+from clip_bench.config import (
+    EvalConfig,  # noqa: E402
+    ExtractConfig,  # noqa: E402
+)
 from clip_bench.protocols.linprobe import fewshot, linprobe  # noqa: E402
-from clip_bench.protocols.runner import EvalConfig, zeroshot  # noqa: E402
+from clip_bench.protocols.runner import zeroshot  # noqa: E402
 
 TINY = "tiny-clip-digits"
 

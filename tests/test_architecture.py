@@ -20,7 +20,7 @@ PACKAGE = "clip_bench"
 #: Bottom to top. A module may import from its own layer and the layers below; within a layer the
 #: subpackages are listed in the order they may import each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("util",),
+    ("util", "assets"),
     ("config",),
     ("metrics",),
     ("probe",),
@@ -194,7 +194,8 @@ def test_a_clean_tree_has_no_problem(tmp_path):
      "clip_bench.results.rows imports clip_bench.report.tables, which is in a higher layer"),
     ("util/registry.py", "LAZY = {'x': 'clip_bench.report.tables:Table'}\n",
      "clip_bench.util.registry imports clip_bench.report.tables, which is in a higher layer"),
-    ("results/rows.py", "import clip_bench\n", "clip_bench.results.rows imports clip_bench, which is in a higher layer"),
+    ("results/rows.py", "import clip_bench\n",
+     "clip_bench.results.rows imports clip_bench, which is in a higher layer"),
     ("results/tables.py", "from clip_bench.results.leaderboard import x\n",
      "import cycle: clip_bench.results.leaderboard -> clip_bench.results.tables"),
     ("stats.py", "", "clip_bench.stats is in no layer"),

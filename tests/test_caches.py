@@ -154,9 +154,9 @@ def test_damaged_entry_never_used(eval_config, bad, monkeypatch):
 
 
 def test_empty_environment_variables_mean_the_defaults(tmp_path, monkeypatch):
-    from clip_bench.cache.features import ExtractConfig, default_cache_dir
-    from clip_bench.protocols.runner import EvalConfig, default_data_root
+    from clip_bench.config import EvalConfig, ExtractConfig
     from clip_bench.util.distributed import launched_with_torchrun
+    from clip_bench.util.resources import default_cache_dir, default_data_root
 
     home, work = tmp_path / "home", tmp_path / "work"
     work.mkdir()

@@ -154,8 +154,7 @@ def digits_run(tmp_path_factory, tiny_model):
     in another file (another fingerprint, the same numbers)."""
     from safetensors.torch import load_file, save_file
 
-    from clip_bench.cache.features import ExtractConfig
-    from clip_bench.protocols.runner import EvalConfig
+    from clip_bench.config import EvalConfig, ExtractConfig
     from clip_bench.util.resources import assets_dir
 
     tmp = tmp_path_factory.mktemp("digits")

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from clip_bench import zeroshot
-from clip_bench.cache.features import ExtractConfig, FeatureCache, subset_indices
+from clip_bench.cache.features import FeatureCache, subset_indices
+from clip_bench.config import ExtractConfig
 from clip_bench.util.errors import ClipBenchError
 
 
@@ -319,7 +320,7 @@ def test_skipped_image_in_a_batch_that_straddles_two_shards(tmp_path, eval_confi
     from dataset_fixtures import write_digit_folder
 
     from clip_bench import zeroshot
-    from clip_bench.cache.features import ExtractConfig
+    from clip_bench.config import ExtractConfig
 
     write_digit_folder(eval_config.data_root / "dg" / "test", per_class=3)
     (eval_config.data_root / "dg" / "test" / "4" / "001.png").write_bytes(b"\x89PNG not really")  # index 13

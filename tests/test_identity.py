@@ -161,7 +161,7 @@ def test_probe_rows_of_a_run_that_skipped_images_have_their_own_identity(tmp_pat
     out had the clean run's result_id and counted as standard."""
     from dataset_fixtures import write_digit_folder
 
-    from clip_bench.cache.features import ExtractConfig
+    from clip_bench.config import ExtractConfig
     from clip_bench.protocols.linprobe import fewshot, linprobe
 
     root = eval_config.data_root / "dg"

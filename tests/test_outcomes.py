@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clip_bench.protocols.runner import EvalConfig
+from clip_bench.config import EvalConfig
 from clip_bench.results import outcomes
 from clip_bench.results.rows import read_rows
 

@@ -60,21 +60,20 @@ def test_sweep_takes_model_names(eval_config, monkeypatch):
         return {"ran": 0, "done_before": 0, "failed": 0}
 
     monkeypatch.setattr(sweep_module, "run_sweep", fake_run_sweep)
-    clip_bench.protocols.sweep(["tiny-clip-digits", ("ViT-B-32", "openai")], "digits", config=eval_config)
+    clip_bench.sweep(["tiny-clip-digits", ("ViT-B-32", "openai")], "digits", config=eval_config)
     entry = sweep_module.ModelEntry
     assert seen == {"models": [entry("tiny-clip-digits"), entry("ViT-B-32", "openai")], "tasks": ["digits"],
                     "protocols": ["zeroshot"], "cfg": eval_config}
 
 
 def test_default_roots_have_one_definition(monkeypatch, tmp_path):
-    from clip_bench.cache import features
-    from clip_bench.protocols import runner as evaluate
+    from clip_bench import config
     from clip_bench.util import resources
 
-    assert evaluate.default_data_root is resources.default_data_root
-    assert features.default_cache_dir is resources.default_cache_dir
+    assert config.default_data_root is resources.default_data_root
+    assert config.default_cache_dir is resources.default_cache_dir
     monkeypatch.setenv("CLIP_BENCH_DATA", str(tmp_path / "data"))
-    assert evaluate.EvalConfig().data_root == tmp_path / "data"
+    assert config.EvalConfig().data_root == tmp_path / "data"
 
 
 def test_the_task_list_reads_the_data_root_without_the_evaluation_code(tmp_path):

@@ -16,15 +16,15 @@ from dataset_fixtures import write_digit_folder
 from slow_child import slow_encode_script
 
 from clip_bench import zeroshot
-from clip_bench.cache.features import ExtractConfig
+from clip_bench.config import ExtractConfig
 from clip_bench.loaders.base import ArrayImages
 from clip_bench.results.rows import append_rows, make_row, read_rows
 from clip_bench.util.errors import ClipBenchError
 
 CHILD = slow_encode_script(
     "from clip_bench import zeroshot\n"
-    "from clip_bench.protocols.runner import EvalConfig\n"
-    "from clip_bench.cache.features import ExtractConfig\n"
+    "from clip_bench.config import EvalConfig\n"
+    "from clip_bench.config import ExtractConfig\n"
     "from pathlib import Path\n"
     'zeroshot("tiny-clip-digits", "digits", EvalConfig(cache_dir=Path(sys.argv[1]), output_dir=None,\n'
     "         extract=ExtractConfig(batch_size=16, workers=0, shard_size=32, quiet=True)), device='cpu')"
@@ -57,7 +57,7 @@ def test_sigkill_resumes_from_last_complete_shard(tmp_path, monkeypatch):
     real = ArrayImages.load_image
     monkeypatch.setattr(ArrayImages, "load_image", lambda self, i: opened.append(i) or real(self, i))
     cfg = dict(output_dir=None, extract=ExtractConfig(batch_size=16, workers=0, shard_size=32, quiet=True))
-    from clip_bench.protocols.runner import EvalConfig
+    from clip_bench.config import EvalConfig
 
     resumed = zeroshot("tiny-clip-digits", "digits", EvalConfig(cache_dir=cache, **cfg), device="cpu")
     assert len(opened) == 360 - 32 * done  # only the missing shards were encoded

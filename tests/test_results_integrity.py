@@ -14,8 +14,8 @@ import pytest
 from dataset_fixtures import write_digit_folder
 
 from clip_bench import zeroshot
-from clip_bench.cache.features import ExtractConfig
 from clip_bench.cli.app import main
+from clip_bench.config import ExtractConfig
 from clip_bench.results.leaderboard import protocol_table
 from clip_bench.results.rows import append_rows, make_row, read_rows
 from clip_bench.util.errors import ClipBenchError

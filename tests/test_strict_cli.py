@@ -9,9 +9,8 @@ import os
 import pytest
 from test_task_schema import cli, one_line_error
 
-from clip_bench.cache.features import ExtractConfig
 from clip_bench.cli.app import error_line, main
-from clip_bench.protocols.runner import EvalConfig
+from clip_bench.config import EvalConfig, ExtractConfig
 from clip_bench.tasks.prompts import load_templates
 from clip_bench.util.errors import ClipBenchError
 

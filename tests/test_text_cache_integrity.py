@@ -12,8 +12,7 @@ import pytest
 
 from clip_bench import zeroshot
 from clip_bench.cache import text as text_cache
-from clip_bench.cache.features import ExtractConfig
-from clip_bench.protocols.runner import EvalConfig
+from clip_bench.config import EvalConfig, ExtractConfig
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.io import save_npy_atomic, sha256_file, write_json_atomic
 

@@ -32,10 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from clip_bench.util.errors import ClipBenchError
-from clip_bench.util.io import sha256_bytes, sha256_file, sha256_json
+from clip_bench.util.io import array_digest, sha256_file, sha256_json
 
 FORMAT = "clip-bench-data-v2"  # v2: files in sample order (v1 sorted them)
 STORE_FILE = "fingerprints.sqlite"
@@ -192,12 +190,6 @@ def declared_files(data: Any, root: Path | None) -> list[str] | None:
             "has no path, so its data cannot be fingerprinted; give its loader a data_files() method."
         )
     return _absolute(sorted(str(p) for p in Path(root).rglob("*") if p.is_file()))
-
-
-def array_digest(array: Any) -> str:
-    """SHA-256 of an array's dtype, shape and bytes."""
-    a = np.ascontiguousarray(np.asarray(array))
-    return sha256_bytes(f"{a.dtype.str}:{a.shape}:".encode() + a.tobytes())
 
 
 def fingerprint_dataset(data: Any, root: Path | None, cache_dir: str | Path | None = None) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from clip_bench.cache.identity import numeric_identity, task_hash
+from clip_bench.config import ExtractConfig
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.io import (
     discard_path,
@@ -34,30 +35,11 @@ from clip_bench.util.io import (
     write_json_atomic,
 )
 from clip_bench.util.progress import progress_bar
-from clip_bench.util.resources import default_cache_dir  # noqa: F401 (importable from here, as before)
 
 FEATURE_KINDS = ("embed", "pre-proj")
 CACHE_FORMAT = 3  # 3: keyed by the data's content fingerprint, not the data root's path
 #: How ``--limit`` draws its subset (recorded in keys and rows; see subset_indices).
 SUBSET_RULE = "stratified-v1"
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """How to run extraction: batching, workers, sharding, progress."""
-
-    batch_size: int = 64
-    workers: int = 2
-    shard_size: int = 2048
-    quiet: bool = False
-    skip_bad_images: bool = False
-    compile: bool = False  # torch.compile the image tower (helps on recent GPUs; first batch is slow)
-
-    def __post_init__(self) -> None:
-        for name, low in (("batch_size", 1), ("workers", 0), ("shard_size", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-                raise ClipBenchError(f"ExtractConfig.{name} must be an integer >= {low}, got {value!r}.")
 
 
 @dataclass
@@ -332,7 +314,7 @@ def extract(
     indices: np.ndarray,
     cache: FeatureCache | None,
     kind: str = "embed",
-    cfg: ExtractConfig = ExtractConfig(),
+    cfg: ExtractConfig | None = None,
     provenance: dict[str, Any] | None = None,
     desc: str = "images",
 ) -> Features:
@@ -347,6 +329,7 @@ def extract(
     """
     from clip_bench.util import distributed as ddp
 
+    cfg = cfg or ExtractConfig()
     shards = [indices[s : s + cfg.shard_size] for s in range(0, len(indices), cfg.shard_size)] or [indices]
     if cache is None:
         mine = [i for i in range(len(shards)) if i % ddp.world_size() == ddp.rank()]

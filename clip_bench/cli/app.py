@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from clip_bench import __version__
 from clip_bench.util.errors import ClipBenchError
+from clip_bench.util.version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,8 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _eval_config(args: argparse.Namespace) -> Any:
-    from clip_bench.cache.features import ExtractConfig
-    from clip_bench.protocols.runner import EvalConfig
+    from clip_bench.config import EvalConfig, ExtractConfig
     from clip_bench.util.resources import default_cache_dir, default_data_root
 
     return EvalConfig(

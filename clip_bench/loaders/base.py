@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from clip_bench.cache.data_fingerprint import array_digest
 from clip_bench.util.errors import DataNotFoundError
+from clip_bench.util.io import array_digest
 
 
 @dataclass

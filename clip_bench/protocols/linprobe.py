@@ -16,13 +16,13 @@ import numpy as np
 
 from clip_bench.cache.data_fingerprint import combine
 from clip_bench.cache.features import Features, subset_indices
+from clip_bench.config import EvalConfig
 from clip_bench.metrics.classification import main_metric, main_metric_key
 from clip_bench.models.resolve import LoadedModel, ModelHandle, ModelSpec
 from clip_bench.probe import PROBE_RULE
 from clip_bench.probe.protocol import ProbeConfig, run_fewshot, run_linear_probe
 from clip_bench.probe.representation import normalized_rows, resolve_feature_kind
 from clip_bench.protocols.runner import (
-    EvalConfig,
     check_same_data,
     data_fingerprint,
     get_features,

@@ -211,12 +211,6 @@ def retrieval_sample_hash(
     return sha256_bytes(header + ids.tobytes() + owner.tobytes())
 
 
-def task_kind(task: Any) -> str:
-    """``classification`` (default) or ``retrieval``: the task file's ``kind``, which picks the protocol."""
-    kind = getattr(task, "kind", None) or (getattr(task, "extra", None) or {}).get("kind") or "classification"
-    return str(kind)
-
-
 def evaluate_retrieval_task(handle: Any, task: Any, cfg: Any) -> list[dict[str, Any]]:
     """Zero-shot retrieval rows for one ``kind: retrieval`` task: six recalls and their mean (the main metric)."""
     from clip_bench.protocols.runner import check_same_data, get_features, provenance

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,6 @@ import numpy as np
 from clip_bench.cache.data_fingerprint import run_scope, split_fingerprint
 from clip_bench.cache.features import (
     SUBSET_RULE,
-    ExtractConfig,
     FeatureCache,
     Features,
     extract,
@@ -20,9 +18,10 @@ from clip_bench.cache.features import (
     subset_indices,
 )
 from clip_bench.cache.identity import is_builtin_definition, task_hash
+from clip_bench.config import EvalConfig
 from clip_bench.metrics.classification import all_metrics, main_metric_key
 from clip_bench.models.resolve import LoadedModel, ModelHandle, ModelSpec
-from clip_bench.protocols.retrieval import evaluate_retrieval_task, task_kind
+from clip_bench.protocols.retrieval import evaluate_retrieval_task
 from clip_bench.protocols.zeroshot_head import build_classifier, zeroshot_logits
 from clip_bench.results.outcomes import OutcomesWriteError, attach_outcomes, collect_unwritten
 from clip_bench.results.outcomes import check_writable as check_outcomes_writable
@@ -36,44 +35,10 @@ from clip_bench.results.rows import (
     versions,
     write_leaderboard,
 )
-from clip_bench.tasks.catalog import TaskSpec, expand_tasks, get_task
+from clip_bench.tasks.catalog import TaskSpec, expand_tasks, get_task, task_kind
 from clip_bench.tasks.class_groups import apply_class_groups, class_indices, task_class_groups
 from clip_bench.util import distributed as ddp
 from clip_bench.util.errors import ClipBenchError
-from clip_bench.util.resources import default_cache_dir, default_data_root
-
-
-@dataclass
-class EvalConfig:
-    """Options shared by every protocol; the CLI fills it from flags.
-
-    Main fields: ``data_root`` (datasets; ``$CLIP_BENCH_DATA`` or ``~/.cache/clip_bench/data``), ``cache_dir``
-    (features and text embeddings; None: no caching), ``output_dir`` (``results.jsonl`` and the leaderboard;
-    None: rows are only returned), ``source``, ``limit``, ``download``, ``extract`` (batch size, workers, quiet).
-    """
-
-    data_root: Path = field(default_factory=default_data_root)
-    cache_dir: Path | None = field(default_factory=default_cache_dir)  # None: no caching at all
-    output_dir: Path | None = Path("results")  # None: rows are returned, not written
-    source: str | None = None
-    templates: str | None = None
-    classnames: str | None = None
-    limit: int | None = None
-    download: bool = False
-    feature_kind: str = "auto"  # probes: auto | embed | pre-proj (probe_features); zero-shot always uses embed
-    caption_template: str | None = None  # retrieval tasks: "{}" is replaced by each caption
-    label: str | None = None  # --name: what tables and figures call the model (rows: extra.label; changes no number)
-    extract: ExtractConfig = field(default_factory=ExtractConfig)
-
-    def __post_init__(self) -> None:
-        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int | np.integer)
-                                       or self.limit < 1):
-            raise ClipBenchError("EvalConfig.limit must be a positive integer or None (all samples), got "
-                                 f"{self.limit!r}.")
-
-    @property
-    def quiet(self) -> bool:
-        return self.extract.quiet
 
 
 def data_fingerprint(task: TaskSpec, split: str, cfg: EvalConfig) -> str:

@@ -10,9 +10,8 @@ from typing import Any
 
 from clip_bench.cache.data_fingerprint import run_scope
 from clip_bench.models.resolve import ModelHandle, resolve_model
-from clip_bench.protocols.retrieval import task_kind
 from clip_bench.results.rows import is_standard, make_row, read_rows
-from clip_bench.tasks.catalog import expand_tasks, get_task
+from clip_bench.tasks.catalog import expand_tasks, get_task, task_kind
 from clip_bench.util import distributed as ddp
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.progress import progress_bar
@@ -225,7 +224,7 @@ def sweep(
         entries = [m if isinstance(m, ModelEntry) else ModelEntry(m) if isinstance(m, str) else ModelEntry(*m)
                    for m in models]
     if config is None:
-        from clip_bench.protocols.runner import EvalConfig
+        from clip_bench.config import EvalConfig
 
         config = EvalConfig()
     return run_sweep(entries, [tasks] if isinstance(tasks, str) else list(tasks),

@@ -19,7 +19,7 @@ from clip_bench.report import html
 from clip_bench.report.html import Cell, Section
 from clip_bench.report.markdown import to_markdown
 from clip_bench.report.published import SOURCE_LABEL, compare_published, summary_lines
-from clip_bench.report.reference import collections, testbed_shifts
+from clip_bench.report.reference import testbed_shifts
 from clip_bench.report.retrieval import retrieval_section
 from clip_bench.report.robustness import effective_robustness
 from clip_bench.report.styles import ModelStyle, model_styles, swatch_svg
@@ -35,6 +35,7 @@ from clip_bench.results.rows import (
     variant_name,
 )
 from clip_bench.results.tables import KEY, Rows, all_metrics_table, load_rows, main_values, task_order
+from clip_bench.tasks.catalog import headline_collections
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.io import probe_writable_dir, write_text_atomic
 from clip_bench.util.progress import progress_bar
@@ -303,7 +304,7 @@ class _Context:
         s.write(self.out / "leaderboard.csv", leaderboard_csv(self.rows))
         self.curve = fs.curves(self.rows)
         found = protocols(self.rows)
-        groups = collections()
+        groups = headline_collections()
         md: list[str] = []
         children: list[Section] = []
         for protocol, title in (("zeroshot", "zero-shot"), ("linear_probe", "linear probe (all training data)")):
@@ -728,7 +729,7 @@ class _Context:
             best = max(finite, key=lambda k: (finite[k][1], finite[k][0]))
             v, n = finite[best]
             out.append(f"Highest zero-shot clip27 mean: {html.esc(display_name(*best))}, <strong>{v:.1f}</strong> "
-                       f"over {n} of {len(collections()['clip27'])} datasets.")
+                       f"over {n} of {len(headline_collections()['clip27'])} datasets.")
         er = self.model_columns.get("er", {})
         if er:
             parts = ", ".join(f"{html.esc(display_name(*k))} <strong>{v:+.1f}</strong>" for k, (v, _) in

@@ -48,15 +48,6 @@ def testbed_shifts() -> dict[str, Any]:
     return _yaml(TESTBED_SHIFTS)
 
 
-def collections() -> dict[str, list[str]]:
-    """Task groups the leaderboard averages over: ``clip27`` (paper order) and ``imagenet_shifts``,
-    as the task catalogue's ``tasks/collections.yaml`` declares them (one place for both)."""
-    from clip_bench.tasks.catalog import list_collections
-
-    groups = list_collections()
-    return {k: list(groups[k]) for k in ("clip27", "imagenet_shifts")}
-
-
 @lru_cache(maxsize=1)
 def paper_tables() -> dict[str, Any]:
     """CLIP paper Tables 11 (zero-shot) and 10 (linear probe) as loaded from ``paper_tables.json``."""

@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from clip_bench.report.reference import collections, paper_tables, published_columns
+from clip_bench.report.reference import paper_tables, published_columns
 from clip_bench.results.rows import make_row
+from clip_bench.tasks.catalog import headline_collections
 
 #: Shift accuracies (zero-shot ViT-B/32, from the testbed's ``vit_b_32_clip_zeroshot`` row) and the
 #: ImageNet accuracy on each shift's classes.
@@ -63,7 +64,7 @@ def synthetic_rows(
     paper = dict(zip(tables["datasets"], tables["zero_shot_table11"]["ViT-B/32"]))
     lp_paper = dict(zip(tables["datasets"], tables["linear_probe_table10_clip_rows"]["ViT-B/32"]))
     cols = published_columns()["tasks"]
-    clip27 = collections()["clip27"]
+    clip27 = headline_collections()["clip27"]
     rows: list[dict[str, Any]] = []
     for m, (model, pretrained) in enumerate(models):
         date = f"2024-01-0{m + 1}T00:00:00+00:00"

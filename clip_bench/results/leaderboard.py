@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clip_bench.report.reference import collections
 from clip_bench.results.rows import LEADERBOARD_PROTOCOLS, labelled
 from clip_bench.results.tables import KEY, is_standard, main_values, task_order, valid_row
+from clip_bench.tasks.catalog import headline_collections
 from clip_bench.util.io import write_text_atomic
 
 MEANS = ["mean_clip27", "n_clip27", "mean_shifts", "n_shifts"]
@@ -57,7 +57,7 @@ def protocol_table(rows: list[dict[str, Any]], protocol: str = "zeroshot", curve
     wide.columns.name = None
     tasks = task_order(wide.columns)
     wide = wide[tasks].reset_index()
-    groups = collections()
+    groups = headline_collections()
     for name, group in (("clip27", "clip27"), ("shifts", "imagenet_shifts")):
         present = [t for t in groups[group] if t in wide]
         part = wide[present] if present else pd.DataFrame(index=wide.index)

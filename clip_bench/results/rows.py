@@ -64,7 +64,7 @@ def versions() -> dict[str, str]:
 
     import torch
 
-    from clip_bench import __version__
+    from clip_bench.util.version import __version__
 
     try:
         open_clip_version = version("open_clip_torch")

@@ -15,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 
-from clip_bench.report.reference import collections
 from clip_bench.results.rows import (
     RESULTS_FILE,
     ROW_FIELDS,
@@ -29,6 +28,7 @@ from clip_bench.results.rows import (
     warn_skipped,
     with_variant_labels,
 )
+from clip_bench.tasks.catalog import headline_collections
 
 KEY = ["model", "pretrained"]
 #: Row fields other modules add (identity, standard-ness, 95 % intervals); read top-level or from ``extra``.
@@ -166,7 +166,7 @@ def main_values(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> pd.Da
 
 def task_order(tasks: Iterable[str]) -> list[str]:
     """Paper order for the 27 datasets, then the ImageNet shifts, then anything else alphabetically."""
-    groups = collections()
+    groups = headline_collections()
     known = [*groups["clip27"], *groups["imagenet_shifts"]]
     tasks = set(tasks)
     return [t for t in known if t in tasks] + sorted(tasks - set(known))

@@ -553,3 +553,16 @@ def expand_tasks(names: list[str]) -> list[str]:
     for n in names:
         out.extend(collections.get(n, [n]))
     return list(dict.fromkeys(out))
+
+
+def task_kind(task: Any) -> str:
+    """``classification`` (default) or ``retrieval``: the task file's ``kind``, which picks the protocol."""
+    kind = getattr(task, "kind", None) or (getattr(task, "extra", None) or {}).get("kind") or "classification"
+    return str(kind)
+
+
+def headline_collections() -> dict[str, list[str]]:
+    """Task groups the leaderboard averages over: ``clip27`` (paper order) and ``imagenet_shifts``, as
+    ``tasks/collections.yaml`` declares them."""
+    groups = list_collections()
+    return {k: list(groups[k]) for k in ("clip27", "imagenet_shifts")}

@@ -133,6 +133,12 @@ def sha256_json(obj: Any) -> str:
     return sha256_text(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str))
 
 
+def array_digest(array: Any) -> str:
+    """SHA-256 of an array's dtype, shape and bytes."""
+    a = np.ascontiguousarray(np.asarray(array))
+    return sha256_bytes(f"{a.dtype.str}:{a.shape}:".encode() + a.tobytes())
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

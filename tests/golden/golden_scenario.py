@@ -186,8 +186,7 @@ def _write_fixtures(root: Path) -> str:
 
 
 def _config(root: Path, **overrides: Any) -> Any:
-    from clip_bench.cache.features import ExtractConfig
-    from clip_bench.protocols.runner import EvalConfig
+    from clip_bench.config import EvalConfig, ExtractConfig
 
     return EvalConfig(data_root=root / DATA, cache_dir=root / CACHE, output_dir=root / RESULTS,
                       extract=ExtractConfig(batch_size=128, workers=0, quiet=True), **overrides)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from clip_bench.models.backends import hub
+import clip_bench.models.backends.hub as hub
 from clip_bench.models.backends.base import Backend, LoadedModel, ModelSpec, file_content_hash, first_line
 from clip_bench.util.errors import ClipBenchError, UnknownNameError
 from clip_bench.util.io import sha256_json

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from clip_bench.models.backends import hub
+import clip_bench.models.backends.hub as hub
 from clip_bench.models.backends.base import (
     Backend,
     LoadedModel,
