@@ -52,7 +52,7 @@ def _max_rss_mb() -> float:
 
 
 def run_clip_bench(img: np.ndarray, txt: np.ndarray, text_image: np.ndarray, block_mb: int) -> dict[str, float]:
-    from clip_bench.protocols.retrieval import l2_normalize, retrieval_ranks
+    from clip_bench.metrics.retrieval import l2_normalize, retrieval_ranks
 
     ranks = retrieval_ranks(l2_normalize(img), txt, text_image, block_bytes=block_mb * 2**20)
     return ranks.recalls()

@@ -38,7 +38,7 @@ __all__ = [
 
 _LAZY = {
     "load_model": "clip_bench.models.resolve:load_model",
-    "zeroshot": "clip_bench.protocols.runner:zeroshot",
+    "zeroshot": "clip_bench.protocols.zeroshot:zeroshot",
     "linprobe": "clip_bench.protocols.linprobe:linprobe",
     "fewshot": "clip_bench.protocols.linprobe:fewshot",
     "sweep": "clip_bench.protocols.sweep:sweep",

@@ -21,7 +21,7 @@ from clip_bench.config import (
     ExtractConfig,  # noqa: E402
 )
 from clip_bench.protocols.linprobe import fewshot, linprobe  # noqa: E402
-from clip_bench.protocols.runner import zeroshot  # noqa: E402
+from clip_bench.protocols.zeroshot import zeroshot  # noqa: E402
 
 TINY = "tiny-clip-digits"
 

@@ -30,7 +30,7 @@ def test_builtin_backends_are_found_by_reference(tmp_path):
 
 def test_a_third_backend_runs_the_whole_pipeline(pixel_backend, eval_config):
     from clip_bench.models.resolve import ModelHandle
-    from clip_bench.protocols.runner import zeroshot
+    from clip_bench.protocols.zeroshot import zeroshot
 
     assert backend_for(f"{PREFIX}8").name == "pixels"
     rows = zeroshot(f"{PREFIX}8", "digits", eval_config)

@@ -15,7 +15,7 @@ import yaml
 
 from clip_bench.cache.data_fingerprint import STORE_FILE, file_hashes, open_store
 from clip_bench.loaders import load_split
-from clip_bench.protocols.runner import _subset_scores
+from clip_bench.protocols.zeroshot import subset_scores
 from clip_bench.results.rows import scan_rows
 from clip_bench.tasks.catalog import get_task
 from clip_bench.util.errors import ClipBenchError
@@ -68,7 +68,7 @@ def test_subset_naming_a_class_the_task_lacks_is_one_error(tmp_path):
     task = get_task(_digits_task(tmp_path, subsets={"some": [0, 99]}))
     logits, labels = np.zeros((4, 10), dtype=np.float32), np.array([0, 1, 2, 3])
     with pytest.raises(ClipBenchError, match="subset 'some' names class 99, but the task has only 10 classes"):
-        _subset_scores(task, logits, labels)
+        subset_scores(task, logits, labels)
 
 
 def test_file_hash_store_of_another_schema_hashes_the_files_anew(tmp_path, capsys):

@@ -78,12 +78,12 @@ def test_a_torn_line_in_the_middle_is_reported_with_its_line_number(tmp_path, ca
 
 
 def test_an_outcomes_folder_that_is_a_file_fails_before_any_work(tmp_path, capsys, monkeypatch):
-    import clip_bench.protocols.runner as evaluate
+    import clip_bench.protocols.zeroshot as zeroshot_protocol
 
     out = tmp_path / "out"
     out.mkdir()
     (out / "outcomes").write_text("a file where the outcomes folder belongs")
-    monkeypatch.setattr(evaluate, "get_features", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(zeroshot_protocol, "get_features", lambda *a, **k: pytest.fail("work started"))
     code = main(["zeroshot", "--model", "tiny-clip-digits", "--task", "digits", "--cache-dir", str(tmp_path / "c"),
                  "--data-root", str(tmp_path / "data"), "--output-dir", str(out), "--workers", "0", "--quiet"])
     err = capsys.readouterr().err

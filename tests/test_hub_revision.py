@@ -106,7 +106,7 @@ def test_pretrained_is_rejected_where_it_would_be_ignored(fake_hub, tmp_path):
 @pytest.mark.slow
 def test_pinned_hub_model_evaluates_and_rows_record_the_commit(fake_hub, eval_config):
     """The files are read at the pinned commit (here from the cache), and the rows say which commit."""
-    from clip_bench.protocols.runner import zeroshot
+    from clip_bench.protocols.zeroshot import zeroshot
 
     rows = zeroshot(f"hf-hub:{REPO}", "digits", eval_config)
     top1 = next(r for r in rows if r["metric"] == "top1")

@@ -18,8 +18,9 @@ from clip_bench.protocols.sweep import ModelEntry, run_sweep
 from clip_bench.report import build_report
 from clip_bench.report.compare import compare
 from clip_bench.results import fewshot as fs
+from clip_bench.results.leaderboard import write_leaderboard
 from clip_bench.results.outcomes import attach_outcomes
-from clip_bench.results.rows import append_rows, make_row, read_rows, write_leaderboard
+from clip_bench.results.rows import append_rows, make_row, read_rows
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.resources import assets_dir
 
@@ -49,7 +50,7 @@ def test_two_checkpoints_with_one_file_name_are_two_models(tmp_path, eval_config
     """The same ``tiny.json``/``epoch_32.safetensors`` text run from two folders (different weights): two
     leaderboard lines, two report lines, few-shot means of each model's own seeds, labels that tell them apart,
     and compare and the sweep never take one for the other."""
-    from clip_bench.protocols.runner import zeroshot
+    from clip_bench.protocols.zeroshot import zeroshot
 
     runs = [_checkpoint_folder(tmp_path / name, perturb=name == "run2") for name in ("run1", "run2")]
     seeds, zeroshot_values = {}, []

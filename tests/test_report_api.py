@@ -10,7 +10,8 @@ import pytest
 from clip_bench.cli.app import main
 from clip_bench.report import ReportSummary, build_report
 from clip_bench.report.synthetic import synthetic_rows
-from clip_bench.results.rows import append_rows, make_row, read_rows, write_leaderboard
+from clip_bench.results.leaderboard import write_leaderboard
+from clip_bench.results.rows import append_rows, make_row, read_rows
 from clip_bench.util.errors import ClipBenchError
 
 HEAD = ["model", "pretrained", "protocol", "mean_clip27", "n_clip27", "mean_shifts", "n_shifts"]

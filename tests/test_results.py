@@ -10,7 +10,8 @@ import torch
 
 import clip_bench
 from clip_bench import zeroshot
-from clip_bench.results.rows import ROW_FIELDS, make_row, read_rows, write_leaderboard
+from clip_bench.results.leaderboard import write_leaderboard
+from clip_bench.results.rows import ROW_FIELDS, make_row, read_rows
 
 
 def test_row_contents(eval_config):
@@ -56,8 +57,8 @@ def test_a_bf16_run_is_shown_apart_not_in_place_of_the_fp32_result(tmp_path):
     """Precision changes a number, so a later bf16 run of the same model must not replace
     the fp32 value on the leaderboard (nor be averaged into its means): it is its own, labelled line.
     Probe rows on non-default features likewise."""
-    from clip_bench.results.leaderboard import leaderboard_table
-    from clip_bench.results.rows import append_rows, read_rows, write_leaderboard
+    from clip_bench.results.leaderboard import leaderboard_table, write_leaderboard
+    from clip_bench.results.rows import append_rows, read_rows
 
     append_rows(tmp_path, [
         _board_row(),

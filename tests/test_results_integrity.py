@@ -63,9 +63,9 @@ def test_torn_line_is_reported_once_and_never_merges(tmp_path, capsys):
 def test_output_dir_that_cannot_be_written_fails_before_any_work(tmp_path, eval_config, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    import clip_bench.protocols.runner as evaluate
+    import clip_bench.protocols.zeroshot as zeroshot_protocol
 
-    monkeypatch.setattr(evaluate, "get_features", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(zeroshot_protocol, "get_features", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(ClipBenchError, match=rf"cannot write results to {blocker}/out/results.jsonl"):
         zeroshot("tiny-clip-digits", "digits", eval_config, device="cpu", output_dir=blocker / "out")
 
@@ -195,7 +195,7 @@ def test_compare_on_results_with_odd_rows_is_one_line(tmp_path, capsys):
 
 
 def test_classname_count_error_shows_the_task_names_instead_of_a_command_that_does_not():
-    from clip_bench.protocols.runner import _check_classname_count
+    from clip_bench.protocols.zeroshot import _check_classname_count
     from clip_bench.tasks.catalog import get_task
 
     with pytest.raises(ClipBenchError) as err:

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from clip_bench.metrics import intervals as stats
-from clip_bench.protocols.retrieval import KS, RetrievalRanks, retrieval_ranks, retrieval_sample_hash
+from clip_bench.metrics.retrieval import KS, RetrievalRanks, retrieval_ranks
 from clip_bench.report.compare import compare_outcomes
 from clip_bench.results import outcomes
+from clip_bench.results.outcomes import retrieval_sample_hash
 
 METRICS = [*(f"text_retrieval_recall@{k}" for k in KS), *(f"image_retrieval_recall@{k}" for k in KS), "mean_recall"]
 

@@ -7,7 +7,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from clip_bench.protocols.retrieval import RetrievalRanks, apply_template, flatten_captions, retrieval_ranks
+from clip_bench.metrics.retrieval import RetrievalRanks, flatten_captions, retrieval_ranks
+from clip_bench.protocols.retrieval import apply_template
 from clip_bench.util.errors import ClipBenchError
 
 

@@ -16,9 +16,9 @@ from clip_bench import zeroshot
 from clip_bench.cache.text import TextEmbeddingCache
 from clip_bench.cli.app import main
 from clip_bench.loaders import load_split
+from clip_bench.metrics.retrieval import flatten_captions, l2_normalize
 from clip_bench.models.resolve import ModelHandle
 from clip_bench.models.text_encoder import encode_prompts
-from clip_bench.protocols.retrieval import flatten_captions, l2_normalize
 from clip_bench.protocols.runner import get_features
 from clip_bench.protocols.sweep import ModelEntry, run_sweep
 from clip_bench.results.leaderboard import HEAD, protocol_table

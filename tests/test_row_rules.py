@@ -14,9 +14,9 @@ from clip_bench.metrics.classification import all_metrics, main_metric_key
 from clip_bench.models.resolve import ModelHandle
 from clip_bench.protocols.sweep import Job, ModelEntry, _read_finished, expected_main_row, is_done
 from clip_bench.report.compare import compare
-from clip_bench.results.leaderboard import leaderboard_table
+from clip_bench.results.leaderboard import leaderboard_table, write_leaderboard
 from clip_bench.results.outcomes import attach_outcomes, fallback_id
-from clip_bench.results.rows import append_rows, is_standard, make_row, read_rows, result_id, write_leaderboard
+from clip_bench.results.rows import append_rows, is_standard, make_row, read_rows, result_id
 from clip_bench.results.tables import load_rows
 
 #: (value written as ``standard``, whether the row is standard); unreadable values are not standard.

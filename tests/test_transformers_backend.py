@@ -244,7 +244,7 @@ def test_weights_that_do_not_fill_the_model_are_an_error(hf_dirs, tmp_path):
 @pytest.mark.slow
 def test_converted_tiny_clip_keeps_its_skill_through_both_backends(tmp_path, eval_config):
     """tiny-clip-digits as a transformers CLIPModel: the same top-1 (91.67) and the same predictions."""
-    from clip_bench.protocols.runner import zeroshot
+    from clip_bench.protocols.zeroshot import zeroshot
 
     folder = convert_tiny_open_clip(tmp_path / "tiny-hf")
     rows_hf = zeroshot(str(folder), "digits", eval_config)

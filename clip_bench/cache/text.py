@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import uuid
 from collections import Counter
@@ -36,6 +37,12 @@ SHARD_FORMAT = 2
 _NORM_TOLERANCE = 1e-3
 
 
+def _entry_tag(precision: str, device: Any) -> str:
+    """The numeric part of an entry's folder name: the precision, and the device type where it matters."""
+    num = numeric_identity(precision, device)
+    return num["precision"] + (f"-{num['device_type']}" if num["device_type"] else "")
+
+
 class TextEmbeddingCache:
     """Prompt -> L2-normalised embedding, for one model fingerprint, tokenizer and precision."""
 
@@ -43,9 +50,7 @@ class TextEmbeddingCache:
         self, root: str | Path, model_fingerprint: str, tokenizer_id: str, precision: str = "fp32", device: Any = None,
         dim: int | None = None,
     ) -> None:
-        num = numeric_identity(precision, device)
-        tag = num["precision"] + (f"-{num['device_type']}" if num["device_type"] else "")
-        self.dir = Path(root) / "text" / f"{model_fingerprint}-{tokenizer_id}-{tag}"
+        self.dir = Path(root) / "text" / f"{model_fingerprint}-{tokenizer_id}-{_entry_tag(precision, device)}"
         self.dim = dim  # the embedding width when the model config says it; shards of another width are damaged
         self._rows: dict[str, np.ndarray] | None = None
         self.discarded: list[str] = []  # names of damaged shards found (and removed) while loading
@@ -165,3 +170,27 @@ def _read_shard(meta: Path) -> tuple[list[str], np.ndarray] | None:
     if len(arr) and np.abs(np.linalg.norm(arr, axis=1) - 1).max() > _NORM_TOLERANCE:
         return None
     return prompts, arr
+
+
+def find_cached_embeddings(
+    root: str | Path, fingerprint: str, prompts: list[str], precision: str | None, device: Any,
+) -> dict[str, np.ndarray] | None:
+    """Cached embeddings of every prompt for the model `fingerprint` at `precision` on `device`, from any
+    tokenizer's entry that has them all, or None (used to replay a row without its model).
+
+    The fingerprint, read from a result row, names cache folders: letters, digits, ``-`` and ``_`` only.
+    """
+    if not isinstance(fingerprint, str) or not re.fullmatch(r"[0-9A-Za-z_-]+", fingerprint):
+        raise ClipBenchError(f"model fingerprint {str(fingerprint)[:60]!r} of a result row is not a fingerprint (hex "
+                             "digits), so it names no cache entry; the results file was edited or damaged.")
+    precision = precision or "fp32"
+    head, tail = f"{fingerprint}-", f"-{_entry_tag(precision, device)}"
+    for folder in sorted((Path(root) / "text").glob(f"{head}*{tail}")):
+        tokenizer = folder.name[len(head): len(folder.name) - len(tail)]
+        cache = TextEmbeddingCache(root, fingerprint, tokenizer, precision, device)
+        if cache.dir != folder:
+            continue
+        found, missing = cache.lookup(prompts)
+        if not missing:
+            return found
+    return None

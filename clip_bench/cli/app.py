@@ -229,7 +229,7 @@ def _notes(extra: dict[str, Any]) -> str:
 
 
 def cmd_zeroshot(args: argparse.Namespace) -> int:
-    from clip_bench.protocols.runner import zeroshot
+    from clip_bench.protocols.zeroshot import zeroshot
     from clip_bench.util import distributed as ddp
 
     cfg = _eval_config(args)

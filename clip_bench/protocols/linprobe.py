@@ -313,7 +313,7 @@ def fewshot(
         with_zeroshot: Also return (and write) the zero-shot rows, the curve's k = 0 point.
         **overrides: EvalConfig fields to set for this call.
     """
-    from clip_bench.protocols.runner import evaluate_zeroshot_task
+    from clip_bench.protocols.zeroshot import evaluate_zeroshot_task
 
     probe = probe or ProbeConfig()
 

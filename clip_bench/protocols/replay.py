@@ -1,4 +1,4 @@
-"""Per-sample outcomes for zero-shot rows computed before clip-bench stored them, from the caches alone.
+"""Replay from the caches: the per-sample outcomes of zero-shot and retrieval rows, without the model.
 
 The logits are rebuilt from the cached image features and the cached text embeddings of the row's
 prompts; no model is loaded and no image is opened. The rebuilt outcomes must reproduce the row's
@@ -7,7 +7,6 @@ value exactly, or nothing is written. When a cache is missing, the error says wh
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -16,22 +15,30 @@ from typing import Any
 import numpy as np
 
 from clip_bench.cache.features import FeatureCache, feature_key
-from clip_bench.cache.text import TextEmbeddingCache
+from clip_bench.cache.identity import task_hash
+from clip_bench.cache.text import find_cached_embeddings
+from clip_bench.metrics.retrieval import RetrievalRanks, flatten_captions, l2_normalize, retrieval_ranks
+from clip_bench.protocols.retrieval import apply_template
+from clip_bench.protocols.zeroshot import subset_scores
 from clip_bench.protocols.zeroshot_head import ensemble, zeroshot_logits
 from clip_bench.results.outcomes import (
     OutcomeError,
     Outcomes,
     attach_outcomes,
+    attach_retrieval_outcomes,
     collect_unwritten,
     load_for_row,
     outcome_id,
     outcome_relpath,
     outcomes_for,
+    retrieval_outcomes,
+    retrieval_sample_hash,
 )
 from clip_bench.results.rows import field_of
 from clip_bench.tasks.catalog import get_task
 from clip_bench.tasks.class_groups import apply_class_groups
 from clip_bench.util.errors import ClipBenchError
+from clip_bench.util.io import sha256_json
 
 
 def rerun_command(row: dict[str, Any], output_dir: str | Path) -> str:
@@ -55,27 +62,6 @@ def rerun_command(row: dict[str, Any], output_dir: str | Path) -> str:
     return shlex.join(cmd)
 
 
-def _text_embeddings(
-    cache_dir: Path, fingerprint: str, prompts: list[str], precision: str | None, device: Any,
-) -> dict[str, np.ndarray] | None:
-    """Cached embeddings of every prompt for this model at the row's precision (any tokenizer entry that
-    has them all), or None. The fingerprint (read from a row) names a cache folder: letters, digits, - and _ only."""
-    if not isinstance(fingerprint, str) or not re.fullmatch(r"[0-9A-Za-z_-]+", fingerprint):
-        raise ClipBenchError(f"model fingerprint {str(fingerprint)[:60]!r} of a result row is not a fingerprint (hex "
-                             "digits), so it names no cache entry; the results file was edited or damaged.")
-    probe = TextEmbeddingCache(cache_dir, fingerprint, "TOKENIZER", precision or "fp32", device)
-    head, tail = probe.dir.name.split("TOKENIZER")
-    for folder in sorted((cache_dir / "text").glob(f"{head}*{tail}")):
-        tokenizer = folder.name[len(head): len(folder.name) - len(tail)]
-        cache = TextEmbeddingCache(cache_dir, fingerprint, tokenizer, precision or "fp32", device)
-        if cache.dir != folder:
-            continue
-        found, missing = cache.lookup(prompts)
-        if not missing:
-            return found
-    return None
-
-
 def cached_features(row: dict[str, Any], task: Any, cache_dir: str | Path, data_root: str | Path) -> Any:
     """The complete feature-cache entry `row` was scored on (keyed by the row's own fields, its data
     fingerprint included, so no data is read and `data_root` is not needed), or None."""
@@ -96,8 +82,6 @@ def zeroshot_scores_from_cache(
     row: dict[str, Any], cache_dir: str | Path, data_root: str | Path, output_dir: str | Path = "results",
 ) -> tuple[np.ndarray, np.ndarray]:
     """(logits, labels) the zero-shot `row` was scored on, rebuilt from the feature and text caches."""
-    from clip_bench.protocols.runner import _subset_scores
-
     cache_dir = Path(cache_dir)
     extra = row.get("extra") or {}
     task = get_task(row["task"])
@@ -116,7 +100,7 @@ def zeroshot_scores_from_cache(
                              f"not in the cache {cache_dir} (or the row records no data fingerprint, being older); "
                              f"{redo}.")
     per_class = prompt_set.all_prompts()
-    table = _text_embeddings(cache_dir, row["model_fingerprint"],
+    table = find_cached_embeddings(cache_dir, row["model_fingerprint"],
                              list(dict.fromkeys(p for ps in per_class for p in ps)),
                              row.get("precision"), row.get("device"))
     if table is None:
@@ -126,7 +110,7 @@ def zeroshot_scores_from_cache(
     logits = apply_class_groups(task, zeroshot_logits(feats.features, classifier))
     labels = np.asarray(feats.labels)
     if row.get("subset"):
-        subsets = _subset_scores(task, logits, labels)
+        subsets = subset_scores(task, logits, labels)
         if row["subset"] not in subsets:
             raise ClipBenchError(f"{row['model']} on {row['task']}: class subset {row['subset']!r} is unknown; {redo}.")
         logits, labels = subsets[row["subset"]]
@@ -186,8 +170,6 @@ def _backfill_retrieval(row: dict[str, Any], output_dir: str | Path, cache_dir: 
                         data_root: str | Path) -> Outcomes:
     """:func:`backfill` for a retrieval row: ranks rebuilt from the cached image features, captions and caption
     embeddings."""
-    from clip_bench.protocols.retrieval import ranks_from_cache
-    from clip_bench.results.outcomes import attach_retrieval_outcomes, retrieval_outcomes
 
     redo = f"run `{rerun_command(row, output_dir)}` (it reuses what is cached and stores the outcomes)"
     copy = _with_outcomes_path(row)
@@ -202,3 +184,43 @@ def _backfill_retrieval(row: dict[str, Any], output_dir: str | Path, cache_dir: 
                              f"{row['metric']} ({exc}); {redo}.") from None
     assert out is not None  # just written
     return out
+
+
+def ranks_from_cache(
+    row: dict[str, Any], cache_dir: str | Path, data_root: str | Path, redo: str,
+) -> tuple[RetrievalRanks, np.ndarray, str]:
+    """(ranks, caption→image indices, test-set hash) of the retrieval `row`, rebuilt from the feature
+    cache (image features and captions) and the text cache (caption embeddings), without a model.
+
+    `redo` is the advice appended to every error (the command that recomputes the row).
+    """
+    from clip_bench.protocols.replay import cached_features
+    from clip_bench.tasks.catalog import get_task
+
+    extra = row.get("extra") or {}
+    who = f"{row['model']} on {row['task']}"
+    task = get_task(row["task"])
+    if task.version != row.get("task_version"):
+        raise ClipBenchError(f"{who}: the row was computed with task version {row.get('task_version')}, "
+                             f"the task file is now version {task.version}; {redo}.")
+    recorded = row.get("task_hash") or extra.get("task_hash")
+    if recorded and recorded != task_hash(task):
+        raise ClipBenchError(f"{who}: the row was computed from another definition of task {row['task']!r} (a task "
+                             f"file?) than {task.file}; {redo}.")
+    feats = cached_features(row, task, cache_dir, data_root)
+    if feats is None or feats.meta.get("captions") is None:
+        raise ClipBenchError(f"{who}: no per-query outcomes, and its image features and captions are not in the "
+                             f"cache {cache_dir} (or the row records no data fingerprint, being older); {redo}.")
+    raw_texts, text_image = flatten_captions(feats.meta["captions"], feats.labels)
+    if sha256_json(raw_texts)[:16] != extra.get("captions_hash"):
+        raise ClipBenchError(f"{who}: the cached captions are not the ones the row was scored on; {redo}.")
+    texts = apply_template(raw_texts, extra.get("caption_template"))
+    table = find_cached_embeddings(Path(cache_dir), row["model_fingerprint"], list(dict.fromkeys(texts)),
+                             row.get("precision"), row.get("device"))
+    if table is None:
+        raise ClipBenchError(f"{who}: no per-query outcomes, and its caption embeddings are not in the text cache "
+                             f"under {cache_dir}; {redo}.")
+    text_emb = np.stack([table[t] for t in texts]).astype(np.float32)
+    ranks = retrieval_ranks(l2_normalize(feats.features), text_emb, text_image)
+    fingerprint = row.get("data_fingerprint") or extra.get("data_fingerprint")
+    return ranks, text_image, retrieval_sample_hash(feats.labels, raw_texts, text_image, fingerprint)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from clip_bench.cache.data_fingerprint import run_scope
+from clip_bench.config import EvalConfig
 from clip_bench.models.resolve import ModelHandle, resolve_model
 from clip_bench.results.rows import is_standard, make_row, read_rows
 from clip_bench.tasks.catalog import expand_tasks, get_task, task_kind
@@ -19,7 +20,7 @@ from clip_bench.util.registry import Registry
 
 #: protocol name -> (function(model_handle, task_name, cfg) -> rows, the protocol name its rows carry)
 PROTOCOLS: Registry = Registry("protocol")
-PROTOCOLS.register("zeroshot", "clip_bench.protocols.runner:zeroshot")
+PROTOCOLS.register("zeroshot", "clip_bench.protocols.zeroshot:zeroshot")
 PROTOCOLS.register("linprobe", "clip_bench.protocols.linprobe:linprobe")
 ROW_PROTOCOL = {"zeroshot": "zeroshot", "linprobe": "linear_probe"}
 
@@ -123,19 +124,21 @@ def _finished(rows: list[dict[str, Any]]) -> dict[str, bool]:
     return done
 
 
-def expected_main_row(handle: ModelHandle, task_name: str, protocol: str, cfg: Any) -> dict[str, Any]:
+def expected_main_row(handle: ModelHandle, task_name: str, protocol: str, cfg: EvalConfig) -> dict[str, Any]:
     """The identity fields of the main-metric row `protocol` would write for this model, task and config.
 
-    Built by the same code as the real rows (``evaluate.provenance``), so its ``result_id`` is the
-    real row's.
+    Built by the same code as the real rows (:func:`clip_bench.protocols.runner.provenance`), so its
+    ``result_id`` is the real row's.
     """
     from clip_bench.metrics.classification import main_metric_key
-    from clip_bench.protocols.runner import provenance, zeroshot_identity
+    from clip_bench.protocols.runner import provenance
+    from clip_bench.protocols.zeroshot import zeroshot_identity
 
     task = get_task(task_name)
     metric = main_metric_key(task.metric)
     if protocol == "zeroshot" and task_kind(task) == "retrieval":
-        from clip_bench.protocols.retrieval import MAIN, PROTOCOL
+        from clip_bench.metrics.retrieval import MAIN
+        from clip_bench.protocols.retrieval import PROTOCOL
 
         prov = provenance(handle, task, cfg)
         own = task.extra.get("caption_template")
@@ -146,16 +149,14 @@ def expected_main_row(handle: ModelHandle, task_name: str, protocol: str, cfg: A
         return make_row(**zeroshot_identity(handle, task, cfg), metric=metric, is_main=True, subset=None)
     if protocol == "linprobe":
         from clip_bench.probe.protocol import ProbeConfig
-        from clip_bench.protocols.linprobe import (
-            probe_provenance,  # the feature kind the probe resolves (--features auto)
-        )
+        from clip_bench.protocols.linprobe import probe_provenance  # the feature kind --features auto resolves
 
         return make_row(**probe_provenance(handle, task, cfg), protocol=ROW_PROTOCOL[protocol], metric=metric,
                         is_main=True, subset=None, solver=ProbeConfig().solver, seed=0)
     raise ClipBenchError(f"sweep: no identity rule for protocol {protocol!r}.")
 
 
-def is_done(job: Job, finished: dict[str, bool], cfg: Any, handle: ModelHandle | None = None) -> bool:
+def is_done(job: Job, finished: dict[str, bool], cfg: EvalConfig, handle: ModelHandle | None = None) -> bool:
     """A job is done when the results hold a main-metric row with the identity this job would write.
 
     A standard job (no --limit, the task's own definition and prompts) only counts standard rows,
@@ -168,14 +169,14 @@ def is_done(job: Job, finished: dict[str, bool], cfg: Any, handle: ModelHandle |
     return finished[row["result_id"]] or not row["standard"]
 
 
-def _read_finished(cfg: Any) -> dict[str, bool]:
+def _read_finished(cfg: EvalConfig) -> dict[str, bool]:
     """The finished identities in ``cfg.output_dir`` as rank 0 reads them (the same on every rank)."""
     if cfg.output_dir is None:
         return {}
     return ddp.broadcast_object(_finished(read_rows(cfg.output_dir)) if ddp.is_main() else None)
 
 
-def _safe_is_done(job: Job, finished: dict[str, bool], cfg: Any, handle: ModelHandle) -> bool:
+def _safe_is_done(job: Job, finished: dict[str, bool], cfg: EvalConfig, handle: ModelHandle) -> bool:
     """is_done, where a job whose identity cannot be built (a bad source name, say) is not done: running
     it reports the error on the job's own line."""
     try:
@@ -198,7 +199,7 @@ def sweep(
     models: str | Path | list[str | tuple[str, str | None] | ModelEntry],
     tasks: str | list[str],
     protocols: str | list[str] = "zeroshot",
-    config: Any = None,
+    config: EvalConfig | None = None,
     device: str | None = None,
     precision: str = "fp32",
     echo: Callable[[str], None] = print,
@@ -224,15 +225,13 @@ def sweep(
         entries = [m if isinstance(m, ModelEntry) else ModelEntry(m) if isinstance(m, str) else ModelEntry(*m)
                    for m in models]
     if config is None:
-        from clip_bench.config import EvalConfig
-
         config = EvalConfig()
     return run_sweep(entries, [tasks] if isinstance(tasks, str) else list(tasks),
                      [protocols] if isinstance(protocols, str) else list(protocols), config, device, precision, echo)
 
 
 def run_sweep(
-    models: list[ModelEntry], tasks: list[str], protocols: list[str], cfg: Any,
+    models: list[ModelEntry], tasks: list[str], protocols: list[str], cfg: EvalConfig,
     device: str | None = None, precision: str = "fp32", echo: Callable[[str], None] = print,
     rows_out: list[dict[str, Any]] | None = None,
 ) -> dict[str, int]:
@@ -252,7 +251,7 @@ def run_sweep(
 
 
 def _run_jobs(
-    jobs: list[Job], cfg: Any, device: str | None, precision: str, rows_out: list[dict[str, Any]] | None,
+    jobs: list[Job], cfg: EvalConfig, device: str | None, precision: str, rows_out: list[dict[str, Any]] | None,
 ) -> dict[str, int]:
     """Run every unfinished job of the sweep; returns the counts."""
     finished = _read_finished(cfg)

@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from clip_bench.protocols.retrieval import I2T, KS, MAIN, PROTOCOL, T2I
+from clip_bench.metrics.retrieval import I2T, KS, MAIN, T2I
+from clip_bench.protocols.retrieval import PROTOCOL
 from clip_bench.results.rows import labelled, shown_name, variant_name
 from clip_bench.util.resources import assets_dir
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clip_bench.results.rows import LEADERBOARD_PROTOCOLS, labelled
+from clip_bench.results.rows import LEADERBOARD_FILE, LEADERBOARD_PROTOCOLS, labelled, read_rows
 from clip_bench.results.tables import KEY, is_standard, main_values, task_order, valid_row
 from clip_bench.tasks.catalog import headline_collections
 from clip_bench.util.io import write_text_atomic
@@ -106,3 +106,8 @@ def write_leaderboard_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
     path = Path(path)
     write_text_atomic(path, leaderboard_csv(rows))
     return path
+
+
+def write_leaderboard(output_dir: str | Path) -> Path:
+    """Rebuild ``leaderboard.csv`` from all rows of ``results.jsonl``, atomically (the report's schema)."""
+    return write_leaderboard_csv(read_rows(output_dir), Path(output_dir) / LEADERBOARD_FILE)

@@ -37,7 +37,7 @@ import io
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +47,10 @@ import numpy as np
 
 from clip_bench.metrics import intervals as stats
 from clip_bench.metrics.classification import topk_hits
-from clip_bench.protocols.retrieval import KS, MAIN, RetrievalRanks, parse_metric
+from clip_bench.metrics.retrieval import KS, MAIN, RetrievalRanks, parse_metric
 from clip_bench.results.rows import field_of, result_id
 from clip_bench.util.errors import ClipBenchError
-from clip_bench.util.io import atomic_path, probe_writable_dir, sha256_bytes
+from clip_bench.util.io import atomic_path, probe_writable_dir, sha256_bytes, sha256_json
 
 OUTCOMES_DIR = "outcomes"
 FORMAT = 1
@@ -148,6 +148,19 @@ def sample_hash(labels: np.ndarray, data_fingerprint: str | None = None) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Outcomes of one row
+
+
+def retrieval_sample_hash(
+    image_ids: np.ndarray, captions: Sequence[str], text_image: np.ndarray, data_fingerprint: str | None = None,
+) -> str:
+    """SHA-256 identifying a retrieval test set: the images (dataset indices), the captions (before any
+    template), which image each caption belongs to, and the content fingerprint of the data (the image
+    files; rows without one hash as before). ``compare`` requires it to match."""
+    ids = np.ascontiguousarray(np.asarray(image_ids, dtype=np.int64))
+    owner = np.ascontiguousarray(np.asarray(text_image, dtype=np.int64))
+    header = f"clip-bench-retrieval-samples-v1:{ids.size}:{owner.size}:{sha256_json(list(captions))}"
+    header = (header if data_fingerprint is None else f"{header}:data:{data_fingerprint}").encode()
+    return sha256_bytes(header + ids.tobytes() + owner.tobytes())
 
 
 @dataclass
@@ -540,7 +553,7 @@ def attach_retrieval_outcomes(
     output_dir: str | Path | None, B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED,
 ) -> list[dict[str, Any]]:
     """:func:`attach_outcomes` for the rows of one retrieval evaluation (`ranks`, captions' images
-    `text_image`, test-set hash `sample` from :func:`clip_bench.protocols.retrieval.retrieval_sample_hash`)."""
+    `text_image`, test-set hash `sample` from :func:`retrieval_sample_hash`)."""
 
     for row in rows:
         if row.get("value") is None or parse_metric(row.get("metric")) is None:

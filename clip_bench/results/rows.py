@@ -25,6 +25,7 @@ from typing import Any
 from clip_bench.cache.identity import numeric_identity
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.io import file_lock, sha256_json
+from clip_bench.util.version import __version__
 
 RESULTS_FILE = "results.jsonl"
 LEADERBOARD_FILE = "leaderboard.csv"
@@ -63,8 +64,6 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
-
-    from clip_bench.util.version import __version__
 
     try:
         open_clip_version = version("open_clip_torch")
@@ -471,8 +470,3 @@ def with_variant_labels(df: Any, rows: list[dict[str, Any]]) -> Any:
 LEADERBOARD_PROTOCOLS = {"zeroshot": ("zeroshot", "retrieval")}
 
 
-def write_leaderboard(output_dir: str | Path) -> Path:
-    """Rebuild ``leaderboard.csv`` from all rows of ``results.jsonl``, atomically (the report's schema)."""
-    from clip_bench.results.leaderboard import write_leaderboard_csv
-
-    return write_leaderboard_csv(read_rows(output_dir), Path(output_dir) / LEADERBOARD_FILE)
