@@ -115,7 +115,7 @@ def test_a_report_out_that_is_a_file_is_one_line(two_models, tmp_path, capsys):
 
 
 def test_a_full_disk_while_writing_the_report_prints_what_was_computed(two_models, tmp_path, capsys, monkeypatch):
-    import clip_bench.report.build as api
+    import clip_bench.report.summary as api
 
     real = api.write_text_atomic
 
@@ -247,10 +247,10 @@ def test_accuracy_of_0_or_100_percent_is_drawn_at_the_edge(tmp_path, imagenet, s
 def test_a_failing_report_part_is_one_line_and_the_others_are_kept(two_models, tmp_path, monkeypatch):
     import clip_bench.report.build as api
 
-    def broken(self):
+    def broken(ctx):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(api._Context, "robustness", broken)
+    monkeypatch.setattr(api, "robustness_section", broken)
     summary = build_report(two_models, tmp_path / "report", quiet=True)
     assert "skipped effective robustness: it failed (RuntimeError: boom); the other parts are complete" in summary.lines
     assert (tmp_path / "report" / "report.html").is_file() and (tmp_path / "report" / "comparisons.csv").is_file()

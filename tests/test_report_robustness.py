@@ -7,14 +7,8 @@ import pandas as pd
 import pytest
 
 from clip_bench.report import reference
-from clip_bench.report.robustness import (
-    BaselineFit,
-    Line,
-    effective_robustness,
-    fit_baseline,
-    logit,
-    shift_fits,
-)
+from clip_bench.report.baseline import BaselineFit, Line, fit_baseline, logit, shift_fits
+from clip_bench.report.robustness import effective_robustness
 from clip_bench.results.rows import make_row
 
 # Rows of the shipped imagenet_testbed_logit_fits_DERIVED.csv for each of our shifts.

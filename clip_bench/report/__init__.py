@@ -12,8 +12,12 @@ __all__ = ["ReportSummary", "build_report"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from clip_bench.report import build as api
+    if name == "build_report":
+        from clip_bench.report.build import build_report
 
-        return getattr(api, name)
+        return build_report
+    if name == "ReportSummary":
+        from clip_bench.report.summary import ReportSummary
+
+        return ReportSummary
     raise AttributeError(name)

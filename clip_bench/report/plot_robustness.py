@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from clip_bench.report.baseline import BaselineFit, average_fit, fit_models, shift_fits
 from clip_bench.report.plotting import (
     LOGIT_EDGE,
     Label,
@@ -26,7 +27,6 @@ from clip_bench.report.plotting import (
     styled,
 )
 from clip_bench.report.reference import testbed_shifts, testbed_top1
-from clip_bench.report.robustness import BaselineFit, average_fit, fit_models, shift_fits
 from clip_bench.report.styles import ModelStyle
 
 X_AXIS_LABEL = {

@@ -1,10 +1,9 @@
-"""The report's retrieval part: every retrieval row as a table, with deltas against the CLIP paper's Table 13."""
+"""Every retrieval row as one table, with deltas against the CLIP paper's Table 13."""
 
 from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -60,22 +59,3 @@ def retrieval_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
                 else float("nan") for _, row in wide.iterrows()
             ]
     return wide.rename(columns=SHORT).dropna(axis=1, how="all")
-
-
-def retrieval_section(rows: list[dict[str, Any]], out: Path, summary: Any) -> list[tuple[str, list[str]]]:
-    """Write ``retrieval.csv`` and return the report's "Zero-shot retrieval" section (nothing without retrieval
-    rows)."""
-    from clip_bench.report import html
-
-    table = retrieval_table(rows)
-    if table.empty:
-        return []
-    summary.tables["retrieval"] = table
-    summary.write(out / "retrieval.csv", table.to_csv(index=False, float_format="%.2f"))
-    summary.lines.append(f"retrieval: {len(table)} line(s) -> retrieval.csv")
-    return [("Zero-shot retrieval", [
-        html.paragraph("Recall@k in percent: i2t = image→text (the paper's text retrieval), t2i = text→image "
-                       "(image retrieval); mean = the mean of the six. *_vs_paper: ours minus CLIP paper Table 13 "
-                       "(ViT-L/14@336px, OpenAI weights)."),
-        html.table(table),
-    ])]

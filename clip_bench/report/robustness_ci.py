@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from clip_bench.metrics import intervals as stats
+from clip_bench.report.baseline import baseline_pieces, fit_models, inv_logit, logit
 from clip_bench.report.reference import testbed_shifts, testbed_top1
-from clip_bench.report.robustness import baseline_pieces, fit_models, inv_logit, logit
 from clip_bench.results.rows import labelled, shown_name
 
 #: Columns this module adds to the effective-robustness table.
