@@ -289,7 +289,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from clip_bench.report import build_report
-    from clip_bench.report.build import ReportWriteError
+    from clip_bench.report.summary import ReportWriteError
 
     try:
         summary = build_report(args.results, args.out, reference_only=args.reference, quiet=args.quiet)
