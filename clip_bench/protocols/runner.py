@@ -35,8 +35,9 @@ from clip_bench.results.rows import (
     versions,
     write_leaderboard,
 )
-from clip_bench.tasks.catalog import TaskSpec, expand_tasks, get_task, task_kind
+from clip_bench.tasks.catalog import expand_tasks, get_task
 from clip_bench.tasks.class_groups import apply_class_groups, class_indices, task_class_groups
+from clip_bench.tasks.spec import TaskSpec, task_kind
 from clip_bench.util import distributed as ddp
 from clip_bench.util.errors import ClipBenchError
 
