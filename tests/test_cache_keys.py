@@ -11,8 +11,9 @@ from clip_bench import zeroshot
 from clip_bench.cache.features import FeatureCache, feature_key
 from clip_bench.cache.text import TextEmbeddingCache
 from clip_bench.protocols.zeroshot_head import build_classifier
-from clip_bench.tasks.catalog import SourceSpec, get_task
+from clip_bench.tasks.catalog import get_task
 from clip_bench.tasks.prompts import PromptSet
+from clip_bench.tasks.spec import SourceSpec
 
 
 def _entry_dir(tmp_path, **changes):

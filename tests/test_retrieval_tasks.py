@@ -24,7 +24,8 @@ from clip_bench.protocols.sweep import ModelEntry, run_sweep
 from clip_bench.results.leaderboard import HEAD, protocol_table
 from clip_bench.results.outcomes import load_for_row
 from clip_bench.results.rows import read_rows
-from clip_bench.tasks.catalog import expand_tasks, get_task, task_kind
+from clip_bench.tasks.catalog import expand_tasks, get_task
+from clip_bench.tasks.spec import task_kind
 from clip_bench.util.errors import DataNotFoundError
 
 METRICS = [f"text_retrieval_recall@{k}" for k in (1, 5, 10)] + [f"image_retrieval_recall@{k}" for k in (1, 5, 10)]

@@ -10,7 +10,8 @@ import yaml
 
 from clip_bench.cli.app import main
 from clip_bench.protocols.sweep import ModelEntry, read_models_file
-from clip_bench.tasks.catalog import SOURCE_KEYS, TASK_KEYS, TASK_KINDS, get_task, list_tasks, parse_collections
+from clip_bench.tasks.catalog import get_task, list_tasks
+from clip_bench.tasks.schema import SOURCE_KEYS, TASK_KEYS, TASK_KINDS, parse_collections
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.resources import data_dir
 

@@ -9,6 +9,7 @@ import dataclasses
 from functools import lru_cache
 from typing import Any
 
+from clip_bench.tasks.spec import TaskSpec
 from clip_bench.util.io import sha256_json
 from clip_bench.util.resources import data_dir
 
@@ -17,7 +18,7 @@ _DESCRIPTIVE_TASK_FIELDS = ("file", "description")
 _DESCRIPTIVE_SOURCE_FIELDS = ("download", "files")
 
 
-def task_hash(task: Any) -> str:
+def task_hash(task: TaskSpec) -> str:
     """Hash of a task's parsed definition (sources, splits, prompts refs, metric, class groups, ...).
 
     A user task that reuses a built-in name with other content gets another hash; descriptions,
@@ -37,7 +38,7 @@ def builtin_task_hash(name: str) -> str | None:
     return task_hash(_get_task(str(path))) if path.is_file() else None
 
 
-def is_builtin_definition(task: Any) -> bool:
+def is_builtin_definition(task: TaskSpec) -> bool:
     """Whether `task` is a shipped task's definition, or a user task whose name no shipped task has.
 
     A user file that shadows a built-in name with other content is not (its rows are not standard).
@@ -46,7 +47,7 @@ def is_builtin_definition(task: Any) -> bool:
     return shipped is None or shipped == task_hash(task)
 
 
-def _get_task(ref: str) -> Any:
+def _get_task(ref: str) -> TaskSpec:
     from clip_bench.tasks.catalog import get_task
 
     return get_task(ref)

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clip_bench.tasks.catalog import expand_tasks, get_task, list_tasks, task_kind
+from clip_bench.tasks.catalog import expand_tasks, get_task, list_tasks
 from clip_bench.tasks.class_groups import num_task_classes
+from clip_bench.tasks.spec import task_kind
 from clip_bench.tasks.status import task_status
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.resources import default_data_root

@@ -31,8 +31,8 @@ from clip_bench.protocols.runner import (
 )
 from clip_bench.results.outcomes import attach_outcomes, attach_seed_mean_interval
 from clip_bench.results.rows import make_row
-from clip_bench.tasks.catalog import TaskSpec
 from clip_bench.tasks.probe_plan import ProbeRun, check_fold_source, probe_plan, read_folds
+from clip_bench.tasks.spec import TaskSpec
 from clip_bench.util import distributed as ddp
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.progress import progress_bar

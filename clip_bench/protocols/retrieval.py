@@ -22,7 +22,7 @@ from clip_bench.models.text_encoder import encode_prompts
 from clip_bench.protocols.runner import check_same_data, get_features, provenance
 from clip_bench.results.outcomes import attach_retrieval_outcomes, retrieval_sample_hash
 from clip_bench.results.rows import make_row
-from clip_bench.tasks.catalog import TaskSpec
+from clip_bench.tasks.spec import TaskSpec
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.io import sha256_json
 from clip_bench.util.progress import progress_bar

@@ -37,7 +37,8 @@ from clip_bench.results.rows import (
     now_iso,
     versions,
 )
-from clip_bench.tasks.catalog import TaskSpec, expand_tasks, get_task
+from clip_bench.tasks.catalog import expand_tasks, get_task
+from clip_bench.tasks.spec import TaskSpec
 from clip_bench.util import distributed as ddp
 from clip_bench.util.errors import ClipBenchError
 

@@ -12,7 +12,8 @@ from clip_bench.cache.data_fingerprint import run_scope
 from clip_bench.config import EvalConfig
 from clip_bench.models.resolve import ModelHandle, resolve_model
 from clip_bench.results.rows import is_standard, make_row, read_rows
-from clip_bench.tasks.catalog import expand_tasks, get_task, task_kind
+from clip_bench.tasks.catalog import expand_tasks, get_task
+from clip_bench.tasks.spec import task_kind
 from clip_bench.util import distributed as ddp
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.progress import progress_bar
@@ -52,7 +53,7 @@ def read_models_file(path: str | Path) -> list[ModelEntry]:
     """
     import difflib
 
-    from clip_bench.tasks.catalog import read_yaml
+    from clip_bench.tasks.loader import read_yaml
 
     path = Path(path)
     if not path.is_file():

@@ -16,8 +16,8 @@ from clip_bench.protocols.runner import check_same_data, get_features, provenanc
 from clip_bench.protocols.zeroshot_head import build_classifier, zeroshot_logits
 from clip_bench.results.outcomes import attach_outcomes
 from clip_bench.results.rows import make_row
-from clip_bench.tasks.catalog import TaskSpec, task_kind
 from clip_bench.tasks.class_groups import apply_class_groups, class_indices, task_class_groups
+from clip_bench.tasks.spec import TaskSpec, task_kind
 from clip_bench.util.errors import ClipBenchError
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from clip_bench.tasks.prompts import resolve_prompt_file
+from clip_bench.tasks.spec import TaskSpec
 from clip_bench.util.errors import ClipBenchError
 
 GroupsRef = str | Sequence[int | Sequence[int]]
@@ -64,19 +65,19 @@ def pool_logits(logits: np.ndarray, groups: Sequence[Sequence[int]]) -> np.ndarr
     return np.stack([logits[:, list(g)].max(axis=1) for g in groups], axis=1)
 
 
-def task_class_groups(task: Any) -> tuple[tuple[int, ...], ...] | None:
+def task_class_groups(task: TaskSpec) -> tuple[tuple[int, ...], ...] | None:
     """The task's ``class_groups``, or None for a task scored on its own class list."""
     ref = task.extra.get("class_groups")
     return load_class_groups(ref) if ref is not None else None
 
 
-def num_task_classes(task: Any) -> int:
+def num_task_classes(task: TaskSpec) -> int:
     """How many classes a task's labels index: its groups if it has them, else its class names."""
     groups = task_class_groups(task)
     return len(groups) if groups is not None else len(task.prompt_set().classnames)
 
 
-def apply_class_groups(task: Any, logits: np.ndarray) -> np.ndarray:
+def apply_class_groups(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
     """Pool zero-shot logits into the task's classes.
 
     A class-name list with exactly one name per task class (e.g. a user's ``--classnames`` with

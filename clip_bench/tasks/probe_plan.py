@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from clip_bench.tasks.spec import SourceSpec, TaskSpec
 from clip_bench.util.errors import ClipBenchError
 
 RUN_KEYS = ("name", "train", "val", "test")
@@ -56,11 +57,11 @@ class ProbePlan:
         return "folds" if self.runs[0].fold is not None else "splits"
 
 
-def _where(task: Any) -> str:
+def _where(task: TaskSpec) -> str:
     return f"task file {task.file or task.name}"
 
 
-def _split(task: Any, value: Any, key: str) -> str:
+def _split(task: TaskSpec, value: Any, key: str) -> str:
     if not isinstance(value, str) or value not in task.splits:
         raise ClipBenchError(
             f"{_where(task)}: probe {key} {value!r} is not one of the task's splits ({', '.join(task.splits)})."
@@ -68,7 +69,7 @@ def _split(task: Any, value: Any, key: str) -> str:
     return value
 
 
-def _mapping(task: Any, value: Any, what: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+def _mapping(task: TaskSpec, value: Any, what: str, allowed: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ClipBenchError(f"{_where(task)}: {what} must be a mapping with keys {', '.join(allowed)}.")
     unknown = sorted(set(value) - set(allowed))
@@ -77,7 +78,7 @@ def _mapping(task: Any, value: Any, what: str, allowed: tuple[str, ...]) -> dict
     return value
 
 
-def probe_plan(task: Any) -> ProbePlan:
+def probe_plan(task: TaskSpec) -> ProbePlan:
     """The task's probe runs (see the module docstring); a malformed ``probe:`` key is a one-line error."""
     raw = task.extra.get("probe")
     default_val = "val" if "val" in task.splits else None
@@ -132,7 +133,7 @@ class Folds:
     path: Path
 
 
-def check_fold_source(plan: ProbePlan, source: Any) -> None:
+def check_fold_source(plan: ProbePlan, source: SourceSpec) -> None:
     """A clear error, before any data is read, when a fold protocol runs on a source without folds."""
     if plan.aggregate == "folds" and source.name not in plan.fold_files:
         listed = ", ".join(plan.fold_files)
@@ -142,7 +143,7 @@ def check_fold_source(plan: ProbePlan, source: Any) -> None:
         )
 
 
-def read_folds(plan: ProbePlan, source: Any, data_root: Path, split_size: int) -> Folds:
+def read_folds(plan: ProbePlan, source: SourceSpec, data_root: Path, split_size: int) -> Folds:
     """The source's fold file, checked: `count` lines of indices in ``[0, split_size)``."""
     check_fold_source(plan, source)
     path = Path(data_root).expanduser() / (source.path or "") / plan.fold_files[source.name]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clip_bench.tasks.catalog import SourceSpec, TaskSpec
+from clip_bench.tasks.spec import SourceSpec, TaskSpec
 
 
 def _present(root: Path, entry: str) -> bool:
