@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from clip_bench.metrics.classification import main_metric_names
 from clip_bench.tasks.prompts import PromptSet, load_prompt_set
 from clip_bench.util.errors import ClipBenchError, UnknownNameError
 from clip_bench.util.io import sha256_json
@@ -79,7 +80,8 @@ def _is_groups(v: Any) -> bool:
 
 
 def _metrics() -> list[str]:
-    return list(METRICS)
+    """The built-in metrics, then those added with ``clip_bench.metrics.classification.register_metric``."""
+    return [*METRICS, *(m for m in main_metric_names() if m not in METRICS)]
 
 
 def _is_files(v: Any) -> bool:
