@@ -128,3 +128,67 @@ def test_readme_quickstart_table_is_what_zeroshot_prints(eval_config, capsys):
     rows = zeroshot("tiny-clip-digits", "digits", replace(eval_config, output_dir=None), device="cpu")
     print_rows(rows, "table")
     assert capsys.readouterr().out == _readme_console("clip-bench zeroshot --model tiny-clip-digits --task digits")
+
+
+#: A package path (``clip_bench/probe/c_search.py``, ``clip_bench/assets/tiny_clip/``) and a dotted name
+#: (``clip_bench.models.backends.register_backend``, ``clip_bench.x.y:Attr``) as the docs write them; a path
+#: inside another one (``~/.cache/clip_bench/data``) is not the package's.
+_PACKAGE_PATH = re.compile(r"(?<![\w/.~$-])clip_bench/[\w./*-]*")
+_DOTTED_NAME = re.compile(r"(?<![\w/.~$-])clip_bench(?:\.\w+)+(?::\w+)?")
+
+
+def _missing_name(name: str) -> str | None:
+    """Why a dotted name is not a module, package or attribute of the package (None when it is one)."""
+    import importlib
+
+    dotted, _, attr = name.partition(":")
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and not module_name.startswith(exc.name):
+                return f"importing {module_name} fails: {exc}"
+            continue
+        for part in [*parts[i:], *([attr] if attr else [])]:
+            if not hasattr(obj, part):
+                return f"{'.'.join(parts[:i])} has no {part!r}"
+            obj = getattr(obj, part)
+        return None
+    return "no such module"
+
+
+def package_references(text: str) -> tuple[set[str], set[str]]:
+    """The package paths and the dotted names written in a Markdown page (code included)."""
+    return ({m.rstrip(".") for m in _PACKAGE_PATH.findall(text)}, set(_DOTTED_NAME.findall(text)))
+
+
+def stale_references(text: str, root: Path = ROOT) -> list[str]:
+    """Package paths that name no file or folder and dotted names that name nothing importable."""
+    paths, names = package_references(text)
+    stale = [f"{p}: no such file or folder" for p in sorted(paths)
+             if not (any(root.glob(p)) if "*" in p else (root / p).exists())]
+    stale += [f"{n}: {why}" for n in sorted(names) if (why := _missing_name(n)) is not None]
+    return stale
+
+
+def test_every_package_path_and_name_in_the_readme_and_docs_exists():
+    """A module split or a renamed function shows here: every ``clip_bench/...`` path and every dotted
+    ``clip_bench.x.y`` name in README.md and docs/*.md is a file, folder, module or attribute."""
+    pages = [ROOT / "README.md", *DOC_PAGES]
+    assert sum(len(n) for p in pages for n in package_references(p.read_text())) > 20
+    assert {p.name: stale_references(p.read_text()) for p in pages} == {p.name: [] for p in pages}
+
+
+def test_reference_check_sees_a_missing_module_attribute_and_file():
+    text = ("`clip_bench/metrics/classification.py`, `clip_bench/nowhere.py`, `~/.cache/clip_bench/data`, "
+            "`clip_bench.metrics.classification.top1`, `clip_bench.metrics.nowhere`, "
+            "`clip_bench.metrics.classification.nothing_here`, `clip_bench.config.EvalConfig`. "
+            "`clip_bench.util.registry:lazy`, `clip_bench.util.registry:absent`")
+    assert stale_references(text) == [
+        "clip_bench/nowhere.py: no such file or folder",
+        "clip_bench.metrics.classification.nothing_here: clip_bench.metrics.classification has no 'nothing_here'",
+        "clip_bench.metrics.nowhere: clip_bench.metrics has no 'nowhere'",
+        "clip_bench.util.registry:absent: clip_bench.util.registry has no 'absent'",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -116,7 +117,57 @@ MAIN_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
+#: Names a registered metric may not take: the built-in metrics and the other metric names rows carry
+#: (``top1``/``top5`` rows, retrieval's ``mean_recall``), whose intervals and outcomes are defined in the results.
+RESERVED_METRIC_NAMES = frozenset({*MAIN_METRICS, "top1", "top5", "mean_recall"})
+_METRIC_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def register_metric(
+    name: str,
+    fn: Callable[[np.ndarray, np.ndarray], float],
+    per_example: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    replace: bool = False,
+) -> None:
+    """Add a main metric that a task file can name (``metric: <name>``), for single-label tasks.
+
+    `fn(scores, targets)` takes (N, C) class scores and (N,) class indices and returns the metric in
+    percent (higher is better: the linear probe's C search maximises it). `per_example`, if given, returns
+    each example's share of the value (N,) (they sum to it), which lets the C search tell two C apart
+    on the same examples (see ``clip_bench.probe``); it is set as ``fn.per_example``.
+
+    Rows of a registered metric carry no 95% interval (``ci_low``, ``ci_high`` and ``ci_method`` stay
+    empty) and no per-sample outcomes: the results know how to resample only the built-in metrics, so
+    ``compare`` cannot test them either. A metric is not part of a row's identity beyond its name: when
+    its code changes, bump the ``version`` of the tasks that use it.
+    """
+    if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
+        raise ValueError(f"a metric name is lower-case letters, digits and '_', starting with a letter; got {name!r}")
+    if name in RESERVED_METRIC_NAMES:
+        raise ValueError(f"{name!r} is a built-in metric name; register the metric under another name")
+    if name in MAIN_METRICS and not replace:
+        raise ValueError(f"a metric named {name!r} is already registered (pass replace=True to replace it)")
+    if not callable(fn) or (per_example is not None and not callable(per_example)):
+        raise ValueError(f"metric {name!r}: fn (and per_example, if given) must be functions of (scores, targets)")
+    if per_example is not None:
+        fn.per_example = per_example  # type: ignore[attr-defined]
+    MAIN_METRICS[name] = fn
+
+
+def unregister_metric(name: str) -> None:
+    """Remove a metric added with :func:`register_metric` (the built-in ones stay)."""
+    if name in RESERVED_METRIC_NAMES:
+        raise ValueError(f"the built-in metric {name!r} cannot be removed")
+    MAIN_METRICS.pop(name, None)
+
+
+def main_metric_names() -> list[str]:
+    """The names a task's ``metric:`` may take for classification: the built-in ones, then the registered."""
+    return list(MAIN_METRICS)
+
+
 def main_metric(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The main metric called `name` (built-in or registered)."""
     if name not in MAIN_METRICS:
         raise UnknownNameError("metric", name, MAIN_METRICS)
     return MAIN_METRICS[name]

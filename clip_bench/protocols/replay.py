@@ -27,6 +27,7 @@ from clip_bench.results.outcomes import (
     attach_outcomes,
     attach_retrieval_outcomes,
     collect_unwritten,
+    has_outcomes,
     load_for_row,
     outcome_id,
     outcome_relpath,
@@ -127,6 +128,9 @@ def backfill(
     """
     if row.get("protocol") == "retrieval":
         return _backfill_retrieval(row, output_dir, cache_dir, data_root)
+    if not has_outcomes(row.get("metric")):
+        raise ClipBenchError(f"{row['model']} on {row['task']}: metric {row.get('metric')!r} has no per-sample "
+                             "outcomes (a registered metric has none), so there are none to rebuild.")
     if row.get("protocol") != "zeroshot":
         raise ClipBenchError(
             f"{row['model']} on {row['task']} ({row.get('protocol')}): the row has no per-sample outcomes (it was "

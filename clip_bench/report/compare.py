@@ -36,6 +36,7 @@ from clip_bench.results.outcomes import (
     DamagedOutcomesError,
     OutcomeError,
     Outcomes,
+    has_outcomes,
     load_for_row,
     paired_retrieval_bootstrap,
 )
@@ -246,6 +247,9 @@ def _choose_variants(
 def _outcomes(row: dict[str, Any], folder: Path, cache_dir: Path | None, data_root: Path | None) -> Outcomes:
     """The row's stored outcomes; missing or damaged ones are rebuilt from `cache_dir` (ClipBenchError if they
     cannot be)."""
+    if not has_outcomes(row.get("metric")):
+        raise ClipBenchError(f"{row['model']} on {row['task']}: compare has no paired test for metric "
+                             f"{row.get('metric')!r} (a registered metric has no per-sample outcomes)")
     try:
         out = load_for_row(row, folder)
     except DamagedOutcomesError as exc:

@@ -92,6 +92,13 @@ _REBUILD = ("`clip-bench compare` rebuilds it from the feature and text caches (
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
+def has_outcomes(metric: str | None) -> bool:
+    """Whether rows of `metric` get per-sample outcomes and an interval: the built-in metrics (:data:`CI_METHODS`)
+    and retrieval's. A metric added with ``clip_bench.metrics.classification.register_metric`` does not: its rows
+    carry no interval, and ``compare`` has no paired test for it."""
+    return metric in CI_METHODS or parse_metric(metric) is not None
+
+
 # ---------------------------------------------------------------------------------------------
 # Identity
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clip_bench.metrics.classification import main_metric_names
 from clip_bench.util.errors import ClipBenchError
 
 #: The metrics that score a multi-label task (an (N, C) target matrix); every other metric needs one label per image.
@@ -71,7 +72,8 @@ def _is_groups(v: Any) -> bool:
 
 
 def _metrics() -> list[str]:
-    return list(METRICS)
+    """The built-in metrics, then those added with ``clip_bench.metrics.classification.register_metric``."""
+    return [*METRICS, *(m for m in main_metric_names() if m not in METRICS)]
 
 
 def _is_files(v: Any) -> bool:
