@@ -25,7 +25,7 @@ Every bootstrap takes a fixed seed (0 by default), so a row's interval is reprod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats as _st
@@ -327,30 +327,35 @@ def paired_mean_top1_top5_bootstrap(
     return 100.0 * (counts @ diff).sum(axis=1) / sizes.sum()
 
 
+def _paired_weighted_bootstrap(
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray], a: np.ndarray, b: np.ndarray, n: int,
+    draw: Callable[[np.random.Generator, int], np.ndarray], B: int, seed: int,
+) -> np.ndarray:
+    """Replicates of statistic(b, w) - statistic(a, w), the same weights `w` (B, n) for both models."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for size in _blocks(B, n * 4):
+        w = draw(rng, size)
+        out.append(statistic(b, w) - statistic(a, w))
+    return np.concatenate(out)
+
+
 def paired_map_11point_bootstrap(
     a_scores: np.ndarray, b_scores: np.ndarray, targets: np.ndarray, B: int = DEFAULT_B, seed: int = DEFAULT_SEED,
 ) -> np.ndarray:
     """Paired bootstrap replicates (same resampled images) of 11-point mAP, B minus A (points)."""
-    rng = np.random.default_rng(seed)
     n = targets.shape[0]
-    out = []
-    for size in _blocks(B, n * 4):
-        w = resample_weights(rng, n, size)
-        out.append(weighted_map_11point(b_scores, targets, w) - weighted_map_11point(a_scores, targets, w))
-    return np.concatenate(out)
+    return _paired_weighted_bootstrap(lambda s, w: weighted_map_11point(s, targets, w), a_scores, b_scores, n,
+                                      lambda rng, size: resample_weights(rng, n, size), B, seed)
 
 
 def paired_roc_auc_bootstrap(
     a_margin: np.ndarray, b_margin: np.ndarray, labels: np.ndarray, B: int = DEFAULT_B, seed: int = DEFAULT_SEED,
 ) -> np.ndarray:
     """Class-stratified paired bootstrap replicates of ROC AUC, B minus A (points)."""
-    rng = np.random.default_rng(seed)
-    n = labels.shape[0]
-    out = []
-    for size in _blocks(B, n * 4):
-        w = _stratified_weights(rng, labels, size)
-        out.append(weighted_roc_auc(b_margin, labels, w) - weighted_roc_auc(a_margin, labels, w))
-    return np.concatenate(out)
+    return _paired_weighted_bootstrap(lambda m, w: weighted_roc_auc(m, labels, w), a_margin, b_margin,
+                                      labels.shape[0], lambda rng, size: _stratified_weights(rng, labels, size),
+                                      B, seed)
 
 
 def bootstrap_p_value(replicates: np.ndarray, observed: float) -> float:

@@ -199,13 +199,12 @@ def linprobe(
     written as :func:`clip_bench.zeroshot` writes them.
 
     Args:
-        model: A model reference (``"tiny-clip-digits"``, ``"ViT-B-32"`` with `pretrained`, ``"hf-hub:org/repo"``,
-            a checkpoint ...; see ``clip-bench models``) or an already loaded model.
-        tasks: Task names, collections (``"clip27"``) or task YAML files; one string or a list.
-        config: Data root, caches, output folder and the other shared options (default ``EvalConfig()``).
+        model: A model reference or a loaded model (as for :func:`clip_bench.zeroshot`).
+        tasks: Task names, collections or task YAML files; one string or a list.
+        config: The shared options: data root, caches, output folder (default ``EvalConfig()``).
         pretrained: The pretrained tag or checkpoint file of an open_clip architecture.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; default: the GPU if there is one.
-        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (autocast; part of each row's identity).
+        device: ``"cpu"``, ``"cuda"``, ...; default: the GPU if there is one.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (part of each row's identity).
         probe: Solver and C-search settings (default ``ProbeConfig()``, the paper's protocol).
         seed: Seed of the held-out validation split, where a task has no val split of its own.
         normalize: L2-normalise the features before the probe.
