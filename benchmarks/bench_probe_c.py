@@ -52,7 +52,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from clip_bench.cache.features import extract
+from clip_bench.cache.extract import extract
 from clip_bench.config import ExtractConfig
 from clip_bench.loaders.base import ArrayImages
 from clip_bench.loaders.digits import digits_arrays

@@ -90,9 +90,9 @@ def test_the_same_data_under_another_root_is_the_same_identity_and_a_cache_hit(t
     first = main_row(zeroshot("tiny-clip-digits", task, eval_config, device="cpu"))
     copy = tmp_path / "copied-data"
     shutil.copytree(eval_config.data_root, copy)
-    import clip_bench.cache.features as features
+    import clip_bench.cache.extract as extraction
 
-    monkeypatch.setattr(features, "_encode_shards", lambda *a, **k: pytest.fail("features were extracted again"))
+    monkeypatch.setattr(extraction, "_encode_shards", lambda *a, **k: pytest.fail("features were extracted again"))
     second = main_row(zeroshot("tiny-clip-digits", task, replace(eval_config, data_root=copy), device="cpu"))
     assert second["extra"]["data_fingerprint"] == first["extra"]["data_fingerprint"]
     assert (second["result_id"], second["value"]) == (first["result_id"], first["value"])

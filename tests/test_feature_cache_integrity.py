@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from clip_bench import zeroshot
-from clip_bench.cache.features import FeatureCache, subset_indices
+from clip_bench.cache.features import FeatureCache
 from clip_bench.config import ExtractConfig
+from clip_bench.loaders.subset import subset_indices
 from clip_bench.util.errors import ClipBenchError
 
 

@@ -90,7 +90,7 @@ def test_stl10_probes_each_predefined_fold_and_reports_the_mean(tmp_path, eval_c
 
     # with --limit the folds keep only their images inside the subset (positions in the limited features)
     limited = linprobe("tiny-clip-digits", task, eval_config, device="cpu", probe=FAST, limit=100, output_dir=None)
-    from clip_bench.cache.features import subset_indices
+    from clip_bench.loaders.subset import subset_indices
 
     kept = subset_indices(200, 100, labels=np.asarray(train.labels))  # --limit's (stratified) rule
     assert [r["extra"]["n_refit"] for r in limited[:-1]] == [int(np.isin(kept, f).sum()) for f in folds]

@@ -24,7 +24,7 @@ from hf_fixtures import (  # noqa: E402
     write_tiny_siglip,
 )
 
-from clip_bench.cache.features import encode_images  # noqa: E402
+from clip_bench.cache.extract import encode_images  # noqa: E402
 from clip_bench.models.resolve import load_model, resolve_model  # noqa: E402
 from clip_bench.models.tiny_clip import TRAIN_TEMPLATES  # noqa: E402
 from clip_bench.protocols.zeroshot_head import zeroshot_classifier, zeroshot_logits  # noqa: E402

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from clip_bench.cache.data_fingerprint import combine
-from clip_bench.cache.features import Features, subset_indices
+from clip_bench.cache.features import Features
 from clip_bench.config import EvalConfig
+from clip_bench.loaders.subset import subset_indices
 from clip_bench.metrics.classification import main_metric, main_metric_key
 from clip_bench.models.resolve import LoadedModel, ModelHandle, ModelSpec
 from clip_bench.probe import PROBE_RULE

@@ -15,16 +15,11 @@ from typing import Any
 import numpy as np
 
 from clip_bench.cache.data_fingerprint import run_scope, split_fingerprint
-from clip_bench.cache.features import (
-    SUBSET_RULE,
-    FeatureCache,
-    Features,
-    extract,
-    feature_key,
-    subset_indices,
-)
+from clip_bench.cache.extract import extract
+from clip_bench.cache.features import FeatureCache, Features, feature_key
 from clip_bench.cache.identity import is_builtin_definition, task_hash
 from clip_bench.config import EvalConfig
+from clip_bench.loaders.subset import SUBSET_RULE, subset_indices
 from clip_bench.models.resolve import LoadedModel, ModelHandle, ModelSpec
 from clip_bench.results.leaderboard import write_leaderboard
 from clip_bench.results.outcomes import OutcomesWriteError, collect_unwritten
