@@ -1,10 +1,13 @@
 """Shared fixtures: the tiny CLIP (loaded once per test run), isolated cache/output folders, and the
 tiny CLIP's zero-shot, linear-probe and few-shot runs on digits.
 
-Naming in tests/: a test file is named after the code it tests (``test_<subject>.py``); a module the tests
-import is named ``<subject>_<kind>.py``, where ``*_fixtures.py`` write fixtures in real on-disk formats
-(dataset_fixtures, task_fixtures, hf_fixtures, retrieval_fixtures), ``figure_checks.py`` judges Figure
-objects, ``toy_backend.py`` is a model backend plug-in and ``slow_child.py`` holds child-process scripts.
+Layout of tests/: one folder per subpackage of clip_bench (``tests/cache/`` tests ``clip_bench/cache/``, and so
+on), each file named after the code it tests (``test_<subject>.py``); ``e2e/`` and ``golden/`` run whole
+commands end to end; the files at the top test the project as a whole (layering, packaging, public API, docs).
+A module the tests import is named ``<subject>_<kind>.py``, where ``*_fixtures.py`` write fixtures in real
+on-disk formats (dataset_fixtures, task_fixtures, hf_fixtures, retrieval_fixtures), ``figure_checks.py``
+judges Figure objects, ``toy_backend.py`` is a model backend plug-in and ``e2e/slow_child.py`` holds
+child-process scripts.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from clip_bench.loaders import load_split
 from clip_bench.tasks.catalog import get_task
 from clip_bench.util.errors import DataNotFoundError
 
-SOURCE_CLASSES = Path(__file__).parent / "data" / "source_classes"
+SOURCE_CLASSES = Path(__file__).parents[1] / "data" / "source_classes"
 
 
 def folder_names(task: str) -> list[str]:

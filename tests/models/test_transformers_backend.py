@@ -435,7 +435,7 @@ def test_sweep_over_damaged_checkpoints_goes_on_without_transformers_logs(hf_dir
         models.append(str(d))
     models.append(str(hf_dirs["clip"]))
     (tmp_path / "models.txt").write_text("\n".join(models) + "\n")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
         [sys.executable, "-m", "clip_bench", "sweep", "--models", str(tmp_path / "models.txt"), "--tasks", "digits",
          "--limit", "4", "--workers", "0", "--quiet", "--device", "cpu", "--output-dir", str(tmp_path / "out"),

@@ -15,7 +15,7 @@ from clip_bench.loaders.kitti import closest_vehicle_label, tfds_kitti_splits
 from clip_bench.tasks.catalog import get_task
 from clip_bench.util.errors import DataNotFoundError
 
-SOURCE_CLASSES = Path(__file__).parent / "data" / "source_classes"
+SOURCE_CLASSES = Path(__file__).parents[1] / "data" / "source_classes"
 
 # --- KITTI ---------------------------------------------------------------------------------------
 

@@ -67,7 +67,7 @@ def test_classnames_override_is_labelled_and_kept_off_the_board(eval_config, tmp
 def shadow_digits(tmp_path):
     """A user task file named digits (passed by path) that scores the val split instead of test.
 
-    Under CLIP_BENCH_TASKS such a file is an error (tests/test_task_schema.py); passed as a path it runs,
+    Under CLIP_BENCH_TASKS such a file is an error (tests/tasks/test_schema.py); passed as a path it runs,
     with an identity of its own.
     """
     path = tmp_path / "mytasks" / "digits.yaml"

@@ -15,7 +15,7 @@ from clip_bench.tasks.catalog import get_task, list_collections, list_tasks
 from clip_bench.tasks.status import task_status
 from clip_bench.util.errors import ClipBenchError, DataNotFoundError
 
-DATA = Path(__file__).parent / "data" / "source_classes"
+DATA = Path(__file__).parents[1] / "data" / "source_classes"
 
 #: name -> (classes, templates, metric) from the CLIP repo's data/prompts.md and the CLIP paper's Table 9.
 CATALOGUE = {
