@@ -53,7 +53,7 @@ from clip_bench.probe import (
     logistic_objective,
     run_linear_probe,
 )
-from clip_bench.probe.logreg import path_start
+from clip_bench.probe.objective import path_start
 
 
 def clip_like_features(n_train: int, n_val: int, n_test: int, dim: int, classes: int, seed: int,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from clip_bench.probe.c_search import SweepResult, c_grid, parametric_search, probe_scores, sweep_C, sweep_C_folds
 from clip_bench.probe.fewshot import one_shot_C, sample_k_shot, shot_folds
-from clip_bench.probe.logreg import LogisticRegressionProbe, logistic_objective
+from clip_bench.probe.logreg import LogisticRegressionProbe
+from clip_bench.probe.objective import logistic_objective
 from clip_bench.probe.protocol import ProbeConfig, run_fewshot, run_linear_probe, stratified_holdout
 
 #: Version of the probe method (C search, tie rule, few-shot prior, solver stopping rule). It is part of

@@ -58,7 +58,7 @@ Choosing among the scores (the paper does not say; this is clip-bench's rule):
   "high"): the best C may lie outside the searched range.
 
 Each fit is warm-started from the C already fitted (torch solver): linearly in log C through the
-nearest fitted C (``logreg.path_start``), with the last fit's L-BFGS curvature pairs. The solver stops
+nearest fitted C (``objective.path_start``), with the last fit's L-BFGS curvature pairs. The solver stops
 on a relative optimality residual that bounds the distance to the optimum at the fitted C from any
 start (``logreg.py``), so every score belongs to the C it is reported at; each fit's iterations
 and convergence are recorded (``fits``).
@@ -72,7 +72,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from clip_bench.probe.logreg import LogisticRegressionProbe, path_start
+from clip_bench.probe.logreg import LogisticRegressionProbe
+from clip_bench.probe.objective import path_start
 from clip_bench.util.errors import ClipBenchError
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
@@ -337,10 +338,10 @@ class _PathFitter:
     def fit(self, i: int) -> LogisticRegressionProbe:
         init = {}
         if self.warm_start and self.solutions:
-            # linear in log C through the nearest fitted C (logreg.path_start)
+            # linear in log C through the nearest fitted C (objective.path_start)
             start = path_start({float(self.grid[j]): sol for j, sol in self.solutions.items()}, float(self.grid[i]))
             init = dict(zip(("coef_init", "intercept_init", "init_classes"), start, strict=True))
-            init["lbfgs_memory"] = self.memory  # the last fit's curvature pairs: fewer iterations (logreg.py)
+            init["lbfgs_memory"] = self.memory  # the last fit's curvature pairs: fewer iterations (LbfgsMemory)
         probe = self.template.clone(C=float(self.grid[i])).fit(self.X, self.y, **init)
         self.solutions[i] = (probe.coef_, probe.intercept_, probe.classes_)
         self.memory = getattr(probe, "lbfgs_memory_", None)

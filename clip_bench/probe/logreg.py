@@ -1,26 +1,16 @@
-"""L2-regularised logistic regression on cached features: the paper's probe, fast.
+"""L2-regularised logistic regression on cached features: the paper's probe, fast (the estimator).
 
 The CLIP paper fits ``sklearn.linear_model.LogisticRegression(solver="lbfgs", max_iter=1000, C=C)``
 with every other argument at its default. :class:`LogisticRegressionProbe` offers that exact call
 (``solver="sklearn"``) and a full-batch L-BFGS in torch (``solver="torch"``) that minimises the *same*
 objective, so the two are interchangeable and the torch one can be checked against the reference.
-
-The objective (scikit-learn 1.9 scaling, ``_logistic.py`` / ``_linear_loss.py``)::
-
-    F(W, b) = (1/n) * sum_i CE(x_i W^T + b, y_i) + 1/(2 C n) * ||W||^2        (intercept not penalised)
-
-i.e. the textbook ``sum_i CE + ||W||^2 / (2C)`` divided by n: the same minimiser, and the value
-``objective_`` reported by this module is always this mean-scaled F (multiply by n for the sum form).
-``CE`` is the softmax cross-entropy for three or more classes (sklearn's multinomial model, one weight
-row per class), the binary log-loss with a *single* logit for two classes (sklearn's binary model:
-``coef_`` has shape (1, d), ``predict_proba`` is ``[1 - p, p]``), and, with ``multilabel=True``, a sum
-of independent binary problems, one per column of a multi-hot target (one-vs-rest, as VOC2007 mAP
-needs).
+The objective, its gradient, preconditioner and warm starts are in :mod:`clip_bench.probe.objective`
+(where F and its scaling are defined); the L-BFGS solver is :mod:`clip_bench.probe.lbfgs`.
 
 Stopping (torch solver, ``criterion="relative"``, the default): converged means the relative
-optimality residual (``_Problem.kkt_ratio``) is <= ``tol`` (default 1e-2): the gradient in W relative
-to the penalty's gradient ``W / (C n)``, which it must cancel at the optimum, and the intercept's
-gradient relative to the spread of the logits. It bounds the distance to the optimum
+optimality residual (``objective.LogisticProblem.kkt_ratio``) is <= ``tol`` (default 1e-2): the
+gradient in W relative to the penalty's gradient ``W / (C n)``, which it must cancel at the optimum,
+and the intercept's gradient relative to the spread of the logits. It bounds the distance to the optimum
 (``||W - W*|| <= tol ||W||``) and means the same at every C and from any start: a warm start from the
 neighbouring grid C starts at a residual of ``|1 - C_old / C|`` (>= 0.25), so it cannot pass without
 iterating. When float32 cannot get there (the attainable residual is about eps32 x the condition
@@ -31,15 +21,6 @@ with ``stop_reason_``. ``criterion="sklearn"`` restores scipy's test as sklearn 
 (``max|grad| <= tol``, sklearn's ``tol=1e-4``), which at large C stops well before the optimum and,
 from a warm start, often after 0 iterations. The loss is written so that tiny per-example losses
 (large C on separable data) keep their precision in float32.
-
-Along a C path (the sweep) two things make the fits cheaper without touching what they converge to:
-``path_start`` starts each fit linearly in log C through two fitted neighbours (interpolation between
-the nearest fitted C on either side, else extrapolation), and ``lbfgs_memory`` hands the previous
-fit's L-BFGS curvature pairs to the next one (the penalty's part of each pair is re-computed at the
-new C, so only the data curvature is carried over). On the benchmark data they cut the loss
-evaluations of a sweep by about 2.5x. An interpolated start can already pass the relative test: the
-fit then takes 0 iterations, and that is still the bound above, ``||W - W*|| <= tol ||W||`` at *this*
-C (the old absolute test, by contrast, passed at the neighbour's solution).
 
 scikit-learn now divides the lbfgs objective by n (PR #26721, 2023) and kept ``tol``; the paper
 (2021) ran an older sklearn whose gradient test applied to the *summed* objective. With today's
@@ -53,12 +34,21 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from clip_bench.probe.lbfgs import STALLS, LbfgsResult, Measure, lbfgs
+from clip_bench.probe.objective import (
+    NON_FINITE_FEATURES,
+    LbfgsMemory,
+    LogisticProblem,
+    feature_moments,
+    logistic_objective,
+    spectral_precond,
+)
 from clip_bench.probe.rows import RowView, TorchRows
 from clip_bench.util.errors import ClipBenchError
 
@@ -73,7 +63,7 @@ _HALF_DTYPES = (np.float16,)
 
 
 @contextmanager
-def _limit_threads(n_threads: int | None):
+def _limit_threads(n_threads: int | None) -> Iterator[None]:
     """Temporarily cap torch and BLAS threads (a shared machine punishes oversubscribed spin-waiting
     threads badly: with 2 busy cores a 2-thread torch op can be 5x slower than a 1-thread one)."""
     if n_threads is None:
@@ -136,490 +126,6 @@ def _feature_tensor(
     return out
 
 
-@dataclass
-class _Problem:
-    """Device-side data of one fit; ``kind`` is 'multinomial' (targets = class index) or 'binary'
-    (targets = 0/1 matrix, one column per independent logit).
-
-    The optimiser works in centred coordinates ``theta = (W, b')`` with ``b' = b + W mu`` (mu: mean
-    training feature), so logits are ``(x - mu) W^T + b'``. Because the intercept is not penalised this
-    is an exact re-parametrisation of the same objective (same W, same F), but it removes the coupling
-    between W and b that a large common feature offset (typical of CLIP features) creates, which
-    otherwise slows L-BFGS down. Centering is folded into the intercept, so it costs nothing per chunk.
-    """
-
-    X: torch.Tensor
-    target: torch.Tensor
-    kind: str
-    n_outputs: int
-    l2: float  # 1 / (C * n)
-    dtype: torch.dtype
-    batch_rows: int
-    mu: torch.Tensor  # (d,) mean feature, zeros to disable centering
-    spread: float = 1.0  # RMS per-feature standard deviation of the features (sets the logit scale)
-    mu64: torch.Tensor | None = None  # mu in float64 (identifies the coordinates of an LbfgsMemory)
-
-    @property
-    def n(self) -> int:
-        return self.X.shape[0]
-
-    @property
-    def d(self) -> int:
-        return self.X.shape[1]
-
-    def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k, d = self.n_outputs, self.d
-        return theta[: k * d].view(k, d), theta[k * d :]
-
-    def to_theta(self, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        theta = torch.empty(self.n_outputs * (self.d + 1), dtype=self.dtype, device=self.X.device)
-        tW, tb = self.split(theta)
-        tW.copy_(W)
-        tb.copy_(b + W @ self.mu)
-        return theta
-
-    def from_theta(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        W, bc = self.split(theta)
-        return W, bc - W @ self.mu
-
-    def raw_grad_maxabs(self, grad: torch.Tensor) -> float:
-        """max |dF/d(W, b)| in the original (uncentred) coordinates: sklearn's stopping quantity."""
-        gW, gb = self.split(grad)
-        return max(float((gW + gb[:, None] * self.mu).abs().max()), float(gb.abs().max()))
-
-    def kkt_ratio(self, theta: torch.Tensor, grad: torch.Tensor) -> float:
-        """The relative optimality residual: the larger of
-
-        * ``||dF/dW|| / ||l2 W||`` (2-norms, centred coordinates). At the optimum the data gradient
-          equals ``-l2 W``, so this is the residual relative to the size of the two terms that must
-          cancel. Strong convexity (``l2`` on W) bounds the distance to the optimum,
-          ``||W - W*|| <= ratio * ||W||``, and the objective gap, ``F - F* <= ratio^2 * F``;
-        * ``c * ||dF/db|| / (||W|| * spread)`` (c = max(4, K), an upper bound on the inverse curvature
-          in b): the intercept error relative to the spread of the logits ``W x``, which matters at
-          small C, where the logits barely differ between classes (floored at sqrt(eps) x ||b||:
-          finer logits than that are not resolved at the working precision).
-
-        It means the same at every C and from any start: a warm start from the neighbouring grid C has
-        ``||dF/dW|| / ||l2 W|| = |1 - C_old / C|`` (>= 0.25 for one grid step), never a small number."""
-        k, d = self.n_outputs, self.d
-        gW, gb = self.split(grad)
-        w = theta[: k * d]
-        wn = math.sqrt(float(torch.dot(w, w)))
-        gwn, gbn = float(gW.norm()), float(gb.norm())
-        if wn == 0.0:
-            return math.inf if (gwn > 0 or gbn > 0) else 0.0
-        # the logits' W part cannot be resolved below the working precision of the intercept
-        floor = math.sqrt(float(torch.finfo(self.dtype).eps)) * float(theta[k * d :].norm())
-        return max(gwn / (self.l2 * wn), max(4.0, k) * gbn / max(wn * self.spread, floor))
-
-    def loss_grad(self, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
-        """Objective F and its gradient w.r.t. theta, accumulated over row chunks (loss summed in
-        float64, gradient in the compute dtype)."""
-        W, bc = self.split(theta)
-        grad = torch.zeros_like(theta)
-        gW, gb = self.split(grad)
-        total = 0.0
-        for i in range(0, self.n, self.batch_rows):
-            # Centre each chunk explicitly: folding mu into the intercept instead would compute the
-            # logits and the gradient as differences of large numbers (a common feature offset) and
-            # cap the attainable accuracy in float32.
-            Xc = self.X[i : i + self.batch_rows].to(self.dtype) - self.mu
-            tc = self.target[i : i + self.batch_rows]
-            Z = torch.addmm(bc, Xc, W.T)
-            if self.kind == "multinomial":
-                # Softmax in place, written so that tiny losses keep their precision (large C on
-                # separable data drives every loss towards 0, where log(sum exp) - z_y cancels):
-                # q = exp(z - max), others = sum of q over the wrong classes,
-                # CE = log1p(others) when the true class has the largest logit, else log(sum q) + (max - z_y);
-                # dCE/dz_y = -others / sum q (not p_y - 1).
-                m = Z.amax(dim=1, keepdim=True)
-                zy = Z.gather(1, tc[:, None])
-                G = Z.sub_(m).exp_()
-                qy = G.gather(1, tc[:, None])
-                G.scatter_(1, tc[:, None], 0.0)
-                others = G.sum(dim=1, keepdim=True)
-                s = others + qy
-                gap = m - zy
-                loss = torch.where(gap > 0, s.log() + gap, torch.log1p(others))
-                total += float(loss.sum(dtype=torch.float64))
-                G.div_(s)
-                G.scatter_(1, tc[:, None], others.div_(s).neg_())
-            else:
-                sign = 1.0 - 2.0 * tc  # +1 for a negative target, -1 for a positive one
-                Z.mul_(sign)  # sign * z: the loss is softplus(sign * z), the gradient sign * sigmoid(sign * z)
-                total += float(torch.nn.functional.softplus(Z).sum(dtype=torch.float64))
-                G = torch.sigmoid_(Z).mul_(sign)
-            gW.addmm_(G.T, Xc)
-            gb.add_(G.sum(0))
-        grad.div_(self.n)
-        gW.add_(W, alpha=self.l2)
-        w = theta[: self.n_outputs * self.d]
-        sq = float(torch.dot(w, w))
-        return total / self.n + 0.5 * self.l2 * sq, grad
-
-
-_EIG_CACHE: dict = {}  # one entry: the last feature sample's covariance eigendecomposition
-
-
-def _covariance_eig(prob: _Problem, min_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues and vectors (float64) of the centred feature covariance from a row subsample. A C
-    sweep fits the same features over and over: the last result is reused when the subsample and the
-    centre are exactly the same (it only steers the optimiser; the objective is untouched)."""
-    X = prob.X
-    rows = max(min_rows, 4 * prob.d)
-    step = max(1, -(-X.shape[0] // rows))
-    raw = X[::step]
-    mu = prob.mu64 if prob.mu64 is not None else prob.mu.double()
-    hit = _EIG_CACHE.get("key")
-    if (hit is not None and hit[0].shape == raw.shape and hit[0].dtype == raw.dtype and hit[0].device == raw.device
-            and torch.equal(hit[1], mu) and torch.equal(hit[0], raw)):
-        return _EIG_CACHE["eig"]
-    work = torch.float64 if prob.dtype == torch.float64 else torch.float32
-    Xs = raw.to(work) - mu.to(work)
-    cov = (Xs.T @ Xs).to(torch.float64) / Xs.shape[0]
-    lam, Q = torch.linalg.eigh(cov)
-    _EIG_CACHE["key"] = (raw.clone(), mu.clone())
-    _EIG_CACHE["eig"] = (lam.clamp_min(0), Q)
-    return _EIG_CACHE["eig"]
-
-
-def _spectral_precond(prob: _Problem, min_rows: int = 4096):
-    """H0 ~ (Sigma + eps I)^-1 on W (Sigma: centred feature covariance from a row subsample, eps ~ the
-    penalty's share of the Hessian), a matching constant on the intercept: an approximate inverse Hessian that
-    undoes feature anisotropy. It only steers L-BFGS; the objective is untouched."""
-    lam, Q = _covariance_eig(prob, min_rows)
-    eps = max(prob.l2 * prob.n_outputs, 1e-4 * float(lam.mean()))
-    scale = float(lam.mean()) + eps
-    D = (scale / (lam + eps)).to(prob.dtype)
-    Q = Q.to(prob.dtype)
-    k, d = prob.n_outputs, prob.d
-
-    def precond(v: torch.Tensor) -> torch.Tensor:
-        out = v.clone()
-        out[: k * d].view(k, d).copy_(((v[: k * d].view(k, d) @ Q) * D) @ Q.T)
-        # intercept block on the same footing: its curvature ~1/K against ~(lam + K l2)/K for W, so
-        # relative to D it is scaled by ``scale`` (without this, small-C fits crawl in b)
-        out[k * d :].mul_(scale)
-        return out
-
-    return precond
-
-
-def _feature_moments(X: torch.Tensor, batch_rows: int) -> tuple[torch.Tensor, float]:
-    """(mean feature in float64, RMS per-feature standard deviation) in two cheap passes: column sums
-    as matrix-vector products accumulated across chunks in float64, then the sum of squares of the
-    centred chunks (no cancellation against a large common offset)."""
-    work = torch.float64 if X.dtype == torch.float64 else torch.float32
-    ones = torch.ones(min(batch_rows, X.shape[0]), dtype=work, device=X.device)
-    acc = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
-    for i in range(0, X.shape[0], batch_rows):
-        chunk = X[i : i + batch_rows].to(work)
-        acc += (ones[: chunk.shape[0]] @ chunk).to(torch.float64)
-    mu = acc / X.shape[0]
-    mu_w = mu.to(work)
-    sq = 0.0
-    for i in range(0, X.shape[0], batch_rows):
-        chunk = (X[i : i + batch_rows].to(work) - mu_w).view(-1)
-        sq += float(torch.dot(chunk, chunk))
-    if not (math.isfinite(sq) and bool(torch.isfinite(mu).all())):
-        raise ClipBenchError(_NON_FINITE_FEATURES)
-    var = sq / X.shape[0] / X.shape[1]
-    return mu, math.sqrt(var) if var > 0 else 1.0
-
-
-_NON_FINITE_FEATURES = ("the probe's features contain NaN or inf values (or values too large to square in float32); "
-                        "a damaged feature cache: delete it and re-extract (or --no-cache)")
-
-
-def _cubic_min(x1: float, f1: float, g1: float, x2: float, f2: float, g2: float, lo: float, hi: float) -> float:
-    """Minimiser of the cubic through two points with slopes, clipped to [lo, hi] (bisect if none)."""
-    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
-    sq = d1 * d1 - g1 * g2
-    if sq >= 0:
-        d2 = math.sqrt(sq) * (1.0 if x2 >= x1 else -1.0)
-        denom = g2 - g1 + 2 * d2
-        if denom != 0:
-            t = x2 - (x2 - x1) * ((g2 + d2 - d1) / denom)
-            if math.isfinite(t):
-                return min(max(t, lo), hi)
-    return (lo + hi) / 2
-
-
-def _strong_wolfe(fun, theta, t, d, f0, g0, gtd0, c1=1e-4, c2=0.9, max_ls=25):
-    """Line search satisfying the strong Wolfe conditions (Nocedal & Wright, alg. 3.5/3.6) with cubic
-    interpolation. Returns (t, f, g, n_evals); t == 0 means no decrease was found."""
-    d_max = float(d.abs().max())
-    evals = 0
-    t_prev, f_prev, gtd_prev, g_prev = 0.0, f0, gtd0, g0
-    bracket = None
-    while evals < max_ls:
-        f_new, g_new = fun(theta + t * d)
-        evals += 1
-        gtd_new = float(g_new @ d)
-        if f_new > f0 + c1 * t * gtd0 or (evals > 1 and f_new >= f_prev):
-            bracket = [(t_prev, f_prev, gtd_prev, g_prev), (t, f_new, gtd_new, g_new)]
-            break
-        if abs(gtd_new) <= -c2 * gtd0:
-            return t, f_new, g_new, evals
-        if gtd_new >= 0:
-            bracket = [(t, f_new, gtd_new, g_new), (t_prev, f_prev, gtd_prev, g_prev)]
-            break
-        t_next = _cubic_min(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, t + 0.01 * (t - t_prev), 10 * t)
-        t_prev, f_prev, gtd_prev, g_prev = t, f_new, gtd_new, g_new
-        t = t_next
-    if bracket is None:  # ran out of evaluations while extrapolating: accept the last decrease
-        return (t_prev, f_prev, g_prev, evals) if t_prev > 0 else (0.0, f0, g0, evals)
-    lo, hi = bracket  # lo: lowest f so far satisfying sufficient decrease (or t=0)
-    while evals < max_ls:
-        if abs(hi[0] - lo[0]) * d_max < 1e-12:
-            break
-        a, b = sorted((lo[0], hi[0]))
-        span = b - a
-        t = _cubic_min(lo[0], lo[1], lo[2], hi[0], hi[1], hi[2], a + 0.1 * span, b - 0.1 * span)
-        f_new, g_new = fun(theta + t * d)
-        evals += 1
-        gtd_new = float(g_new @ d)
-        if f_new > f0 + c1 * t * gtd0 or f_new >= lo[1]:
-            hi = (t, f_new, gtd_new, g_new)
-        else:
-            if abs(gtd_new) <= -c2 * gtd0:
-                return t, f_new, g_new, evals
-            if gtd_new * (hi[0] - lo[0]) >= 0:
-                hi = lo
-            lo = (t, f_new, gtd_new, g_new)
-    if lo[0] > 0:
-        return lo[0], lo[1], lo[3], evals
-    return 0.0, f0, g0, evals
-
-
-@dataclass
-class LbfgsResult:
-    theta: torch.Tensor
-    objective: float
-    n_iter: int
-    n_evals: int
-    converged: bool
-    message: str
-    residual: float = math.nan  # the stopping measure at theta
-    S: list | None = None  # the final curvature pairs (steps and gradient changes)
-    Y: list | None = None
-
-
-_STALLS = ("stalled", "line search")
-
-
-@dataclass
-class LbfgsMemory:
-    """L-BFGS curvature pairs of a finished fit, kept to seed the next fit on the same features (a C
-    sweep): steps ``S`` and the *data* part of the gradient changes ``Yd`` (the penalty's part,
-    ``l2 * s`` on W, is re-added at the new C, so the pairs are exact for the change of C), in the
-    centred coordinates of ``mu``. Only steers the optimiser: the stopping test, hence the solution,
-    does not depend on it."""
-
-    S: list
-    Yd: list
-    mu: torch.Tensor  # float64 mean feature the coordinates are centred on
-    shape: tuple[int, int]  # (outputs, features)
-    kind: str
-    l2: float  # the penalty weight 1 / (C n) of the fit they come from
-
-    # Pairs from a C further away than this are not used. Measured on the benchmark data: from a
-    # path_start (log-C extrapolated) start they save iterations even across the sweep's 100x coarse
-    # steps (about 20% fewer loss evaluations over a sweep); from the bare neighbour's solution, a
-    # 100x step took ~15% more iterations with them.
-    MAX_C_RATIO = 1e3
-
-    def pairs(self, prob: _Problem) -> tuple[list, list] | None:
-        """(S, Y) for ``prob`` (its C and dtype), or None if the pairs belong to another problem layout
-        or to a C too far away."""
-        if (self.shape != (prob.n_outputs, prob.d) or self.kind != prob.kind or self.mu.shape != prob.mu.shape
-                or max(self.l2 / prob.l2, prob.l2 / self.l2) > self.MAX_C_RATIO
-                or not torch.equal(self.mu.to(device=prob.mu.device), prob.mu64)):
-            return None
-        S, Y = [], []
-        kd = prob.n_outputs * prob.d
-        for s, yd in zip(self.S, self.Yd, strict=True):
-            s = s.to(device=prob.X.device, dtype=prob.dtype)
-            y = yd.to(device=prob.X.device, dtype=prob.dtype)
-            y[:kd].add_(s[:kd], alpha=prob.l2)
-            S.append(s), Y.append(y)
-        return S, Y
-
-    @classmethod
-    def of(cls, prob: _Problem, res: LbfgsResult) -> LbfgsMemory:
-        kd = prob.n_outputs * prob.d
-        Yd = []
-        for s, y in zip(res.S or [], res.Y or [], strict=True):
-            yd = y.clone()
-            yd[:kd].sub_(s[:kd], alpha=prob.l2)
-            Yd.append(yd.to(torch.float32))
-        return cls([s.to(torch.float32) for s in res.S or []], Yd, prob.mu64.cpu(), (prob.n_outputs, prob.d), prob.kind,
-                   prob.l2)
-
-
-def _direction(g: torch.Tensor, S: list, Y: list, rho: list, precond) -> torch.Tensor:
-    """The L-BFGS direction ``-H g`` (two-loop recursion; H0 = precond, rescaled by s'y / y'H0y)."""
-    q = g.neg()
-    alphas = []
-    for s, y, rh in zip(reversed(S), reversed(Y), reversed(rho), strict=True):
-        a = rh * float(s @ q)
-        alphas.append(a)
-        q.add_(y, alpha=-a)
-    q = precond(q)
-    if S:
-        q.mul_(float(S[-1] @ Y[-1]) / float(Y[-1] @ precond(Y[-1])))
-    for s, y, rh, a in zip(S, Y, rho, reversed(alphas), strict=True):
-        beta = rh * float(y @ q)
-        q.add_(s, alpha=a - beta)
-    return q
-
-
-def _informative(sy: float, y: torch.Tensor) -> bool:
-    """Whether a curvature pair (s, y) with s'y = ``sy`` is worth keeping: positive curvature above
-    the working precision (else the L-BFGS update would not stay positive definite)."""
-    return sy > float(torch.finfo(y.dtype).eps) * float(y @ y)
-
-
-def lbfgs(fun, theta0: torch.Tensor, *, max_iter: int, gtol: float, ftol: float, history: int = 10,
-          max_evals: int = 15000, measure=None, precond=None, flat_tol: float | None = None,
-          memory: tuple[list, list] | None = None) -> LbfgsResult:
-    """Minimise ``fun(theta) -> (f, grad)`` with L-BFGS (two-loop recursion, strong-Wolfe search).
-
-    Converged means ``measure(theta, grad) <= gtol`` (default measure: max|grad|, scipy's pgtol).
-    It also stops when the relative decrease of f over one iteration is <= ``ftol`` or the line search
-    finds no decrease (f is flat at the working precision: more iterations cannot help), or after
-    ``max_iter`` iterations / ``max_evals`` evaluations; such a stop is *not* converged, except when
-    ``flat_tol`` is given and the quasi-Newton decrement ``g' H g / 2`` (the model's estimate of
-    f - f*) is <= ``flat_tol * |f|`` there: the objective is then optimal to its working precision.
-    ``precond(v)`` applies a fixed SPD initial inverse-Hessian H0 (default identity). ``memory`` seeds
-    the curvature pairs (S, Y) (e.g. from a fit of a neighbouring problem); pairs with s'y <= 0 are
-    dropped. The result carries the final pairs."""
-    if precond is None:
-        def precond(v):
-            return v
-    if measure is None:
-        def measure(theta, g):
-            return float(g.abs().max())
-    theta = theta0.clone()
-    f, g = fun(theta)
-    n_evals = 1
-    S: list[torch.Tensor] = []
-    Y: list[torch.Tensor] = []
-    rho: list[float] = []
-    for s, y in zip(*(memory or ((), ())), strict=True):
-        sy = float(s @ y)
-        if _informative(sy, y):
-            S.append(s), Y.append(y), rho.append(1.0 / sy)
-    del S[:-history], Y[:-history], rho[:-history]
-    n_iter = 0
-    r = measure(theta, g)
-
-    def result(converged: bool, message: str) -> LbfgsResult:
-        return LbfgsResult(theta, f, n_iter, n_evals, converged, message, r, S, Y)
-
-    if r <= gtol:
-        return result(True, "converged at start")
-
-    def stalled(message: str, gtd: float) -> LbfgsResult:
-        if flat_tol is not None and S and 0 <= -gtd / 2 <= flat_tol * abs(f):
-            return result(True, "converged: f optimal to working precision")
-        return result(False, message)
-
-    while True:
-        d = _direction(g, S, Y, rho, precond)
-        gtd = float(g @ d)
-        if gtd >= 0:  # not a descent direction (numerical trouble): restart from steepest descent
-            S.clear(), Y.clear(), rho.clear()
-            d = precond(g.neg())
-            gtd = float(g @ d)
-        t = 1.0 if S else min(1.0, 1.0 / float(d.norm()))
-        t, f_new, g_new, ev = _strong_wolfe(fun, theta, t, d, f, g, gtd)
-        n_evals += ev
-        n_iter += 1
-        if t == 0.0:
-            return stalled("line search found no decrease", gtd)
-        s = d.mul_(t)
-        y = g_new - g
-        sy = float(s @ y)
-        theta.add_(s)
-        f_old, f, g = f, f_new, g_new
-        if _informative(sy, y):
-            if len(S) == history:
-                S.pop(0), Y.pop(0), rho.pop(0)
-            S.append(s)
-            Y.append(y)
-            rho.append(1.0 / sy)
-        r = measure(theta, g)
-        if r <= gtol:
-            return result(True, "converged")
-        if (f_old - f) <= ftol * max(abs(f_old), abs(f)):
-            return stalled("stalled: relative decrease below ftol", float(g @ _direction(g, S, Y, rho, precond)))
-        if n_iter >= max_iter:
-            return result(False, "max_iter reached")
-        if n_evals >= max_evals:
-            return result(False, "max_evals reached")
-
-
-def path_start(solutions: dict[float, tuple], C: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A warm start for the fit at ``C`` from fits at other C on the same data (a C path):
-    ``solutions`` maps C to ``(coef, intercept, classes)``. The start is linear in log C through two
-    fitted C: the nearest on either side (interpolation), else the two nearest on one side
-    (extrapolation, by at most their own span). Coefficients move smoothly with log C, so this lands
-    far closer than the nearest solution alone (on the benchmark data, a 100x step from two earlier
-    100x steps needs about half the iterations). If the two fits have different layouts (classes),
-    the nearest one is returned as is. It is only the start: the stopping test, hence the solution,
-    does not depend on it."""
-    if not solutions:
-        raise ClipBenchError("path_start needs at least one fitted C")
-    if C in solutions:
-        return solutions[C]
-    near = sorted(solutions, key=lambda c: (abs(math.log(c / C)), c))
-    below, above = [c for c in solutions if c < C], [c for c in solutions if c > C]
-    if below and above:
-        a, b = max(below), min(above)
-    elif len(near) >= 2:
-        b = near[0]
-        side = below if b < C else above
-        rest = [c for c in side if c != b]
-        if not rest:
-            return solutions[b]
-        a = min(rest, key=lambda c: abs(math.log(c / b)))
-    else:
-        return solutions[near[0]]
-    (Wa, ba, ka), (Wb, bb, kb) = solutions[a], solutions[b]
-    if np.shape(Wa) != np.shape(Wb) or np.shape(ba) != np.shape(bb) or not np.array_equal(ka, kb):
-        return solutions[near[0]]
-    t = min(math.log(C / a) / math.log(b / a), 2.0)
-    Wa, Wb = np.asarray(Wa), np.asarray(Wb)
-    ba, bb = np.asarray(ba), np.asarray(bb)
-    return (Wa + t * (Wb - Wa)).astype(Wb.dtype), (ba + t * (bb - ba)).astype(bb.dtype), kb
-
-
-def logistic_objective(
-    X: np.ndarray, y: np.ndarray, coef: np.ndarray, intercept: np.ndarray, C: float, multilabel: bool = False
-) -> float:
-    """The probe objective F (sklearn 1.9 scaling, see module docstring) in float64 NumPy, for any
-    coefficients: lets a caller compare solvers on the same footing. ``y`` holds class labels
-    (single-label: sorted unique labels define the column order) or a multi-hot matrix."""
-    X = np.asarray(X, dtype=np.float64)
-    coef = np.asarray(coef, dtype=np.float64)
-    intercept = np.asarray(intercept, dtype=np.float64)
-    n = X.shape[0]
-    Z = X @ coef.T + intercept
-    if multilabel or coef.shape[0] == 1:
-        if multilabel:
-            T = np.asarray(y, dtype=np.float64)
-        else:
-            T = (np.asarray(y) == np.unique(y)[1]).astype(np.float64)[:, None]
-        data = np.sum(np.logaddexp(0.0, Z) - T * Z)
-    else:
-        idx = np.searchsorted(np.unique(y), y)
-        m = Z.max(axis=1, keepdims=True)
-        lse = (m + np.log(np.exp(Z - m).sum(axis=1, keepdims=True)))[:, 0]
-        data = np.sum(lse - Z[np.arange(n), idx])
-    return float(data / n + 0.5 / (C * n) * np.sum(coef * coef))
-
-
 class LogisticRegressionProbe:
     """Scikit-learn-style L2 logistic regression: the paper's probe with a fast torch solver.
 
@@ -639,7 +145,8 @@ class LogisticRegressionProbe:
         on CPU, which keeps a chunk in cache; 2**26 / max(d, K) on CUDA).
     history: L-BFGS memory (scipy's default ``maxcor=10``).
     warm_start: like sklearn, start from the previous ``coef_``/``intercept_`` on refit.
-    center: optimise in mean-centred coordinates (exact re-parametrisation, see ``_Problem``); torch only.
+    center: optimise in mean-centred coordinates (exact re-parametrisation, see
+        ``objective.LogisticProblem``); torch only.
     precondition: use the feature covariance as L-BFGS's initial inverse Hessian; torch only. About
         half the iterations; it steers the optimiser, the solution is the same (on by default).
     criterion: ``"relative"`` (default: the relative optimality residual, see the module docstring)
@@ -803,17 +310,20 @@ class LogisticRegressionProbe:
     def _tol(self) -> float:
         return DEFAULT_TOL[self.criterion] if self.tol is None else float(self.tol)
 
-    def _measure(self, prob: _Problem):
+    def _measure(self, prob: LogisticProblem) -> Measure:
         if self.criterion == "relative":
             return prob.kkt_ratio
         return lambda theta, g: prob.raw_grad_maxabs(g)
 
-    def _lbfgs(self, prob: _Problem, theta0: torch.Tensor, max_iter: int, memory=None) -> LbfgsResult:
+    def _lbfgs(
+        self, prob: LogisticProblem, theta0: torch.Tensor, max_iter: int,
+        memory: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
+    ) -> LbfgsResult:
         # stall detection only (convergence is decided by the measure): f no longer decreases
         ftol = 64 * float(torch.finfo(prob.dtype).eps) * (1e-3 if prob.dtype == torch.float32 else 1.0)
         return lbfgs(
             prob.loss_grad, theta0, max_iter=max_iter, gtol=self._tol(), ftol=ftol, history=self.history,
-            measure=self._measure(prob), precond=_spectral_precond(prob) if self.precondition else None,
+            measure=self._measure(prob), precond=spectral_precond(prob) if self.precondition else None,
             # float64 only: a float32 stall is finished in float64 instead (see _fit_torch)
             flat_tol=1e3 * float(torch.finfo(torch.float64).eps) if prob.dtype == torch.float64 else None,
             memory=memory,
@@ -839,10 +349,10 @@ class LogisticRegressionProbe:
         else:
             target = torch.as_tensor(np.searchsorted(self.classes_, y), dtype=torch.int64, device=device)
             kind = "multinomial"
-        mu64, spread = _feature_moments(Xt, batch_rows)
+        mu64, spread = feature_moments(Xt, batch_rows)
         if not self.center:
             mu64 = torch.zeros_like(mu64)
-        prob = _Problem(Xt, target, kind, k, 1.0 / (self.C * n), dtype, batch_rows, mu64.to(dtype), spread, mu64)
+        prob = LogisticProblem(Xt, target, kind, k, 1.0 / (self.C * n), dtype, batch_rows, mu64.to(dtype), spread, mu64)
         W0 = torch.zeros(k, d, dtype=dtype, device=device)
         b0 = torch.zeros(k, dtype=dtype, device=device)
         if coef_init is not None:
@@ -852,12 +362,12 @@ class LogisticRegressionProbe:
         theta0 = prob.to_theta(W0, b0)
         res = self._lbfgs(prob, theta0, self.max_iter, memory.pairs(prob) if memory is not None else None)
         n_iter, n_evals, n_polish = res.n_iter, res.n_evals, 0
-        if not res.converged and res.message.startswith(_STALLS) and dtype == torch.float32 and n_iter < self.max_iter:
+        if not res.converged and res.message.startswith(STALLS) and dtype == torch.float32 and n_iter < self.max_iter:
             # float32 cannot represent W finely enough to go on (the attainable residual is about
             # eps32 x the condition number): finish the same fit in float64 from where it stopped.
             W, b = prob.from_theta(res.theta)
             pairs = ([v.double() for v in res.S], [v.double() for v in res.Y])
-            prob = _Problem(Xt, target, kind, k, prob.l2, torch.float64, batch_rows, mu64, spread, mu64)
+            prob = LogisticProblem(Xt, target, kind, k, prob.l2, torch.float64, batch_rows, mu64, spread, mu64)
             res = self._lbfgs(prob, prob.to_theta(W.double(), b.double()), self.max_iter - n_iter, pairs)
             n_iter, n_evals, n_polish = n_iter + res.n_iter, n_evals + res.n_evals, res.n_iter
         W, b = prob.from_theta(res.theta)
@@ -922,7 +432,7 @@ class LogisticRegressionProbe:
         for i in range(0, Xn.shape[0], batch_rows):
             out[i : i + batch_rows] = np.asarray(Xn[i : i + batch_rows], dtype=dt) @ self.coef_.T + self.intercept_
             if not np.isfinite(out[i : i + batch_rows]).all():  # NaN logits would argmax to class 0: a wrong score
-                raise ClipBenchError(_NON_FINITE_FEATURES)
+                raise ClipBenchError(NON_FINITE_FEATURES)
         return out[:, 0] if (self.coef_.shape[0] == 1 and not self.multilabel) else out
 
     def predict_proba(self, X: np.ndarray, dtype: type = np.float64, batch_rows: int = 4096) -> np.ndarray:

@@ -10,7 +10,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from clip_bench.probe import LogisticRegressionProbe, logistic_objective
-from clip_bench.probe.logreg import path_start
+from clip_bench.probe.objective import path_start
 from clip_bench.util.errors import ClipBenchError
 
 
