@@ -23,7 +23,6 @@ import torch
 
 from clip_bench.cache.identity import numeric_identity, task_hash
 from clip_bench.loaders.subset import SUBSET_RULE, indices_hash
-from clip_bench.tasks.catalog import SourceSpec, TaskSpec
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.io import (
     discard_path,
@@ -54,7 +53,7 @@ class Features:
 
 
 def feature_key(
-    model_fingerprint: str, task: TaskSpec, source: SourceSpec, split: str, kind: str, limit: int | None,
+    model_fingerprint: str, task: Any, source: Any, split: str, kind: str, limit: int | None,
     data_fingerprint: str | None,
     precision: str = "fp32", device: str | torch.device | None = None, skip_bad_images: bool = False,
 ) -> dict[str, Any]:
