@@ -11,6 +11,11 @@ from PIL import Image
 
 from clip_bench.util.resources import data_dir
 
+#: Digit class names and templates (one with the ``{c}`` placeholder) for the prompt-engine tests.
+TEMPLATES = ['a photo of the number: "{}".', "a handwritten {}.", "the digit {}", "{c}, drawn by hand"]
+NAMES = [str(i) for i in range(10)]
+
+
 
 def fixture_task(
     tmp_path: Path, name: str, expected: dict[str, dict[str, int]], args: dict[str, dict[str, Any]] | None = None

@@ -7,7 +7,7 @@ import io
 import os
 
 import pytest
-from test_task_schema import cli, one_line_error
+from cli_checks import cli, one_line_error
 
 from clip_bench.cli.app import error_line, main
 from clip_bench.config import EvalConfig, ExtractConfig

@@ -169,10 +169,10 @@ def _write_fixtures(root: Path) -> str:
     task file (relative to `root`)."""
     from dataset_fixtures import fixture_task
     from hf_fixtures import convert_tiny_open_clip
+    from model_fixtures import checkpoint_folder
     from retrieval_fixtures import digit_retrieval_set, write_retrieval_wds
-    from test_model_labels import _checkpoint_folder
 
-    _checkpoint_folder(root / SECOND, perturb=True)
+    checkpoint_folder(root / SECOND, perturb=True)
     convert_tiny_open_clip(root / HF)
     # without what save_pretrained stamps from the process (its version; whether the hub was offline when the
     # tokenizer was loaded), the checkpoint's fingerprint follows its content only

@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cli_checks import one_line_error
 from dataset_fixtures import encode, write_digit_folder
 from PIL import Image
-from test_task_schema import one_line_error
 
 from clip_bench.cli.app import main
 from clip_bench.loaders import load_split

@@ -7,8 +7,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from cli_checks import one_line_error
 from dataset_fixtures import _add, digits_rgb, encode, write_wds
-from test_task_schema import one_line_error
 
 DIGITS = [str(i) for i in range(10)]
 TASK = """name: wds_strict

@@ -6,14 +6,12 @@ from __future__ import annotations
 import numpy as np
 import open_clip
 import torch
+from task_fixtures import NAMES, TEMPLATES
 
 from clip_bench.models.resolve import load_model
 from clip_bench.models.text_encoder import encode_prompts
 from clip_bench.protocols.zeroshot_head import build_classifier, ensemble, zeroshot_classifier, zeroshot_logits
 from clip_bench.tasks.prompts import PromptSet
-
-TEMPLATES = ['a photo of the number: "{}".', "a handwritten {}.", "the digit {}", "{c}, drawn by hand"]
-NAMES = [str(i) for i in range(10)]
 
 
 def _open_clip_reference(lm, classnames, templates):

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import csv
 import re
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from model_fixtures import checkpoint_folder
 
 from clip_bench.cli.app import main
 from clip_bench.metrics.classification import all_metrics, main_metric_key
@@ -22,23 +22,6 @@ from clip_bench.results.leaderboard import write_leaderboard
 from clip_bench.results.outcomes import attach_outcomes
 from clip_bench.results.rows import append_rows, make_row, read_rows
 from clip_bench.util.errors import ClipBenchError
-from clip_bench.util.resources import assets_dir
-
-
-def _checkpoint_folder(folder: Path, perturb: bool) -> Path:
-    """The tiny CLIP as ``tiny.json`` + ``epoch_32.safetensors`` in `folder` (other weights with `perturb`)."""
-    from safetensors.torch import load_file, save_file
-
-    folder.mkdir(parents=True)
-    shutil.copy(assets_dir() / "tiny_clip" / "tiny-clip-digits.json", folder / "tiny.json")
-    state = load_file(str(assets_dir() / "tiny_clip" / "tiny-clip-digits.safetensors"))
-    if perturb:  # noise on the image projection: a weaker model
-        import torch
-
-        proj = state["visual.proj"]
-        state["visual.proj"] = proj + proj.std() * torch.randn(proj.shape, generator=torch.Generator().manual_seed(0))
-    save_file(state, str(folder / "epoch_32.safetensors"))
-    return folder
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
@@ -52,7 +35,7 @@ def test_two_checkpoints_with_one_file_name_are_two_models(tmp_path, eval_config
     and compare and the sweep never take one for the other."""
     from clip_bench.protocols.zeroshot import zeroshot
 
-    runs = [_checkpoint_folder(tmp_path / name, perturb=name == "run2") for name in ("run1", "run2")]
+    runs = [checkpoint_folder(tmp_path / name, perturb=name == "run2") for name in ("run1", "run2")]
     seeds, zeroshot_values = {}, []
     for i, folder in enumerate(runs):
         monkeypatch.chdir(folder)
@@ -176,7 +159,7 @@ def test_labels_are_the_shortest_distinct_path_suffixes():
 
 
 def test_cli_table_names_a_local_checkpoint_briefly_and_name_changes_no_identity(tmp_path, capsys):
-    folder = _checkpoint_folder(tmp_path / "experiments" / "2026-01-run-with-a-long-name" / "checkpoints", False)
+    folder = checkpoint_folder(tmp_path / "experiments" / "2026-01-run-with-a-long-name" / "checkpoints", False)
     common = ["zeroshot", "--model", str(folder / "tiny.json"), "--pretrained", str(folder / "epoch_32.safetensors"),
               "--task", "digits", "--limit", "40", "--workers", "0", "--quiet", "--cache-dir", str(tmp_path / "c"),
               "--output-dir", str(tmp_path / "out")]

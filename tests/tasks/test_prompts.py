@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_zeroshot_head import NAMES, TEMPLATES
+from task_fixtures import NAMES, TEMPLATES
 
 from clip_bench.models.text_encoder import encode_prompts
 from clip_bench.tasks.prompts import render

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_checks import cli, one_line_error
 
-from clip_bench.cli.app import main
 from clip_bench.protocols.sweep import ModelEntry, read_models_file
 from clip_bench.tasks.catalog import get_task, list_tasks
 from clip_bench.tasks.schema import SOURCE_KEYS, TASK_KEYS, TASK_KINDS, parse_collections
@@ -20,25 +20,6 @@ GOOD = {
     "name": "mytask", "version": 1, "prompts": "digits", "metric": "accuracy", "splits": ["train", "test"],
     "sources": {"local": {"loader": "imagefolder", "path": "mytask", "expected": {"test": 10}}},
 }
-
-
-def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the CLI in-process: (exit status, stdout, stderr)."""
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse errors on the old code
-        code = exc.code if isinstance(exc.code, int) else 2
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """The CLI fails with status 2 and exactly one line on stderr (no traceback); returns that line."""
-    code, _, err = cli(argv, capsys)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1, (code, err)
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def write_task(folder: Path, raw: dict, stem: str | None = None) -> Path:
