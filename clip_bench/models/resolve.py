@@ -180,3 +180,8 @@ class ModelHandle:
         if self._loaded is None:
             self._loaded = load_model(self.spec, device=self.device, precision=self.precision)
         return self._loaded
+
+
+#: What the Python API accepts as a model: a reference (name, ``hf-hub:`` id, checkpoint path), a resolved spec,
+#: a loaded model, or a handle.
+ModelRef = str | ModelSpec | LoadedModel | ModelHandle

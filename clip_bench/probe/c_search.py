@@ -69,6 +69,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -274,25 +275,25 @@ class SweepResult:
     def all_converged(self) -> bool:
         return all(f["converged"] for f in self.fits)
 
-    def as_dict(self) -> dict:
+    def record(self) -> dict[str, Any]:
+        """What a probe row records of this search: whether the best C sits at the grid's edge, the tie band,
+        the grid with its scores and log-losses, and the fits."""
         return {
-            "best_C": self.best_C,
-            "best_score": self.best_score,
-            "best_log_loss": self.best_log_loss,
             "C_at_grid_edge": self.C_at_grid_edge,
-            "prior_C": self.prior_C,
-            "prior_refuted": self.prior_refuted,
-            "tie_band": self.tie_band,
-            "scores": [[c, s] for c, s in self.scores],
-            "log_losses": [[c, s] for c, s in self.log_losses],
-            "n_fits": self.n_fits,
-            "n_iter": self.n_iter,
-            "all_converged": self.all_converged,
-            "fits": self.fits,
-            "rounds": self.rounds,
-            "wall_time_s": self.wall_time_s,
-            "solver": self.solver,
+            "C_tie_band": self.tie_band,
+            "sweep": [[c, s] for c, s in self.scores],
+            "sweep_log_loss": [[c, v] for c, v in self.log_losses],
+            "sweep_fits": self.fits,
+            "sweep_converged": self.all_converged,
+            "sweep_n_fits": self.n_fits,
         }
+
+
+#: The search fields of a probe row that ran no search (a few-shot probe whose C comes from the prior alone).
+NO_SEARCH_RECORD: dict[str, Any] = {
+    **dict.fromkeys(("C_at_grid_edge", "C_tie_band", "sweep", "sweep_log_loss", "sweep_fits", "sweep_converged")),
+    "sweep_n_fits": 0,
+}
 
 
 def probe_scores(probe: LogisticRegressionProbe, X: np.ndarray, n_classes: int | None = None,
@@ -379,21 +380,10 @@ def _template(probe: LogisticRegressionProbe | None, solver: str) -> LogisticReg
 
 
 def sweep_C(
-    train_X: np.ndarray,
-    train_y: np.ndarray,
-    val_X: np.ndarray,
-    val_y: np.ndarray,
-    metric: Metric,
-    *,
-    probe: LogisticRegressionProbe | None = None,
-    solver: str = "torch",
-    grid: np.ndarray | None = None,
-    coarse_step: int = COARSE_STEP,
-    warm_start: bool | None = None,
-    n_classes: int | None = None,
-    max_tied: int = 3,
-    tie_se: float = 1.0,
-    prior_C: float | None = None,
+    train_X: np.ndarray, train_y: np.ndarray, val_X: np.ndarray, val_y: np.ndarray, metric: Metric, *,
+    probe: LogisticRegressionProbe | None = None, solver: str = "torch", grid: np.ndarray | None = None,
+    coarse_step: int = COARSE_STEP, warm_start: bool | None = None, n_classes: int | None = None,
+    max_tied: int = 3, tie_se: float = 1.0, prior_C: float | None = None,
 ) -> SweepResult:
     """Choose C on a validation set with the paper's search (see module docstring).
 

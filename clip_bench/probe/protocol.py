@@ -1,14 +1,14 @@
 """The paper's probe protocols on cached features: linear probe and k-shot probes.
 
 Linear probe (paper appendix A.3): choose C on the validation split with the grid + binary search
-(``sweep.py``), refit on train + val at that C, report the metric on the untouched test split. A task
+(``c_search.py``), refit on train + val at that C, report the metric on the untouched test split. A task
 without a validation split holds out a stratified ``val_fraction`` of train (seeded, recorded); the
 refit then uses the whole train split again. With the torch solver the refit starts from the sweep's
 solution at the chosen C (it only has to absorb the extra rows).
 
 Scores handed to ``metric(scores, targets)`` are the probe's log-probabilities (``predict_log_proba``:
 log-softmax, or [log(1 - p), log p] for binary) laid out over all ``n_classes`` label indices, and for
-multi-label the per-class logits (``sweep.probe_scores``). They rank as the logits do; probabilities
+multi-label the per-class logits (``c_search.probe_scores``). They rank as the logits do; probabilities
 would round to 1.0 and tie (and so would log-sigmoids, above logit ~745).
 """
 
@@ -20,7 +20,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from clip_bench.probe.c_search import COARSE_STEP, Metric, SweepResult, c_grid, probe_scores, sweep_C, sweep_C_folds
+from clip_bench.probe.c_search import (
+    COARSE_STEP,
+    NO_SEARCH_RECORD,
+    Metric,
+    SweepResult,
+    c_grid,
+    probe_scores,
+    sweep_C,
+    sweep_C_folds,
+)
 from clip_bench.probe.fewshot import (
     PRIOR_SCALE,
     cv_train_size,
@@ -53,8 +62,8 @@ class ProbeConfig:
     c_max: float = 1e6
     steps_per_decade: int = 8
     coarse_step: int = COARSE_STEP
-    max_tied: int = 3  # C search: points of the tied set refined around per halving round (sweep.py)
-    tie_se: float = 1.0  # C search: main scores within this many standard errors of the best tie (sweep.py)
+    max_tied: int = 3  # C search: points of the tied set refined around per halving round (c_search.py)
+    tie_se: float = 1.0  # C search: main scores within this many standard errors of the best tie (c_search.py)
     warm_start: bool | None = None  # None: on for torch, off for sklearn (the reference fits from zero)
     val_fraction: float = 0.2  # held out of train when a task has no validation split
     cv_max_folds: int = 4  # few-shot: folds inside the shots
@@ -172,16 +181,10 @@ def run_linear_probe(
         "C": sweep.best_C,
         "val_score": sweep.best_score,
         "val_log_loss": sweep.best_log_loss,
-        "C_at_grid_edge": sweep.C_at_grid_edge,
-        "C_tie_band": sweep.tie_band,
+        **sweep.record(),
         "n_iter": int(final.n_iter_),
         "converged": bool(final.converged_),
         "objective": float(final.objective_),
-        "sweep": [[c, s] for c, s in sweep.scores],
-        "sweep_log_loss": [[c, v] for c, v in sweep.log_losses],
-        "sweep_fits": sweep.fits,
-        "sweep_converged": sweep.all_converged,
-        "sweep_n_fits": sweep.n_fits,
         "sweep_n_iter": sweep.n_iter,
         "sweep_time_s": sweep.wall_time_s,
         "refit_time_s": final.fit_time_,
@@ -253,13 +256,7 @@ def run_fewshot(
         "C_prior_refuted": sweep.prior_refuted if sweep else None,
         "cv_score": sweep.best_score if sweep else None,
         "cv_log_loss": sweep.best_log_loss if sweep else None,
-        "C_at_grid_edge": sweep.C_at_grid_edge if sweep else None,
-        "C_tie_band": sweep.tie_band if sweep else None,
-        "sweep": [[c, s] for c, s in sweep.scores] if sweep else None,
-        "sweep_log_loss": [[c, v] for c, v in sweep.log_losses] if sweep else None,
-        "sweep_fits": sweep.fits if sweep else None,
-        "sweep_converged": sweep.all_converged if sweep else None,
-        "sweep_n_fits": sweep.n_fits if sweep else 0,
+        **(sweep.record() if sweep else NO_SEARCH_RECORD),
         "n_iter": int(final.n_iter_),
         "converged": bool(final.converged_),
         "n_shots": int(idx.size),

@@ -19,7 +19,7 @@ from clip_bench.cache.features import Features
 from clip_bench.config import EvalConfig
 from clip_bench.loaders.subset import subset_indices
 from clip_bench.metrics.classification import main_metric, main_metric_key
-from clip_bench.models.resolve import LoadedModel, ModelHandle, ModelSpec
+from clip_bench.models.resolve import ModelHandle, ModelRef
 from clip_bench.probe import PROBE_RULE
 from clip_bench.probe.protocol import ProbeConfig, run_fewshot, run_linear_probe
 from clip_bench.probe.representation import normalized_rows, resolve_feature_kind
@@ -32,6 +32,7 @@ from clip_bench.protocols.runner import (
 )
 from clip_bench.results.outcomes import attach_outcomes, attach_seed_mean_interval
 from clip_bench.results.rows import make_row
+from clip_bench.tasks.catalog import TaskRefs
 from clip_bench.tasks.probe_plan import ProbeRun, check_fold_source, probe_plan, read_folds
 from clip_bench.tasks.spec import TaskSpec
 from clip_bench.util import distributed as ddp
@@ -182,9 +183,7 @@ def _fold_rows(data: _ProbeData, run: ProbeRun, folds: Any) -> np.ndarray:
 
 
 def linprobe(
-    model: str | ModelSpec | LoadedModel | ModelHandle,
-    tasks: str | list[str],
-    config: EvalConfig | None = None,
+    model: ModelRef, tasks: TaskRefs, config: EvalConfig | None = None,
     pretrained: str | None = None,
     device: str | None = None,
     precision: str = "fp32",
@@ -279,9 +278,7 @@ def linprobe(
 
 
 def fewshot(
-    model: str | ModelSpec | LoadedModel | ModelHandle,
-    tasks: str | list[str],
-    config: EvalConfig | None = None,
+    model: ModelRef, tasks: TaskRefs, config: EvalConfig | None = None,
     shots: tuple[int, ...] = (1, 2, 4, 8, 16),
     seeds: int = 3,
     pretrained: str | None = None,

@@ -20,7 +20,7 @@ from clip_bench.cache.features import FeatureCache, Features, feature_key
 from clip_bench.cache.identity import is_builtin_definition, task_hash
 from clip_bench.config import EvalConfig
 from clip_bench.loaders.subset import SUBSET_RULE, subset_indices
-from clip_bench.models.resolve import LoadedModel, ModelHandle, ModelSpec
+from clip_bench.models.resolve import ModelHandle, ModelRef
 from clip_bench.results.leaderboard import write_leaderboard
 from clip_bench.results.outcomes import OutcomesWriteError, collect_unwritten
 from clip_bench.results.outcomes import check_writable as check_outcomes_writable
@@ -32,7 +32,7 @@ from clip_bench.results.rows import (
     now_iso,
     versions,
 )
-from clip_bench.tasks.catalog import expand_tasks, get_task
+from clip_bench.tasks.catalog import TaskRefs, expand_tasks, get_task
 from clip_bench.tasks.spec import TaskSpec
 from clip_bench.util import distributed as ddp
 from clip_bench.util.errors import ClipBenchError
@@ -101,9 +101,7 @@ def provenance(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str
 
 
 def run_protocol(
-    model: str | ModelSpec | LoadedModel | ModelHandle,
-    tasks: str | list[str],
-    config: EvalConfig | None,
+    model: ModelRef, tasks: TaskRefs, config: EvalConfig | None,
     pretrained: str | None,
     device: str | None,
     precision: str,

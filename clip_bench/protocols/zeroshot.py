@@ -10,12 +10,13 @@ import numpy as np
 
 from clip_bench.config import EvalConfig
 from clip_bench.metrics.classification import all_metrics, main_metric_key
-from clip_bench.models.resolve import LoadedModel, ModelHandle, ModelSpec
+from clip_bench.models.resolve import ModelHandle, ModelRef
 from clip_bench.protocols.retrieval import evaluate_retrieval_task
 from clip_bench.protocols.runner import check_same_data, get_features, provenance, run_protocol
 from clip_bench.protocols.zeroshot_head import build_classifier, zeroshot_logits
 from clip_bench.results.outcomes import attach_outcomes
 from clip_bench.results.rows import make_row
+from clip_bench.tasks.catalog import TaskRefs
 from clip_bench.tasks.class_groups import apply_class_groups, class_indices, task_class_groups
 from clip_bench.tasks.spec import TaskSpec, task_kind
 from clip_bench.util.errors import ClipBenchError
@@ -112,9 +113,7 @@ def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig)
 
 
 def zeroshot(
-    model: str | ModelSpec | LoadedModel | ModelHandle,
-    tasks: str | list[str],
-    config: EvalConfig | None = None,
+    model: ModelRef, tasks: TaskRefs, config: EvalConfig | None = None,
     pretrained: str | None = None,
     device: str | None = None,
     precision: str = "fp32",

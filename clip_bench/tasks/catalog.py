@@ -137,3 +137,7 @@ def headline_collections() -> dict[str, list[str]]:
     ``tasks/collections.yaml`` declares them."""
     groups = list_collections()
     return {k: list(groups[k]) for k in ("clip27", "imagenet_shifts")}
+
+
+#: What the Python API accepts as tasks: a task name, collection or task file, or a list of them.
+TaskRefs = str | list[str]

@@ -442,7 +442,7 @@ def test_sweep_uses_the_paired_band_when_the_metric_has_per_example_shares():
     paired = sweep_C(X[:300], y[:300], X[300:], y[300:], top1, grid=grid)
     unpaired = sweep_C(X[:300], y[:300], X[300:], y[300:], accuracy, grid=grid)
     assert (paired.tie_band, unpaired.tie_band) == ("paired", "unpaired")
-    assert paired.as_dict()["tie_band"] == "paired"
+    assert paired.record()["C_tie_band"] == "paired"
 
     def inconsistent(scores, targets):
         return top1(scores, targets)
@@ -789,3 +789,13 @@ def test_labels_other_than_class_indices_are_an_error_not_a_wrong_score(labels):
     with pytest.raises(ClipBenchError, match="0..K-1"):
         run_linear_probe(X[:300], lab[:300], X[300:400], lab[300:400], X[400:], lab[400:], top1,
                          config=ProbeConfig(n_threads=1, coarse_step=32))
+
+
+def test_a_probe_without_a_search_records_the_same_fields_as_one_with_a_search():
+    """The few-shot row of a probe whose C comes from the prior alone has every search field, set to nothing."""
+    from clip_bench.probe.c_search import NO_SEARCH_RECORD, SweepResult
+
+    searched = SweepResult(best_C=1.0, best_score=50.0, scores=[(1.0, 50.0)], n_fits=1, n_iter=3, rounds=0,
+                           wall_time_s=0.1, solver="torch", log_losses=[(1.0, 0.7)])
+    assert set(NO_SEARCH_RECORD) == set(searched.record())
+    assert NO_SEARCH_RECORD["sweep_n_fits"] == 0
