@@ -9,7 +9,7 @@ Two feature sets from the built-in tiny CLIP (``tiny-clip-digits``, 64-d image e
 For each set, k in {1, 2, 4, 8, 16} and each seed, the k shots per class are drawn from train
 (``sample_k_shot``) and three test accuracies are measured on the same shots:
 
-* **chosen**: clip-bench's pick. k >= 2: the search of ``sweep.py`` with the few-shot prior
+* **chosen**: clip-bench's pick. k >= 2: the search of ``clip_bench.probe.c_search`` with the few-shot prior
   (``fewshot.prior_C``) on the within-shot CV scores, the pick scaled by n_cv / n (``transfer_C``),
   i.e. the functions ``run_fewshot`` calls; the CV scores are computed here at all 97 C once, so that
   other rules can be replayed on them (every fit is converged, so they do not depend on the search
@@ -216,7 +216,7 @@ def previous_rule(acc: np.ndarray, coarse_step: int = COARSE_STEP) -> int:
 def search_rule(cfg: ProbeConfig, acc: np.ndarray, ll: np.ndarray, prior: float | None, *,
                 shares: np.ndarray | None = None, n_val: int | None = None, tie_se: float | None = None,
                 record: dict | None = None) -> tuple[int, int]:
-    """clip-bench's search (sweep.py) on a table of scores: (pick, number of C evaluated). ``prior``:
+    """clip-bench's search (clip_bench.probe.c_search) on a table of scores: (pick, number of C evaluated). ``prior``:
     the prior C (None: ties to the lowest log-loss). ``shares`` (97 x n_val, each validation
     prediction's share of the score where it is right): ties within ``paired_band`` (``cfg.tie_se``), as
     ``sweep_C_folds`` with a metric that has per-example shares; else ``n_val``: within ``cfg.tie_se``

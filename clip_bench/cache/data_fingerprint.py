@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from clip_bench.loaders.base import LabeledImages
+from clip_bench.tasks.spec import TaskSpec
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.io import array_digest, sha256_file, sha256_json
 
@@ -178,7 +180,7 @@ def _relative(paths: list[str], root: Path | None) -> list[str]:
     return [p[len(base):].replace(os.sep, "/") if p.startswith(base) else p for p in paths]
 
 
-def declared_files(data: Any, root: Path | None) -> list[str] | None:
+def declared_files(data: LabeledImages, root: Path | None) -> list[str] | None:
     """The files `data` reads (:meth:`LabeledImages.data_files`), or every file under `root` when it does not
     say; None for a dataset that reads no file (its in-memory content is hashed)."""
     files = data.data_files() if hasattr(data, "data_files") else None
@@ -192,7 +194,7 @@ def declared_files(data: Any, root: Path | None) -> list[str] | None:
     return _absolute(sorted(str(p) for p in Path(root).rglob("*") if p.is_file()))
 
 
-def fingerprint_dataset(data: Any, root: Path | None, cache_dir: str | Path | None = None) -> str:
+def fingerprint_dataset(data: LabeledImages, root: Path | None, cache_dir: str | Path | None = None) -> str:
     """The fingerprint of one loaded split (see the module docstring); `root` is its source's folder."""
     files = declared_files(data, root)
     parts: dict[str, Any] = {"format": FORMAT, "n": len(data), "targets": array_digest(data.targets)}
@@ -235,7 +237,7 @@ def run_scope() -> Iterator[None]:
 
 
 def split_fingerprint(
-    task: Any, source_name: str | None, split: str, data_root: str | Path, cache_dir: str | Path | None,
+    task: TaskSpec, source_name: str | None, split: str, data_root: str | Path, cache_dir: str | Path | None,
     download: bool = False,
 ) -> tuple[str, Any]:
     """(fingerprint, the dataset if it was loaded for it, else None) of `split` of `task` from a source.

@@ -10,10 +10,14 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.version import __version__
+
+if TYPE_CHECKING:  # imported where used, so `clip-bench --version` stays light
+    from clip_bench.config import EvalConfig
+    from clip_bench.probe.protocol import ProbeConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _eval_config(args: argparse.Namespace) -> Any:
+def _eval_config(args: argparse.Namespace) -> EvalConfig:
     from clip_bench.config import EvalConfig, ExtractConfig
     from clip_bench.util.resources import default_cache_dir, default_data_root
 
@@ -338,7 +342,7 @@ def _add_probe_args(p: argparse.ArgumentParser) -> None:
                    help="device for the torch solver (default: the model's)")
 
 
-def _probe_config(args: argparse.Namespace) -> Any:
+def _probe_config(args: argparse.Namespace) -> ProbeConfig:
     from clip_bench.probe.protocol import ProbeConfig
 
     return ProbeConfig(solver=args.solver, device=args.probe_device, **(

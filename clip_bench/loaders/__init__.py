@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from clip_bench.loaders.base import LabeledImages, LoadContext, Remapped
+from clip_bench.tasks.spec import SourceSpec, TaskSpec
 from clip_bench.util.errors import ClipBenchError, UnknownNameError
 from clip_bench.util.registry import Registry
 
@@ -62,7 +63,7 @@ def load_split(
     return data
 
 
-def check_loader_args(task: Any, spec: Any, loader: Callable[..., Any]) -> None:
+def check_loader_args(task: TaskSpec, spec: SourceSpec, loader: Callable[..., Any]) -> None:
     """A source's ``args`` must be arguments its loader takes, with every required one given."""
     params = list(inspect.signature(loader).parameters.values())[1:]  # after ctx
     if any(p.kind is p.VAR_KEYWORD for p in params):

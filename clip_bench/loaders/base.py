@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from clip_bench.tasks.spec import SourceSpec, TaskSpec
 from clip_bench.util.errors import DataNotFoundError
 from clip_bench.util.io import array_digest
 
@@ -19,8 +20,8 @@ from clip_bench.util.io import array_digest
 class LoadContext:
     """Everything a loader needs to find one split of one source."""
 
-    task: Any  # TaskSpec
-    source: Any  # SourceSpec
+    task: TaskSpec
+    source: SourceSpec
     split: str  # the task's split name
     source_split: str  # the source's own name for it
     root: Path | None  # data_root / source.path, or None for sources that need no files

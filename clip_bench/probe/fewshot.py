@@ -17,7 +17,7 @@ regularised, so this is clip-bench's documented rule):
 * k >= 2: cross-validation inside the shots. Shot j of every class (in drawn order) goes to fold
   ``j % n_folds`` with ``n_folds = min(k, max_folds)`` (default 4; k = 2 is leave-one-shot-out).
   Every fold keeps >= 1 training shot per class. C is chosen by the paper's grid + binary search
-  (``sweep.py``) on the mean fold accuracy; C that the CV cannot tell apart from the best tie (the
+  (``c_search.py``) on the mean fold accuracy; C that the CV cannot tell apart from the best tie (the
   paired band of ``sweep.paired_band`` for per-example metrics: each held-out shot is scored at
   every C), and among them the one nearest the prior C of the folds' training size n_cv wins: the
   shots decide what they can resolve, the prior the rest. The probe is then refit on all n shots at C * n_cv / n

@@ -80,7 +80,7 @@ def _metric(task: TaskSpec, bar: Any = None) -> Any:
     """The task's main metric; each call (one fitted C scored) ticks the progress bar if given."""
     fn = main_metric(task.metric)
 
-    @functools.wraps(fn)  # carries fn.per_example, which the C search's paired tie band reads (probe/sweep.py)
+    @functools.wraps(fn)  # carries fn.per_example, which the C search's paired tie band reads (probe/c_search.py)
     def scored(scores: np.ndarray, targets: np.ndarray) -> float:
         if bar is not None:
             bar.update(1)

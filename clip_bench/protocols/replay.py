@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from clip_bench.cache.features import FeatureCache, feature_key
+from clip_bench.cache.features import FeatureCache, Features, feature_key
 from clip_bench.cache.identity import task_hash
 from clip_bench.cache.text import find_cached_embeddings
 from clip_bench.metrics.retrieval import RetrievalRanks, flatten_captions, l2_normalize, retrieval_ranks
@@ -38,6 +38,7 @@ from clip_bench.results.outcomes import (
 from clip_bench.results.rows import field_of
 from clip_bench.tasks.catalog import get_task
 from clip_bench.tasks.class_groups import apply_class_groups
+from clip_bench.tasks.spec import TaskSpec
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.io import sha256_json
 
@@ -63,7 +64,8 @@ def rerun_command(row: dict[str, Any], output_dir: str | Path) -> str:
     return shlex.join(cmd)
 
 
-def cached_features(row: dict[str, Any], task: Any, cache_dir: str | Path, data_root: str | Path) -> Any:
+def cached_features(row: dict[str, Any], task: TaskSpec, cache_dir: str | Path, data_root: str | Path,
+                    ) -> Features | None:
     """The complete feature-cache entry `row` was scored on (keyed by the row's own fields, its data
     fingerprint included, so no data is read and `data_root` is not needed), or None."""
     extra = row.get("extra") or {}

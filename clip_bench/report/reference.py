@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from clip_bench.util.resources import assets_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TESTBED_TOP1 = "imagenet_testbed_robustness_top1s.csv"
 TESTBED_TYPES = "imagenet_testbed_model_types.csv"
@@ -55,7 +58,7 @@ def paper_tables() -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
-def openclip_results() -> Any:
+def openclip_results() -> pd.DataFrame:
     """open_clip's published zero-shot table (fractions 0-1) as a DataFrame."""
     import pandas as pd
 
@@ -63,7 +66,7 @@ def openclip_results() -> Any:
 
 
 @lru_cache(maxsize=1)
-def testbed_top1() -> Any:
+def testbed_top1() -> pd.DataFrame:
     """imagenet-testbed top-1 accuracies (percent), indexed by model name, with a ``model_type`` column."""
     import pandas as pd
 
@@ -74,7 +77,7 @@ def testbed_top1() -> Any:
 
 
 @lru_cache(maxsize=1)
-def testbed_derived_fits() -> Any:
+def testbed_derived_fits() -> pd.DataFrame:
     """The derived (not published) testbed baseline fits, used to cross-check ours."""
     import pandas as pd
 

@@ -658,7 +658,7 @@ def _one_example_apart(C, X):
 
 
 def test_tie_se_zero_keeps_exact_ties_only_with_the_paired_band():
-    """sweep.py: "``tie_se=0`` keeps exact ties only". The paired band still added one example's share
+    """c_search.py: "``tie_se=0`` keeps exact ties only". The paired band still added one example's share
     (the continuity correction), so a C one example worse with a lower log-loss won at tie_se=0,
     while a metric without per-example shares (unpaired band) kept the better C."""
     X, y = _data(100)
