@@ -33,7 +33,7 @@ from clip_bench.protocols.runner import (
 from clip_bench.results.outcomes import attach_outcomes, attach_seed_mean_interval
 from clip_bench.results.rows import make_row
 from clip_bench.tasks.catalog import TaskRefs
-from clip_bench.tasks.probe_plan import ProbeRun, check_fold_source, probe_plan, read_folds
+from clip_bench.tasks.probe_plan import Folds, ProbeRun, check_fold_source, probe_plan, read_folds
 from clip_bench.tasks.spec import TaskSpec
 from clip_bench.util import distributed as ddp
 from clip_bench.util.errors import ClipBenchError
@@ -154,7 +154,7 @@ def _common(
     return row
 
 
-def _fold_rows(data: _ProbeData, run: ProbeRun, folds: Any) -> np.ndarray:
+def _fold_rows(data: _ProbeData, run: ProbeRun, folds: Folds) -> np.ndarray:
     """Rows of the split's features that make up fold `run.fold`.
 
     Fold files index the whole split. Under ``--limit`` the features hold a subset: its dataset indices

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -45,7 +46,7 @@ def _err(value: tuple[float, float] | None) -> list[list[float]] | None:
     return None if value is None else [[value[0]], [value[1]]]
 
 
-def _k_axis(ax: Any, ks: list[int], with_zero: bool, with_full: bool) -> tuple[float, float]:
+def _k_axis(ax: Axes, ks: list[int], with_zero: bool, with_full: bool) -> tuple[float, float]:
     """log2 axis over the measured k with "0" (zero-shot) left of them and "all" (full data) right of them."""
     lo, hi = min(ks), max(ks)
     x0, xf = lo / 2.8, hi * 2.8
@@ -62,7 +63,7 @@ def _k_axis(ax: Any, ks: list[int], with_zero: bool, with_full: bool) -> tuple[f
     return x0, xf
 
 
-def _curve_panel(ax: Any, curve: pd.DataFrame, zeroshot: Ref, linear: Ref, styles: dict[tuple[str, str], ModelStyle],
+def _curve_panel(ax: Axes, curve: pd.DataFrame, zeroshot: Ref, linear: Ref, styles: dict[tuple[str, str], ModelStyle],
                  ms: float = 5.0) -> None:
     """One panel: per model the probe curve with error bars, zero-shot at "0", the full-data probe at "all"."""
     keys = [k for k in styles if ((curve["model"] == k[0]) & (curve["pretrained"] == k[1])).any()]

@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.transforms import Bbox
 
 from clip_bench.report.baseline import BaselineFit, average_fit, fit_models, shift_fits
 from clip_bench.report.plotting import (
@@ -42,7 +44,7 @@ CORE_LABEL = "Testbed: standard models (fitted)"
 DIAGONAL_LABEL = "y = x"
 
 
-def _draw_fit(ax: Any, fit: BaselineFit, lo: float, hi: float) -> None:
+def _draw_fit(ax: Axes, fit: BaselineFit, lo: float, hi: float) -> None:
     """Baseline curve: solid over the range of the models it was fitted on, dotted when extended."""
     xs = np.linspace(np.log(lo / (100 - lo)), np.log(hi / (100 - hi)), 300)
     xs = 100 / (1 + np.exp(-xs))
@@ -76,7 +78,7 @@ def at_logit_edge(ours: pd.DataFrame) -> pd.DataFrame:
 
 
 def _panel(
-    ax: Any, title: str, fit: BaselineFit, ref_x: pd.Series, ref_y: pd.Series, fit_idx: pd.Index,
+    ax: Axes, title: str, fit: BaselineFit, ref_x: pd.Series, ref_y: pd.Series, fit_idx: pd.Index,
     ours: pd.DataFrame, styles: dict[tuple[str, str], ModelStyle], y_label: str,
 ) -> list[Label]:
     """Draw one panel; returns the labels to place once the figure's layout is final. `ours` is drawn as
@@ -118,7 +120,7 @@ def _panel(
     return labels
 
 
-def _soft_boxes(ax: Any, ours: pd.DataFrame) -> list[Any]:
+def _soft_boxes(ax: Axes, ours: pd.DataFrame) -> list[Bbox]:
     """What labels should rather not cover: the ER segments and the testbed dots."""
     segs = [(r.x / 100, r.baseline / 100, r.x / 100, r.accuracy / 100) for r in ours.itertuples()]
     dots = []

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
@@ -109,7 +110,7 @@ def logit_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
     return ticks
 
 
-def logit_percent_axes(ax: Any, x_range: tuple[float, float], y_range: tuple[float, float]) -> None:
+def logit_percent_axes(ax: Axes, x_range: tuple[float, float], y_range: tuple[float, float]) -> None:
     """Logit-scaled axes over the given percent ranges (data plotted as fractions), ticks labelled in %."""
     for axis, set_scale, set_lim, (lo, hi) in (
         (ax.xaxis, ax.set_xscale, ax.set_xlim, x_range), (ax.yaxis, ax.set_yscale, ax.set_ylim, y_range)
@@ -142,7 +143,7 @@ def padded_logit_range(values: Any, pad: float = 0.25) -> tuple[float, float]:
 # --- label placement -------------------------------------------------------------------------------
 
 
-def marker_boxes(ax: Any, renderer: Any, min_size_pt: float = 5.0) -> list[Bbox]:
+def marker_boxes(ax: Axes, renderer: Any, min_size_pt: float = 5.0) -> list[Bbox]:
     """Display-space boxes of the markers drawn in `ax` (Line2D markers and scatter points of at least
     `min_size_pt` points across); small reference dots are left out."""
     boxes = []
@@ -197,7 +198,7 @@ def _array(boxes: Iterable[Bbox]) -> np.ndarray:
     return np.array([[b.x0, b.y0, b.x1, b.y1] for b in boxes], dtype=float).reshape(-1, 4)
 
 
-def place_labels(ax: Any, labels: Iterable[Label], renderer: Any, soft: Iterable[Bbox] = (),
+def place_labels(ax: Axes, labels: Iterable[Label], renderer: Any, soft: Iterable[Bbox] = (),
                  **text_kw: Any) -> list[Any]:
     """Annotate each label where its box overlaps no marker, no earlier label and stays inside the axes.
 
@@ -241,7 +242,7 @@ def place_labels(ax: Any, labels: Iterable[Label], renderer: Any, soft: Iterable
     return out
 
 
-def line_boxes(ax: Any, segments: Iterable[tuple[float, float, float, float]], width_px: float = 2.0) -> list[Bbox]:
+def line_boxes(ax: Axes, segments: Iterable[tuple[float, float, float, float]], width_px: float = 2.0) -> list[Bbox]:
     """Display boxes of vertical/horizontal segments (x0, y0, x1, y1 in data coordinates), for `soft` avoidance."""
     boxes = []
     for x0, y0, x1, y1 in segments:

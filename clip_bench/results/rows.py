@@ -20,12 +20,15 @@ import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clip_bench.cache.identity import numeric_identity
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.io import file_lock, sha256_json
 from clip_bench.util.version import __version__
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RESULTS_FILE = "results.jsonl"
 LEADERBOARD_FILE = "leaderboard.csv"
@@ -457,7 +460,7 @@ def variant(row: dict[str, Any]) -> str:
     return f" [{name}]" if name else ""
 
 
-def with_variant_labels(df: Any, rows: list[dict[str, Any]]) -> Any:
+def with_variant_labels(df: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """``df`` (a DataFrame built from ``rows``, same order) with model and pretrained replaced by each row's
     :func:`shown_name`: one line per model fingerprint and variant, named as a person reads it."""
     names = [shown_name(r) for r in labelled(rows)]
