@@ -435,7 +435,28 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     return 0
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_linprobe, _add_sweep, _add_compare]
+def _add_export(sub: Any) -> None:
+    ex = sub.add_parser("export", help="write a model's results in another tool's format (datacomp: DataComp's "
+                        "eval_results.jsonl, for its aggregate_scores.py)")
+    ex.add_argument("--format", choices=["datacomp"], default="datacomp",
+                    help="datacomp: one line per DataComp-protocol task, metrics as fractions")
+    ex.add_argument("--results", type=Path, default=Path("results"), help="folder with results.jsonl")
+    ex.add_argument("--model", default=None, help="the model as the leaderboard names it (MODEL or "
+                    "'MODEL (PRETRAINED)'); may be left out when one model has DataComp-protocol rows")
+    ex.add_argument("--out", type=Path, default=Path("eval_results.jsonl"),
+                    help="file to write (a folder: eval_results.jsonl in it); default ./eval_results.jsonl")
+    ex.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from clip_bench.report.export import export_results
+
+    for line in export_results(args.results, args.out, args.format, model=args.model).messages():
+        print(line)
+    return 0
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_linprobe, _add_sweep, _add_compare, _add_export]
 
 
 #: Python keyword arguments that API error messages name, and the flag a command-line user sets instead.

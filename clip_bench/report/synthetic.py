@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from clip_bench.report.reference import paper_tables, published_columns
+from clip_bench.report.published import published_map
+from clip_bench.report.reference import paper_tables
 from clip_bench.results.rows import make_row
 from clip_bench.tasks.catalog import headline_collections
 
@@ -63,15 +64,15 @@ def synthetic_rows(
     tables = paper_tables()
     paper = dict(zip(tables["datasets"], tables["zero_shot_table11"]["ViT-B/32"]))
     lp_paper = dict(zip(tables["datasets"], tables["linear_probe_table10_clip_rows"]["ViT-B/32"]))
-    cols = published_columns()["tasks"]
+    column = {c.task: c.name for c in published_map()["paper"]}
     clip27 = headline_collections()["clip27"]
     rows: list[dict[str, Any]] = []
     for m, (model, pretrained) in enumerate(models):
         date = f"2024-01-0{m + 1}T00:00:00+00:00"
         offset = 3.0 * m
         for task in clip27:
-            zs = paper[cols[task]["paper"]] + offset + rng.normal(0, 0.3) + (3.0 if task == "kitti_distance" else 0)
-            lp = lp_paper[cols[task]["paper"]] + offset + rng.normal(0, 0.3)
+            zs = paper[column[task]] + offset + rng.normal(0, 0.3) + (3.0 if task == "kitti_distance" else 0)
+            lp = lp_paper[column[task]] + offset + rng.normal(0, 0.3)
             rows.append(_row(model, pretrained, task, "zeroshot", zs, date, intervals))
             rows.append(_row(model, pretrained, task, "linear_probe", lp, date, intervals,
                              n_refit=_TRAIN_PER_CLASS.get(task, 100) * _n_classes(task)))
@@ -83,8 +84,8 @@ def synthetic_rows(
             rows.append(_row(model, pretrained, "imagenet", "zeroshot", acc + offset / 2, date, intervals,
                              subset=subset))
         for task in clip27[:fewshot_tasks]:
-            zs = paper[cols[task]["paper"]] + offset
-            lp = lp_paper[cols[task]["paper"]] + offset
+            zs = paper[column[task]] + offset
+            lp = lp_paper[column[task]] + offset
             start = zs - rng.uniform(5, 30)  # 1-shot below zero-shot, rising towards the full probe
             for k in shots:
                 frac = np.log2(k) / 7

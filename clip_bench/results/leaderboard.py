@@ -1,7 +1,12 @@
 """The one leaderboard builder: ``leaderboard.csv`` has this schema whoever writes it (a run or the report).
 
-Columns: ``model, pretrained, protocol, mean_clip27, n_clip27, mean_shifts, n_shifts``, then one
-column per task's main metric (paper order, then the shifts, then other tasks alphabetically). One
+Columns: ``model, pretrained, protocol, mean_clip27, n_clip27, mean_shifts, n_shifts``, then the published
+averages of :mod:`clip_bench.results.averages` (``mean_openclip35, n_openclip35, mean_datacomp38, n_datacomp38``,
+then DataComp's sub-averages ``datacomp_shifts``, ``datacomp_vtab``, ``datacomp_retrieval``), then one column per
+task's main metric (paper order, then the shifts, then other tasks alphabetically). ``mean_clip27`` and
+``mean_shifts`` average whichever of their tasks a model has (``n_*`` says how many); a published average is filled
+only when every member is there (``n_*`` counts the members present), and only on the zero-shot line (it is a
+zero-shot average; the count is blank on the other lines). One
 line per model and protocol: ``zeroshot`` (with zero-shot retrieval tasks beside the classification
 ones), ``linear_probe`` and ``fewshot_k{K}`` (mean over seeds). A model is a fingerprint (two checkpoints
 with one file name are two lines) and a variant (``[bf16]``); ``model`` and ``pretrained`` name it as
@@ -18,13 +23,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clip_bench.results.averages import AVERAGE_LINE, average_columns, averages_frame
 from clip_bench.results.rows import LEADERBOARD_FILE, LEADERBOARD_PROTOCOLS, labelled, read_rows
-from clip_bench.results.tables import KEY, is_standard, main_values, task_order, valid_row
+from clip_bench.results.tables import KEY, is_standard, line_values, task_order, valid_row
 from clip_bench.tasks.catalog import headline_collections
 from clip_bench.util.io import write_text_atomic
 
-MEANS = ["mean_clip27", "n_clip27", "mean_shifts", "n_shifts"]
+MEANS = ["mean_clip27", "n_clip27", "mean_shifts", "n_shifts", *average_columns()]
 HEAD = [*KEY, "protocol", *MEANS]
+#: Count columns: integers in ``leaderboard.csv`` (blank where a published average is not computed).
+COUNTS = [c for c in MEANS if c.startswith("n_")]
 _FEWSHOT = re.compile(r"^fewshot_k(\d+)$")
 
 
@@ -48,9 +56,7 @@ def protocol_table(rows: list[dict[str, Any]], protocol: str = "zeroshot", curve
         c = curves(rows) if curve is None else curve
         values = c[c["k"] == int(m.group(1))].rename(columns={"mean": "value"})[[*KEY, "task", "value"]]
     else:
-        parts = [main_values(rows, p) for p in LEADERBOARD_PROTOCOLS.get(protocol, (protocol,))]
-        values = pd.concat([p for p in parts if not p.empty] or parts[:1], ignore_index=True)
-        values = values[values["subset"] == ""].astype({"value": float})
+        values = line_values(rows, protocol)
     if values.empty:
         return pd.DataFrame(columns=HEAD)
     wide = values.pivot_table(index=KEY, columns="task", values="value", aggfunc="last")
@@ -63,6 +69,10 @@ def protocol_table(rows: list[dict[str, Any]], protocol: str = "zeroshot", curve
         part = wide[present] if present else pd.DataFrame(index=wide.index)
         wide[f"mean_{name}"] = part.mean(axis=1) if present else np.nan
         wide[f"n_{name}"] = part.notna().sum(axis=1).astype(int) if present else 0
+    if protocol == AVERAGE_LINE:
+        wide = wide.merge(averages_frame(values), on=KEY, how="left")
+    else:
+        wide = wide.assign(**{c: np.nan for c in average_columns()})
     wide["protocol"] = protocol
     wide = wide[[*HEAD, *tasks]]
     wide = wide.sort_values(["mean_clip27", "mean_shifts", *KEY], ascending=[False, False, True, True],
@@ -96,8 +106,8 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def leaderboard_csv(rows: list[dict[str, Any]]) -> str:
     """``leaderboard.csv`` text: values with 2 decimals, counts as integers, blanks for missing."""
     table = leaderboard_table([r for r in rows if valid_row(r)])
-    for col in ("n_clip27", "n_shifts"):
-        table[col] = table[col].astype(int)
+    for col in COUNTS:
+        table[col] = table[col].astype("Int64")  # blank where a published average is not computed
     return table.to_csv(index=False, float_format="%.2f")
 
 

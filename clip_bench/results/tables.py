@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from clip_bench.results.rows import (
+    LEADERBOARD_PROTOCOLS,
     RESULTS_FILE,
     ROW_FIELDS,
     field_of,
@@ -162,6 +163,14 @@ def main_values(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> pd.Da
         return pd.DataFrame(columns=MAIN_COLUMNS)
     df = with_variant_labels(rows_frame(main), main).sort_values("date", kind="stable")
     return df.groupby([*KEY, "task", "subset"], as_index=False, sort=True).last()[MAIN_COLUMNS]
+
+
+def line_values(rows: list[dict[str, Any]], line: str = "zeroshot") -> pd.DataFrame:
+    """:func:`main_values` of the whole tasks (no class subset) of every row protocol one leaderboard line shows
+    (the ``zeroshot`` line: zero-shot classification and retrieval, :data:`LEADERBOARD_PROTOCOLS`)."""
+    parts = [main_values(rows, p) for p in LEADERBOARD_PROTOCOLS.get(line, (line,))]
+    values = pd.concat([p for p in parts if not p.empty] or parts[:1], ignore_index=True)
+    return values[values["subset"] == ""].astype({"value": float}).reset_index(drop=True)
 
 
 def task_order(tasks: Iterable[str]) -> list[str]:

@@ -30,10 +30,12 @@ def test_zeroshot_json_prints_exactly_the_rows(tmp_path):
     stored = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert stored == rows
     board = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()
-    # the report's schema
-    assert board[0] == "model,pretrained,protocol,mean_clip27,n_clip27,mean_shifts,n_shifts,digits"
-    assert board[1].startswith("tiny-clip-digits,builtin,zeroshot,") and float(board[1].split(",")[7]) == pytest.approx(
-        top1["value"], abs=0.01)
+    # the report's schema: the older columns first, then the published averages (none here), then the tasks
+    assert board[0] == ("model,pretrained,protocol,mean_clip27,n_clip27,mean_shifts,n_shifts,mean_openclip35,"
+                        "n_openclip35,mean_datacomp38,n_datacomp38,mean_datacomp_shifts,n_datacomp_shifts,"
+                        "mean_datacomp_vtab,n_datacomp_vtab,mean_datacomp_retrieval,n_datacomp_retrieval,digits")
+    assert board[1].startswith("tiny-clip-digits,builtin,zeroshot,,0,,0,,0,,0,,0,,0,,0,")
+    assert float(board[1].split(",")[17]) == pytest.approx(top1["value"], abs=0.01)
 
 
 def test_table_output_and_quiet(tmp_path):
@@ -87,3 +89,18 @@ def test_missing_data_root_names_the_path(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert str(tmp_path / "d" / "my_digits" / "test") in proc.stderr
     assert "put images in" in proc.stderr
+
+
+def test_export_datacomp_writes_eval_results_jsonl(tmp_path):
+    from clip_bench.results.rows import append_rows, make_row
+
+    rows = [make_row(model="my-clip", pretrained="run1", task=t, protocol="zeroshot", metric=m, value=v, is_main=True)
+            for t, m, v in (("datacomp_voc2007", "top1", 76.4), ("voc2007", "map_11point", 83.1))]
+    append_rows(tmp_path / "results", rows)
+    proc = run(["export", "--format", "datacomp", "--results", "results", "--out", "dc.jsonl"], tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "dc.jsonl").read_text().splitlines()]
+    assert lines == [{"key": "voc2007", "dataset": "Pascal VOC 2007", "metrics": {"acc1": pytest.approx(0.764),
+                                                                               "main_metric": pytest.approx(0.764)}}]
+    assert "1 of 38 DataComp tasks written to dc.jsonl" in proc.stdout and "datacomp_imagenet1k" in proc.stdout
+    bad = run(["export", "--results", "results", "--model", "nobody"], tmp_path, check=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "my-clip (run1)" in bad.stderr

@@ -15,6 +15,10 @@ from clip_bench.results.rows import append_rows, make_row, read_rows
 from clip_bench.util.errors import ClipBenchError
 
 HEAD = ["model", "pretrained", "protocol", "mean_clip27", "n_clip27", "mean_shifts", "n_shifts"]
+#: The published averages, after the columns older readers know.
+AVERAGES = ["mean_openclip35", "n_openclip35", "mean_datacomp38", "n_datacomp38", "mean_datacomp_shifts",
+            "n_datacomp_shifts", "mean_datacomp_vtab", "n_datacomp_vtab", "mean_datacomp_retrieval",
+            "n_datacomp_retrieval"]
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +54,18 @@ def test_leaderboard_csv_has_one_schema_whoever_writes_it(full_report, tmp_path)
     _, out, results, _ = full_report
     table = _read_csv(out / "leaderboard.csv")
     header = list(table[0])
-    assert header[:7] == HEAD and header[7:10] == ["food101", "cifar10", "cifar100"]
+    assert header[:7] == HEAD and header[7:17] == AVERAGES and header[17:20] == ["food101", "cifar10", "cifar100"]
     assert "flagged" not in header and not any(c.endswith("_vs_paper") for c in header)
     protocols = [r["protocol"] for r in table]
     assert protocols[:4] == ["zeroshot", "zeroshot", "linear_probe", "linear_probe"]
     assert protocols[4:] == [f"fewshot_k{k}" for k in (1, 2, 4, 8, 16) for _ in range(2)]
     openai = next(r for r in table if r["pretrained"] == "openai" and r["protocol"] == "zeroshot")
     assert int(openai["n_clip27"]) == 27 and int(openai["n_shifts"]) == 5
-    clip27 = header[7:34]
+    # no DataComp-protocol task: every published average absent, none of its members counted
+    assert all(openai[c] == ("0" if c.startswith("n_") else "") for c in AVERAGES)
+    probe = next(r for r in table if r["pretrained"] == "openai" and r["protocol"] == "linear_probe")
+    assert all(probe[c] == "" for c in AVERAGES)  # zero-shot averages: not computed on the other lines
+    clip27 = header[17:44]
     assert float(openai["mean_clip27"]) == pytest.approx(sum(float(openai[c]) for c in clip27) / 27, abs=0.01)
     # a run rebuilding leaderboard.csv writes the very same table
     (tmp_path / "results.jsonl").write_bytes((results / "results.jsonl").read_bytes())

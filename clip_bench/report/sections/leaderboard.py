@@ -13,9 +13,10 @@ from clip_bench.report.markdown import to_markdown
 from clip_bench.report.sections.context import ReportContext, plural
 from clip_bench.report.sections.retrieval import retrieval_section
 from clip_bench.results import fewshot as fs
+from clip_bench.results.averages import AVERAGE_LINE, average_lines, average_specs
 from clip_bench.results.leaderboard import HEAD, MEANS, leaderboard_csv, protocol_table, protocols
-from clip_bench.results.rows import is_standard, model_label
-from clip_bench.results.tables import KEY, main_values, task_order
+from clip_bench.results.rows import display_name, is_standard, model_label
+from clip_bench.results.tables import KEY, line_values, main_values, task_order
 from clip_bench.tasks.catalog import headline_collections
 
 
@@ -40,7 +41,7 @@ def leaderboard_section(ctx: ReportContext) -> None:
             s.tables["leaderboard"] = board
         n_tasks = len([c for c in board.columns if c not in HEAD])
         s.lines.append(f"leaderboard {title}: {plural(len(board), 'model')} x {plural(n_tasks, 'task')}")
-        for col in ("mean_clip27", "mean_shifts"):
+        for col in ("mean_clip27", "mean_shifts", *(a.column for a in average_specs().values())):
             if col in board:
                 ctx.model_columns.setdefault(f"{protocol}:{col}", {}).update(
                     {(m, p): (v, n) for m, p, v, n in
@@ -54,6 +55,11 @@ def leaderboard_section(ctx: ReportContext) -> None:
         caption = _means_caption(board, groups) + _interval_note(ctx.rows, protocol)
         if protocol == "linear_probe":
             caption += _grid_edge_note(ctx.rows)
+        if protocol == AVERAGE_LINE:
+            values, label = line_values(ctx.rows, protocol), (lambda key: display_name(*key))
+            s.lines.extend(f"published average: {line}" for line in average_lines(values, label))
+            missing = average_lines(values, label, incomplete_only=True)
+            caption += (" Incomplete published averages: " + "; ".join(missing) + ".") if missing else ""
         md += [f"## Leaderboard: {title}\n", caption.replace("`", "") + "\n", to_markdown(board, ".1f")]
         children.append(Section(f"Leaderboard: {title}", [html.paragraph(caption), html.table(header, cells)]))
     fewshot_protocols = [p for p in found if fs.shots_of(p)]
@@ -83,8 +89,8 @@ def leaderboard_section(ctx: ReportContext) -> None:
 
 def _drop_empty_means(board: pd.DataFrame) -> pd.DataFrame:
     """Leave out a mean and its count when no model has any task of that group (no empty columns)."""
-    for name in ("clip27", "shifts"):
-        if f"n_{name}" in board and not board[f"n_{name}"].astype(int).any():
+    for name in ("clip27", "shifts", *average_specs()):
+        if f"n_{name}" in board and not board[f"n_{name}"].fillna(0).astype(int).any():
             board = board.drop(columns=[f"mean_{name}", f"n_{name}"])
     return board
 
@@ -99,6 +105,12 @@ def _means_caption(board: pd.DataFrame, groups: dict[str, list[str]]) -> str:
     if parts:
         text += (" " + " and ".join(parts)
                  + "; `n_*` says how many of them each model has, so partial means show as such.")
+    published = [a for a in average_specs().values() if a.column in board]
+    if published:
+        text += (" " + "; ".join(f"`{a.column}` is {a.title} ({len(a.members)} DataComp-protocol tasks)"
+                                 for a in published)
+                 + ": the plain mean of the members' main metrics, shown only when a model has every member "
+                 "(`n_*` counts the members it has).")
     return text
 
 

@@ -12,6 +12,7 @@ import clip_bench.report.html as html
 from clip_bench.report.html import Cell, Section
 from clip_bench.report.sections.context import ReportContext, plural
 from clip_bench.report.sections.fewshot import fmt_shots, short_match
+from clip_bench.results.averages import average_specs
 from clip_bench.results.rows import display_name, shown_name
 from clip_bench.results.tables import Rows
 from clip_bench.tasks.catalog import headline_collections
@@ -53,6 +54,14 @@ def _summary_blocks(ctx: ReportContext, loaded: Rows) -> list[str]:
             if col in ctx.model_columns and key in ctx.model_columns[col]:
                 v, n = ctx.model_columns[col][key]
                 rec[title] = (v, f"{html.fmt_value(v)} ({n})" if n else "")
+        for name in ("openclip35", "datacomp38"):
+            col = f"zeroshot:mean_{name}"
+            if key in ctx.model_columns.get(col, {}):
+                v, n = ctx.model_columns[col][key]
+                total = len(average_specs()[name].members)
+                if n:
+                    rec[f"zero-shot {name} average"] = (v, html.fmt_value(v, 2) if math.isfinite(v)
+                                                        else f"absent ({int(n)} of {total})")
         if key in ctx.model_columns.get("er", {}):
             v, n = ctx.model_columns["er"][key]
             rec["effective robustness"] = (v, f"{v:+.1f} ({n})")
@@ -70,7 +79,7 @@ def _summary_blocks(ctx: ReportContext, loaded: Rows) -> list[str]:
         records.append(rec)
     cols = ["model", "pretrained"] + [c for c in (
         "zero-shot tasks", "zero-shot clip27 mean", "zero-shot shifts mean", "linear-probe clip27 mean",
-        "effective robustness",
+        "zero-shot openclip35 average", "zero-shot datacomp38 average", "effective robustness",
         "zero-shot matches (average)", "median shots to match", "zero-shot |Δ| vs CLIP paper",
         "zero-shot |Δ| vs open_clip") if any(c in r for r in records)]
     header, cells = cols, []
@@ -86,6 +95,9 @@ def _summary_blocks(ctx: ReportContext, loaded: Rows) -> list[str]:
         "zero-shot clip27 mean": "the mean over the CLIP paper's 27 datasets a model has (how many in brackets)",
         "zero-shot shifts mean": "the mean over the ImageNet distribution shifts",
         "linear-probe clip27 mean": "the same for the linear probe on all training data",
+        "zero-shot openclip35 average": "open_clip's average over its 35 classification datasets (DataComp "
+                                        "protocol), only when the model has all of them (else how many it has)",
+        "zero-shot datacomp38 average": "DataComp's average over its 38 datasets, likewise",
         "effective robustness": "zero-shot accuracy above the imagenet-testbed baseline, in points, mean over "
                                 "the shifts (how many in brackets)",
         "zero-shot matches (average)": "the k at which the task-averaged k-shot linear probe equals "
