@@ -25,8 +25,6 @@ MULTILABEL_METRICS = ("map_11point",)
 #: The main metrics a task file may name (its ``metric:``).
 METRICS = ("accuracy", "mean_per_class_recall", "map_11point", "roc_auc", "mean_top1_top5", "mean_recall",
            "macro_f1", "worst_group_top1", "worst_group_top5")
-#: The metrics scored per group of a metadata column: a task naming one needs ``group_by``.
-GROUP_METRICS = ("worst_group_top1", "worst_group_top5")
 #: What a task measures; ``retrieval`` tasks (image-text retrieval) are run by their own protocol.
 TASK_KINDS = ("classification", "retrieval")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -80,8 +78,8 @@ def _metrics() -> list[str]:
 
 
 def _is_group_by(v: Any) -> bool:
-    """``{column: <metadata column index>, name: <what the column holds>}``."""
-    return isinstance(v, dict) and set(v) == {"column", "name"} and _is_int(v["column"]) and _is_name(v["name"])
+    """``{column: <metadata column, an integer >= 0>, name: <what the groups are>}``."""
+    return isinstance(v, dict) and set(v) == {"column", "name"} and _is_int(v["column"]) and _is_text(v["name"])
 
 
 def _is_files(v: Any) -> bool:
@@ -109,10 +107,10 @@ TASK_KEYS: dict[str, Key] = {
     "sources": Key("a mapping of source name -> source settings (loader, path, ...)",
                    lambda v: isinstance(v, dict) and bool(v) and all(_is_name(k) for k in v), required=True),
     "include": Key("the name of another task file in the same folder (without .yaml)", _is_text),
+    "group_by": Key("a mapping {column: <the metadata column, an integer >= 0>, name: <what the groups are, e.g. "
+                    "region>}", _is_group_by),
     # linear-probe protocol settings (folds, runs); their inner keys are checked by the probe code
     "probe": Key("a mapping of linear-probe settings (e.g. folds, runs)", lambda v: isinstance(v, dict) and bool(v)),
-    "group_by": Key("a mapping {column: <metadata column index, an integer >= 0>, name: <what it holds, e.g. region>}",
-                    _is_group_by),
 }
 
 #: Keys of one entry under ``sources:``.
@@ -198,11 +196,6 @@ def check_complete(raw: dict[str, Any], where: str) -> None:
             f"task file {where}: metric {raw['metric']!r} does not fit multilabel: {raw.get('multilabel', False)} "
             f"(a multi-label task is scored with {', '.join(MULTILABEL_METRICS)}; a single-label task with any other "
             f"metric): use {need}, or set 'multilabel'."
-        )
-    if raw["metric"] in GROUP_METRICS and "group_by" not in raw:
-        raise ClipBenchError(
-            f"task file {where}: metric {raw['metric']!r} is scored per group of a metadata column; add "
-            "'group_by: {column: <index>, name: <what it holds>}'."
         )
     if "default_source" in raw and raw["default_source"] not in raw["sources"]:
         raise ClipBenchError(

@@ -167,8 +167,6 @@ def test_a_false_prompts_from_data_is_the_same_definition_as_none(tmp_path):
     ({"src_path": DROP}, "source 'wds' has prompts_from_data: true, so its class names come from its data folder: "
                          "give it a 'path'"),
     ({"src_label_map": [1, 0]}, "remove its 'label_map'"),
-    ({"metric": "worst_group_top1"}, "metric 'worst_group_top1' is scored per group of a metadata column; add "
-                                     "'group_by"),
     ({"metric": "worst_group_top5", "group_by": {"column": -1, "name": "region"}}, "'group_by' at the top level must "
                                                                                    "be a mapping {column"),
     ({"metric": "worst_group_top5", "group_by": {"column": 0}}, "'group_by' at the top level must be"),
