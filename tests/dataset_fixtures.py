@@ -45,8 +45,12 @@ def write_wds(
     ext: str = "webp",
     templates: Sequence[str] = ('a photo of the number: "{c}".',),
     multilabel: bool = False,
+    metadata: Sequence[np.ndarray | None] | np.ndarray | None = None,
 ) -> list[Path]:
-    """A clip-benchmark style WebDataset: <root>/<split>/{0..}.tar + nshards.txt, classnames.txt, templates."""
+    """A clip-benchmark style WebDataset: <root>/<split>/{0..}.tar + nshards.txt, classnames.txt, templates.
+
+    With `metadata`, sample i also gets ``<key>.npy`` holding ``metadata[i]`` beside its ``.cls`` (DataComp's
+    djghosh layout; a None entry writes none)."""
     (root / split).mkdir(parents=True, exist_ok=True)
     shards = []
     for s, start in enumerate(range(0, len(images), shard_size)):
@@ -60,6 +64,10 @@ def write_wds(
                     _add(tf, f"{key}.npy", buf.getvalue())
                 else:
                     _add(tf, f"{key}.cls", str(int(labels[i])).encode())
+                    if metadata is not None and metadata[i] is not None:
+                        buf = io.BytesIO()
+                        np.save(buf, np.asarray(metadata[i]))
+                        _add(tf, f"{key}.npy", buf.getvalue())
                 _add(tf, f"{key}.{ext}", encode(images[i], ext))
         shards.append(path)
     (root / split / "nshards.txt").write_text(f"{len(shards)}\n")

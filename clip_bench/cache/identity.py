@@ -14,8 +14,12 @@ from clip_bench.util.io import sha256_json
 from clip_bench.util.resources import data_dir
 
 #: Task fields that only describe or locate data (they never change a number): left out of the task hash.
-_DESCRIPTIVE_TASK_FIELDS = ("file", "description")
+_DESCRIPTIVE_TASK_FIELDS = ("file", "description", "data_binding")
 _DESCRIPTIVE_SOURCE_FIELDS = ("download", "files")
+#: Source fields added after the first tasks were hashed: at these defaults they are left out, so the
+#: definitions that do not use them keep their hash (and their cached features and result ids).
+_LATER_SOURCE_DEFAULTS = {"prompts_from_data": False}
+_UNSET = object()
 
 
 def task_hash(task: TaskSpec) -> str:
@@ -26,7 +30,9 @@ def task_hash(task: TaskSpec) -> str:
     """
     raw = {k: v for k, v in dataclasses.asdict(task).items() if k not in _DESCRIPTIVE_TASK_FIELDS}
     raw["sources"] = {
-        n: {k: v for k, v in src.items() if k not in _DESCRIPTIVE_SOURCE_FIELDS} for n, src in raw["sources"].items()
+        n: {k: v for k, v in src.items()
+            if k not in _DESCRIPTIVE_SOURCE_FIELDS and _LATER_SOURCE_DEFAULTS.get(k, _UNSET) != v}
+        for n, src in raw["sources"].items()
     }
     return sha256_json(raw)[:16]
 

@@ -27,7 +27,7 @@ def describe_tasks(
     out = []
     for name in expand_tasks(names) if names else list_tasks():
         try:
-            task = get_task(name)
+            task = get_task(name).bind_data(data_root)  # prompts_from_data: counted from the data's own files
         except ClipBenchError as exc:
             if on_error is None or (names and name in names):
                 raise
@@ -39,14 +39,17 @@ def describe_tasks(
             n_classes, n_templates = (num_task_classes(task),
                                       len(ps.templates) or len(ps.per_class or {})) if ps else (0, 0)
         except ClipBenchError as exc:
-            n_classes, n_templates = 0, 0
+            n_classes, n_templates = None, None  # unknown
             status_note = str(exc)
         else:
             status_note = ""
         present, detail = task_status(task, data_root)
+        if status_note and task.prompt_folder is not None and not present:
+            status_note = ""  # the class names are the data's own, and the data is not there: the status says so
         out.append({
             "name": task.name, "kind": kind, "version": task.version, "classes": n_classes, "templates": n_templates,
             "metric": task.metric, "sources": list(task.sources), "default_source": task.default_source,
+            "size": task.source().expected.get(task.eval_split),
             "data_present": present, "detail": status_note or detail, "description": task.description,
         })
     return out
@@ -55,18 +58,21 @@ def describe_tasks(
 def format_task_table(infos: list[dict[str, Any]], details: bool = False) -> str:
     """A readable fixed-width table of `describe_tasks` output; `details` adds each task's description
     (its protocol choices: splits, folds, what is ignored)."""
-    header = ("task", "classes", "templates", "metric", "sources", "data")
+    header = ("task", "classes", "templates", "metric", "size", "sources", "data")
     rows = [header] + [
         (
-            i["name"], str(i["classes"]), str(i["templates"]), i["metric"],
+            i["name"], "?" if i["classes"] is None else str(i["classes"]),
+            "?" if i["templates"] is None else str(i["templates"]), i["metric"],
+            f"{i['size']:,}" if i.get("size") else "-",
             ",".join(s + ("*" if s == i["default_source"] else "") for s in i["sources"]),
             ("yes" if i["data_present"] else "no") + (f" ({i['detail']})" if i["detail"] else ""),
         )
         for i in infos
     ]
-    lines = text_table(rows, rule=False)
+    lines = text_table(rows, right={4}, rule=False)
     lines.insert(1, "-" * min(120, len(lines[0]) + 10))
-    lines.append("* default source; --source picks another; --data-root sets where data is looked for")
+    lines.append("* default source; --source picks another; --data-root sets where data is looked for; size: "
+                 "samples in the evaluation split")
     if details:
         import textwrap
 

@@ -48,6 +48,7 @@ def load_split(
             f"task {task.name!r} has no split {split!r}; it has {', '.join(task.splits)}."  # type: ignore[attr-defined]
         )
     data_root = Path(data_root).expanduser()
+    task = task.bind_data(data_root, spec.name)  # type: ignore[attr-defined]  # prompts_from_data: this folder's
     root = data_root / spec.path if spec.path else None
     ctx = LoadContext(task, spec, split, spec.source_split(split), root, data_root, download)
     try:

@@ -50,6 +50,7 @@ class LabeledImages(Dataset):
     """
 
     targets: np.ndarray
+    metadata: np.ndarray | None = None
     #: Files besides the images that the loader read to build the dataset (annotation, split, label and
     #: class-list files): a changed label file changes the numbers, so they count in the data fingerprint.
     annotation_files: Sequence[Path] = ()

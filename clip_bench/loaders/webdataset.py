@@ -3,11 +3,17 @@
 Layout under ``<data_root>/<source path>/`` (as CLIP_benchmark's ``webdataset_builder`` writes it)::
 
     classnames.txt                          one class name a line, in label order
-    zeroshot_classification_templates.txt   optional; ignored (the task's own prompts are used)
+    zeroshot_classification_templates.txt   optional; the prompts of a source with ``prompts_from_data: true``
+                                            (with classnames.txt), else ignored (the task's own prompts are used)
     dataset_type.txt                        optional: ``classification`` (default) or ``multilabel``
     <split>/nshards.txt                     optional: the number of shards
     <split>/0.tar, 1.tar, ...               samples ``<key>.cls`` (label index as text; ``<key>.npy``, a
                                             multi-hot vector, for multilabel) + ``<key>.webp|png|jpg|jpeg``
+
+DataComp's copies (the ``djghosh/wds_<task>_test`` repos) have the same layout, and their WILDS and fairness
+sets add a ``<key>.npy`` beside the ``.cls`` of a classification sample: an integer metadata vector (region,
+income group, ...), not a label. It becomes the dataset's ``metadata`` (row i = sample i); every sample of a
+split has one, of one length, or none does.
 
 Each shard is indexed once (tar headers and the tiny label members only); images are read on demand
 from their byte offsets, so nothing but the index is held in memory. With ``--download`` a missing
@@ -27,11 +33,12 @@ from PIL import Image
 from clip_bench.loaders.base import LabeledImages, LoadContext
 from clip_bench.loaders.hub_download import hub_snapshot
 from clip_bench.tasks.class_groups import num_task_classes
+from clip_bench.tasks.prompts import DATA_CLASSNAMES, DATA_TEMPLATES
 from clip_bench.util.errors import ClipBenchError
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
 LABEL_EXTENSIONS = ("cls", "npy")
-META_FILES = ("classnames.txt", "zeroshot_classification_templates.txt", "dataset_type.txt")
+META_FILES = (DATA_CLASSNAMES, DATA_TEMPLATES, "dataset_type.txt")
 
 
 class TarImages(LabeledImages):
@@ -82,6 +89,7 @@ class ShardIndex(NamedTuple):
     keys: list[str]  # sample keys
     incomplete: list[str]  # keys lacking an image or a label
     repeated: list[str]  # keys whose image or label member appears twice
+    extras: list[bytes | None]  # raw bytes of the sample's metadata member (see index_shard's meta_ext), or None
 
 
 class TruncatedShardError(tarfile.ReadError):
@@ -100,23 +108,26 @@ def _check_end_of_archive(tf: tarfile.TarFile) -> None:
         )
 
 
-def index_shard(path: Path, label_exts: tuple[str, ...] = LABEL_EXTENSIONS) -> ShardIndex:
+def index_shard(path: Path, label_exts: tuple[str, ...] = LABEL_EXTENSIONS, meta_ext: str | None = None) -> ShardIndex:
     """Index one shard: image (offset, size) and raw label bytes per sample key, reading no image data.
 
-    `label_exts` are the extensions of the label member (a retrieval set's caption file is ``txt``). A shard
-    that stops without the end-of-archive marker raises :class:`TruncatedShardError`.
+    `label_exts` are the extensions of the label member (a retrieval set's caption file is ``txt``). With
+    `meta_ext`, a sample's member of that extension is kept apart as its metadata (``extras``) whenever the
+    sample also has a label of another extension (DataComp's ``.npy`` beside a ``.cls``). A shard that stops
+    without the end-of-archive marker raises :class:`TruncatedShardError`.
     """
     images: dict[str, tuple[int, int, int]] = {}  # key -> (rank of extension, offset, size)
-    labels: dict[str, bytes] = {}
+    found: dict[str, dict[str, bytes]] = {}  # key -> label extension -> raw bytes
     order: list[str] = []
     seen: set[tuple[str, str]] = set()
     repeated: list[str] = []
+    wanted = (*label_exts, *([meta_ext] if meta_ext and meta_ext not in label_exts else []))
     with tarfile.open(path, "r:") as tf:
         for m in tf:
             if not m.isfile():
                 continue
             key, ext = _split_name(m.name)
-            if key not in images and key not in labels:
+            if key not in images and key not in found:
                 order.append(key)
             if (key, ext) in seen:
                 repeated.append(key)
@@ -125,21 +136,30 @@ def index_shard(path: Path, label_exts: tuple[str, ...] = LABEL_EXTENSIONS) -> S
                 rank = IMAGE_EXTENSIONS.index(ext)
                 if key not in images or rank < images[key][0]:
                     images[key] = (rank, m.offset_data, m.size)
-            elif ext in label_exts:
-                if key in labels:
-                    repeated.append(key)
+            elif ext in wanted:
                 fh = tf.extractfile(m)
-                labels[key] = fh.read() if fh is not None else b""
+                found.setdefault(key, {})[ext] = fh.read() if fh is not None else b""
         _check_end_of_archive(tf)
+    labels: dict[str, bytes] = {}
+    extras: dict[str, bytes | None] = {}
+    for key, members in found.items():
+        meta = members.pop(meta_ext, None) if meta_ext and any(e != meta_ext for e in members) else None
+        own = [e for e in label_exts if e in members]
+        if len(own) > 1:  # two label members (a .cls and a multi-hot .npy): which one is the label is ambiguous
+            repeated.append(key)
+        if own:
+            labels[key], extras[key] = members[own[0]], meta
     done = [k for k in order if k in images and k in labels]
     incomplete = [k for k in order if k not in images or k not in labels]
-    return ShardIndex([images[k][1:] for k in done], [labels[k] for k in done], done, incomplete, repeated)
+    return ShardIndex([images[k][1:] for k in done], [labels[k] for k in done], done, incomplete, repeated,
+                      [extras[k] for k in done])
 
 
-def read_shard(ctx: LoadContext, path: Path, label_exts: tuple[str, ...] = LABEL_EXTENSIONS) -> ShardIndex:
+def read_shard(ctx: LoadContext, path: Path, label_exts: tuple[str, ...] = LABEL_EXTENSIONS,
+               meta_ext: str | None = None) -> ShardIndex:
     """:func:`index_shard`, where an unreadable or truncated shard, or a key it repeats, is an error naming it."""
     try:
-        index = index_shard(path, label_exts)
+        index = index_shard(path, label_exts, meta_ext)
     except (tarfile.TarError, OSError) as exc:
         raise ctx.missing(f"shard {path.name} is not a readable tar file ({exc})", path) from None
     if index.repeated:
@@ -245,7 +265,8 @@ def load_wds(ctx: LoadContext, repo: str | None = None, revision: str | None = N
     split_dir = ctx.root / ctx.source_split
     shards, expected = list_shards(split_dir) if split_dir.is_dir() else ([], None)
     complete = bool(shards) and (expected is None or len(shards) == expected)
-    if not complete or not (ctx.root / "classnames.txt").exists():
+    own_files = (DATA_CLASSNAMES, DATA_TEMPLATES) if ctx.source.prompts_from_data else (DATA_CLASSNAMES,)
+    if not complete or not all((ctx.root / f).exists() for f in own_files):
         if ctx.download and repo:
             download_wds(ctx, ctx.root, repo, revision)
             shards, expected = list_shards(split_dir) if split_dir.is_dir() else ([], None)
@@ -263,24 +284,27 @@ def load_wds(ctx: LoadContext, repo: str | None = None, revision: str | None = N
         raise ctx.missing(f"dataset_type.txt says {dataset_type!r}; only classification data can be scored here")
     _check_classnames(ctx)
     n_classes = _source_classes(ctx)
+    multilabel = dataset_type == "multilabel"
     shard_ids: list[int] = []
     offsets: list[int] = []
     sizes: list[int] = []
     targets: list[np.ndarray | int] = []
+    metadata = _Metadata()
     starts: list[int] = []
     hashes: list[np.ndarray] = []
     for i, path in enumerate(shards):
-        index = read_shard(ctx, path)
+        index = read_shard(ctx, path, meta_ext=None if multilabel else "npy")
         if index.incomplete:
             raise ctx.missing(
                 f"{len(index.incomplete)} samples in {path.name} lack an image or a .cls/.npy label "
                 f"(first: {index.incomplete[0]!r}); is this a classification WebDataset?", path,
             )
         try:
-            labels = [_parse_label(r, dataset_type == "multilabel") for r in index.labels]
+            labels = [_parse_label(r, multilabel) for r in index.labels]
         except (ValueError, OSError, EOFError) as exc:
             raise ctx.missing(f"a label in {path.name} cannot be read ({exc})", path) from None
         _check_labels(ctx, path, index.keys, labels, n_classes)
+        metadata.add(ctx, path, index)
         targets.extend(labels)
         starts.append(len(shard_ids))
         hashes.append(key_hashes(index))
@@ -290,13 +314,64 @@ def load_wds(ctx: LoadContext, repo: str | None = None, revision: str | None = N
     check_unique_keys(ctx, shards, starts, hashes)
     if not targets:
         raise ctx.missing("the shards hold no samples", split_dir)
-    target_array = np.stack(targets) if dataset_type == "multilabel" else np.asarray(targets, dtype=np.int64)
+    target_array = np.stack(targets) if multilabel else np.asarray(targets, dtype=np.int64)
     data = TarImages(
         shards, np.asarray(shard_ids, dtype=np.int32), np.asarray(offsets, dtype=np.int64),
         np.asarray(sizes, dtype=np.int64), target_array,
     )
-    data.annotation_files = [p for p in (ctx.root / n for n in ("classnames.txt", "dataset_type.txt")) if p.exists()]
+    data.metadata = metadata.array()  # the shards hold it: their hashes in the data fingerprint cover it
+    data.annotation_files = [p for p in (ctx.root / n for n in (DATA_CLASSNAMES, "dataset_type.txt")) if p.exists()]
     return data
+
+
+class _Metadata:
+    """The ``.npy`` metadata vectors of a split's samples, shard by shard: all samples have one, of one length,
+    or none has; each must hold integers (exactly: a float that is not a whole number is no group code)."""
+
+    def __init__(self) -> None:
+        self.rows: list[np.ndarray] = []
+        self.first: tuple[str, str, int | None] | None = None  # (shard, key, vector length or None) of sample 0
+
+    def add(self, ctx: LoadContext, path: Path, index: ShardIndex) -> None:
+        for key, raw in zip(index.keys, index.extras, strict=True):
+            vector = None if raw is None else _parse_metadata(ctx, path, key, raw)
+            length = None if vector is None else len(vector)
+            if self.first is None:
+                self.first = (path.name, key, length)
+            elif length != self.first[2]:
+                shard, first_key, want = self.first
+                has = "no .npy metadata" if length is None else f"a .npy metadata vector of {length} entries"
+                other = "none" if want is None else f"{want} entries"
+                raise ctx.missing(f"sample {key!r} in shard {path.name} has {has}, but sample {first_key!r} in shard "
+                                  f"{shard} has {other} (every sample needs one metadata vector of one length, or "
+                                  "none does)", path)
+            if vector is not None:
+                self.rows.append(vector)
+
+    def array(self) -> np.ndarray | None:
+        """(n, m) int64, row i = sample i; None when no sample has metadata."""
+        return np.stack(self.rows) if self.rows else None
+
+
+def _parse_metadata(ctx: LoadContext, path: Path, key: str, raw: bytes) -> np.ndarray:
+    """One sample's metadata vector as int64; anything else is an error naming the shard and key."""
+    where = f"sample {key!r} in shard {path.name}"
+    try:
+        value = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ctx.missing(f"the .npy metadata of {where} cannot be read ({exc})", path) from None
+    if value.ndim > 1 or not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.bool_)
+                              or np.issubdtype(value.dtype, np.floating)):
+        raise ctx.missing(f"the .npy metadata of {where} has shape {value.shape} and dtype {value.dtype}, not a "
+                          "vector of integers", path)
+    vector = value.reshape(-1)
+    with np.errstate(invalid="ignore"):
+        as_int = vector.astype(np.int64)
+    if not np.array_equal(as_int, vector):  # a fraction, NaN or a value beyond int64
+        bad = vector[np.flatnonzero(as_int != vector)[0]].item()
+        raise ctx.missing(f"the .npy metadata of {where} holds {bad!r}, which is not a whole number (metadata "
+                          "entries are integer codes)", path)
+    return as_int
 
 
 def _source_classes(ctx: LoadContext) -> int:
@@ -306,8 +381,8 @@ def _source_classes(ctx: LoadContext) -> int:
 
 def _check_classnames(ctx: LoadContext) -> None:
     """classnames.txt must list as many classes as the task (or its label_map) expects."""
-    path = ctx.root / "classnames.txt" if ctx.root is not None else None
-    if path is None or not path.exists():
+    path = ctx.root / DATA_CLASSNAMES if ctx.root is not None else None
+    if path is None or not path.exists() or ctx.source.prompts_from_data:  # then the task's classes are this list
         return
     n_wds = len(_read_lines(path))
     label_map = ctx.source.label_map

@@ -87,7 +87,7 @@ def zeroshot_scores_from_cache(
     """(logits, labels) the zero-shot `row` was scored on, rebuilt from the feature and text caches."""
     cache_dir = Path(cache_dir)
     extra = row.get("extra") or {}
-    task = get_task(row["task"])
+    task = get_task(row["task"]).bind_data(data_root, row.get("source"))  # prompts_from_data: read from the data
     redo = f"run `{rerun_command(row, output_dir)}` (it reuses what is cached and stores the outcomes)"
     if task.version != row.get("task_version"):
         raise ClipBenchError(f"{row['model']} on {row['task']}: the row was computed with task version "

@@ -120,7 +120,10 @@ def run_protocol(
     rows: list[dict[str, Any]] = []
     unwritten: list[str] = []  # outcomes files that could not be written (a full disk): their rows are kept
     for task in specs:
+        task = task.bind_data(cfg.data_root, cfg.source)  # prompts_from_data: the class names of this data folder
         with run_scope(), collect_unwritten() as reasons:  # each split's data is fingerprinted once per task
+            if cfg.download and task.prompt_folder is not None:
+                data_fingerprint(task, task.eval_split, cfg)  # fetches the data (and its prompts) before they are read
             task_rows = per_task(handle, task, cfg)
         unwritten += reasons
         rows.extend(task_rows)

@@ -135,7 +135,7 @@ def expected_main_row(handle: ModelHandle, task_name: str, protocol: str, cfg: E
     from clip_bench.protocols.runner import provenance
     from clip_bench.protocols.zeroshot import zeroshot_identity
 
-    task = get_task(task_name)
+    task = get_task(task_name).bind_data(cfg.data_root, cfg.source)
     metric = main_metric_key(task.metric)
     if protocol == "zeroshot" and task_kind(task) == "retrieval":
         from clip_bench.metrics.retrieval import MAIN

@@ -25,6 +25,7 @@ def _parse_source(name: str, raw: dict[str, Any]) -> SourceSpec:
         splits=dict(raw.get("splits") or {}),
         expected=dict(raw.get("expected") or {}),
         files={k: tuple([v] if isinstance(v, str) else v) for k, v in (raw.get("files") or {}).items()},
+        prompts_from_data=bool(raw.get("prompts_from_data", False)),
     )
 
 
@@ -34,8 +35,10 @@ def parse_task(raw: Any, file: str = "") -> TaskSpec:
     raw = dict(check_task_file(raw, where))
     raw.pop("include", None)
     check_complete(raw, where)
-    prompts = raw.get("prompts", raw["name"])
     sources = {n: _parse_source(n, s) for n, s in raw["sources"].items()}
+    # a task whose prompts are its data's own files has none of its own, unless it names some (for other sources)
+    from_data = any(s.prompts_from_data for s in sources.values())
+    prompts = raw.get("prompts", "" if from_data else raw["name"])
     splits = tuple(raw.get("splits", ["test"]))
     return TaskSpec(
         name=raw["name"],

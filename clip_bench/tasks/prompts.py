@@ -14,6 +14,11 @@ from clip_bench.util.resources import data_dir
 #: A class is one name or a list of synonyms (FER2013), averaged like templates.
 ClassName = str | list[str]
 
+#: The files of a data folder that give its own class names and templates (CLIP_benchmark's WebDataset layout),
+#: read for a source with ``prompts_from_data: true``.
+DATA_CLASSNAMES = "classnames.txt"
+DATA_TEMPLATES = "zeroshot_classification_templates.txt"
+
 
 @dataclass(frozen=True)
 class PromptSet:
@@ -144,6 +149,39 @@ def load_templates(ref: str) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]
         f"{path} holds no templates: expected a list of strings with '{{}}', a 'templates' key, "
         "or a CuPL-style object mapping class names to lists of sentences."
     )
+
+
+def read_data_lines(path: Path) -> list[str]:
+    """A data folder's class-name or template file as CLIP_benchmark reads it: every line, stripped, blank lines
+    kept (a blank line is a class whose name is empty, as class 3 of CLEVR Distance)."""
+    return [ln.strip() for ln in read_prompt_text(path).splitlines()]
+
+
+def load_data_prompt_set(folder: Path, classnames_ref: str | None = None, templates_ref: str | None = None,
+                         missing_hint: str = "") -> PromptSet:
+    """The class names and templates a data folder gives itself (:data:`DATA_CLASSNAMES`, :data:`DATA_TEMPLATES`),
+    either replaced by a user's file (`classnames_ref`, `templates_ref`). A missing file is one error line ending
+    with `missing_hint` (how to get it)."""
+    for name, override in ((DATA_CLASSNAMES, classnames_ref), (DATA_TEMPLATES, templates_ref)):
+        if override is None and not (folder / name).is_file():
+            raise ClipBenchError(f"the class names and templates come from the data's own {DATA_CLASSNAMES} and "
+                                 f"{DATA_TEMPLATES}, but {folder / name} does not exist{missing_hint}.")
+    classnames = load_classnames(classnames_ref) if classnames_ref else tuple(read_data_lines(folder / DATA_CLASSNAMES))
+    if not classnames:
+        raise ClipBenchError(f"{folder / DATA_CLASSNAMES} lists no class names.")
+    if templates_ref:
+        templates, per_class = load_templates(templates_ref)
+    else:
+        templates, per_class = tuple(read_data_lines(folder / DATA_TEMPLATES)), None
+        if not templates:
+            raise ClipBenchError(f"{folder / DATA_TEMPLATES} lists no templates.")
+        for t in templates:
+            try:
+                render(t, "x")
+            except ClipBenchError as exc:
+                raise ClipBenchError(f"{folder / DATA_TEMPLATES}: {str(exc).rstrip('.')}; a blank line is no "
+                                     "template.") from None
+    return PromptSet(classnames=classnames, templates=templates, per_class=per_class)
 
 
 def load_prompt_set(classnames_ref: str, templates_ref: str) -> PromptSet:

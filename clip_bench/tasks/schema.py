@@ -23,7 +23,8 @@ from clip_bench.util.errors import ClipBenchError
 MULTILABEL_METRICS = ("map_11point",)
 
 #: The main metrics a task file may name (its ``metric:``).
-METRICS = ("accuracy", "mean_per_class_recall", "map_11point", "roc_auc", "mean_top1_top5", "mean_recall")
+METRICS = ("accuracy", "mean_per_class_recall", "map_11point", "roc_auc", "mean_top1_top5", "mean_recall",
+           "macro_f1", "worst_group_top1", "worst_group_top5")
 #: What a task measures; ``retrieval`` tasks (image-text retrieval) are run by their own protocol.
 TASK_KINDS = ("classification", "retrieval")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -76,6 +77,11 @@ def _metrics() -> list[str]:
     return [*METRICS, *(m for m in main_metric_names() if m not in METRICS)]
 
 
+def _is_group_by(v: Any) -> bool:
+    """``{column: <metadata column, an integer >= 0>, name: <what the groups are>}``."""
+    return isinstance(v, dict) and set(v) == {"column", "name"} and _is_int(v["column"]) and _is_text(v["name"])
+
+
 def _is_files(v: Any) -> bool:
     return _is_text(v) or _list_of(_is_text)(v)
 
@@ -101,6 +107,8 @@ TASK_KEYS: dict[str, Key] = {
     "sources": Key("a mapping of source name -> source settings (loader, path, ...)",
                    lambda v: isinstance(v, dict) and bool(v) and all(_is_name(k) for k in v), required=True),
     "include": Key("the name of another task file in the same folder (without .yaml)", _is_text),
+    "group_by": Key("a mapping {column: <the metadata column, an integer >= 0>, name: <what the groups are, e.g. "
+                    "region>}", _is_group_by),
     # linear-probe protocol settings (folds, runs); their inner keys are checked by the probe code
     "probe": Key("a mapping of linear-probe settings (e.g. folds, runs)", lambda v: isinstance(v, dict) and bool(v)),
 }
@@ -115,6 +123,8 @@ SOURCE_KEYS: dict[str, Key] = {
     "splits": Key("a mapping of task split -> the source's own split name", _map_of(_is_text, _is_name)),
     "expected": Key("a mapping of split -> sample count (integers >= 1)", _map_of(lambda v: _is_int(v, 1), _is_name)),
     "files": Key("a mapping of split -> a file path or a list of them", _map_of(_is_files, _is_name)),
+    "prompts_from_data": Key("true or false (class names and templates are the data folder's classnames.txt and "
+                             "zeroshot_classification_templates.txt)", lambda v: isinstance(v, bool)),
 }
 
 _KEYS_DOC = "see 'Task file schema' in docs/tasks.md"
@@ -196,6 +206,11 @@ def check_complete(raw: dict[str, Any], where: str) -> None:
         for key, spec in SOURCE_KEYS.items():
             if spec.required and key not in source:
                 raise ClipBenchError(f"task file {where}: source {name!r} has no {key!r} ({spec.describe()}).")
+        if source.get("prompts_from_data") and ("path" not in source or "label_map" in source):
+            why = ("its data folder: give it a 'path'" if "path" not in source
+                   else "the data's own class list, in the data's label order: remove its 'label_map'")
+            raise ClipBenchError(f"task file {where}: source {name!r} has prompts_from_data: true, so its class names "
+                                 f"come from {why}.")
         for key in ("splits", "expected", "files"):
             unknown = [s for s in source.get(key) or {} if s not in splits]
             if unknown:

@@ -28,21 +28,15 @@ ROWS_TABLE_PLAIN = (
     "* main metric of the task; values in percent\n"
 )
 TASK_TABLE = (
-    "task           classes  templates  metric       sources        data\n"
-    "-----------------------------------------------------------------------------\n"
-    "digits         10       1          accuracy     sklearn*       yes (needs no files)\n"
-    "a_longer_name  0        0          mean_recall  wds*,karpathy  no\n"
-    "* default source; --source picks another; --data-root sets where data is looked for"
+    "task           classes  templates  metric         size  sources        data\n"
+    "-------------------------------------------------------------------------------------\n"
+    "digits         10       1          accuracy          -  sklearn*       yes (needs no files)\n"
+    "a_longer_name  0        0          mean_recall  31,014  wds*,karpathy  no\n"
+    "unread         ?        ?          accuracy        360  wds*           no\n"
+    "* default source; --source picks another; --data-root sets where data is looked for; size: samples in the "
+    "evaluation split"
 )
-TASK_TABLE_DETAILS = (
-    "task           classes  templates  metric       sources        data\n"
-    "-----------------------------------------------------------------------------\n"
-    "digits         10       1          accuracy     sklearn*       yes (needs no files)\n"
-    "a_longer_name  0        0          mean_recall  wds*,karpathy  no\n"
-    "* default source; --source picks another; --data-root sets where data is looked for\n"
-    "\n"
-    "digits: d1"
-)
+TASK_TABLE_DETAILS = TASK_TABLE + "\n\ndigits: d1"
 COMPARISON = (
     "A: A (x)\n"
     "B: B (y)\n"
@@ -93,7 +87,10 @@ def test_task_table():
                   sources=["sklearn"], default_source="sklearn", data_present=True, detail="needs no files",
                   description="d1"),
              dict(name="a_longer_name", kind="retrieval", version=2, classes=0, templates=0, metric="mean_recall",
-                  sources=["wds", "karpathy"], default_source="wds", data_present=False, detail="", description="")]
+                  sources=["wds", "karpathy"], default_source="wds", data_present=False, detail="", description="",
+                  size=31014),
+             dict(name="unread", kind="classification", version=1, classes=None, templates=None, metric="accuracy",
+                  sources=["wds"], default_source="wds", data_present=False, detail="", description="", size=360)]
     assert format_task_table(infos) == TASK_TABLE
     assert format_task_table(infos, details=True) == TASK_TABLE_DETAILS
 
