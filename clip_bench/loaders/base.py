@@ -46,10 +46,13 @@ class LabeledImages(Dataset):
     """Base class for loaders' datasets: ``__getitem__`` returns (PIL RGB image, target).
 
     ``targets`` holds every target without opening an image: int class indices in the source's own
-    order, or a float multi-hot matrix (N, C) for multi-label tasks.
+    order, or a float multi-hot matrix (N, C) for multi-label tasks. ``metadata`` is None, or (N, M) int64:
+    row i is sample i's metadata vector (e.g. WILDS' region and year), whose columns a task's ``group_by``
+    names.
     """
 
     targets: np.ndarray
+    metadata: np.ndarray | None = None
     #: Files besides the images that the loader read to build the dataset (annotation, split, label and
     #: class-list files): a changed label file changes the numbers, so they count in the data fingerprint.
     annotation_files: Sequence[Path] = ()
@@ -98,12 +101,16 @@ class FileImages(LabeledImages):
 
 
 class ArrayImages(LabeledImages):
-    """Images held in memory as a uint8 array (N, H, W) or (N, H, W, 3), read from `files` (none: built in memory)."""
+    """Images held in memory as a uint8 array (N, H, W) or (N, H, W, 3), read from `files` (none: built in memory),
+    with optional per-sample `metadata` (N, M) integers."""
 
-    def __init__(self, images: np.ndarray, targets: np.ndarray, files: Sequence[str | Path] = ()) -> None:
+    def __init__(self, images: np.ndarray, targets: np.ndarray, files: Sequence[str | Path] = (),
+                 metadata: np.ndarray | None = None) -> None:
         self.images = images
         self.targets = np.asarray(targets)
         self.annotation_files = [Path(f) for f in files]
+        if metadata is not None:
+            self.metadata = metadata_array(metadata, len(self.targets))
 
     def load_image(self, index: int) -> Image.Image:
         return Image.fromarray(np.asarray(self.images[index])).convert("RGB")
@@ -115,6 +122,16 @@ class ArrayImages(LabeledImages):
         return array_digest(self.images)
 
 
+def metadata_array(metadata: np.ndarray, n: int) -> np.ndarray:
+    """`metadata` as the (n, M) int64 array ``LabeledImages.metadata`` holds; another shape or dtype is an error."""
+    arr = np.asarray(metadata)
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise ValueError(f"metadata must be an (n, M) array with one row per sample ({n}), got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"metadata must hold integers, got {arr.dtype}")
+    return arr.astype(np.int64)
+
+
 class Loader(Protocol):
     def __call__(self, ctx: LoadContext, **args: Any) -> LabeledImages: ...
 
@@ -124,6 +141,7 @@ class Remapped(LabeledImages):
 
     def __init__(self, inner: LabeledImages, label_map: Sequence[int]) -> None:
         self.inner = inner
+        self.metadata = inner.metadata
         lut = np.asarray(label_map, dtype=np.int64)
         t = inner.targets
         if t.ndim == 1:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clip_bench.metrics.classification import main_metric_names
+from clip_bench.metrics.classification import GROUP_METRICS, main_metric_names
 from clip_bench.util.errors import ClipBenchError
 
 #: The metrics that score a multi-label task (an (N, C) target matrix); every other metric needs one label per image.
@@ -76,6 +76,11 @@ def _metrics() -> list[str]:
     return [*METRICS, *(m for m in main_metric_names() if m not in METRICS)]
 
 
+def _is_group_by(v: Any) -> bool:
+    """``{column: <metadata column, an integer >= 0>, name: <what the groups are>}``."""
+    return isinstance(v, dict) and set(v) == {"column", "name"} and _is_int(v["column"]) and _is_text(v["name"])
+
+
 def _is_files(v: Any) -> bool:
     return _is_text(v) or _list_of(_is_text)(v)
 
@@ -101,6 +106,8 @@ TASK_KEYS: dict[str, Key] = {
     "sources": Key("a mapping of source name -> source settings (loader, path, ...)",
                    lambda v: isinstance(v, dict) and bool(v) and all(_is_name(k) for k in v), required=True),
     "include": Key("the name of another task file in the same folder (without .yaml)", _is_text),
+    "group_by": Key("a mapping {column: <the metadata column, an integer >= 0>, name: <what the groups are, e.g. "
+                    "region>}", _is_group_by),
     # linear-probe protocol settings (folds, runs); their inner keys are checked by the probe code
     "probe": Key("a mapping of linear-probe settings (e.g. folds, runs)", lambda v: isinstance(v, dict) and bool(v)),
 }
@@ -187,6 +194,13 @@ def check_complete(raw: dict[str, Any], where: str) -> None:
             f"(a multi-label task is scored with {', '.join(MULTILABEL_METRICS)}; a single-label task with any other "
             f"metric): use {need}, or set 'multilabel'."
         )
+    if raw["metric"] in GROUP_METRICS and "group_by" not in raw:
+        raise ClipBenchError(
+            f"task file {where}: metric {raw['metric']!r} scores each image's group; add 'group_by' "
+            "({column: <metadata column>, name: <what the groups are>}) naming the metadata column of the groups."
+        )
+    if "group_by" in raw and (raw.get("multilabel") or raw.get("kind", "classification") != "classification"):
+        raise ClipBenchError(f"task file {where}: 'group_by' is for single-label classification tasks; remove it.")
     if "default_source" in raw and raw["default_source"] not in raw["sources"]:
         raise ClipBenchError(
             f"task file {where}: 'default_source' is {raw['default_source']!r}, not one of the sources "
