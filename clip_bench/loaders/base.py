@@ -12,6 +12,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from clip_bench.tasks.spec import SourceSpec, TaskSpec
+from clip_bench.util.arrays import int64_array
 from clip_bench.util.errors import DataNotFoundError
 from clip_bench.util.io import array_digest
 
@@ -110,7 +111,7 @@ class ArrayImages(LabeledImages):
         self.targets = np.asarray(targets)
         self.annotation_files = [Path(f) for f in files]
         if metadata is not None:
-            self.metadata = metadata_array(metadata, len(self.targets))
+            self.metadata = int64_array(metadata, 2, len(self.targets), "per-sample metadata")
 
     def load_image(self, index: int) -> Image.Image:
         return Image.fromarray(np.asarray(self.images[index])).convert("RGB")
@@ -120,16 +121,6 @@ class ArrayImages(LabeledImages):
 
     def memory_digest(self) -> str:
         return array_digest(self.images)
-
-
-def metadata_array(metadata: np.ndarray, n: int) -> np.ndarray:
-    """`metadata` as the (n, M) int64 array ``LabeledImages.metadata`` holds; another shape or dtype is an error."""
-    arr = np.asarray(metadata)
-    if arr.ndim != 2 or arr.shape[0] != n:
-        raise ValueError(f"metadata must be an (n, M) array with one row per sample ({n}), got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"metadata must hold integers, got {arr.dtype}")
-    return arr.astype(np.int64)
 
 
 class Loader(Protocol):

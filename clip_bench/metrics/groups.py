@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from clip_bench.metrics import intervals as stats
+from clip_bench.util.arrays import int64_array
 from clip_bench.util.errors import ClipBenchError
 
 #: The smallest group a paired bootstrap of the worst group may rest on (if it can be the worst group).
@@ -42,12 +43,7 @@ MIN_BOOTSTRAP_GROUP = 30
 
 def check_group_codes(groups: np.ndarray, n: int) -> np.ndarray:
     """`groups` as (n,) int64 group codes; anything else (another length or dtype, negative codes) is an error."""
-    codes = np.asarray(groups)
-    if codes.ndim != 1 or codes.shape[0] != n:
-        raise ClipBenchError(f"group codes must be one integer per sample ({n}), got an array of shape {codes.shape}.")
-    if codes.size and not np.issubdtype(codes.dtype, np.integer):
-        raise ClipBenchError(f"group codes must be integers (a metadata column's values), got {codes.dtype} values.")
-    codes = codes.astype(np.int64)
+    codes = int64_array(groups, 1, n, "group codes")
     if codes.size and codes.min() < 0:
         raise ClipBenchError(f"group codes must be >= 0 (as wilds numbers groups); got {int(codes.min())}.")
     return codes

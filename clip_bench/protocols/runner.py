@@ -71,7 +71,7 @@ def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfi
         handle, data, indices, cache, kind, cfg.extract,
         provenance={"dataset_size": len(data), "data_fingerprint": fingerprint,
                     **(data.cache_provenance() if hasattr(data, "cache_provenance") else {}),
-                    **group_codes_meta(task, data, indices)},
+                    **(group_codes_meta(task, data, indices) if split == task.eval_split else {})},
         desc=f"{task.name}/{split}",
     )
 

@@ -9,6 +9,7 @@ import pytest
 from clip_bench.cache.data_fingerprint import fingerprint_dataset
 from clip_bench.loaders.base import ArrayImages, Remapped
 from clip_bench.loaders.digits import digits_arrays
+from clip_bench.util.errors import ClipBenchError
 
 
 def test_metadata_changes_the_fingerprint_of_in_memory_data():
@@ -26,10 +27,10 @@ def test_metadata_changes_the_fingerprint_of_in_memory_data():
 
 def test_metadata_must_be_one_integer_row_per_sample():
     images, labels = digits_arrays("test", 16)
-    with pytest.raises(ValueError, match="one row per sample"):
+    with pytest.raises(ClipBenchError, match="one row per sample"):
         ArrayImages(images, labels, metadata=np.zeros((3, 2), int))
-    with pytest.raises(ValueError, match="one row per sample"):
+    with pytest.raises(ClipBenchError, match="one row per sample"):
         ArrayImages(images, labels, metadata=np.zeros(len(labels), int))
-    with pytest.raises(ValueError, match="integers"):
+    with pytest.raises(ClipBenchError, match="integers"):
         ArrayImages(images, labels, metadata=np.zeros((len(labels), 1)))
     assert ArrayImages(images, labels, metadata=np.zeros((len(labels), 2), np.int8)).metadata.dtype == np.int64

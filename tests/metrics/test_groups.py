@@ -84,7 +84,7 @@ def test_group_metrics_need_groups_and_valid_codes():
         all_metrics(scores, labels, "worst_group_top5")
     with pytest.raises(ClipBenchError, match=">= 0"):
         worst_group_top1(scores, labels, np.array([0, -1, 0]))
-    with pytest.raises(ClipBenchError, match="one integer per sample"):
+    with pytest.raises(ClipBenchError, match="one value per sample"):
         worst_group_top1(scores, labels, np.array([0, 1]))
     with pytest.raises(ClipBenchError, match="integers"):
         worst_group_top1(scores, labels, np.array([0.5, 1, 0]))
