@@ -1,6 +1,7 @@
 """The data behind a number: a content fingerprint of exactly the files one loaded split reads.
 
-The fingerprint of a split is a SHA-256 over the dataset's length, its targets, and the list of
+The fingerprint of a split is a SHA-256 over the dataset's length, its targets, its per-sample metadata
+(``LabeledImages.metadata``, when it has any: the groups of worst-group metrics), and the list of
 (path relative to the source's root, size in bytes, SHA-256 of the content) of the files it reads
 (:meth:`LabeledImages.data_files`: images, shards, container and annotation files), in the order the
 dataset lists them: that is its sample order, so the same files in another order (a class list reordered,
@@ -198,6 +199,8 @@ def fingerprint_dataset(data: LabeledImages, root: Path | None, cache_dir: str |
     """The fingerprint of one loaded split (see the module docstring); `root` is its source's folder."""
     files = declared_files(data, root)
     parts: dict[str, Any] = {"format": FORMAT, "n": len(data), "targets": array_digest(data.targets)}
+    if getattr(data, "metadata", None) is not None:  # per-sample metadata (groups): other metadata is other data
+        parts["metadata"] = array_digest(data.metadata)
     if files is None:
         parts["memory"] = data.memory_digest()
     else:

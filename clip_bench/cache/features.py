@@ -6,6 +6,8 @@ Layout of one cache entry ``<cache>/features/<key>/``:
   part-00000.npy / part-00000.labels.npy / part-00000.json  while extracting (one per shard)
   features.npy (float16) / labels.npy / meta.json            once complete (meta.json written last)
 Sidecars record sizes and SHA-256 checksums; a truncated or corrupt file is detected and recomputed.
+A task with ``group_by`` also keeps each image's group code in meta.json (``group_codes``, with its checksum
+``group_codes_sha256``: :func:`group_codes_meta`, :func:`cached_group_codes`); other entries are unchanged.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import numpy as np
 import torch
 
 from clip_bench.cache.identity import numeric_identity, task_hash
+from clip_bench.loaders.base import LabeledImages
 from clip_bench.loaders.subset import SUBSET_RULE, indices_hash
 from clip_bench.tasks.spec import SourceSpec, TaskSpec
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.io import (
+    array_digest,
     discard_path,
     file_lock,
     remove_temp_files,
@@ -83,6 +87,52 @@ def feature_key(
         **numeric_identity(precision, device),
         "skip_bad_images": bool(skip_bad_images),
     }
+
+
+def group_codes_meta(task: TaskSpec, data: LabeledImages, indices: np.ndarray) -> dict[str, Any]:
+    """What a cache entry keeps beside the features of `data[indices]` for a task with ``group_by``: each image's
+    code in the named metadata column (nothing for other tasks). Data without that column is an error."""
+    group_by = task.extra.get("group_by")
+    if not group_by:
+        return {}
+    column, what = int(group_by["column"]), group_by["name"]
+    metadata = data.metadata
+    if metadata is None:
+        raise ClipBenchError(f"task {task.name!r} groups its images by {what} (metadata column {column}), but its data "
+                             "carries no per-sample metadata; use a source whose loader reads it (the WebDataset "
+                             "shards' .npy files), or a task without group_by.")
+    if not 0 <= column < metadata.shape[1]:
+        raise ClipBenchError(f"task {task.name!r} groups its images by metadata column {column} ({what}), but its "
+                             f"data has {metadata.shape[1]} metadata columns (0..{metadata.shape[1] - 1}); fix "
+                             "group_by.column in the task file.")
+    codes = np.asarray(metadata, dtype=np.int64)[np.asarray(indices, dtype=np.int64), column]
+    if codes.size and codes.min() < 0:
+        raise ClipBenchError(f"task {task.name!r}: metadata column {column} ({what}) holds the negative code "
+                             f"{int(codes.min())}; group codes are integers >= 0.")
+    return {"group_codes": codes.tolist(), "group_codes_sha256": array_digest(codes)}
+
+
+def cached_group_codes(task: TaskSpec, feats: Features) -> np.ndarray | None:
+    """Each feature row's group code for a task with ``group_by`` (None for other tasks), checked against its
+    checksum and the rows; a missing, damaged or misaligned list is an error, never other groups."""
+    if not task.extra.get("group_by"):
+        return None
+    stored = feats.meta.get("group_codes")
+    redo = "delete that cache entry (or pass --no-cache) and run again"
+    if stored is None:
+        raise ClipBenchError(f"task {task.name!r}: the cached features carry no group codes; {redo}.")
+    try:
+        codes = np.asarray(stored, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        codes = None
+    if codes is None or codes.ndim != 1 or array_digest(codes) != feats.meta.get("group_codes_sha256"):
+        raise ClipBenchError(f"task {task.name!r}: the group codes in the feature cache are damaged; {redo}.")
+    if len(codes) != len(feats):
+        skipped = int(feats.meta.get("skipped_images", 0) or 0)
+        why = (f"--skip-bad-images left {skipped} unreadable images out, so which group each remaining image is in "
+               "is not known; fix or remove those images" if skipped else redo)
+        raise ClipBenchError(f"task {task.name!r}: {len(codes)} group codes for {len(feats)} images: {why}.")
+    return codes
 
 
 def _file_record(path: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from clip_bench.tasks.spec import SourceSpec, TaskSpec
+from clip_bench.util.arrays import int64_array
 from clip_bench.util.errors import DataNotFoundError
 from clip_bench.util.io import array_digest
 
@@ -46,7 +47,9 @@ class LabeledImages(Dataset):
     """Base class for loaders' datasets: ``__getitem__`` returns (PIL RGB image, target).
 
     ``targets`` holds every target without opening an image: int class indices in the source's own
-    order, or a float multi-hot matrix (N, C) for multi-label tasks.
+    order, or a float multi-hot matrix (N, C) for multi-label tasks. ``metadata`` is None, or (N, M) int64:
+    row i is sample i's metadata vector (e.g. WILDS' region and year), whose columns a task's ``group_by``
+    names.
     """
 
     targets: np.ndarray
@@ -99,12 +102,16 @@ class FileImages(LabeledImages):
 
 
 class ArrayImages(LabeledImages):
-    """Images held in memory as a uint8 array (N, H, W) or (N, H, W, 3), read from `files` (none: built in memory)."""
+    """Images held in memory as a uint8 array (N, H, W) or (N, H, W, 3), read from `files` (none: built in memory),
+    with optional per-sample `metadata` (N, M) integers."""
 
-    def __init__(self, images: np.ndarray, targets: np.ndarray, files: Sequence[str | Path] = ()) -> None:
+    def __init__(self, images: np.ndarray, targets: np.ndarray, files: Sequence[str | Path] = (),
+                 metadata: np.ndarray | None = None) -> None:
         self.images = images
         self.targets = np.asarray(targets)
         self.annotation_files = [Path(f) for f in files]
+        if metadata is not None:
+            self.metadata = int64_array(metadata, 2, len(self.targets), "per-sample metadata")
 
     def load_image(self, index: int) -> Image.Image:
         return Image.fromarray(np.asarray(self.images[index])).convert("RGB")
@@ -125,6 +132,7 @@ class Remapped(LabeledImages):
 
     def __init__(self, inner: LabeledImages, label_map: Sequence[int]) -> None:
         self.inner = inner
+        self.metadata = inner.metadata
         lut = np.asarray(label_map, dtype=np.int64)
         t = inner.targets
         if t.ndim == 1:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from clip_bench.metrics.groups import GroupAccuracies, group_accuracies, macro_f1_from_predictions
 from clip_bench.util.errors import ClipBenchError, UnknownNameError
 
 
@@ -68,6 +69,43 @@ mean_per_class_recall.per_example = _per_class_recall_shares
 mean_top1_top5.per_example = _top1_top5_shares
 
 
+def macro_f1(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Macro F1 of the top-1 predictions over the classes present in `targets` (DataComp's iWildCam metric;
+    ``clip_bench.metrics.groups``)."""
+    return macro_f1_from_predictions(targets, scores.argmax(axis=1))
+
+
+#: Metrics of one group per sample (the task's ``group_by`` metadata column): name -> the k of its top-k hits.
+GROUP_METRICS = {"worst_group_top1": 1, "worst_group_top5": 5}
+#: The row metrics that get per-group values (``extra.groups``) when a task groups its samples.
+GROUPED_ROW_METRICS = {"top1": 1, "top5": 5, **GROUP_METRICS}
+
+
+def group_table(metric: str, scores: np.ndarray, targets: np.ndarray, groups: np.ndarray) -> GroupAccuracies | None:
+    """Top-k accuracy per group for a metric of :data:`GROUPED_ROW_METRICS` (else None)."""
+    k = GROUPED_ROW_METRICS.get(metric)
+    return None if k is None else group_accuracies(topk_hits(scores, targets, k), groups)
+
+
+def _needs_groups(name: str) -> ClipBenchError:
+    return ClipBenchError(f"metric {name!r} scores each image's group, which only a zero-shot run of a task with "
+                          "'group_by' (a metadata column) provides; use another metric for this protocol or task.")
+
+
+def worst_group_top1(scores: np.ndarray, targets: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """The smallest top-1 accuracy over the groups (codes of one metadata column) that have images."""
+    if groups is None:
+        raise _needs_groups("worst_group_top1")
+    return group_accuracies(topk_hits(scores, targets, 1), groups).worst
+
+
+def worst_group_top5(scores: np.ndarray, targets: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """The smallest top-5 accuracy over the groups that have images (Dollar Street's metric in DataComp)."""
+    if groups is None:
+        raise _needs_groups("worst_group_top5")
+    return group_accuracies(topk_hits(scores, targets, 5), groups).worst
+
+
 def average_precision_11point(scores: np.ndarray, positives: np.ndarray) -> float:
     """PASCAL VOC 2007's 11-point interpolated AP for one class (0-1).
 
@@ -114,6 +152,9 @@ MAIN_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "map_11point": map_11point,
     "roc_auc": roc_auc,
     "mean_top1_top5": mean_top1_top5,
+    "macro_f1": macro_f1,
+    "worst_group_top1": worst_group_top1,
+    "worst_group_top5": worst_group_top5,
 }
 
 
@@ -173,8 +214,10 @@ def main_metric(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
     return MAIN_METRICS[name]
 
 
-def score(name: str, scores: np.ndarray, targets: np.ndarray) -> float:
-    """The named main metric in percent."""
+def score(name: str, scores: np.ndarray, targets: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """The named main metric in percent (`groups`: each sample's group code, for :data:`GROUP_METRICS`)."""
+    if name in GROUP_METRICS:
+        return MAIN_METRICS[name](scores, targets, groups)  # type: ignore[call-arg]
     return main_metric(name)(scores, targets)
 
 
@@ -183,8 +226,11 @@ def main_metric_key(main: str) -> str:
     return "top1" if main == "accuracy" else main
 
 
-def all_metrics(scores: np.ndarray, targets: np.ndarray, main: str) -> dict[str, float]:
-    """Every metric a run reports: top-1, top-5 (>5 classes), mean per-class recall, and the main one."""
+def all_metrics(
+    scores: np.ndarray, targets: np.ndarray, main: str, groups: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Every metric a run reports: top-1, top-5 (>5 classes), mean per-class recall, and the main one
+    (`groups`: each sample's group code, which a :data:`GROUP_METRICS` main metric needs)."""
     out: dict[str, float] = {}
     if targets.ndim == 1:
         out["top1"] = top1(scores, targets)
@@ -193,5 +239,5 @@ def all_metrics(scores: np.ndarray, targets: np.ndarray, main: str) -> dict[str,
         out["mean_per_class_recall"] = mean_per_class_recall(scores, targets)
     key = main_metric_key(main)
     if key not in out:
-        out[key] = score(main, scores, targets)
+        out[key] = score(main, scores, targets, groups)
     return out

@@ -132,6 +132,47 @@ def stratified_category_bootstrap(
     return multinomial_counts(rng, sizes, table / sizes[:, None], B), sizes
 
 
+def stratified_cell_bootstrap(
+    cell_strata: np.ndarray, cell_sizes: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray],
+    B: int = DEFAULT_B, seed: int = DEFAULT_SEED,
+) -> np.ndarray:
+    """(B,) replicates of `statistic(counts)` when each stratum's samples are resampled within it.
+
+    The samples are summarised as J cells, the distinct (stratum, outcome) pairs that occur: cell j holds
+    ``cell_sizes[j]`` samples of stratum ``cell_strata[j]``. Resampling a stratum's samples with replacement
+    draws its cells' counts from a multinomial with the observed shares; they are drawn directly, cell after
+    cell as conditional binomials, over the cells that occur only (never a strata × outcomes table, which for
+    a confusion matrix would be mostly empty). `statistic` maps a (b, J) block of counts to (b,) values.
+    """
+    sizes = np.asarray(cell_sizes, dtype=np.int64)
+    _, stratum = np.unique(np.asarray(cell_strata), return_inverse=True)
+    order = np.argsort(stratum, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(stratum[order]) != 0])
+    per_stratum = np.diff(np.r_[starts, sizes.size])
+    rank = np.empty(sizes.size, dtype=np.int64)
+    rank[order] = np.arange(sizes.size) - np.repeat(starts, per_stratum)
+    totals = np.bincount(stratum, weights=sizes).astype(np.int64)
+    share = sizes / totals[stratum]
+    before = np.empty(sizes.size)  # the share of the stratum's earlier cells
+    running = np.cumsum(share[order])
+    before[order] = running - share[order] - np.repeat(running[starts] - share[order][starts], per_stratum)
+    last = rank == per_stratum[stratum] - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.where(last, 1.0, np.clip(share / np.maximum(1.0 - before, 1e-300), 0.0, 1.0))
+    by_rank = [np.flatnonzero(rank == r) for r in range(int(rank.max()) + 1 if rank.size else 0)]
+    rng = np.random.default_rng(seed)
+    out = []
+    for size in _blocks(B, sizes.size):
+        left = np.broadcast_to(totals, (size, totals.size)).copy()
+        counts = np.empty((size, sizes.size), dtype=np.int64)
+        for cells in by_rank:  # one cell per stratum at each rank: no index repeats below
+            draw = rng.binomial(left[:, stratum[cells]], q[cells])
+            counts[:, cells] = draw
+            left[:, stratum[cells]] -= draw
+        out.append(np.asarray(statistic(counts), dtype=np.float64))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def bootstrap_mean_per_class_recall(
     correct: np.ndarray, labels: np.ndarray, B: int = DEFAULT_B, seed: int = DEFAULT_SEED,
 ) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from clip_bench.cache.features import FeatureCache, Features, feature_key
+from clip_bench.cache.features import FeatureCache, Features, cached_group_codes, feature_key
 from clip_bench.cache.identity import task_hash
 from clip_bench.cache.text import find_cached_embeddings
 from clip_bench.metrics.retrieval import RetrievalRanks, flatten_captions, l2_normalize, retrieval_ranks
@@ -83,8 +83,9 @@ def cached_features(row: dict[str, Any], task: TaskSpec, cache_dir: str | Path, 
 
 def zeroshot_scores_from_cache(
     row: dict[str, Any], cache_dir: str | Path, data_root: str | Path, output_dir: str | Path = "results",
-) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, labels) the zero-shot `row` was scored on, rebuilt from the feature and text caches."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(logits, labels, group codes or None) the zero-shot `row` was scored on, rebuilt from the feature and text
+    caches (group codes for a task with ``group_by``, from the feature cache)."""
     cache_dir = Path(cache_dir)
     extra = row.get("extra") or {}
     task = get_task(row["task"]).bind_data(data_root, row.get("source"))  # prompts_from_data: read from the data
@@ -117,7 +118,8 @@ def zeroshot_scores_from_cache(
         if row["subset"] not in subsets:
             raise ClipBenchError(f"{row['model']} on {row['task']}: class subset {row['subset']!r} is unknown; {redo}.")
         logits, labels = subsets[row["subset"]]
-    return logits, labels
+        return logits, labels, None
+    return logits, labels, cached_group_codes(task, feats)
 
 
 def backfill(
@@ -140,12 +142,13 @@ def backfill(
             "(features come from the cache)."
         )
     copy = _with_outcomes_path(row)
-    logits, labels = zeroshot_scores_from_cache(row, cache_dir, data_root, output_dir)
+    logits, labels, groups = zeroshot_scores_from_cache(row, cache_dir, data_root, output_dir)
     try:
         with collect_unwritten() as unwritten:
-            attach_outcomes([copy], logits, labels, output_dir)
-        out = (outcomes_for(row["metric"], logits, labels, row["value"]) if _in_memory(unwritten)
-               else load_for_row(copy, output_dir))
+            attach_outcomes([copy], logits, labels, output_dir, groups=groups)
+        out = (outcomes_for(row["metric"], logits, labels, row["value"], groups=groups,
+                            data_fingerprint=field_of(row, "data_fingerprint"))
+               if _in_memory(unwritten) else load_for_row(copy, output_dir))
     except OutcomeError as exc:
         raise ClipBenchError(
             f"{row['model']} on {row['task']}: the cached features do not reproduce the row's {row['metric']} "

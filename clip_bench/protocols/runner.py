@@ -16,7 +16,7 @@ import numpy as np
 
 from clip_bench.cache.data_fingerprint import run_scope, split_fingerprint
 from clip_bench.cache.extract import extract
-from clip_bench.cache.features import FeatureCache, Features, feature_key
+from clip_bench.cache.features import FeatureCache, Features, feature_key, group_codes_meta
 from clip_bench.cache.identity import is_builtin_definition, task_hash
 from clip_bench.config import EvalConfig
 from clip_bench.loaders.subset import SUBSET_RULE, subset_indices
@@ -48,7 +48,8 @@ def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfi
     """Features of one task split, from the cache when complete; extraction loads the model only if needed.
 
     The split is loaded (loaders only index files) and fingerprinted first: the cache entry is the one of
-    this data's content, wherever it lies. The features' ``meta`` records the ``data_fingerprint``.
+    this data's content, wherever it lies. The features' ``meta`` records the ``data_fingerprint`` (and, for a
+    task with ``group_by``, each image's group code: ``clip_bench.cache.features.cached_group_codes``).
     """
     from clip_bench.loaders import load_split
 
@@ -69,7 +70,8 @@ def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfi
     return extract(
         handle, data, indices, cache, kind, cfg.extract,
         provenance={"dataset_size": len(data), "data_fingerprint": fingerprint,
-                    **(data.cache_provenance() if hasattr(data, "cache_provenance") else {})},
+                    **(data.cache_provenance() if hasattr(data, "cache_provenance") else {}),
+                    **(group_codes_meta(task, data, indices) if split == task.eval_split else {})},
         desc=f"{task.name}/{split}",
     )
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from clip_bench.cache.features import cached_group_codes
 from clip_bench.config import EvalConfig
-from clip_bench.metrics.classification import all_metrics, main_metric_key
+from clip_bench.metrics.classification import GROUP_METRICS, all_metrics, group_table, main_metric_key
 from clip_bench.models.resolve import ModelHandle, ModelRef
 from clip_bench.protocols.retrieval import evaluate_retrieval_task
 from clip_bench.protocols.runner import check_same_data, get_features, provenance, run_protocol
@@ -65,6 +66,20 @@ def subset_scores(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> dic
     return out
 
 
+def group_fields(
+    task: TaskSpec, metric: str, logits: np.ndarray, labels: np.ndarray, groups: np.ndarray | None,
+) -> dict[str, Any]:
+    """A row's per-group values (``extra.groups``: every group's code, size and value) for a task with ``group_by``
+    (top-1, top-5 and worst-group rows), and, for a worst-group row, the code of the group that sets it."""
+    table = group_table(metric, logits, labels, groups) if groups is not None else None
+    if table is None:
+        return {}
+    fields: dict[str, Any] = {"group_by": dict(task.extra["group_by"]), "groups": table.records()}
+    if metric in GROUP_METRICS:
+        fields["worst_group"] = table.worst_code
+    return fields
+
+
 def zeroshot_identity(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> dict[str, Any]:
     """The fields of a zero-shot row that are known before running (provenance, prompt hashes, standardness)."""
     prompt_set = task.prompt_set(cfg.classnames, cfg.templates)
@@ -98,11 +113,13 @@ def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig)
     skipped = int(feats.meta.get("skipped_images", 0) or 0)
     common.update(skipped_images=skipped, standard=common["standard"] and skipped == 0)
     main_key = main_metric_key(task.metric)
+    groups = cached_group_codes(task, feats)  # each image's group code (tasks with group_by), else None
     rows = [
-        make_row(**common, metric=m, value=v, is_main=(m == main_key), subset=None, n=int(len(feats)))
-        for m, v in all_metrics(logits, feats.labels, task.metric).items()
+        make_row(**common, metric=m, value=v, is_main=(m == main_key), subset=None, n=int(len(feats)),
+                 **group_fields(task, m, logits, feats.labels, groups))
+        for m, v in all_metrics(logits, feats.labels, task.metric, groups).items()
     ]
-    attach_outcomes(rows, logits, feats.labels, cfg.output_dir)  # intervals + per-sample evidence (stats)
+    attach_outcomes(rows, logits, feats.labels, cfg.output_dir, groups=groups)  # intervals + per-sample evidence
     if feats.labels.ndim == 1:
         for name, (sub_logits, sub_labels) in subset_scores(task, logits, feats.labels).items():
             sub_rows = [make_row(**common, metric=m, value=v, is_main=(m == "top1"), subset=name,

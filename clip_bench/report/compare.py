@@ -11,7 +11,10 @@ refused), the difference A - B of the task's main metric with a 95% interval and
   with the percentile interval and the centred bootstrap p-value;
 - retrieval (zero-shot protocol; the retrieval tasks' rows): exact McNemar on the image queries for
   image→text recall@k; a paired cluster bootstrap over images (each with all its caption queries)
-  for text→image recall@k and mean_recall.
+  for text→image recall@k and mean_recall;
+- macro F1: a class-stratified paired bootstrap; worst-group accuracy: a group-stratified paired bootstrap,
+  refused (with the reason) when a group that can be the worst is too small or all one outcome for a model
+  (``clip_bench.metrics.groups.paired_worst_group_unsupported``).
 
 Across tasks, p-values are corrected with Holm's step-down method; a task is a win (A significantly
 better), a loss, or a tie. The mean difference over tasks gets a percentile interval from the
@@ -31,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from clip_bench.metrics import groups as grouped
 from clip_bench.metrics import intervals as stats
+from clip_bench.metrics.classification import GROUP_METRICS
 from clip_bench.results.outcomes import (
     DamagedOutcomesError,
     OutcomeError,
@@ -310,6 +315,15 @@ def _task_seed(seed: int, task: str, subset: str | None) -> int:
     return seed * 1_000_003 + zlib.crc32(f"{task}/{subset or ''}".encode())
 
 
+def _unsupported_pair(oa: Outcomes, ob: Outcomes) -> str | None:
+    """Why no paired interval of the two outcomes' difference can be supported, or None (worst-group rows only)."""
+    if oa.metric not in GROUP_METRICS:
+        return None
+    why = grouped.paired_worst_group_unsupported(oa.correct, ob.correct, oa.groups)
+    return None if why is None else (f"no paired interval for {oa.metric}: {why}; --metric top1 compares overall "
+                                     "accuracy")
+
+
 def compare_outcomes(
     oa: Outcomes, ob: Outcomes, B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED,
 ) -> tuple[float, float, float, str, float, np.ndarray, list[int] | None]:
@@ -329,6 +343,12 @@ def compare_outcomes(
         reps = stats.paired_map_11point_bootstrap(ob.scores, oa.scores, oa.labels, B, seed)
     elif m == "roc_auc":
         reps = stats.paired_roc_auc_bootstrap(ob.scores, oa.scores, oa.labels, B, seed)
+    elif m == "macro_f1":
+        reps = grouped.paired_macro_f1_bootstrap(oa.labels, ob.preds, oa.preds, B, seed)
+    elif m in GROUP_METRICS:
+        if (why := _unsupported_pair(oa, ob)) is not None:
+            raise ClipBenchError(why + ".")
+        reps = grouped.paired_worst_group_bootstrap(ob.correct, oa.correct, oa.groups, B, seed)
     elif oa.retrieval is not None:  # text→image recall@k, mean_recall: images resampled with their captions
         reps = paired_retrieval_bootstrap(oa, ob, B, seed)
         lo, hi = stats.percentile_interval(reps)
@@ -436,6 +456,8 @@ def compare(
             if oa.sample_hash != ob.sample_hash:
                 why = (f"{task}: refused, A and B were not evaluated on the same test samples "
                        f"({_why_different(row_a, row_b, oa, ob)}); evaluate both with the same --source and --limit")
+            elif (unsupported := _unsupported_pair(oa, ob)) is not None:
+                why = f"{task}: refused, {unsupported}"
         if why is not None:
             if wanted is not None:
                 raise ClipBenchError(why + ".")

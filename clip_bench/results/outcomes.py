@@ -12,6 +12,8 @@ mean_per_class_recall  ``correct`` (packed bits), ``labels`` (smallest integer t
 mean_top1_top5         ``top1``, ``top5`` (packed bits), ``labels``
 map_11point            ``scores`` (N, C) float32, ``targets`` (N, C multi-hot, packed bits)
 roc_auc                ``scores`` (N,) margins (float64), ``labels``
+macro_f1               ``preds`` (top-1 predictions), ``labels`` (smallest integer types)
+worst_group_top1/top5  ``top1`` or ``top5`` (packed bits), ``groups`` (each sample's group code)
 text_retrieval_r@k     ``hits`` (packed bits, one per image query)
 image_retrieval_r@k    ``hits`` (packed bits, one per caption query), ``groups`` (each caption's image;
                        ``group_sizes``, captions per image, when captions are in image order)
@@ -22,8 +24,8 @@ plus ``value`` (the row's value, recomputed from the arrays when written and che
 and ``sample_hash``: SHA-256 of the test labels in sample order and their shape and of the test data's
 content fingerprint (``clip_bench.cache.data_fingerprint``), which ``clip-bench compare`` requires to match
 between two rows (for retrieval rows: of the image indices, the captions before any template, the
-caption→image pairing and the data fingerprint). ImageNet (50,000 images): 6.1 KiB per
-top-1 or top-5 row, about 104 KiB for mean per-class recall before compression (see
+caption→image pairing and the data fingerprint; for worst-group rows also of the group codes). ImageNet
+(50,000 images): 6.1 KiB per top-1 or top-5 row, about 104 KiB for mean per-class recall before compression (see
 ``benchmarks/RESULTS.md``).
 
 The file is named by the row's ``result_id`` when it has one, else by :func:`fallback_id`, the id
@@ -45,8 +47,9 @@ from typing import Any
 
 import numpy as np
 
+from clip_bench.metrics import groups as grouped
 from clip_bench.metrics import intervals as stats
-from clip_bench.metrics.classification import topk_hits
+from clip_bench.metrics.classification import GROUP_METRICS, topk_hits
 from clip_bench.metrics.retrieval import KS, MAIN, RetrievalRanks, parse_metric
 from clip_bench.results.rows import field_of, result_id
 from clip_bench.util.errors import ClipBenchError
@@ -63,6 +66,9 @@ CI_METHODS = {
     "mean_top1_top5": "bootstrap-stratified",
     "map_11point": "bootstrap",
     "roc_auc": "bootstrap-stratified",
+    "macro_f1": "bootstrap-stratified",
+    "worst_group_top1": "clopper-pearson-bonferroni",
+    "worst_group_top5": "clopper-pearson-bonferroni",
 }
 #: Retrieval rows (metric names carry k): image→text recall@k is a proportion over independent image
 #: queries; text→image recall@k and mean_recall are resampled by image (captions of an image are correlated).
@@ -77,6 +83,10 @@ class OutcomeError(RuntimeError):
 
 class DamagedOutcomesError(OutcomeError):
     """An outcomes file that cannot be read, or whose evidence does not give its own value: rebuild it."""
+
+
+class NoIntervalError(OutcomeError):
+    """Outcomes on which no 95% interval can be supported (the row then has none; the message says why)."""
 
 
 class OutcomesWriteError(ClipBenchError):
@@ -153,6 +163,13 @@ def sample_hash(labels: np.ndarray, data_fingerprint: str | None = None) -> str:
     return sha256_bytes(header.encode() + np.ascontiguousarray(canon).tobytes())
 
 
+def grouped_sample_hash(sample: str, groups: np.ndarray) -> str:
+    """The sample hash of a worst-group row: the test samples' (:func:`sample_hash`) and their group codes, so
+    rows grouped another way are never paired."""
+    codes = np.ascontiguousarray(np.asarray(groups, dtype=np.int64))
+    return sha256_bytes(f"clip-bench-groups-v1:{sample}:{codes.size}:".encode() + codes.tobytes())
+
+
 # ---------------------------------------------------------------------------------------------
 # Outcomes of one row
 
@@ -183,7 +200,8 @@ class Outcomes:
     top5: np.ndarray | None = None  # (n,) bool
     scores: np.ndarray | None = None  # (n,) margins (roc_auc) or (n, C) scores (map_11point)
     hits: np.ndarray | None = None  # (n,) bool: retrieval recall@k, one per query
-    groups: np.ndarray | None = None  # (n_captions,) the image of each caption query (retrieval)
+    groups: np.ndarray | None = None  # (n_captions,) the image of each caption query (retrieval); group codes
+    preds: np.ndarray | None = None  # (n,) top-1 predicted classes (macro_f1)
     ranks_i2t: np.ndarray | None = None  # (n_images,) best-true-match rank, clipped at 10 (mean_recall)
     ranks_t2i: np.ndarray | None = None  # (n_captions,) likewise
 
@@ -194,17 +212,32 @@ class Outcomes:
 
     @property
     def correct(self) -> np.ndarray:
-        """Per-sample correctness for the accuracy metrics (top-5 for ``top5``, else top-1; retrieval: hits)."""
-        arr = self.hits if self.hits is not None else self.top5 if self.metric == "top5" else self.top1
+        """Per-sample correctness for the accuracy metrics (top-5 for ``top5`` and ``worst_group_top5``, else
+        top-1; retrieval: hits)."""
+        top5 = self.metric in ("top5", "worst_group_top5")
+        arr = self.hits if self.hits is not None else self.top5 if top5 else self.top1
         if arr is None:
             raise OutcomeError(f"outcomes for {self.metric} hold no per-sample correctness")
         return arr
+
+    def group_table(self) -> grouped.GroupAccuracies:
+        """Worst-group rows: each group's code, size and correct samples."""
+        if self.metric not in GROUP_METRICS or self.groups is None:
+            raise OutcomeError(f"outcomes for {self.metric} hold no groups")
+        try:
+            return grouped.group_accuracies(self.correct, self.groups)
+        except ClipBenchError as exc:  # stored codes that are not one per sample: damaged evidence
+            raise OutcomeError(str(exc)) from None
 
     def recompute(self) -> float:
         """The metric value (percent) from the stored arrays alone."""
         m = self.metric
         if m in BINARY_METRICS:
             return 100.0 * float(np.mean(self.correct))
+        if m in GROUP_METRICS:
+            return self.group_table().worst
+        if m == "macro_f1":
+            return grouped.macro_f1_from_predictions(self.labels, self.preds)
         if self.retrieval is not None:
             if self.retrieval[0] == "mean":
                 return RetrievalRanks(self.ranks_i2t, self.ranks_t2i).recalls()[MAIN]
@@ -228,7 +261,13 @@ class Outcomes:
             return 100.0 * float(lo), 100.0 * float(hi), "wilson"
         if self.retrieval is not None:
             return self._retrieval_interval(B, seed)
+        if m in GROUP_METRICS:
+            lo, hi = self.group_table().worst_interval()
+            return lo, hi, CI_METHODS[m]
         reps = self.bootstrap(B, seed)
+        if m == "macro_f1" and np.ptp(reps) == 0:
+            raise NoIntervalError("every class's predictions are all one way, so a class-stratified bootstrap has no "
+                                  "spread: no interval is supported")
         lo, hi = stats.percentile_interval(reps)
         return lo, hi, f"{CI_METHODS[m]}-{B}"
 
@@ -243,6 +282,8 @@ class Outcomes:
             return stats.bootstrap_map_11point(self.scores, self.labels, B, seed)
         if m == "roc_auc":
             return stats.bootstrap_roc_auc(self.scores, self.labels, B, seed)
+        if m == "macro_f1":
+            return grouped.bootstrap_macro_f1(self.labels, self.preds, B, seed)
         if m in BINARY_METRICS:
             k = int(np.sum(self.correct))
             return 100.0 * np.random.default_rng(seed).binomial(self.n, k / self.n, size=B) / self.n
@@ -289,10 +330,11 @@ class Outcomes:
 
 def outcomes_for(
     metric: str, scores: np.ndarray, targets: np.ndarray, value: float, memo: dict[str, Any] | None = None,
-    data_fingerprint: str | None = None,
+    data_fingerprint: str | None = None, groups: np.ndarray | None = None,
 ) -> Outcomes:
     """The outcomes a row with `metric` needs, from the scores and targets its value was computed on
-    (`data_fingerprint`: the content of the test data, part of the sample hash).
+    (`data_fingerprint`: the content of the test data, part of the sample hash; `groups`: each sample's group
+    code, which worst-group metrics need).
 
     `memo` (one dict per (scores, targets)) shares the per-sample work between the rows of one evaluation.
     """
@@ -327,6 +369,15 @@ def outcomes_for(
     if metric == "roc_auc":
         margin = scores[:, 1] - scores[:, 0] if scores.ndim == 2 else scores
         return Outcomes(**common, scores=np.asarray(margin, dtype=np.float64), labels=targets)
+    if metric == "macro_f1":
+        return Outcomes(**common, preds=scores.argmax(axis=1), labels=targets)
+    if metric in GROUP_METRICS:
+        if groups is None:
+            raise OutcomeError(f"{metric} outcomes need each sample's group code")
+        codes = grouped.check_group_codes(groups, targets.shape[0])
+        common["sample_hash"] = grouped_sample_hash(common["sample_hash"], codes)
+        return Outcomes(**common, groups=codes, **({"top5": top5()} if metric == "worst_group_top5" else
+                                                   {"top1": top1()}))
     raise OutcomeError(f"no per-sample outcomes are defined for metric {metric!r}")
 
 
@@ -408,6 +459,8 @@ def save(out: Outcomes, path: str | Path) -> Path:
             arrays["labels"] = _small_int(labels)
     if out.scores is not None:
         arrays["scores"] = out.scores
+    if out.preds is not None:
+        arrays["preds"] = _small_int(np.asarray(out.preds))
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     path = Path(path)
@@ -445,6 +498,8 @@ def load(path: str | Path) -> Outcomes:
                 kw["labels"][np.unpackbits(z["ignored"], axis=1, count=int(z["n_classes"])).astype(bool)] = -1
         if "scores" in z:
             kw["scores"] = z["scores"]
+        if "preds" in z:
+            kw["preds"] = z["preds"].astype(np.int64)
     return Outcomes(**kw)
 
 
@@ -482,9 +537,10 @@ def load_for_row(row: dict[str, Any], output_dir: str | Path) -> Outcomes | None
 
 def attach_outcomes(
     rows: list[dict[str, Any]], scores: np.ndarray, targets: np.ndarray, output_dir: str | Path | None,
-    B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED,
+    B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED, groups: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """Give each row (all scored on `scores` vs `targets`) its interval, and write its outcomes file.
+    """Give each row (all scored on `scores` vs `targets`; `groups`: each sample's group code, for worst-group
+    rows) its interval, and write its outcomes file.
 
     The outcomes are checked to reproduce each row's value first: a mismatch is an internal error,
     never a silently wrong interval. Files are written only by the main process and only when
@@ -497,7 +553,8 @@ def attach_outcomes(
             continue
         if row.get("n") is not None and int(row["n"]) != int(np.asarray(targets).shape[0]):
             raise OutcomeError(f"{row['metric']} row has n = {row['n']} but {np.asarray(targets).shape[0]} outcomes")
-        out = outcomes_for(row["metric"], scores, targets, row["value"], memo, field_of(row, "data_fingerprint"))
+        out = outcomes_for(row["metric"], scores, targets, row["value"], memo, field_of(row, "data_fingerprint"),
+                           groups)
         _attach(row, out, "per-sample", output_dir, B, seed)
     return rows
 
@@ -537,7 +594,11 @@ def _attach(row: dict[str, Any], out: Outcomes, what: str, output_dir: str | Pat
     check = out.recompute()
     if not abs(check - float(row["value"])) <= _VALUE_TOL:
         raise OutcomeError(f"{what} outcomes give {row['metric']} = {check!r}, the row says {row['value']!r}")
-    row["ci_low"], row["ci_high"], row["ci_method"] = out.interval(B, seed)
+    try:
+        row["ci_low"], row["ci_high"], row["ci_method"] = out.interval(B, seed)
+    except NoIntervalError as exc:  # never a wrong interval: none, and the row says why
+        row["ci_low"] = row["ci_high"] = row["ci_method"] = None
+        row["extra"] = {**(row.get("extra") or {}), "no_interval": str(exc)}
     row["outcomes"] = None
     if output_dir is not None:
         rel = f"{OUTCOMES_DIR}/{outcome_id(row)}.npz"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clip_bench.metrics.classification import main_metric_names
+from clip_bench.metrics.classification import GROUP_METRICS, main_metric_names
 from clip_bench.util.errors import ClipBenchError
 
 #: The metrics that score a multi-label task (an (N, C) target matrix); every other metric needs one label per image.
@@ -197,6 +197,13 @@ def check_complete(raw: dict[str, Any], where: str) -> None:
             f"(a multi-label task is scored with {', '.join(MULTILABEL_METRICS)}; a single-label task with any other "
             f"metric): use {need}, or set 'multilabel'."
         )
+    if raw["metric"] in GROUP_METRICS and "group_by" not in raw:
+        raise ClipBenchError(
+            f"task file {where}: metric {raw['metric']!r} scores each image's group; add 'group_by' "
+            "({column: <metadata column>, name: <what the groups are>}) naming the metadata column of the groups."
+        )
+    if "group_by" in raw and (raw.get("multilabel") or raw.get("kind", "classification") != "classification"):
+        raise ClipBenchError(f"task file {where}: 'group_by' is for single-label classification tasks; remove it.")
     if "default_source" in raw and raw["default_source"] not in raw["sources"]:
         raise ClipBenchError(
             f"task file {where}: 'default_source' is {raw['default_source']!r}, not one of the sources "

@@ -25,7 +25,8 @@ from clip_bench.results.rows import append_rows, make_row, result_id
 from clip_bench.tasks.catalog import parse_task
 from clip_bench.util.errors import ClipBenchError, UnknownNameError
 
-BUILTIN = ["accuracy", "mean_per_class_recall", "map_11point", "roc_auc", "mean_top1_top5"]
+BUILTIN = ["accuracy", "mean_per_class_recall", "map_11point", "roc_auc", "mean_top1_top5", "macro_f1",
+           "worst_group_top1", "worst_group_top5"]
 
 
 def top2_accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
