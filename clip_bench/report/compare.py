@@ -11,7 +11,8 @@ refused), the difference A - B of the task's main metric with a 95% interval and
   with the percentile interval and the centred bootstrap p-value;
 - retrieval (zero-shot protocol; the retrieval tasks' rows): exact McNemar on the image queries for
   image→text recall@k; a paired cluster bootstrap over images (each with all its caption queries)
-  for text→image recall@k and mean_recall.
+  for text→image recall@k, mean_recall and mean_recall@1;
+- WinoGAViL's Jaccard means (zero-shot protocol): a paired bootstrap over instances.
 
 Across tasks, p-values are corrected with Holm's step-down method; a task is a win (A significantly
 better), a loss, or a tie. The mean difference over tasks gets a percentile interval from the
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from clip_bench.metrics import intervals as stats
+from clip_bench.metrics.winogavil import is_jaccard_metric
 from clip_bench.results.outcomes import (
     DamagedOutcomesError,
     OutcomeError,
@@ -329,7 +331,9 @@ def compare_outcomes(
         reps = stats.paired_map_11point_bootstrap(ob.scores, oa.scores, oa.labels, B, seed)
     elif m == "roc_auc":
         reps = stats.paired_roc_auc_bootstrap(ob.scores, oa.scores, oa.labels, B, seed)
-    elif oa.retrieval is not None:  # text→image recall@k, mean_recall: images resampled with their captions
+    elif is_jaccard_metric(m):  # WinoGAViL: the same instances resampled for both models
+        reps = paired_retrieval_bootstrap(oa, ob, B, seed)
+    elif oa.retrieval is not None:  # text→image recall@k and the summaries: images resampled with their captions
         reps = paired_retrieval_bootstrap(oa, ob, B, seed)
         lo, hi = stats.percentile_interval(reps)
         return diff, lo, hi, f"paired cluster bootstrap ({B})", stats.bootstrap_p_value(reps, diff), reps, None
