@@ -40,7 +40,7 @@ import io
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,14 +390,12 @@ def attach_winogavil_outcomes(
 ) -> list[dict[str, Any]]:
     """:func:`attach_outcomes` for the rows of one WinoGAViL evaluation (each instance's Jaccard index and
     candidate count, instance-set hash `sample` from :func:`winogavil_sample_hash`)."""
-    for row in rows:
-        if row.get("value") is None or row.get("metric") not in JACCARD_GROUPS:
-            continue
-        out = winogavil_outcomes(row["metric"], jaccards, n_candidates, row["value"], sample)
-        if row.get("n") is not None and int(row["n"]) != out.n:
-            raise OutcomeError(f"{row['metric']} row has n = {row['n']} but {out.n} outcomes")
-        _attach(row, out, "per-instance", output_dir, B, seed)
-    return rows
+    def outcomes_of(row: dict[str, Any]) -> Outcomes | None:
+        if row["metric"] not in JACCARD_GROUPS:
+            return None
+        return winogavil_outcomes(row["metric"], jaccards, n_candidates, row["value"], sample)
+
+    return _attach_rows(rows, outcomes_of, "per-instance", output_dir, B, seed)
 
 
 def paired_retrieval_bootstrap(
@@ -613,14 +611,26 @@ def attach_retrieval_outcomes(
 ) -> list[dict[str, Any]]:
     """:func:`attach_outcomes` for the rows of one retrieval evaluation (`ranks`, captions' images
     `text_image`, test-set hash `sample` from :func:`retrieval_sample_hash`)."""
+    def outcomes_of(row: dict[str, Any]) -> Outcomes | None:
+        if parse_metric(row.get("metric")) is None:
+            return None
+        return retrieval_outcomes(row["metric"], ranks, text_image, row["value"], sample)
 
+    return _attach_rows(rows, outcomes_of, "per-query", output_dir, B, seed)
+
+
+def _attach_rows(
+    rows: list[dict[str, Any]], outcomes_of: Callable[[dict[str, Any]], Outcomes | None], what: str,
+    output_dir: str | Path | None, B: int, seed: int,
+) -> list[dict[str, Any]]:
+    """:func:`_attach` for every row with a value that `outcomes_of` gives outcomes for (None: none); the
+    outcomes must count the row's ``n``."""
     for row in rows:
-        if row.get("value") is None or parse_metric(row.get("metric")) is None:
+        if row.get("value") is None or (out := outcomes_of(row)) is None:
             continue
-        out = retrieval_outcomes(row["metric"], ranks, text_image, row["value"], sample)
         if row.get("n") is not None and int(row["n"]) != out.n:
             raise OutcomeError(f"{row['metric']} row has n = {row['n']} but {out.n} outcomes")
-        _attach(row, out, "per-query", output_dir, B, seed)
+        _attach(row, out, what, output_dir, B, seed)
     return rows
 
 
