@@ -304,3 +304,36 @@ def test_kind_and_metric_must_fit(tmp_path):
     bad.write_text(raw.replace("kind: winogavil", "kind: classification"))
     with pytest.raises(ClipBenchError, match=r"metric 'jaccard_10_12' \(a winogavil metric\) does not fit kind"):
         get_task(str(bad))
+
+
+def test_images_stored_as_paths_are_read_and_fingerprinted(digit_set, tmp_path):
+    """Image cells that name files and hold no bytes (``save_to_disk`` of older ``datasets`` versions; today's
+    embeds the files): the files are read, count in the data, and a missing one is an error."""
+    import pyarrow as pa
+    from PIL import Image
+
+    instances, images = digit_set
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    split = tmp_path / "data" / "winogavil" / "test"
+    winogavil_dataset(instances[:2], images).save_to_disk(str(split))
+    cells = []
+    for x in instances[:2]:
+        for j in x["images"]:
+            Image.fromarray(images[j]).save(folder / f"{j}.png")
+        cells.append([{"bytes": None, "path": str(folder / f"{j}.png")} for j in x["images"]])
+    arrow = next(split.glob("data-*.arrow"))  # the same table, its image cells rewritten as paths
+    table = pa.ipc.open_stream(arrow.read_bytes()).read_all()
+    at = table.schema.get_field_index("candidate_images")
+    table = table.set_column(at, table.schema.field(at), pa.array(cells, type=table.schema.field(at).type))
+    with pa.OSFile(str(arrow), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    task = get_task(fixture_task("datacomp_winogavil", tmp_path))
+    data = load_split(task, None, "test", tmp_path / "data")
+    k = len(instances[0]["candidates"]) + 1
+    np.testing.assert_array_equal(np.asarray(data.load_image(k)), images[instances[1]["images"][1]])
+    named = {str(folder / f"{j}.png") for x in instances[:2] for j in x["images"]}
+    assert named <= {str(f) for f in data.data_files()}
+    (folder / f"{instances[1]['images'][0]}.png").unlink()
+    with pytest.raises(DataNotFoundError, match=f"1 of the {len(named)} images that the image cells name by path"):
+        load_split(task, None, "test", tmp_path / "data")
