@@ -5,9 +5,9 @@ Layout of tests/: one folder per subpackage of clip_bench (``tests/cache/`` test
 on), each file named after the code it tests (``test_<subject>.py``); ``e2e/`` and ``golden/`` run whole
 commands end to end; the files at the top test the project as a whole (layering, packaging, public API, docs).
 A module the tests import is named ``<subject>_<kind>.py``, where ``*_fixtures.py`` write fixtures in real
-on-disk formats (dataset_fixtures, task_fixtures, hf_fixtures, retrieval_fixtures), ``figure_checks.py``
-judges Figure objects, ``toy_backend.py`` is a model backend plug-in and ``e2e/slow_child.py`` holds
-child-process scripts.
+on-disk formats (dataset_fixtures, task_fixtures, hf_fixtures, retrieval_fixtures, winogavil_fixtures),
+``figure_checks.py`` judges Figure objects, ``toy_backend.py`` is a model backend plug-in and
+``e2e/slow_child.py`` holds child-process scripts.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
   ``<split>/<n>.tar`` of ``s%07d.<ext>`` + ``s%07d.txt`` (captions joined by newlines), ``nshards.txt`` and
   ``dataset_type.txt`` = ``retrieval``.
 * :func:`write_karpathy` writes Karpathy's split file (``{"images": [...], "dataset": ...}``) beside an image folder.
+* :func:`hf_retrieval_dataset` is a Hugging Face ``datasets.Dataset`` with DataComp's retrieval columns (``image``,
+  ``caption``: a list of captions per image), as ``nlphuji/flickr_1k_test_image_text_retrieval`` has them; its
+  ``save_to_disk`` folder is what ``--download`` writes.
 """
 
 from __future__ import annotations
@@ -89,3 +92,16 @@ def write_karpathy(root: Path, images: np.ndarray, captions: list[list[str]],
     path = root / annotations
     path.write_text(json.dumps({"images": entries, "dataset": "fixture"}))
     return path
+
+
+def hf_retrieval_dataset(images: np.ndarray, captions: list[list[str]]):  # -> datasets.Dataset
+    """One row per image: the PNG-encoded image and its list of captions (plus the ids the hub's copy carries)."""
+    import datasets
+
+    feats = datasets.Features({"image": datasets.Image(), "caption": datasets.Sequence(datasets.Value("string")),
+                               "img_id": datasets.Value("string")})
+    return datasets.Dataset.from_dict(
+        {"image": [{"bytes": encode(im, "png"), "path": None} for im in images], "caption": captions,
+         "img_id": [str(1000 + i) for i in range(len(images))]},
+        features=feats,
+    )

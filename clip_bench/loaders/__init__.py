@@ -36,6 +36,8 @@ LOADERS.register("indexfolder", "clip_bench.loaders.indexfolder:load_indexfolder
 LOADERS.register("video", "clip_bench.loaders.video:load_video")
 LOADERS.register("wds_retrieval", "clip_bench.loaders.retrieval:load_wds_retrieval")
 LOADERS.register("karpathy_json", "clip_bench.loaders.retrieval:load_karpathy_json")
+LOADERS.register("hf_retrieval", "clip_bench.loaders.retrieval:load_hf_retrieval")
+LOADERS.register("hf_winogavil", "clip_bench.loaders.winogavil:load_hf_winogavil")
 
 
 def load_split(
@@ -57,7 +59,7 @@ def load_split(
         raise ClipBenchError(f"task file {task.file or task.name}: source {spec.name!r}: {exc}") from None  # type: ignore[attr-defined]
     check_loader_args(task, spec, loader)
     data = loader(ctx, **spec.args)
-    check_expected_size(ctx, len(data))
+    check_expected_size(ctx, data.expected_count)
     check_label_range(ctx, data.targets)
     if spec.label_map is not None:
         data = Remapped(data, spec.label_map)

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from clip_bench.loaders.subset import subset_indices
 from clip_bench.tasks.spec import SourceSpec, TaskSpec
 from clip_bench.util.arrays import int64_array
 from clip_bench.util.errors import DataNotFoundError
@@ -60,6 +61,16 @@ class LabeledImages(Dataset):
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    @property
+    def expected_count(self) -> int:
+        """What a source's ``expected`` count counts: the samples (a set of multi-image instances: its instances)."""
+        return len(self)
+
+    def limit_indices(self, limit: int | None) -> np.ndarray:
+        """The samples a ``--limit`` run encodes and scores (all when `limit` is None):
+        :func:`clip_bench.loaders.subset.subset_indices`, stratified by the targets."""
+        return subset_indices(len(self), limit, labels=np.asarray(self.targets))
 
     def data_files(self) -> list[str | Path] | None:
         """Every file this dataset reads (images, shards or containers, plus ``annotation_files``): its data

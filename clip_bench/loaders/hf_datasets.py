@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +29,14 @@ from clip_bench.loaders.base import LabeledImages, LoadContext
 from clip_bench.loaders.hub_download import hub_snapshot
 
 
-def _cell_file(path: str, base: Path | None) -> Path:
+def cell_file(path: str, base: Path | None) -> Path:
     """The file an image cell names by `path` (without bytes): absolute, or relative to `base` (a parquet
     file's folder; None: the current folder)."""
     file = Path(path)
     return file if file.is_absolute() or base is None else base / file
 
 
-def _to_pil(value: Any, base: Path | None = None) -> Image.Image:
+def to_pil(value: Any, base: Path | None = None) -> Image.Image:
     """An image cell (PIL image, ``{"bytes", "path"}`` struct, or raw bytes) as an RGB PIL image."""
     if isinstance(value, Image.Image):
         return value.convert("RGB")
@@ -42,7 +44,7 @@ def _to_pil(value: Any, base: Path | None = None) -> Image.Image:
         if value.get("bytes"):
             value = value["bytes"]
         elif value.get("path"):
-            with Image.open(_cell_file(value["path"], base)) as im:
+            with Image.open(cell_file(value["path"], base)) as im:
                 return im.convert("RGB")
     if isinstance(value, bytes | bytearray | memoryview):
         with Image.open(io.BytesIO(bytes(value))) as im:
@@ -62,7 +64,7 @@ class ArrowImages(LabeledImages):
         self.files = files  # the arrow files and the folder's metadata (None: not known)
 
     def load_image(self, index: int) -> Image.Image:
-        return _to_pil(self.dataset[int(index)][self.image_column])
+        return to_pil(self.dataset[int(index)][self.image_column])
 
     def data_files(self) -> list[str | Path] | None:
         return self.files
@@ -108,7 +110,7 @@ class ParquetImages(LabeledImages):
         if self._cached is None or self._cached[0] != key:
             table = pq.ParquetFile(self.files[fi]).read_row_group(gi, columns=[self.image_column])
             self._cached = (key, table.column(self.image_column).to_pylist())
-        return _to_pil(self._cached[1][row], Path(self.files[fi]).parent)
+        return to_pil(self._cached[1][row], Path(self.files[fi]).parent)
 
     def describe(self, index: int) -> str:
         (fi, gi), row = self._locate(int(index))
@@ -118,15 +120,18 @@ class ParquetImages(LabeledImages):
         return [*self.files, *self.image_files]
 
 
-def _path_cells(column: Any) -> list[str]:
-    """The paths of the image cells of an arrow column (chunked or not) that hold a path and no bytes: the image
-    is then read from that file, so it is part of the data (its fingerprint)."""
+def path_cells(column: Any) -> list[str]:
+    """The paths of the image cells of an arrow column (chunked or not; of images, or of lists of images) that
+    hold a path and no bytes: the image is then read from that file, so it is part of the data (its
+    fingerprint)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     out: list[str] = []
     for chunk in chunks:
+        while pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type):
+            chunk = chunk.flatten()  # the images of every list, in order
         if not pa.types.is_struct(chunk.type) or chunk.type.get_field_index("path") < 0:
             continue
         paths = chunk.field("path")
@@ -138,7 +143,7 @@ def _path_cells(column: Any) -> list[str]:
 
 
 def _parquet_path_cells(pf: Any, image_column: str) -> list[str]:
-    """:func:`_path_cells` of a parquet file, reading only the row groups whose image bytes are not all present
+    """:func:`path_cells` of a parquet file, reading only the row groups whose image bytes are not all present
     (by the file's null counts; a row group without them is read)."""
     leaf = f"{image_column}.bytes"
     out: list[str] = []
@@ -148,11 +153,11 @@ def _parquet_path_cells(pf: Any, image_column: str) -> list[str]:
                       if group.column(j).path_in_schema == leaf), None)
         if stats is not None and stats.has_null_count and stats.null_count == 0:
             continue  # every image of the row group is stored in the file
-        out.extend(_path_cells(pf.read_row_group(g, columns=[image_column]).column(image_column)))
+        out.extend(path_cells(pf.read_row_group(g, columns=[image_column]).column(image_column)))
     return out
 
 
-def _check_cell_files(ctx: LoadContext, files: list[Path], where: Path) -> None:
+def check_cell_files(ctx: LoadContext, files: list[Path], where: Path) -> None:
     """Images that cells name by path must exist (they are read, and fingerprinted, like any image file)."""
     absent = [f for f in files if not f.is_file()]
     if absent:
@@ -195,6 +200,105 @@ def _targets(ctx: LoadContext, values: list[Any], label_column: str) -> np.ndarr
     return array.astype(np.int64)
 
 
+@dataclass
+class HFSplit:
+    """One split of a Hugging Face dataset on disk, opened without decoding an image: the values of the columns
+    asked for, in row order, and how to make the image dataset (:meth:`images`)."""
+
+    columns: dict[str, list[Any]]
+    make_images: Callable[[np.ndarray], LabeledImages]
+    where: Path  # the save_to_disk folder, or the folder of the parquet files
+
+    def images(self, targets: np.ndarray) -> LabeledImages:
+        """The image column, one image per row, with `targets` (one per row)."""
+        return self.make_images(targets)
+
+
+def load_from_disk(ctx: LoadContext, split_dir: Path) -> Any:
+    """The ``datasets.Dataset`` saved in `split_dir` (memory-mapped); a damaged folder is one clear error."""
+    import datasets
+
+    try:
+        return datasets.load_from_disk(str(split_dir))
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged state.json / dataset_info.json
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ctx.missing(f"{split_dir} is not a readable save_to_disk folder ({detail})", split_dir) from None
+
+
+def arrow_files(ds: Any, split_dir: Path) -> list[Path]:
+    """The files a saved dataset reads: its arrow files and the folder's metadata (its data fingerprint)."""
+    files = [Path(f["filename"]) for f in ds.cache_files]
+    return files + [p for p in (split_dir / "state.json", split_dir / "dataset_info.json") if p.exists()]
+
+
+def column_values(ds: Any, column: str) -> list[Any]:
+    """A column of a saved dataset as Python values, without decoding images."""
+    return ds.select_columns([column]).with_format("arrow")[:][column].to_pylist()
+
+
+def check_columns(ctx: LoadContext, have: list[str], want: list[str], where: Path, name: str = "the dataset") -> None:
+    """Every column in `want` must be among `have`, else one clear error naming what there is."""
+    for col in want:
+        if col not in have:
+            raise ctx.missing(f"{name} has no column {col!r} (it has {', '.join(have)})", where)
+
+
+def open_hf_split(ctx: LoadContext, image_column: str, columns: list[str],
+                  fetch: Callable[[], None] | None = None) -> HFSplit:
+    """The split ``<root>/<source split>`` saved with ``save_to_disk``, else its parquet files (module docstring).
+
+    `fetch` (``--download``) is called first when neither is there.
+    """
+    if ctx.root is None:
+        raise ctx.missing("the source names no path")
+    split_dir = ctx.root / ctx.source_split
+    if fetch is not None and not (split_dir / "state.json").exists() and not find_parquet(ctx.root, ctx.source_split):
+        fetch()
+    if (split_dir / "state.json").exists():
+        ds = load_from_disk(ctx, split_dir)
+        check_columns(ctx, ds.column_names, [image_column, *columns], split_dir)
+        values = {col: column_values(ds, col) for col in columns}  # no image decoding
+        files = arrow_files(ds, split_dir)
+        cells = [cell_file(p, None) for p in path_cells(ds.data.table.column(image_column))]
+        check_cell_files(ctx, cells, split_dir)
+        files += cells
+
+        def arrow(targets: np.ndarray) -> LabeledImages:
+            return ArrowImages(ds, image_column, targets, str(split_dir), files if ds.cache_files else None)
+
+        return HFSplit(values, arrow, split_dir)
+    files = find_parquet(ctx.root, ctx.source_split)
+    if not files:
+        raise ctx.missing(
+            f"no save_to_disk folder ({ctx.source_split}/state.json) and no parquet files for split "
+            f"{ctx.source_split!r}", ctx.root,
+        )
+    import pyarrow.parquet as pq
+
+    row_counts: list[list[int]] = []
+    values: dict[str, list[Any]] = {col: [] for col in columns}
+    named: list[Path] = []  # images that cells name by path
+    for f in files:
+        try:
+            pf = pq.ParquetFile(f)
+            check_columns(ctx, pf.schema_arrow.names, [image_column, *columns], f, f.name)
+            row_counts.append([pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
+            if columns:
+                table = pf.read(columns=columns)
+                for col in columns:
+                    values[col].extend(table.column(col).to_pylist())
+            named.extend(cell_file(p, f.parent) for p in _parquet_path_cells(pf, image_column))
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ctx.missing(f"{f.name} is not a readable parquet file ({detail})", f) from None
+    check_cell_files(ctx, named, ctx.root)
+
+    def parquet(targets: np.ndarray) -> LabeledImages:
+        return ParquetImages(files, row_counts, image_column, targets, named)
+
+    return HFSplit(values, parquet, files[0].parent)
+
+
 def load_hf_datasets(
     ctx: LoadContext,
     image_column: str = "image",
@@ -206,52 +310,12 @@ def load_hf_datasets(
 
     With --download and a `repo`, a split with no files is fetched as the dataset repo's parquet files.
     """
-    if ctx.root is None:
-        raise ctx.missing("the source names no path")
-    split_dir = ctx.root / ctx.source_split
-    if (ctx.download and repo and not (split_dir / "state.json").exists()
-            and not find_parquet(ctx.root, ctx.source_split)):
-        hub_snapshot(ctx, ctx.root, repo, _hub_patterns(ctx.source_split), revision)
-    if (split_dir / "state.json").exists():
-        import datasets
+    fetch = None
+    if ctx.download and repo and ctx.root is not None:
+        root = ctx.root
 
-        try:
-            ds = datasets.load_from_disk(str(split_dir))
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged state.json / dataset_info.json
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ctx.missing(f"{split_dir} is not a readable save_to_disk folder ({detail})", split_dir) from None
-        for col in (image_column, label_column):
-            if col not in ds.column_names:
-                raise ctx.missing(f"the dataset has no column {col!r} (it has {', '.join(ds.column_names)})", split_dir)
-        column = ds.select_columns([label_column]).with_format("arrow")[:][label_column]  # no image decoding
-        targets = _targets(ctx, column.to_pylist(), label_column)
-        files = [Path(f["filename"]) for f in ds.cache_files]
-        files += [p for p in (split_dir / "state.json", split_dir / "dataset_info.json") if p.exists()]
-        cells = [_cell_file(p, None) for p in _path_cells(ds.data.table.column(image_column))]
-        _check_cell_files(ctx, cells, split_dir)
-        files += cells
-        return ArrowImages(ds, image_column, targets, str(split_dir), files if ds.cache_files else None)
-    files = find_parquet(ctx.root, ctx.source_split)
-    if not files:
-        raise ctx.missing(
-            f"no save_to_disk folder ({ctx.source_split}/state.json) and no parquet files for split "
-            f"{ctx.source_split!r}", ctx.root,
-        )
-    import pyarrow.parquet as pq
+        def fetch() -> None:
+            hub_snapshot(ctx, root, repo, _hub_patterns(ctx.source_split), revision)
 
-    row_counts, labels, cells = [], [], []
-    for f in files:
-        try:
-            pf = pq.ParquetFile(f)
-            names = pf.schema_arrow.names
-            for col in (image_column, label_column):
-                if col not in names:
-                    raise ctx.missing(f"{f.name} has no column {col!r} (it has {', '.join(names)})", f)
-            row_counts.append([pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
-            labels.extend(pf.read(columns=[label_column]).column(label_column).to_pylist())
-            cells.extend(_cell_file(p, f.parent) for p in _parquet_path_cells(pf, image_column))
-        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ctx.missing(f"{f.name} is not a readable parquet file ({detail})", f) from None
-    _check_cell_files(ctx, cells, ctx.root)
-    return ParquetImages(files, row_counts, image_column, _targets(ctx, labels, label_column), cells)
+    split = open_hf_split(ctx, image_column, [label_column], fetch)
+    return split.images(_targets(ctx, split.columns[label_column], label_column))

@@ -1,6 +1,6 @@
 """Loaders for image–text retrieval sets: images, each with one or more captions.
 
-Two on-disk layouts:
+Three on-disk layouts:
 
 * ``wds_retrieval``: clip-benchmark's retrieval WebDataset (``clip-benchmark/wds_flickr30k``,
   ``wds_mscoco_captions``, ``wds_flickr8k``), as CLIP_benchmark's ``convert_retrieval_dataset`` writes it::
@@ -14,7 +14,12 @@ Two on-disk layouts:
   ``dataset_flickr8k.json``): ``{"images": [{"split", "filename", "filepath"?, "sentences": [{"raw"}...]}]}``;
   the image of an entry is ``<images>/<filepath>/<filename>`` (COCO entries carry ``filepath``, e.g. ``val2014``).
 
-Both return a :class:`CaptionedImages`: the images (targets are the image indices ``0..N-1``) and, per image,
+* ``hf_retrieval``: a Hugging Face dataset with one image per row and a list of captions per row (DataComp's
+  ``nlphuji/flickr_1k_test_image_text_retrieval`` and ``nlphuji/mscoco_2014_5k_test_image_text_retrieval``:
+  columns ``image`` and ``caption``), saved with ``save_to_disk`` as ``<split>/`` (what ``--download`` writes),
+  or as parquet files (:mod:`clip_bench.loaders.hf_datasets` finds them).
+
+All three return a :class:`CaptionedImages`: the images (targets are the image indices ``0..N-1``) and, per image,
 its captions with surrounding whitespace stripped. Images are read lazily; only captions and offsets are held.
 """
 
@@ -28,7 +33,8 @@ import numpy as np
 from PIL import Image
 
 from clip_bench.loaders.base import FileImages, LabeledImages, LoadContext
-from clip_bench.loaders.hub_download import hub_snapshot
+from clip_bench.loaders.hf_datasets import open_hf_split
+from clip_bench.loaders.hub_download import hub_save_to_disk, hub_snapshot
 from clip_bench.loaders.webdataset import TarImages, check_unique_keys, key_hashes, list_shards, read_shard
 
 RETRIEVAL_META_FILES = ("dataset_type.txt",)
@@ -216,3 +222,30 @@ def load_karpathy_json(
     data = CaptionedImages(FileImages(paths, np.arange(len(paths), dtype=np.int64)), captions)
     data.annotation_files = [ann_path]
     return data
+
+
+def load_hf_retrieval(
+    ctx: LoadContext, image_column: str = "image", caption_column: str = "caption", repo: str | None = None,
+    revision: str | None = None, expected_captions: int | None = None,
+) -> CaptionedImages:
+    """The ``hf_retrieval`` loader: rows of (image, list of captions) of a Hugging Face dataset on disk, in row
+    order. ``--download`` with a `repo` writes the split with ``datasets.load_dataset`` + ``save_to_disk``."""
+    fetch = None
+    if ctx.download and repo and ctx.root is not None:
+        root = ctx.root
+
+        def fetch() -> None:
+            hub_save_to_disk(ctx, root, repo, revision)
+
+    split = open_hf_split(ctx, image_column, [caption_column], fetch)
+    cells = split.columns[caption_column]
+    for i, cell in enumerate(cells):
+        if not isinstance(cell, list) or not all(isinstance(c, str) for c in cell):
+            found = "text" if isinstance(cell, str) else type(cell).__name__
+            raise ctx.missing(f"row {i} of column {caption_column!r} holds {found}, not a list of caption strings "
+                              "(one row per image, with all its captions)", split.where)
+    captions = [_clean(c) for c in cells]
+    if not captions:
+        raise ctx.missing("the dataset has no rows", split.where)
+    _check(ctx, captions, [f"{split.where} row {i}" for i in range(len(captions))], expected_captions)
+    return CaptionedImages(split.images(np.arange(len(captions), dtype=np.int64)), captions)

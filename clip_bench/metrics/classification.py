@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from clip_bench.metrics.groups import GroupAccuracies, group_accuracies, macro_f1_from_predictions
+from clip_bench.metrics.winogavil import GROUPS as JACCARD_GROUPS
 from clip_bench.util.errors import ClipBenchError, UnknownNameError
 
 
@@ -159,8 +160,9 @@ MAIN_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 
 
 #: Names a registered metric may not take: the built-in metrics and the other metric names rows carry
-#: (``top1``/``top5`` rows, retrieval's ``mean_recall``), whose intervals and outcomes are defined in the results.
-RESERVED_METRIC_NAMES = frozenset({*MAIN_METRICS, "top1", "top5", "mean_recall"})
+#: (``top1``/``top5`` rows, retrieval's ``mean_recall``, WinoGAViL's Jaccard means), whose intervals and outcomes
+#: are defined in the results.
+RESERVED_METRIC_NAMES = frozenset({*MAIN_METRICS, "top1", "top5", "mean_recall", *JACCARD_GROUPS})
 _METRIC_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 

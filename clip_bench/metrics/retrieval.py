@@ -4,8 +4,10 @@ Protocol. Every image is a query over all captions (image→text, the paper's "t
 caption is a query over all images (text→image, "image retrieval"). A query's score for a candidate is
 the dot product of the L2-normalised image embedding and the L2-normalised caption embedding (float32).
 A query scores 1 at k when *any* of its true matches is among its top k (the CLIP paper's and
-CLIP_benchmark's definition); recall@k is the mean over queries, in percent. The main metric,
-``mean_recall``, is the mean of the six recalls (k = 1, 5, 10, both directions).
+CLIP_benchmark's definition); recall@k is the mean over queries, in percent. A task's main metric is one
+of two summaries: ``mean_recall``, the mean of the six recalls (k = 1, 5, 10, both directions; the CLIP
+paper's retrieval tasks), or ``mean_recall@1``, the mean of image→text and text→image recall@1 (DataComp's
+``eval_utils/retr_eval.py``, the Flickr and MSCOCO columns of open_clip's results table).
 
 Ties are broken deterministically, never by sort order: the rank of candidate j for a query is
 
@@ -22,10 +24,10 @@ plus small fixed buffers (rows with exact ties need one more boolean temporary, 
 
 Confidence (see ``clip_bench.results.outcomes``). Image→text recall@k is a mean of one 0/1 outcome per image:
 Wilson interval. The caption queries of one image are not independent (its 5 captions tend to hit or
-miss together), so text→image recall@k and ``mean_recall`` get a cluster bootstrap over images: each
-replicate draws images with replacement, every drawn image bringing its own query and all its caption
-queries (B = 1000, seed 0). The candidate gallery is held fixed: the intervals describe the sampling
-of the queries, as the recalls are defined for this gallery.
+miss together), so text→image recall@k and the summaries (``mean_recall``, ``mean_recall@1``) get a cluster
+bootstrap over images: each replicate draws images with replacement, every drawn image bringing its own
+query and all its caption queries (B = 1000, seed 0). The candidate gallery is held fixed: the intervals
+describe the sampling of the queries, as the recalls are defined for this gallery.
 """
 
 from __future__ import annotations
@@ -46,12 +48,22 @@ DEFAULT_BLOCK_BYTES = 128 * 2**20
 
 #: Row metric names: image→text is the paper's "text retrieval", text→image its "image retrieval".
 I2T, T2I, MAIN = "text_retrieval_recall@{k}", "image_retrieval_recall@{k}", "mean_recall"
+#: DataComp's summary: the mean of the two recalls at 1.
+MEAN_R1 = "mean_recall@1"
+#: The summaries a retrieval task may name as its main metric, and the k they average (0: every k in KS).
+SUMMARIES = {MAIN: 0, MEAN_R1: 1}
+
+
+def summary_ks(k: int) -> tuple[int, ...]:
+    """The k a summary averages over both directions: every k in KS for ``mean_recall`` (k = 0), else k alone."""
+    return KS if k == 0 else (k,)
 
 
 def parse_metric(metric: str | None) -> tuple[str, int] | None:
-    """("i2t", k) or ("t2i", k) for a recall@k row, ("mean", 0) for ``mean_recall``, None for other metrics."""
-    if metric == MAIN:
-        return "mean", 0
+    """("i2t", k) or ("t2i", k) for a recall@k row, ("mean", k) for a summary (``mean_recall``: 0,
+    ``mean_recall@1``: 1; see :func:`summary_ks`), None for other metrics."""
+    if metric in SUMMARIES:
+        return "mean", SUMMARIES[metric]
     for direction, pattern in (("i2t", I2T), ("t2i", T2I)):
         prefix = pattern.split("{")[0]
         if metric and metric.startswith(prefix) and metric[len(prefix):].isdigit():
@@ -66,15 +78,24 @@ class RetrievalRanks:
     image_to_text: np.ndarray
     text_to_image: np.ndarray
 
-    def recalls(self, ks: Sequence[int] = KS) -> dict[str, float]:
-        """Recall@k in percent for both directions, and their mean as ``mean_recall``."""
+    def recalls(self, ks: Sequence[int] = KS, summary: str = MAIN) -> dict[str, float]:
+        """Recall@k in percent for both directions, then the `summary` (a key of :data:`SUMMARIES`)."""
         out: dict[str, float] = {}
         for k in ks:
             out[I2T.format(k=k)] = 100.0 * float(np.mean(self.image_to_text < k))
         for k in ks:
             out[T2I.format(k=k)] = 100.0 * float(np.mean(self.text_to_image < k))
-        out[MAIN] = float(np.mean(list(out.values())))
+        out[summary] = self.summary(summary, ks)
         return out
+
+    def summary(self, name: str, ks: Sequence[int] = KS) -> float:
+        """The summary `name` in percent: the mean over both directions of recall@k for its k (``mean_recall``:
+        every k in `ks`)."""
+        if name not in SUMMARIES:
+            raise ClipBenchError(f"{name!r} is not a retrieval summary; expected one of {', '.join(SUMMARIES)}.")
+        ks = tuple(ks) if SUMMARIES[name] == 0 else summary_ks(SUMMARIES[name])
+        per = [100.0 * float(np.mean(ranks < k)) for ranks in (self.image_to_text, self.text_to_image) for k in ks]
+        return float(np.mean(per))
 
 
 def _block_rows(n_cols: int, block_bytes: int) -> int:

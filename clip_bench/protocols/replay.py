@@ -1,4 +1,4 @@
-"""Replay from the caches: the per-sample outcomes of zero-shot and retrieval rows, without the model.
+"""Replay from the caches: the per-sample outcomes of zero-shot, retrieval and WinoGAViL rows, without the model.
 
 The logits are rebuilt from the cached image features and the cached text embeddings of the row's
 prompts; no model is loaded and no image is opened. The rebuilt outcomes must reproduce the row's
@@ -19,6 +19,7 @@ from clip_bench.cache.identity import task_hash
 from clip_bench.cache.text import find_cached_embeddings
 from clip_bench.metrics.retrieval import RetrievalRanks, flatten_captions, l2_normalize, retrieval_ranks
 from clip_bench.protocols.retrieval import apply_template
+from clip_bench.protocols.winogavil import score_winogavil
 from clip_bench.protocols.zeroshot import subset_scores
 from clip_bench.protocols.zeroshot_head import ensemble, zeroshot_logits
 from clip_bench.results.outcomes import (
@@ -26,6 +27,7 @@ from clip_bench.results.outcomes import (
     Outcomes,
     attach_outcomes,
     attach_retrieval_outcomes,
+    attach_winogavil_outcomes,
     collect_unwritten,
     has_outcomes,
     load_for_row,
@@ -34,6 +36,7 @@ from clip_bench.results.outcomes import (
     outcomes_for,
     retrieval_outcomes,
     retrieval_sample_hash,
+    winogavil_outcomes,
 )
 from clip_bench.results.rows import field_of
 from clip_bench.tasks.catalog import get_task
@@ -132,6 +135,8 @@ def backfill(
     """
     if row.get("protocol") == "retrieval":
         return _backfill_retrieval(row, output_dir, cache_dir, data_root)
+    if row.get("protocol") == "winogavil":
+        return _backfill_winogavil(row, output_dir, cache_dir, data_root)
     if not has_outcomes(row.get("metric")):
         raise ClipBenchError(f"{row['model']} on {row['task']}: metric {row.get('metric')!r} has no per-sample "
                              "outcomes (a registered metric has none), so there are none to rebuild.")
@@ -195,6 +200,54 @@ def _backfill_retrieval(row: dict[str, Any], output_dir: str | Path, cache_dir: 
     return out
 
 
+def _backfill_winogavil(row: dict[str, Any], output_dir: str | Path, cache_dir: str | Path,
+                        data_root: str | Path) -> Outcomes:
+    """:func:`backfill` for a WinoGAViL row: Jaccard indices rebuilt from the cached candidate-image features,
+    instances and prompt embeddings."""
+    redo = f"run `{rerun_command(row, output_dir)}` (it reuses what is cached and stores the outcomes)"
+    who = f"{row['model']} on {row['task']}"
+    copy = _with_outcomes_path(row)
+    task = _same_task(row, redo)
+    feats = cached_features(row, task, cache_dir, data_root)
+    if feats is None or feats.meta.get("winogavil") is None:
+        raise ClipBenchError(f"{who}: no per-instance outcomes, and its image features and instances are not in the "
+                             f"cache {cache_dir} (or the row records no data fingerprint, being older); {redo}.")
+
+    def embed(prompts: list[str]) -> np.ndarray:
+        table = find_cached_embeddings(Path(cache_dir), row["model_fingerprint"], list(dict.fromkeys(prompts)),
+                                       row.get("precision"), row.get("device"))
+        if table is None:
+            raise ClipBenchError(f"{who}: no per-instance outcomes, and its prompt embeddings are not in the text "
+                                 f"cache under {cache_dir}; {redo}.")
+        return np.stack([table[p] for p in prompts])
+
+    scored = score_winogavil(feats, field_of(row, "data_fingerprint"), embed)
+    try:
+        with collect_unwritten() as unwritten:
+            attach_winogavil_outcomes([copy], scored.jaccards, scored.n_candidates, scored.sample, output_dir)
+        out = (winogavil_outcomes(row["metric"], scored.jaccards, scored.n_candidates, row["value"], scored.sample)
+               if _in_memory(unwritten) else load_for_row(copy, output_dir))
+    except OutcomeError as exc:
+        raise ClipBenchError(f"{who}: the cached features do not reproduce the row's {row['metric']} ({exc}); "
+                             f"{redo}.") from None
+    assert out is not None  # just written
+    return out
+
+
+def _same_task(row: dict[str, Any], redo: str) -> TaskSpec:
+    """The task `row` names, checked to be the definition (version and hash) the row was computed with."""
+    who = f"{row['model']} on {row['task']}"
+    task = get_task(row["task"])
+    if task.version != row.get("task_version"):
+        raise ClipBenchError(f"{who}: the row was computed with task version {row.get('task_version')}, "
+                             f"the task file is now version {task.version}; {redo}.")
+    recorded = field_of(row, "task_hash")
+    if recorded and recorded != task_hash(task):
+        raise ClipBenchError(f"{who}: the row was computed from another definition of task {row['task']!r} (a task "
+                             f"file?) than {task.file}; {redo}.")
+    return task
+
+
 def ranks_from_cache(
     row: dict[str, Any], cache_dir: str | Path, data_root: str | Path, redo: str,
 ) -> tuple[RetrievalRanks, np.ndarray, str]:
@@ -203,19 +256,9 @@ def ranks_from_cache(
 
     `redo` is the advice appended to every error (the command that recomputes the row).
     """
-    from clip_bench.protocols.replay import cached_features
-    from clip_bench.tasks.catalog import get_task
-
     extra = row.get("extra") or {}
     who = f"{row['model']} on {row['task']}"
-    task = get_task(row["task"])
-    if task.version != row.get("task_version"):
-        raise ClipBenchError(f"{who}: the row was computed with task version {row.get('task_version')}, "
-                             f"the task file is now version {task.version}; {redo}.")
-    recorded = row.get("task_hash") or extra.get("task_hash")
-    if recorded and recorded != task_hash(task):
-        raise ClipBenchError(f"{who}: the row was computed from another definition of task {row['task']!r} (a task "
-                             f"file?) than {task.file}; {redo}.")
+    task = _same_task(row, redo)
     feats = cached_features(row, task, cache_dir, data_root)
     if feats is None or feats.meta.get("captions") is None:
         raise ClipBenchError(f"{who}: no per-query outcomes, and its image features and captions are not in the "

@@ -1,4 +1,5 @@
-"""The zero-shot retrieval protocol (CLIP paper Table 13): a ``kind: retrieval`` task -> recall rows.
+"""The zero-shot retrieval protocol (CLIP paper Table 13; DataComp's Flickr and MSCOCO): a ``kind: retrieval``
+task -> recall rows, with the task's summary (``mean_recall`` or ``mean_recall@1``) as the main row.
 
 Images are encoded through the feature cache and captions through the text cache; the recalls, their
 tie rule and memory bound are :mod:`clip_bench.metrics.retrieval`'s, and the rows' intervals and
@@ -16,7 +17,7 @@ import numpy as np
 
 from clip_bench.cache.text import TextEmbeddingCache
 from clip_bench.config import EvalConfig
-from clip_bench.metrics.retrieval import MAIN, flatten_captions, l2_normalize, retrieval_ranks
+from clip_bench.metrics.retrieval import flatten_captions, l2_normalize, retrieval_ranks
 from clip_bench.models.resolve import ModelHandle
 from clip_bench.models.text_encoder import encode_prompts
 from clip_bench.protocols.runner import check_same_data, get_features, provenance
@@ -57,7 +58,8 @@ def encode_texts(lm: ModelHandle, texts: Sequence[str], cache_dir: str | Path | 
 
 
 def evaluate_retrieval_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig) -> list[dict[str, Any]]:
-    """Zero-shot retrieval rows for one ``kind: retrieval`` task: six recalls and their mean (the main metric)."""
+    """Zero-shot retrieval rows for one ``kind: retrieval`` task: six recalls and the task's summary of them (its
+    main metric: ``mean_recall``, the mean of the six, or ``mean_recall@1``, the mean of the two at k = 1)."""
     split = task.eval_split
     feats = get_features(handle, task, split, cfg)
     captions = feats.meta.get("captions")
@@ -84,9 +86,9 @@ def evaluate_retrieval_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig
     )
     common["standard"] = common["standard"] and template == task.extra.get("caption_template")  # no override
     rows = [
-        make_row(**common, metric=m, value=v, is_main=(m == MAIN),
+        make_row(**common, metric=m, value=v, is_main=(m == task.metric),
                  n=n_img if m.startswith("text_") else n_txt if m.startswith("image_") else n_img + n_txt)
-        for m, v in ranks.recalls().items()
+        for m, v in ranks.recalls(summary=task.metric).items()
     ]
     return attach_retrieval_outcomes(rows, ranks, text_image, sample, cfg.output_dir)  # intervals + evidence
 

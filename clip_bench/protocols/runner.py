@@ -12,14 +12,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-
 from clip_bench.cache.data_fingerprint import run_scope, split_fingerprint
 from clip_bench.cache.extract import extract
 from clip_bench.cache.features import FeatureCache, Features, feature_key, group_codes_meta
 from clip_bench.cache.identity import is_builtin_definition, task_hash
 from clip_bench.config import EvalConfig
-from clip_bench.loaders.subset import SUBSET_RULE, subset_indices
+from clip_bench.loaders.subset import SUBSET_RULE
 from clip_bench.models.resolve import ModelHandle, ModelRef
 from clip_bench.results.leaderboard import write_leaderboard
 from clip_bench.results.outcomes import OutcomesWriteError, collect_unwritten
@@ -66,7 +64,7 @@ def get_features(handle: ModelHandle, task: TaskSpec, split: str, cfg: EvalConfi
         return hit
     if data is None:
         data = load_split(task, source.name, split, cfg.data_root, cfg.download)
-    indices = subset_indices(len(data), cfg.limit, labels=np.asarray(data.targets))
+    indices = data.limit_indices(cfg.limit)  # subset_indices, or a data kind's own rule
     return extract(
         handle, data, indices, cache, kind, cfg.extract,
         provenance={"dataset_size": len(data), "data_fingerprint": fingerprint,

@@ -111,9 +111,9 @@ def plan(models: list[ModelEntry], tasks: list[str], protocols: list[str]) -> li
     names = expand_tasks(tasks)
     for n in names:
         get_task(n)
-    # retrieval tasks have no classes to probe: only their zero-shot job exists
+    # retrieval and WinoGAViL tasks have no classes to probe: only their zero-shot job exists
     return [Job(m, t, p) for m in models for t in names for p in protocols
-            if p == "zeroshot" or task_kind(get_task(t)) != "retrieval"]
+            if p == "zeroshot" or task_kind(get_task(t)) == "classification"]
 
 
 def _finished(rows: list[dict[str, Any]]) -> dict[str, bool]:
@@ -138,14 +138,18 @@ def expected_main_row(handle: ModelHandle, task_name: str, protocol: str, cfg: E
     task = get_task(task_name).bind_data(cfg.data_root, cfg.source)
     metric = main_metric_key(task.metric)
     if protocol == "zeroshot" and task_kind(task) == "retrieval":
-        from clip_bench.metrics.retrieval import MAIN
         from clip_bench.protocols.retrieval import PROTOCOL
 
         prov = provenance(handle, task, cfg)
         own = task.extra.get("caption_template")
         template = getattr(cfg, "caption_template", None) or own
         prov["standard"] = prov["standard"] and template == own
-        return make_row(**prov, protocol=PROTOCOL, metric=MAIN, is_main=True, subset=None, caption_template=template)
+        return make_row(**prov, protocol=PROTOCOL, metric=task.metric, is_main=True, subset=None,
+                        caption_template=template)
+    if protocol == "zeroshot" and task_kind(task) == "winogavil":
+        from clip_bench.protocols.winogavil import winogavil_identity
+
+        return make_row(**winogavil_identity(handle, task, cfg), metric=task.metric, is_main=True, subset=None)
     if protocol == "zeroshot":
         return make_row(**zeroshot_identity(handle, task, cfg), metric=metric, is_main=True, subset=None)
     if protocol == "linprobe":

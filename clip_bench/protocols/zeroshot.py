@@ -1,5 +1,6 @@
 """The zero-shot classification protocol: a class-embedding head from prompt ensembles, scored on cached
-image features; ``kind: retrieval`` tasks go to :mod:`clip_bench.protocols.retrieval`."""
+image features; ``kind: retrieval`` tasks go to :mod:`clip_bench.protocols.retrieval`, ``kind: winogavil`` tasks
+to :mod:`clip_bench.protocols.winogavil`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from clip_bench.metrics.classification import GROUP_METRICS, all_metrics, group_
 from clip_bench.models.resolve import ModelHandle, ModelRef
 from clip_bench.protocols.retrieval import evaluate_retrieval_task
 from clip_bench.protocols.runner import check_same_data, get_features, provenance, run_protocol
+from clip_bench.protocols.winogavil import evaluate_winogavil_task
 from clip_bench.protocols.zeroshot_head import build_classifier, zeroshot_logits
 from clip_bench.results.outcomes import attach_outcomes
 from clip_bench.results.rows import make_row
@@ -98,6 +100,8 @@ def evaluate_zeroshot_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig)
     cfg = replace(cfg, feature_kind="embed")  # zero-shot always scores the image embedding
     if task_kind(task) == "retrieval":
         return evaluate_retrieval_task(handle, task, cfg)
+    if task_kind(task) == "winogavil":
+        return evaluate_winogavil_task(handle, task, cfg)
     prompt_set = task.prompt_set(cfg.classnames, cfg.templates)
     if cfg.classnames:
         _check_classname_count(task, len(prompt_set.classnames), cfg.classnames)

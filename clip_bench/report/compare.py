@@ -11,10 +11,11 @@ refused), the difference A - B of the task's main metric with a 95% interval and
   with the percentile interval and the centred bootstrap p-value;
 - retrieval (zero-shot protocol; the retrieval tasks' rows): exact McNemar on the image queries for
   image→text recall@k; a paired cluster bootstrap over images (each with all its caption queries)
-  for text→image recall@k and mean_recall;
+  for text→image recall@k, mean_recall and mean_recall@1;
 - macro F1: a class-stratified paired bootstrap; worst-group accuracy: a group-stratified paired bootstrap,
   refused (with the reason) when a group that can be the worst is too small or all one outcome for a model
   (``clip_bench.metrics.groups.paired_worst_group_unsupported``).
+- WinoGAViL's Jaccard means (zero-shot protocol): a paired bootstrap over instances.
 
 Across tasks, p-values are corrected with Holm's step-down method; a task is a win (A significantly
 better), a loss, or a tie. The mean difference over tasks gets a percentile interval from the
@@ -37,6 +38,7 @@ import numpy as np
 from clip_bench.metrics import groups as grouped
 from clip_bench.metrics import intervals as stats
 from clip_bench.metrics.classification import GROUP_METRICS
+from clip_bench.metrics.winogavil import is_jaccard_metric
 from clip_bench.results.outcomes import (
     DamagedOutcomesError,
     OutcomeError,
@@ -349,7 +351,9 @@ def compare_outcomes(
         if (why := _unsupported_pair(oa, ob)) is not None:
             raise ClipBenchError(why + ".")
         reps = grouped.paired_worst_group_bootstrap(ob.correct, oa.correct, oa.groups, B, seed)
-    elif oa.retrieval is not None:  # text→image recall@k, mean_recall: images resampled with their captions
+    elif is_jaccard_metric(m):  # WinoGAViL: the same instances resampled for both models
+        reps = paired_retrieval_bootstrap(oa, ob, B, seed)
+    elif oa.retrieval is not None:  # text→image recall@k and the summaries: images resampled with their captions
         reps = paired_retrieval_bootstrap(oa, ob, B, seed)
         lo, hi = stats.percentile_interval(reps)
         return diff, lo, hi, f"paired cluster bootstrap ({B})", stats.bootstrap_p_value(reps, diff), reps, None

@@ -8,14 +8,15 @@ from typing import Any
 
 import pandas as pd
 
-from clip_bench.metrics.retrieval import I2T, KS, MAIN, T2I
+from clip_bench.metrics.retrieval import I2T, KS, MAIN, MEAN_R1, T2I
 from clip_bench.protocols.retrieval import PROTOCOL
 from clip_bench.results.rows import labelled, shown_name, variant_name
 from clip_bench.util.resources import assets_dir
 
 PAPER_TABLE13 = "paper_retrieval_table13.json"
-METRICS = [*(I2T.format(k=k) for k in KS), *(T2I.format(k=k) for k in KS), MAIN]
-SHORT = {**{I2T.format(k=k): f"i2t_R@{k}" for k in KS}, **{T2I.format(k=k): f"t2i_R@{k}" for k in KS}, MAIN: "mean"}
+METRICS = [*(I2T.format(k=k) for k in KS), *(T2I.format(k=k) for k in KS), MAIN, MEAN_R1]
+SHORT = {**{I2T.format(k=k): f"i2t_R@{k}" for k in KS}, **{T2I.format(k=k): f"t2i_R@{k}" for k in KS}, MAIN: "mean",
+         MEAN_R1: "mean_R@1"}
 
 
 @lru_cache(maxsize=1)
@@ -33,7 +34,8 @@ def _is_paper_model(model: str, pretrained: str) -> bool:
 
 
 def retrieval_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """One line per (model, task, source, caption template): the seven retrieval metrics (latest run), plus
+    """One line per (model, task, source, caption template): the six recalls and the task's summary (``mean``,
+    or DataComp's ``mean_R@1``; latest run), plus
     ``<metric>_vs_paper`` deltas for the model of the paper's Table 13 (ViT-L/14@336px, OpenAI weights).
     Models are named as every table names them (:func:`clip_bench.results.rows.shown_name`)."""
     keep = [r for r in labelled(rows)
@@ -55,7 +57,7 @@ def retrieval_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
         if m in wide:
             wide[f"{SHORT[m]}_vs_paper"] = [
                 row[m] - paper[row["task"]][m]
-                if (row["model"], row["pretrained"]) in paper_model and row["task"] in paper
+                if (row["model"], row["pretrained"]) in paper_model and m in paper.get(row["task"], {})
                 else float("nan") for _, row in wide.iterrows()
             ]
     return wide.rename(columns=SHORT).dropna(axis=1, how="all")

@@ -17,14 +17,17 @@ worst_group_top1/top5  ``top1`` or ``top5`` (packed bits), ``groups`` (each samp
 text_retrieval_r@k     ``hits`` (packed bits, one per image query)
 image_retrieval_r@k    ``hits`` (packed bits, one per caption query), ``groups`` (each caption's image;
                        ``group_sizes``, captions per image, when captions are in image order)
-mean_recall            ``ranks_i2t``, ``ranks_t2i`` (best-match ranks clipped at 10, uint8), ``groups``
+mean_recall,           ``ranks_i2t``, ``ranks_t2i`` (best-match ranks clipped at 10, uint8), ``groups``
+mean_recall@1
+jaccard_10_12, ...     ``scores`` (one Jaccard index, 0-1, per WinoGAViL instance of the row's group; float64)
 =====================  =============================================================
 
 plus ``value`` (the row's value, recomputed from the arrays when written and checked when read)
 and ``sample_hash``: SHA-256 of the test labels in sample order and their shape and of the test data's
 content fingerprint (``clip_bench.cache.data_fingerprint``), which ``clip-bench compare`` requires to match
 between two rows (for retrieval rows: of the image indices, the captions before any template, the
-caption→image pairing and the data fingerprint; for worst-group rows also of the group codes). ImageNet
+caption→image pairing and the data fingerprint; for worst-group rows also of the group codes; for WinoGAViL rows: of the instances' cues,
+candidates and associations and the data fingerprint). ImageNet
 (50,000 images): 6.1 KiB per top-1 or top-5 row, about 104 KiB for mean per-class recall before compression (see
 ``benchmarks/RESULTS.md``).
 
@@ -39,7 +42,7 @@ import io
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +53,9 @@ import numpy as np
 from clip_bench.metrics import groups as grouped
 from clip_bench.metrics import intervals as stats
 from clip_bench.metrics.classification import GROUP_METRICS, topk_hits
-from clip_bench.metrics.retrieval import KS, MAIN, RetrievalRanks, parse_metric
+from clip_bench.metrics.retrieval import KS, RetrievalRanks, parse_metric
+from clip_bench.metrics.winogavil import GROUPS as JACCARD_GROUPS
+from clip_bench.metrics.winogavil import group_mask
 from clip_bench.results.rows import field_of, result_id
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.io import atomic_path, probe_writable_dir, sha256_bytes, sha256_json
@@ -69,9 +74,11 @@ CI_METHODS = {
     "macro_f1": "bootstrap-stratified",
     "worst_group_top1": "clopper-pearson-bonferroni",
     "worst_group_top5": "clopper-pearson-bonferroni",
+    **{m: "bootstrap" for m in JACCARD_GROUPS},  # WinoGAViL: instances resampled
 }
 #: Retrieval rows (metric names carry k): image→text recall@k is a proportion over independent image
-#: queries; text→image recall@k and mean_recall are resampled by image (captions of an image are correlated).
+#: queries; text→image recall@k and the summaries (mean_recall, mean_recall@1) are resampled by image (captions of
+#: an image are correlated).
 RETRIEVAL_CI_METHODS = {"i2t": "wilson", "t2i": "bootstrap-cluster", "mean": "bootstrap-cluster"}
 _RANK_CLIP = max(KS)  # stored ranks: min(rank, 10) decides every hit at k <= 10
 _VALUE_TOL = 1e-6  # percent points
@@ -207,7 +214,7 @@ class Outcomes:
 
     @property
     def retrieval(self) -> tuple[str, int] | None:
-        """("i2t" | "t2i", k), or ("mean", 0), for retrieval rows; None otherwise."""
+        """("i2t" | "t2i", k), or ("mean", k) for a summary, for retrieval rows; None otherwise."""
         return parse_metric(self.metric)
 
     @property
@@ -240,8 +247,10 @@ class Outcomes:
             return grouped.macro_f1_from_predictions(self.labels, self.preds)
         if self.retrieval is not None:
             if self.retrieval[0] == "mean":
-                return RetrievalRanks(self.ranks_i2t, self.ranks_t2i).recalls()[MAIN]
+                return RetrievalRanks(self.ranks_i2t, self.ranks_t2i).summary(m)
             return 100.0 * float(np.mean(self.correct))
+        if m in JACCARD_GROUPS:
+            return 100.0 * float(np.mean(self.scores))
         if m == "mean_per_class_recall":
             _, inv = np.unique(self.labels, return_inverse=True)
             return 100.0 * float(np.mean(np.bincount(inv, weights=self.top1) / np.bincount(inv)))
@@ -264,6 +273,9 @@ class Outcomes:
         if m in GROUP_METRICS:
             lo, hi = self.group_table().worst_interval()
             return lo, hi, CI_METHODS[m]
+        if m in JACCARD_GROUPS and self.recompute() in (0.0, 100.0):  # every instance 0 (or 1): no spread
+            lo, hi = stats.wilson(round(self.recompute() / 100.0 * self.n), self.n)
+            return 100.0 * float(lo), 100.0 * float(hi), "wilson-instances"
         reps = self.bootstrap(B, seed)
         if m == "macro_f1" and np.ptp(reps) == 0:
             raise NoIntervalError("every class's predictions are all one way, so a class-stratified bootstrap has no "
@@ -287,16 +299,20 @@ class Outcomes:
         if m in BINARY_METRICS:
             k = int(np.sum(self.correct))
             return 100.0 * np.random.default_rng(seed).binomial(self.n, k / self.n, size=B) / self.n
-        if self.retrieval is not None:
+        if self.retrieval is not None or m in JACCARD_GROUPS:
             sums, sizes = self.cluster_sums()
             return 100.0 * stats.cluster_bootstrap_ratios(sums, sizes, B, seed).mean(axis=1)
         raise OutcomeError(f"no bootstrap is defined for metric {m!r}")
 
     def cluster_sums(self) -> tuple[np.ndarray, np.ndarray]:
-        """Retrieval rows: per-image (hits, queries), shape (n_images, M) each; M = 1, or 6 for mean_recall.
+        """Retrieval rows: per-image (hits, queries), shape (n_images, M) each; M = 1, or 2 × the summary's k
+        (6 for mean_recall, 2 for mean_recall@1). WinoGAViL rows: per instance (Jaccard index, 1), M = 1.
 
         The row's value is 100 × the mean over the M columns of sum(hits) / sum(queries).
         """
+        if self.metric in JACCARD_GROUPS:
+            jac = np.asarray(self.scores, dtype=np.float64)[:, None]
+            return jac, np.ones_like(jac)
         kind, k = self.retrieval or ("", 0)
         if kind == "i2t":
             hits = np.asarray(self.hits, dtype=np.float64)[:, None]
@@ -310,9 +326,10 @@ class Outcomes:
             groups = np.asarray(self.groups, dtype=np.int64)
             g = len(self.ranks_i2t)
             n_caps = np.bincount(groups, minlength=g).astype(np.float64)
-            sums = [np.asarray(self.ranks_i2t < j, dtype=np.float64) for j in KS]
-            sums += [np.bincount(groups, weights=self.ranks_t2i < j, minlength=g) for j in KS]
-            sizes = [np.ones(g)] * len(KS) + [n_caps] * len(KS)
+            ks = KS if k == 0 else (k,)  # the summary's recalls (metrics.retrieval.summary_ks)
+            sums = [np.asarray(self.ranks_i2t < j, dtype=np.float64) for j in ks]
+            sums += [np.bincount(groups, weights=self.ranks_t2i < j, minlength=g) for j in ks]
+            sizes = [np.ones(g)] * len(ks) + [n_caps] * len(ks)
             return np.stack(sums, axis=1), np.stack(sizes, axis=1)
         raise OutcomeError(f"{self.metric} is not a retrieval metric")
 
@@ -400,11 +417,44 @@ def retrieval_outcomes(
     raise OutcomeError(f"{metric!r} is not a retrieval metric")
 
 
+def winogavil_sample_hash(
+    cues: Sequence[str], candidates: Sequence[Sequence[str]], associations: Sequence[Sequence[str]],
+    data_fingerprint: str | None = None,
+) -> str:
+    """SHA-256 identifying the WinoGAViL instances a row was scored on (in order): their cues, candidates and
+    associations, and the content fingerprint of the data. ``compare`` requires it to match."""
+    body = sha256_json({"cues": list(cues), "candidates": [list(c) for c in candidates],
+                        "associations": [list(a) for a in associations]})
+    return sha256_bytes(f"clip-bench-winogavil-samples-v1:{len(cues)}:{body}:data:{data_fingerprint}".encode())
+
+
+def winogavil_outcomes(metric: str, jaccards: np.ndarray, n_candidates: np.ndarray, value: float,
+                       sample: str) -> Outcomes:
+    """The outcomes of one WinoGAViL row: the Jaccard index of each instance of its group."""
+    keep = np.asarray(jaccards, dtype=np.float64)[group_mask(metric, n_candidates)]
+    return Outcomes(metric=metric, n=int(keep.size), value=float(value), sample_hash=sample, scores=keep)
+
+
+def attach_winogavil_outcomes(
+    rows: list[dict[str, Any]], jaccards: np.ndarray, n_candidates: np.ndarray, sample: str,
+    output_dir: str | Path | None, B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED,
+) -> list[dict[str, Any]]:
+    """:func:`attach_outcomes` for the rows of one WinoGAViL evaluation (each instance's Jaccard index and
+    candidate count, instance-set hash `sample` from :func:`winogavil_sample_hash`)."""
+    def outcomes_of(row: dict[str, Any]) -> Outcomes | None:
+        if row["metric"] not in JACCARD_GROUPS:
+            return None
+        return winogavil_outcomes(row["metric"], jaccards, n_candidates, row["value"], sample)
+
+    return _attach_rows(rows, outcomes_of, "per-instance", output_dir, B, seed)
+
+
 def paired_retrieval_bootstrap(
     oa: Outcomes, ob: Outcomes, B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED,
 ) -> np.ndarray:
     """Paired cluster-bootstrap replicates of A - B (points) for a retrieval metric: the same resampled
-    images (each with all its caption queries) for both models."""
+    images (each with all its caption queries) for both models; for a WinoGAViL row, the same resampled
+    instances."""
     (sa, sizes), (sb, sizes_b) = oa.cluster_sums(), ob.cluster_sums()
     if sa.shape != sb.shape or not np.array_equal(sizes, sizes_b):
         raise OutcomeError(f"{oa.metric}: the two outcomes are not on the same queries")
@@ -622,14 +672,26 @@ def attach_retrieval_outcomes(
 ) -> list[dict[str, Any]]:
     """:func:`attach_outcomes` for the rows of one retrieval evaluation (`ranks`, captions' images
     `text_image`, test-set hash `sample` from :func:`retrieval_sample_hash`)."""
+    def outcomes_of(row: dict[str, Any]) -> Outcomes | None:
+        if parse_metric(row.get("metric")) is None:
+            return None
+        return retrieval_outcomes(row["metric"], ranks, text_image, row["value"], sample)
 
+    return _attach_rows(rows, outcomes_of, "per-query", output_dir, B, seed)
+
+
+def _attach_rows(
+    rows: list[dict[str, Any]], outcomes_of: Callable[[dict[str, Any]], Outcomes | None], what: str,
+    output_dir: str | Path | None, B: int, seed: int,
+) -> list[dict[str, Any]]:
+    """:func:`_attach` for every row with a value that `outcomes_of` gives outcomes for (None: none); the
+    outcomes must count the row's ``n``."""
     for row in rows:
-        if row.get("value") is None or parse_metric(row.get("metric")) is None:
+        if row.get("value") is None or (out := outcomes_of(row)) is None:
             continue
-        out = retrieval_outcomes(row["metric"], ranks, text_image, row["value"], sample)
         if row.get("n") is not None and int(row["n"]) != out.n:
             raise OutcomeError(f"{row['metric']} row has n = {row['n']} but {out.n} outcomes")
-        _attach(row, out, "per-query", output_dir, B, seed)
+        _attach(row, out, what, output_dir, B, seed)
     return rows
 
 

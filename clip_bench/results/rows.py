@@ -469,7 +469,8 @@ def with_variant_labels(df: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.Data
     return df
 
 
-#: Row protocols shown in a protocol's leaderboard: zero-shot retrieval tasks sit beside zero-shot classification.
-LEADERBOARD_PROTOCOLS = {"zeroshot": ("zeroshot", "retrieval")}
+#: Row protocols shown in a protocol's leaderboard: zero-shot retrieval and WinoGAViL tasks sit beside zero-shot
+#: classification.
+LEADERBOARD_PROTOCOLS = {"zeroshot": ("zeroshot", "retrieval", "winogavil")}
 
 

@@ -25,8 +25,12 @@ MULTILABEL_METRICS = ("map_11point",)
 #: The main metrics a task file may name (its ``metric:``).
 METRICS = ("accuracy", "mean_per_class_recall", "map_11point", "roc_auc", "mean_top1_top5", "mean_recall",
            "macro_f1", "worst_group_top1", "worst_group_top5")
-#: What a task measures; ``retrieval`` tasks (image-text retrieval) are run by their own protocol.
-TASK_KINDS = ("classification", "retrieval")
+#: What a task measures; ``retrieval`` tasks (image-text retrieval) and ``winogavil`` tasks (WinoGAViL's
+#: cue-image associations) are run by their own protocols.
+TASK_KINDS = ("classification", "retrieval", "winogavil")
+#: The main metrics of the task kinds other than classification: a task of such a kind names one of these, and
+#: no other task does (their rows come from their own protocol).
+KIND_METRICS = {"retrieval": ("mean_recall", "mean_recall@1"), "winogavil": ("jaccard_10_12",)}
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
@@ -73,8 +77,10 @@ def _is_groups(v: Any) -> bool:
 
 
 def _metrics() -> list[str]:
-    """The built-in metrics, then those added with ``clip_bench.metrics.classification.register_metric``."""
-    return [*METRICS, *(m for m in main_metric_names() if m not in METRICS)]
+    """The built-in metrics (the task kinds' own last), then those added with
+    ``clip_bench.metrics.classification.register_metric``."""
+    own = [m for ms in KIND_METRICS.values() for m in ms if m not in METRICS]
+    return [*METRICS, *own, *(m for m in main_metric_names() if m not in METRICS)]
 
 
 def _is_group_by(v: Any) -> bool:
@@ -204,6 +210,16 @@ def check_complete(raw: dict[str, Any], where: str) -> None:
         )
     if "group_by" in raw and (raw.get("multilabel") or raw.get("kind", "classification") != "classification"):
         raise ClipBenchError(f"task file {where}: 'group_by' is for single-label classification tasks; remove it.")
+    kind = raw.get("kind", "classification")
+    own = KIND_METRICS.get(kind)
+    other = {m: k for k, ms in KIND_METRICS.items() if k != kind for m in ms}
+    if (own is not None and raw["metric"] not in own) or raw["metric"] in other:
+        want = f"one of {', '.join(own)}" if own else "a classification metric"
+        whose = f" (a {other[raw['metric']]} metric)" if raw["metric"] in other else ""
+        raise ClipBenchError(
+            f"task file {where}: metric {raw['metric']!r}{whose} does not fit kind {kind!r}: a {kind} task is scored "
+            f"with {want}."
+        )
     if "default_source" in raw and raw["default_source"] not in raw["sources"]:
         raise ClipBenchError(
             f"task file {where}: 'default_source' is {raw['default_source']!r}, not one of the sources "

@@ -120,6 +120,7 @@ class TaskSpec:
 
 
 def task_kind(task: TaskSpec) -> str:
-    """``classification`` (default) or ``retrieval``: the task file's ``kind``, which picks the protocol."""
+    """``classification`` (default), ``retrieval`` or ``winogavil``: the task file's ``kind``, which picks the
+    protocol."""
     kind = getattr(task, "kind", None) or (getattr(task, "extra", None) or {}).get("kind") or "classification"
     return str(kind)

@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from clip_bench.metrics.retrieval import RetrievalRanks, flatten_captions, retrieval_ranks
+from clip_bench.metrics.retrieval import RetrievalRanks, flatten_captions, parse_metric, retrieval_ranks
 from clip_bench.protocols.retrieval import apply_template
 from clip_bench.util.errors import ClipBenchError
 
@@ -127,3 +127,17 @@ def test_templates_and_flattening():
     assert apply_template(["a cat {x}"], "a photo of {}.") == ["a photo of a cat {x}."]
     texts, owner = flatten_captions([["a"], ["b", "c"], ["d"]], np.array([2, 1]))
     assert texts == ["d", "b", "c"] and owner.tolist() == [0, 1, 1]
+
+
+def test_mean_recall_at_1_is_the_mean_of_the_two_recalls_at_1():
+    """DataComp's summary, by hand: image 0's best caption is its own (hit), image 1's is not (miss): 50%; of the
+    three captions two find their image first: 66.7%; mean_recall@1 = 58.3%, whatever happens at k = 5 or 10."""
+    by_hand = RetrievalRanks(np.array([0, 3]), np.array([0, 1, 0]))
+    rows = by_hand.recalls(summary="mean_recall@1")
+    assert list(rows) == [*(f"text_retrieval_recall@{k}" for k in (1, 5, 10)),
+                          *(f"image_retrieval_recall@{k}" for k in (1, 5, 10)), "mean_recall@1"]
+    assert rows["mean_recall@1"] == pytest.approx((50.0 + 200 / 3) / 2)
+    assert by_hand.summary("mean_recall") == pytest.approx((50 + 100 + 100 + 200 / 3 + 100 + 100) / 6)
+    assert parse_metric("mean_recall@1") == ("mean", 1) and parse_metric("mean_recall") == ("mean", 0)
+    with pytest.raises(ClipBenchError, match="not a retrieval summary"):
+        by_hand.summary("top1")

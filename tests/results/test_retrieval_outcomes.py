@@ -28,13 +28,15 @@ def clustered_ranks(rng: np.random.Generator, n_images: int) -> tuple[np.ndarray
 
 
 def test_cluster_bootstrap_covers_text_to_image_recall_and_mean_recall():
-    """1,000 synthetic test sets of 150 images: the 95% intervals cover the population value 93-97% of
-    the time; a Wilson interval that treats the captions as independent does not (about 81%)."""
+    """1,000 synthetic test sets of 150 images: the 95% intervals (text→image recall, mean_recall and DataComp's
+    mean_recall@1) cover the population value 93-97% of the time; a Wilson interval that treats the captions as
+    independent does not (about 81%)."""
     groups, r_img, r_cap = clustered_ranks(np.random.default_rng(123), 400_000)  # the population
     truth_t2i = 100 * np.mean(r_cap < 5)
     truth_mean = np.mean([100 * np.mean(r_img < k) for k in KS] + [100 * np.mean(r_cap < k) for k in KS])
+    truth_mean1 = (100 * np.mean(r_img < 1) + 100 * np.mean(r_cap < 1)) / 2
     rng = np.random.default_rng(0)
-    reps, covered = 1000, {"t2i": 0, "mean": 0, "naive": 0}
+    reps, covered = 1000, {"t2i": 0, "mean": 0, "mean1": 0, "naive": 0}
     for rep in range(reps):  # B = 200 keeps this fast; rows use B = 1000
         groups, r_img, r_cap = clustered_ranks(rng, 150)
         t2i = outcomes.Outcomes("image_retrieval_recall@5", r_cap.size, "", 0.0, hits=r_cap < 5, groups=groups)
@@ -44,11 +46,16 @@ def test_cluster_bootstrap_covers_text_to_image_recall_and_mean_recall():
                                  ranks_t2i=r_cap)
         lo, hi, _ = mean.interval(B=200, seed=rep)
         covered["mean"] += lo <= truth_mean <= hi
+        mean1 = outcomes.Outcomes("mean_recall@1", 150 + r_cap.size, "", 0.0, groups=groups, ranks_i2t=r_img,
+                                  ranks_t2i=r_cap)
+        lo, hi, _ = mean1.interval(B=200, seed=rep)
+        covered["mean1"] += lo <= truth_mean1 <= hi
         lo, hi = stats.wilson(int(np.sum(r_cap < 5)), r_cap.size)
         covered["naive"] += 100 * lo <= truth_t2i <= 100 * hi
     assert method == "bootstrap-cluster-200"
     assert 0.93 <= covered["t2i"] / reps <= 0.97, covered
     assert 0.93 <= covered["mean"] / reps <= 0.97, covered
+    assert 0.93 <= covered["mean1"] / reps <= 0.97, covered
     assert covered["naive"] / reps < 0.88, covered  # why the captions are resampled with their image
 
 
@@ -139,3 +146,26 @@ def test_paired_tests_identical_and_known_difference():
             assert test == "paired cluster bootstrap (500)" and reps.shape == (500,)
         if metric.endswith("@5") or metric == "mean_recall":
             assert p < 0.01 and lo > 0, (metric, p, lo)
+
+
+def test_mean_recall_at_1_outcomes_interval_and_paired_test(tmp_path):
+    """mean_recall@1 (DataComp's summary) is rebuilt from the stored ranks, resampled by image (its two recalls
+    at 1 as the cluster sums), stored like mean_recall, and paired in compare by the same cluster bootstrap."""
+    ranks, text_image = random_ranks(2, n_img=200)
+    value = ranks.summary("mean_recall@1")
+    by_hand = (100 * np.mean(ranks.image_to_text == 0) + 100 * np.mean(ranks.text_to_image == 0)) / 2
+    assert value == pytest.approx(by_hand, abs=1e-12)
+    out = outcomes.retrieval_outcomes("mean_recall@1", ranks, text_image, value, "h")
+    assert out.recompute() == value and out.n == 200 + text_image.size
+    sums, sizes = out.cluster_sums()
+    assert sums.shape == (200, 2)
+    np.testing.assert_array_equal(sums[:, 1], np.bincount(text_image, weights=ranks.text_to_image == 0, minlength=200))
+    lo, hi, method = out.interval()
+    assert method == "bootstrap-cluster-1000" and lo < value < hi
+    back = outcomes.load(outcomes.save(out, tmp_path / "o.npz"))
+    assert back.recompute() == value and back.interval() == (lo, hi, method)
+    worse = RetrievalRanks(ranks.image_to_text + 1, ranks.text_to_image + 1)  # no query is first any more
+    ob = outcomes.retrieval_outcomes("mean_recall@1", worse, text_image, worse.summary("mean_recall@1"), "h")
+    diff, lo, hi, test, p, reps, _ = compare_outcomes(out, ob, B=500)
+    assert diff == pytest.approx(value) and test == "paired cluster bootstrap (500)" and lo <= diff <= hi and p < 0.01
+    assert compare_outcomes(out, out)[4] == 1.0

@@ -53,7 +53,8 @@ def test_every_shipped_task_and_collection_passes_the_schema():
 
 def test_a_good_user_task_with_kind_and_extra_keys_parses(tmp_path):
     path = write_task(tmp_path,
-                      with_changes(kind="retrieval", class_groups=[0, [1, 2]], subsets={"few": "imagenet_r_classes"}))
+                      with_changes(kind="retrieval", metric="mean_recall", class_groups=[0, [1, 2]],
+                                   subsets={"few": "imagenet_r_classes"}))
     task = get_task(str(path))
     assert task.extra == {"kind": "retrieval", "class_groups": [0, [1, 2]], "subsets": {"few": "imagenet_r_classes"}}
 

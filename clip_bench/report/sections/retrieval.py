@@ -21,7 +21,8 @@ def retrieval_section(ctx: ReportContext) -> list[Section]:
     summary.lines.append(f"retrieval: {len(table)} line(s) -> retrieval.csv")
     return [Section("Zero-shot retrieval", [
         html.paragraph("Recall@k in percent: i2t = image→text (the paper's text retrieval), t2i = text→image "
-                       "(image retrieval); mean = the mean of the six. *_vs_paper: ours minus CLIP paper Table 13 "
+                       "(image retrieval); mean = the mean of the six (the paper's tasks), mean_R@1 = the mean of "
+                       "the two at 1 (DataComp's tasks). *_vs_paper: ours minus CLIP paper Table 13 "
                        "(ViT-L/14@336px, OpenAI weights)."),
         html.table(table),
     ])]
