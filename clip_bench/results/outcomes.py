@@ -26,9 +26,9 @@ plus ``value`` (the row's value, recomputed from the arrays when written and che
 and ``sample_hash``: SHA-256 of the test labels in sample order and their shape and of the test data's
 content fingerprint (``clip_bench.cache.data_fingerprint``), which ``clip-bench compare`` requires to match
 between two rows (for retrieval rows: of the image indices, the captions before any template, the
-caption→image pairing and the data fingerprint; for worst-group rows also of the group codes; for WinoGAViL rows: of the instances' cues,
-candidates and associations and the data fingerprint). ImageNet
-(50,000 images): 6.1 KiB per top-1 or top-5 row, about 104 KiB for mean per-class recall before compression (see
+caption→image pairing and the data fingerprint; for worst-group rows also of the group codes; for WinoGAViL
+rows: of the instances' cues, candidates and associations and the data fingerprint). ImageNet (50,000 images):
+6.1 KiB per top-1 or top-5 row, about 104 KiB for mean per-class recall before compression (see
 ``benchmarks/RESULTS.md``).
 
 The file is named by the row's ``result_id`` when it has one, else by :func:`fallback_id`, the id
