@@ -135,7 +135,7 @@ def test_mixed_with_classification_leaderboard_and_sweep(flickr, eval_config, ti
     board = (eval_config.output_dir / "leaderboard.csv").read_text().splitlines()
     # the fixture's flickr30k expects other counts than the shipped task: its rows are not standard and stay off
     # leaderboard.csv; as standard rows they sit beside digits
-    assert board[0].split(",")[7:] == ["digits"]  # after model, pretrained, protocol and the means
+    assert board[0].split(",")[len(HEAD):] == ["digits"]  # after model, pretrained, protocol and the means
     standard = [{**r, "standard": True} for r in read_rows(eval_config.output_dir)]
     assert list(protocol_table(standard).columns[len(HEAD):]) == ["digits", "flickr30k"]
     models = [ModelEntry("tiny-clip-digits")]
