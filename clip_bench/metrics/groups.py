@@ -104,10 +104,10 @@ def group_accuracies(hits: np.ndarray, groups: np.ndarray) -> GroupAccuracies:
     codes = check_group_codes(groups, hits.shape[0])
     if not codes.size:
         raise ClipBenchError("no samples to group: a worst-group accuracy needs at least one sample.")
-    sizes = np.bincount(codes)
-    right = np.bincount(codes, weights=hits).round().astype(np.int64)
-    present = np.flatnonzero(sizes)
-    return GroupAccuracies(present.astype(np.int64), sizes[present], right[present])
+    present, index = np.unique(codes, return_inverse=True)  # codes may be large (ids): never a table up to the max
+    sizes = np.bincount(index, minlength=present.size)
+    right = np.bincount(index, weights=hits, minlength=present.size).round().astype(np.int64)
+    return GroupAccuracies(present.astype(np.int64), sizes, right)
 
 
 def worst_group_accuracy(hits: np.ndarray, groups: np.ndarray) -> float:

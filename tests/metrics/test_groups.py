@@ -90,6 +90,28 @@ def test_group_metrics_need_groups_and_valid_codes():
         worst_group_top1(scores, labels, np.array([0.5, 1, 0]))
 
 
+def test_large_group_codes_are_groups_like_small_ones():
+    """A metadata column of ids (a camera location, a 64-bit hash) has huge codes: each is still one group, with
+    the same sizes and accuracies as the codes numbered 0, 1, 2 in the same order, and no table up to the largest."""
+    rng = np.random.default_rng(3)
+    n, n_classes = 200, 8
+    labels = rng.integers(0, n_classes, n)
+    scores = rng.normal(size=(n, n_classes))
+    scores[np.arange(n), labels] += 1.0
+    small = rng.integers(0, 3, n)
+    big = np.array([7, 2**40, 2**62])[small]
+    hits = scores.argmax(axis=1) == labels
+    want = grouped.group_accuracies(hits, small)
+    got = grouped.group_accuracies(hits, big)
+    np.testing.assert_array_equal(got.codes, [7, 2**40, 2**62])
+    np.testing.assert_array_equal(got.sizes, want.sizes)
+    np.testing.assert_array_equal(got.hits, want.hits)
+    assert worst_group_top1(scores, labels, big) == pytest.approx(by_hand_worst(hits, big)[0])
+    assert grouped.paired_worst_group_unsupported(hits, ~hits, big) is None
+    np.testing.assert_array_equal(grouped.paired_worst_group_bootstrap(hits, ~hits, big, B=50),
+                                  grouped.paired_worst_group_bootstrap(hits, ~hits, small, B=50))
+
+
 def test_worst_group_interval_is_simultaneous_clopper_pearson_and_covers_the_value():
     hits = np.r_[np.ones(90, bool), np.zeros(10, bool), np.ones(30, bool), np.zeros(20, bool), False]
     groups = np.r_[np.zeros(100, int), np.full(50, 2), [7]]  # 90/100, 30/50, 0/1 (one image)
