@@ -320,7 +320,9 @@ def load_wds(ctx: LoadContext, repo: str | None = None, revision: str | None = N
         np.asarray(sizes, dtype=np.int64), target_array,
     )
     data.metadata = metadata.array()  # the shards hold it: their hashes in the data fingerprint cover it
-    data.annotation_files = [p for p in (ctx.root / n for n in (DATA_CLASSNAMES, "dataset_type.txt")) if p.exists()]
+    # the data fingerprint covers the templates a source takes from the data, as it covers the class names
+    read = (DATA_CLASSNAMES, "dataset_type.txt", *((DATA_TEMPLATES,) if ctx.source.prompts_from_data else ()))
+    data.annotation_files = [p for p in (ctx.root / n for n in read) if p.exists()]
     return data
 
 

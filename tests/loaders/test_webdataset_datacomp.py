@@ -179,6 +179,31 @@ def test_prompts_from_data_give_the_rows_their_hashes_and_standardness(task_file
     assert renamed["classnames_hash"] != row["classnames_hash"] and renamed["result_id"] != row["result_id"]
 
 
+def test_compare_refuses_rows_scored_with_other_templates_from_the_data(task_file, digits, eval_config, tiny_model,
+                                                                        tmp_path):
+    """The data's own templates are part of what a row measured, like its class names: two models scored before
+    and after the data folder's template file changed are both standard rows, so compare must not pair them."""
+    from model_fixtures import checkpoint_folder
+
+    from clip_bench.report.compare import compare
+
+    images, labels = digits
+    write_dc(eval_config.data_root, images[:60], labels[:60])
+    folder = eval_config.data_root / "wds_dc_digits_test"
+    data = load_split(get_task(task_file), None, "test", eval_config.data_root)
+    before = fingerprint_dataset(data, folder)
+    a = main_row(zeroshot(tiny_model, task_file, eval_config))
+    (folder / "zeroshot_classification_templates.txt").write_text("{c}\n")
+    after = fingerprint_dataset(load_split(get_task(task_file), None, "test", eval_config.data_root), folder)
+    assert after != before  # the files the task reads from the data folder, its templates among them
+    other = checkpoint_folder(tmp_path / "perturbed", perturb=True)
+    b = main_row(zeroshot(str(other / "tiny.json"), task_file, eval_config,
+                          pretrained=str(other / "epoch_32.safetensors"), device="cpu"))
+    assert a["standard"] and b["standard"] and a["templates_hash"] != b["templates_hash"]
+    with pytest.raises(ClipBenchError, match="measured on different data"):
+        compare(a["model_fingerprint"], b["model_fingerprint"], eval_config.output_dir)
+
+
 def test_duplicated_class_names_stay_separate_classes(task_file, digits, eval_config, tiny_model):
     """iWildCam repeats class names: classes are indices, and the duplicate's images still count as that class."""
     images, labels = digits
