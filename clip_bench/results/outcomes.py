@@ -491,8 +491,8 @@ def save(out: Outcomes, path: str | Path) -> Path:
             arrays[name] = np.packbits(np.asarray(getattr(out, name), dtype=bool))
     if out.groups is not None:
         groups = np.asarray(out.groups)
-        if groups.size and np.all(groups[1:] >= groups[:-1]) and groups[0] == 0:  # captions in image order
-            arrays["group_sizes"] = _small_int(np.bincount(groups))  # (kept as run lengths)
+        if groups.size and np.all(groups[1:] >= groups[:-1]) and groups[0] == 0 and groups[-1] < groups.size:
+            arrays["group_sizes"] = _small_int(np.bincount(groups))  # captions in image order: run lengths
         else:
             arrays["groups"] = _small_int(groups)
     for name in ("ranks_i2t", "ranks_t2i"):

@@ -85,3 +85,17 @@ def test_damaged_group_evidence_is_refused(tmp_path):
     outcomes.save(out, path)
     with pytest.raises(outcomes.DamagedOutcomesError, match="does not reproduce|not the"):
         outcomes.load_for_row(row, tmp_path)
+
+
+def test_sorted_group_codes_with_large_ids_round_trip(tmp_path):
+    """Data sorted by a metadata column of ids (code 0, then large location ids): the evidence holds each image's
+    code as it was, and writing it allocates nothing the size of the largest code."""
+    scores, labels, small = _data()
+    order = np.argsort(small, kind="stable")
+    scores, labels, small = scores[order], labels[order], small[order]  # in group order, from code 0
+    big = np.array([0, 1, 2**40, 2**41, 4, 5, 2**62])[small]
+    rows = {r["metric"]: r for r in _rows(scores, labels, "worst_group_top1", big, tmp_path)}
+    out = outcomes.load_for_row(rows["worst_group_top1"], tmp_path)
+    np.testing.assert_array_equal(out.groups, big)
+    assert out.recompute() == pytest.approx(rows["worst_group_top1"]["value"], abs=1e-9)
+    assert out.group_table().worst_code == 2**62  # the one-image group the model gets wrong
