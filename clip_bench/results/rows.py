@@ -132,10 +132,13 @@ def is_standard(row: dict[str, Any]) -> bool:
     """Whether a row is the full, standard evaluation: the only rows the leaderboard, the report, ``compare``'s
     first choice and the sweep's "already done" use.
 
-    ``standard`` is read by :func:`standard_flag`; a value it cannot read is not standard. Rows written
-    before rows carried ``standard`` (None) count as standard unless they record a ``--limit`` or a
-    class-name/template override file.
+    ``standard`` is read by :func:`standard_flag`; a value it cannot read is not standard. A row that records a
+    ``--limit`` is a subset, never standard, whatever its ``standard`` says (clip-bench never writes both; a
+    results file from elsewhere may). Rows written before rows carried ``standard`` (None) count as standard
+    unless they record a ``--limit`` or a class-name/template override file.
     """
+    if field_of(row, "limit") is not None:
+        return False
     value = row.get("standard")
     if value is not None:
         return standard_flag(value) is True
