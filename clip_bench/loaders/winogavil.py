@@ -60,6 +60,10 @@ class Instances:
         """(n + 1,) where each instance's candidate images start among the samples (and where they end)."""
         return np.concatenate([[0], np.cumsum(self.n_candidates)]).astype(np.int64)
 
+    def drawn(self, limit: int | None) -> np.ndarray:
+        """The instances ``--limit`` draws (every instance without one), stratified by candidate count."""
+        return subset_indices(len(self.cues), limit, labels=self.n_candidates)
+
     def to_dict(self) -> dict[str, Any]:
         return {"cues": self.cues, "candidates": self.candidates, "associations": self.associations}
 
@@ -89,7 +93,7 @@ class WinoGAViLImages(LabeledImages):
 
     def limit_indices(self, limit: int | None) -> np.ndarray:
         """The candidate images of the instances ``--limit`` draws (stratified by candidate count)."""
-        chosen = subset_indices(len(self.instances.cues), limit, labels=self.instances.n_candidates)
+        chosen = self.instances.drawn(limit)
         starts, ends = self.instances.offsets[chosen], self.instances.offsets[chosen + 1]
         return np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]).astype(np.int64)
 

@@ -221,7 +221,7 @@ def _backfill_winogavil(row: dict[str, Any], output_dir: str | Path, cache_dir: 
                                  f"cache under {cache_dir}; {redo}.")
         return np.stack([table[p] for p in prompts])
 
-    scored = score_winogavil(feats, field_of(row, "data_fingerprint"), embed)
+    scored = score_winogavil(feats, field_of(row, "data_fingerprint"), embed, field_of(row, "limit"))
     try:
         with collect_unwritten() as unwritten:
             attach_winogavil_outcomes([copy], scored.jaccards, scored.n_candidates, scored.sample, output_dir)

@@ -64,11 +64,11 @@ class WinoGAViLScores:
 
 
 def score_winogavil(feats: Features, fingerprint: str | None,
-                    embed: Callable[[list[str]], np.ndarray]) -> WinoGAViLScores:
+                    embed: Callable[[list[str]], np.ndarray], limit: int | None = None) -> WinoGAViLScores:
     """Score every instance whose candidate images all have features; `embed` gives the prompts' embeddings.
 
-    Instances with no features at all were not drawn (``--limit``); those with some are skipped (an image of
-    theirs could not be read) and counted.
+    The instances `limit` draws (``--limit``; all without one) that lack the features of an image of theirs (it
+    could not be read) are skipped and counted, even when none of their images could be read.
     """
     raw = feats.meta.get("winogavil")
     if raw is None:
@@ -80,7 +80,8 @@ def score_winogavil(feats: Features, fingerprint: str | None,
     row_of[np.asarray(feats.labels, dtype=np.int64)] = np.arange(len(feats.labels))
     present = np.asarray([np.count_nonzero(row_of[a:b] >= 0) for a, b in zip(offsets[:-1], offsets[1:])])
     complete = np.flatnonzero(present == inst.n_candidates)
-    skipped = int(np.count_nonzero((present > 0) & (present < inst.n_candidates)))
+    drawn = inst.drawn(limit)
+    skipped = int(np.count_nonzero(present[drawn] < inst.n_candidates[drawn]))
     if not len(complete):
         raise ClipBenchError("no WinoGAViL instance has features for all its candidate images.")
     prompts = [cue_prompt(inst.cues[i]) for i in complete]
@@ -111,7 +112,8 @@ def evaluate_winogavil_task(handle: ModelHandle, task: TaskSpec, cfg: EvalConfig
     check_same_data(feats, common["data_fingerprint"], task, split)
     try:
         scored = score_winogavil(feats, common["data_fingerprint"],
-                                 lambda prompts: encode_texts(handle, prompts, cfg.cache_dir, quiet=cfg.quiet))
+                                 lambda prompts: encode_texts(handle, prompts, cfg.cache_dir, quiet=cfg.quiet),
+                                 cfg.limit)
     except ClipBenchError as exc:
         raise ClipBenchError(f"task {task.name!r}: {exc}") from None
     means = jaccard_means(scored.jaccards, scored.n_candidates)

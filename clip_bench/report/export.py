@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from clip_bench.results.averages import AVERAGE_LINE, published_columns
-from clip_bench.results.rows import display_name
+from clip_bench.results.rows import RESULTS_FILE, display_name
 from clip_bench.results.tables import KEY, line_values, load_rows
 from clip_bench.util.errors import ClipBenchError
 from clip_bench.util.io import write_text_atomic
@@ -117,6 +117,9 @@ def export_results(results_dir: str | Path, out: str | Path, fmt: str = "datacom
     path = Path(out)
     if path.is_dir():
         path = path / DEFAULT_FILE
+    if path.name == RESULTS_FILE or path.resolve() in {f.resolve() for f in loaded.files}:
+        raise ClipBenchError(f"--out {path} is a results file of clip-bench; writing the export there would replace "
+                             f"its result rows. Pass --out {path.with_name(DEFAULT_FILE)} (or another file).")
     try:
         write_text_atomic(path, jsonl_text(export.lines))
     except OSError as exc:

@@ -11,6 +11,7 @@ run instead of showing a number: the two protocols measure different things (oth
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -67,8 +68,9 @@ def published_map() -> dict[str, tuple[PublishedColumn, ...]]:
 
 
 def arch_key(name: str) -> str:
-    """Normalise an architecture name across spellings: "ViT-L/14@336" and "ViT-L-14-336" match."""
-    return str(name).replace("/", "-").replace("@", "-").lower()
+    """Normalise an architecture name across spellings: "ViT-L/14@336px" (OpenAI's name, which clip-bench
+    accepts), "ViT-L/14@336" (the paper's tables) and "ViT-L-14-336" (open_clip's) match."""
+    return re.sub(r"(\d)px$", r"\1", str(name).replace("/", "-").replace("@", "-").lower())
 
 
 def _paper_rows(protocol: str) -> dict[str, tuple[str, dict[str, float]]]:

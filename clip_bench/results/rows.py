@@ -132,10 +132,13 @@ def is_standard(row: dict[str, Any]) -> bool:
     """Whether a row is the full, standard evaluation: the only rows the leaderboard, the report, ``compare``'s
     first choice and the sweep's "already done" use.
 
-    ``standard`` is read by :func:`standard_flag`; a value it cannot read is not standard. Rows written
-    before rows carried ``standard`` (None) count as standard unless they record a ``--limit`` or a
-    class-name/template override file.
+    ``standard`` is read by :func:`standard_flag`; a value it cannot read is not standard. A row that records a
+    ``--limit`` is a subset, never standard, whatever its ``standard`` says (clip-bench never writes both; a
+    results file from elsewhere may). Rows written before rows carried ``standard`` (None) count as standard
+    unless they record a ``--limit`` or a class-name/template override file.
     """
+    if field_of(row, "limit") is not None:
+        return False
     value = row.get("standard")
     if value is not None:
         return standard_flag(value) is True
@@ -369,8 +372,11 @@ def model_labels(rows: Iterable[dict[str, Any]]) -> dict[str, tuple[str, str]]:
     model name and tag, with every local path cut to its shortest suffix that tells the models apart
     (``run1/epoch_32.pt`` and ``run2/epoch_32.pt``; one model alone: ``epoch_32.pt``). Models whose
     names stay equal (the same file name in two working folders, or the same ``--name``) get the start of
-    their fingerprint (``#3fa2c1``). The rows keep the full reference.
+    their fingerprint (``#3fa2c1``), and so do models whose names become equal once a variant is appended (a
+    ``--name "ViT-B-32 [fp16]"`` beside the fp16 rows of a model named ``ViT-B-32``). The rows keep the full
+    reference.
     """
+    rows = list(rows)
     latest: dict[str, tuple[str, str]] = {}
     named: dict[str, str] = {}
     for row in sorted(rows, key=lambda r: str(r.get("date") or "")):
@@ -408,9 +414,30 @@ def model_labels(rows: Iterable[dict[str, Any]]) -> dict[str, tuple[str, str]]:
         n = next(n for n in range(6, 65) if len({k[-n:] if k.startswith("name:") else k[:n] for k in keys})
                  == len(keys))
         for key in keys:
-            mark = f"#{key[-n:] if key.startswith('name:') else key[:n]}"
-            out[key] = (model, f"{tag} {mark}") if tag else (f"{model} {mark}", "")
-    return out
+            out[key] = _marked(model, tag, key, n)
+    return _apart_with_variants(out, rows)
+
+
+def _marked(model: str, tag: str, key: str, n: int) -> tuple[str, str]:
+    """(model, tag) with the start (``name:`` keys: the end) of `key`, `n` characters, after the tag."""
+    mark = f"#{key[-n:] if key.startswith('name:') else key[:n]}"
+    return (model, f"{tag} {mark}") if tag else (f"{model} {mark}", "")
+
+
+def _apart_with_variants(labels: dict[str, tuple[str, str]], rows: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """`labels`, with the fingerprint mark added to the models whose label and a variant of theirs is another
+    model's label and variant (:func:`shown_name`), so that no table line holds two models' rows."""
+    variants: dict[str, set[str]] = {}
+    for row in rows:
+        variants.setdefault(model_key(row), set()).add(variant(row))
+    owner: dict[tuple[str, str], str] = {}
+    clash: set[str] = set()
+    for key, (model, tag) in labels.items():
+        for v in variants.get(key, {""}):
+            other = owner.setdefault((model + v, tag), key)
+            if other != key:
+                clash |= {key, other}
+    return {key: _marked(*label, key, 12) if key in clash else label for key, label in labels.items()}
 
 
 #: Row key under which :func:`labelled` keeps a row's shown (model, pretrained); never written to results.jsonl.

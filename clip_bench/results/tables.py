@@ -156,13 +156,17 @@ def main_values(rows: list[dict[str, Any]], protocol: str = "zeroshot") -> pd.Da
     Columns: model and pretrained as shown (:func:`clip_bench.results.rows.shown_name`: a bf16 run is its own
     line, and two checkpoints with one file name are two), task, subset ("" when unset), metric, value,
     ci_low, ci_high.
+    Each line is one row, whole: its metric and interval are the latest row's own, never an older row's filling
+    a field the latest lacks (an interval it has none of, a metric it does not name).
     Aggregated and per-seed rows are not distinguished here; use :mod:`.fewshot` for few-shot protocols.
     """
     main = [r for r in labelled(rows) if r.get("is_main") and r.get("protocol") == protocol and is_standard(r)]
     if not main:
         return pd.DataFrame(columns=MAIN_COLUMNS)
     df = with_variant_labels(rows_frame(main), main).sort_values("date", kind="stable")
-    return df.groupby([*KEY, "task", "subset"], as_index=False, sort=True).last()[MAIN_COLUMNS]
+    keys = [*KEY, "task", "subset"]
+    latest = df.drop_duplicates(keys, keep="last").sort_values(keys, kind="stable")
+    return latest[MAIN_COLUMNS].reset_index(drop=True)
 
 
 def line_values(rows: list[dict[str, Any]], line: str = "zeroshot") -> pd.DataFrame:

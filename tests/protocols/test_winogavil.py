@@ -337,3 +337,27 @@ def test_images_stored_as_paths_are_read_and_fingerprinted(digit_set, tmp_path):
     (folder / f"{instances[1]['images'][0]}.png").unlink()
     with pytest.raises(DataNotFoundError, match=f"1 of the {len(named)} images that the image cells name by path"):
         load_split(task, None, "test", tmp_path / "data")
+
+
+def test_skip_bad_images_counts_every_instance_left_out(digit_set, eval_config, tmp_path, tiny_model):
+    """--skip-bad-images: an instance none of whose images can be read is left out and counted like one that lost
+    a single image (it was drawn: it is not a --limit instance)."""
+    import datasets
+    import pyarrow as pa
+
+    from clip_bench.config import ExtractConfig
+
+    instances, images = digit_set
+    table = winogavil_dataset(instances[:6], images).data.table
+    at = table.schema.get_field_index("candidate_images")
+    cells = table.column(at).to_pylist()
+    cells[0] = [{"bytes": b"not an image", "path": None} for _ in cells[0]]  # every image of instance 0
+    cells[1][0] = {"bytes": b"not an image", "path": None}  # one image of instance 1
+    table = table.set_column(at, table.schema.field(at), pa.array(cells, type=table.schema.field(at).type))
+    datasets.Dataset(table).save_to_disk(str(eval_config.data_root / "winogavil" / "test"))
+    task = fixture_task("datacomp_winogavil", tmp_path)
+    cfg = replace(eval_config, extract=ExtractConfig(batch_size=128, workers=0, quiet=True, skip_bad_images=True))
+    row = by_metric(zeroshot(tiny_model, task, cfg))["jaccard_all"]
+    lost = len(instances[0]["candidates"]) + 1
+    assert row["extra"]["skipped_images"] == lost and not row["standard"]
+    assert row["extra"]["skipped_instances"] == 2 and row["extra"]["n_instances"] == row["n"] == 4

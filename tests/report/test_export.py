@@ -4,6 +4,7 @@ DataComp-protocol rows, and the averages its aggregate_scores.py computes from t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -95,3 +96,20 @@ def test_exported_file_gives_datacomps_aggregate_scores(tmp_path):
     assert scores["Retrieval"] == pytest.approx(board["mean_datacomp_retrieval"] / 100, abs=1e-12)
     assert scores["ImageNet dist. shifts"] == pytest.approx(board["mean_datacomp_shifts"] / 100, abs=1e-12)
     assert scores["ImageNet"] == pytest.approx(board["datacomp_imagenet1k"] / 100, abs=1e-12)
+
+
+def test_export_never_overwrites_a_results_file(tmp_path):
+    rows = [_row("datacomp_cifar10", 90.0)]
+    results = append_rows(tmp_path / "results", rows)
+    single = tmp_path / "run.jsonl"
+    single.write_text(results.read_text(encoding="utf-8"), encoding="utf-8")
+    before = results.read_bytes()
+    for source, out in ((tmp_path / "results", results), (single, single), (tmp_path / "results",
+                                                                              tmp_path / "other" / "results.jsonl")):
+        kept = Path(out).read_bytes() if Path(out).exists() else None
+        with pytest.raises(ClipBenchError, match="is a results file of clip-bench"):
+            export_results(source, out)
+        assert (Path(out).read_bytes() if Path(out).exists() else None) == kept
+    assert results.read_bytes() == before
+    written = export_results(tmp_path / "results", tmp_path / "results").path  # a folder: eval_results.jsonl in it
+    assert written == tmp_path / "results" / "eval_results.jsonl"

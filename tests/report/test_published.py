@@ -25,8 +25,21 @@ def _row(model, pretrained, task, value, protocol="zeroshot", metric="top1", **k
 
 
 def test_arch_key_matches_openai_and_open_clip_spellings():
-    assert arch_key("ViT-L/14@336") == arch_key("ViT-L-14-336")
+    assert arch_key("ViT-L/14@336") == arch_key("ViT-L-14-336") == arch_key("ViT-L/14@336px")
     assert arch_key("ViT-B/32") == arch_key("ViT-B-32") != arch_key("ViT-B-16")
+
+
+def test_openais_name_with_px_is_compared_with_both_tables():
+    """``ViT-L/14@336px``, the name clip-bench lists for OpenAI's 336-pixel model, is the paper's ViT-L/14@336 and
+    open_clip's ViT-L-14-336 (openai)."""
+    rows = [_row("ViT-L/14@336px", "openai", "imagenet", 76.0), _row("ViT-L/14@336px", "openai",
+                                                                     "datacomp_imagenet1k", 76.0)]
+    got = compare_published(rows)
+    got = got[got["kind"] == "task"].set_index("source")
+    assert got.loc["paper", "published_model"] == "ViT-L/14@336" and got.loc["paper", "task"] == "imagenet"
+    assert got.loc["openclip", "published_model"] == "ViT-L-14-336 (openai)"
+    assert got.loc["openclip", "task"] == "datacomp_imagenet1k"
+    assert got.loc["paper", "published"] == pytest.approx(76.2)
 
 
 def test_every_published_column_maps_to_exactly_one_task_and_metric():

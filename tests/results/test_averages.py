@@ -149,3 +149,38 @@ def test_averages_agree_with_the_task_catalogue():
     for name in ("openclip35", "datacomp38"):
         if name in collections:
             assert sorted(collections[name]) == sorted(average_specs()[name].members), name
+
+
+def test_each_task_is_its_latest_row_whole():
+    """A re-run replaces the older row entirely: its interval and metric are never filled in from the older row
+    (an interval of another value, a metric the latest row does not name counted as the member's)."""
+    members = average_specs()["openclip35"].members
+    rows = _rows("m", {t: 50.0 for t in members})
+    iwildcam = next(r for r in rows if r["task"] == "datacomp_iwildcam")
+    iwildcam.update(ci_low=18.0, ci_high=22.0, value=20.0)
+    rerun = {**iwildcam, "value": 30.0, "ci_low": None, "ci_high": None, "date": "2024-02-01"}  # no interval
+    values = line_values([*rows, rerun]).set_index("task")
+    assert values.loc["datacomp_iwildcam", "value"] == 30.0
+    assert math.isnan(values.loc["datacomp_iwildcam", "ci_low"]) and math.isnan(values.loc["datacomp_iwildcam",
+                                                                                            "ci_high"])
+    cifar = next(r for r in rows if r["task"] == "datacomp_cifar10")
+    unnamed = {**cifar, "metric": None, "value": 99.0, "date": "2024-02-01"}  # a row that names no metric
+    found = model_averages(line_values([*rows, unnamed]))[("m", "tag")]["openclip35"]
+    assert found.value is None and found.present == 34 and found.missing[0].startswith("datacomp_cifar10")
+
+
+def test_a_row_recording_a_limit_is_never_averaged_or_exported():
+    """A results file from elsewhere may mark a --limit row standard: it is a subset all the same."""
+    from clip_bench.report.export import datacomp_export
+
+    members = average_specs()["datacomp38"].members
+    rows = _rows("m", {t: 50.0 for t in members})
+    cifar = next(r for r in rows if r["task"] == "datacomp_cifar10")
+    limited = make_row(**{**{k: v for k, v in cifar.items() if k not in ("extra", "result_id")}, "value": 99.0,
+                          "date": "2024-02-01", "standard": True, "limit": 10})
+    assert limited["extra"]["limit"] == 10 and limited["standard"] is True
+    values = line_values([*rows, limited]).set_index("task")
+    assert values.loc["datacomp_cifar10", "value"] == 50.0
+    assert model_averages(line_values([*rows, limited]))[("m", "tag")]["datacomp38"].value == pytest.approx(50.0)
+    exported = {line["dataset"]: line["metrics"]["main_metric"] for line in datacomp_export([*rows, limited]).lines}
+    assert exported["CIFAR-10"] == pytest.approx(0.5)

@@ -227,3 +227,31 @@ def test_headline_names_the_smallest_k_that_was_run(tmp_path):
     headline = [line for line in summary.lines if line.startswith("few-shot: m (p)")]
     assert len(headline) == 1 and "below the 2-shot linear probe (the smallest k run" in headline[0]
     assert "1-shot" not in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_name_that_reads_like_another_models_variant_never_joins_its_line():
+    """``--name "ViT-B-32 [fp16]"`` on one model beside the fp16 rows of a model named ViT-B-32 (no tag): two lines,
+    each with its own model's rows, and the average of neither mixes the two."""
+    from clip_bench.results.tables import line_values
+
+    def row(fingerprint, task, value, **kw):
+        return make_row(model=kw.pop("model", "ViT-B-32"), pretrained=kw.pop("pretrained", None), task=task,
+                        model_fingerprint=fingerprint, protocol="zeroshot", metric="top1", value=value, is_main=True,
+                        standard=True, date=kw.pop("date", "2024-01-01"), **kw)
+
+    fp16 = {"precision": "fp16", "device": "cuda"}
+    rows = [row("a" * 64, "datacomp_cifar10", 10.0, **fp16), row("a" * 64, "datacomp_mnist", 20.0, **fp16),
+            row("b" * 64, "datacomp_cifar10", 90.0, model="other", pretrained="x", label="ViT-B-32 [fp16]",
+                date="2024-02-01")]
+    values = line_values(rows)
+    lines = {name: dict(zip(g["task"], g["value"])) for name, g in values.groupby(["model", "pretrained"])}
+    assert sorted(lines.values(), key=len) == [{"datacomp_cifar10": 90.0},
+                                               {"datacomp_cifar10": 10.0, "datacomp_mnist": 20.0}]
+    board = _csv_text_rows(rows)
+    assert len(board) == 2 and sorted(float(r["datacomp_cifar10"]) for r in board) == [10.0, 90.0]
+
+
+def _csv_text_rows(rows):
+    from clip_bench.results.leaderboard import leaderboard_csv
+
+    return list(csv.DictReader(leaderboard_csv(rows).splitlines()))
