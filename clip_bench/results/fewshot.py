@@ -54,6 +54,12 @@ def _measurement(row: dict[str, Any], also: tuple[str, ...] = ()) -> str:
     return result_id({**row, "extra": extra})
 
 
+def _latest(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """The latest row of each `key` (`df` is sorted by date), whole and indexed by `key`: never a row whose empty
+    fields are filled in from an older one (``groupby().last()`` would take each column's last non-empty value)."""
+    return df.drop_duplicates(key, keep="last").set_index(key)
+
+
 def curves(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Mean over seeds of each task's main metric per k, with its error bar.
 
@@ -82,12 +88,12 @@ def curves(rows: list[dict[str, Any]]) -> pd.DataFrame:
     is_seed = df["aggregate"].isna() & df["seed"].notna()
     per_seed = df[is_seed]
     per_seed = per_seed[per_seed["measure"] == per_seed.groupby(key, sort=False)["measure"].transform("last")]
-    seeds = per_seed.assign(seed=lambda d: d["seed"].astype(str)).groupby([*key, "seed"], sort=False).last()
+    seeds = _latest(per_seed.assign(seed=lambda d: d["seed"].astype(str)), [*key, "seed"])
     stats = seeds.groupby(level=key)["value"].agg(["mean", "std", "count"])
     measured = seeds.groupby(level=key)["agg_measure"].last()
     stats["std"] = stats["std"].fillna(0.0)
-    aggs = df[df["aggregate"].notna()].groupby(key, sort=False).last()
-    other = df[~is_seed & df["aggregate"].isna()].groupby(key, sort=False).last()
+    aggs = _latest(df[df["aggregate"].notna()], key)
+    other = _latest(df[~is_seed & df["aggregate"].isna()], key)
     out = []
     for idx in sorted(set(stats.index) | set(aggs.index) | set(other.index)):
         agg = aggs.loc[idx] if idx in aggs.index else None

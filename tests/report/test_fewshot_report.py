@@ -127,3 +127,13 @@ def test_seeds_measured_on_other_training_data_are_never_averaged_together():
     rows[-1]["ci_low"], rows[-1]["ci_high"] = 70.0, 85.0
     c = fewshot.curves(rows).iloc[0]
     assert (c["mean"], c["n_seeds"], c["err_kind"]) == (80.0, 3, fewshot.STD_BARS)
+
+
+def test_a_newer_aggregate_without_an_interval_never_takes_an_older_rows_interval():
+    """The latest aggregate row is taken whole: its missing interval is not filled in from an older run's row."""
+    old = _row("a", "fewshot_k1", 15.0, date="2024-01-01", aggregate="mean", std=7.07)
+    old["ci_low"], old["ci_high"] = 12.0, 19.0
+    new = _row("a", "fewshot_k1", 30.0, date="2024-02-01", aggregate="mean", std=1.0)
+    c = fewshot.curves([old, new]).iloc[0]
+    assert c["mean"] == pytest.approx(30.0)
+    assert c["err_kind"] == fewshot.STD_BARS and (c["err_low"], c["err_high"]) == pytest.approx((1.0, 1.0))
