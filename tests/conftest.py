@@ -58,3 +58,11 @@ def digits_runs(tmp_path_factory, tiny_model):
     lp = linprobe(tiny_model, "digits", cfg)
     fs = fewshot(tiny_model, "digits", cfg, shots=(2,), seeds=2, with_zeroshot=False)
     return cfg, zs, lp, fs
+
+
+@pytest.fixture(scope="module")
+def digit_set():
+    """50 digit images with 1-3 captions each (99 captions), for the retrieval tests."""
+    from retrieval_fixtures import digit_retrieval_set
+
+    return digit_retrieval_set(per_class=5)

@@ -39,6 +39,11 @@ def digit_captions(labels: np.ndarray) -> list[list[str]]:
     return out
 
 
+#: The six recall rows of a retrieval task: image→text ("text retrieval") then text→image, at k = 1, 5, 10.
+RECALL_METRICS = [*(f"text_retrieval_recall@{k}" for k in (1, 5, 10)),
+                  *(f"image_retrieval_recall@{k}" for k in (1, 5, 10))]
+
+
 def digit_retrieval_set(per_class: int = 5) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
     """The first `per_class` test digits of each class, in dataset order: (RGB images, labels, captions)."""
     images, labels = digits_rgb("test", 32)

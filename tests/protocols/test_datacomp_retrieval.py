@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from dataset_fixtures import fixture_task
 from model_fixtures import checkpoint_folder
-from retrieval_fixtures import digit_retrieval_set, hf_retrieval_dataset, write_retrieval_wds
+from retrieval_fixtures import RECALL_METRICS, hf_retrieval_dataset, write_retrieval_wds
 
 from clip_bench import zeroshot
 from clip_bench.cli.app import main
@@ -24,13 +24,7 @@ from clip_bench.tasks.catalog import get_task
 from clip_bench.tasks.spec import task_kind
 from clip_bench.util.errors import DataNotFoundError
 
-RECALLS = [f"text_retrieval_recall@{k}" for k in (1, 5, 10)] + [f"image_retrieval_recall@{k}" for k in (1, 5, 10)]
 FLICKR = "flickr_1k_test_image_text_retrieval"
-
-
-@pytest.fixture(scope="module")
-def digit_set():
-    return digit_retrieval_set(per_class=5)  # 50 images, 1-3 captions each (99 captions)
 
 
 @pytest.fixture
@@ -59,7 +53,7 @@ def test_shipped_tasks():
 def test_mean_recall_at_1_equals_a_by_hand_computation(flickr1k, digit_set, eval_config, tiny_model, tmp_path):
     _, _, captions = digit_set
     rows = by_metric(zeroshot(tiny_model, flickr1k, eval_config))
-    assert list(rows) == [*RECALLS, "mean_recall@1"]  # no mean of six
+    assert list(rows) == [*RECALL_METRICS, "mean_recall@1"]  # no mean of six
     main_row = rows["mean_recall@1"]
     assert [m for m, r in rows.items() if r["is_main"]] == ["mean_recall@1"]
     assert main_row["protocol"] == "retrieval" and main_row["source"] == "hf" and main_row["n"] == 149
@@ -93,9 +87,9 @@ def test_mean_recall_at_1_equals_a_by_hand_computation(flickr1k, digit_set, eval
     images, _, _ = digit_set
     write_retrieval_wds(eval_config.data_root / "wds_flickr30k", "test", images, captions)
     paper = by_metric(zeroshot(tiny_model, fixture_task("flickr30k", tmp_path), eval_config))
-    assert list(paper) == [*RECALLS, "mean_recall"] and paper["mean_recall"]["is_main"]
-    assert {m: paper[m]["value"] for m in RECALLS} == {m: rows[m]["value"] for m in RECALLS}
-    assert paper["mean_recall"]["value"] == pytest.approx(np.mean([rows[m]["value"] for m in RECALLS]))
+    assert list(paper) == [*RECALL_METRICS, "mean_recall"] and paper["mean_recall"]["is_main"]
+    assert {m: paper[m]["value"] for m in RECALL_METRICS} == {m: rows[m]["value"] for m in RECALL_METRICS}
+    assert paper["mean_recall"]["value"] == pytest.approx(np.mean([rows[m]["value"] for m in RECALL_METRICS]))
 
 
 def test_interval_outcomes_and_compare(flickr1k, eval_config, tiny_model, tmp_path):
