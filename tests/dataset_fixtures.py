@@ -6,7 +6,7 @@ import io
 import json
 import struct
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,30 @@ def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     tf.addfile(info, io.BytesIO(data))
 
 
+def npy_bytes(array: np.ndarray | Sequence[int]) -> bytes:
+    """The bytes of a ``.npy`` file holding `array`."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    return buf.getvalue()
+
+
+def write_shards(root: Path, split: str, n: int, shard_size: int,
+                 members: Callable[[int, str], list[tuple[str, bytes]]]) -> list[Path]:
+    """Samples 0..n-1 as ``<root>/<split>/{0..}.tar`` (key ``s%07d``; `members(i, key)` gives each sample's
+    (file name, bytes)) and ``nshards.txt``, as CLIP_benchmark's WebDataset exporter lays them out."""
+    (root / split).mkdir(parents=True, exist_ok=True)
+    shards = []
+    for s, start in enumerate(range(0, n, shard_size)):
+        path = root / split / f"{s}.tar"
+        with tarfile.open(path, "w") as tf:
+            for i in range(start, min(start + shard_size, n)):
+                for name, data in members(i, f"s{i:07d}"):
+                    _add(tf, name, data)
+        shards.append(path)
+    (root / split / "nshards.txt").write_text(f"{len(shards)}\n")
+    return shards
+
+
 def write_wds(
     root: Path,
     split: str,
@@ -51,26 +75,16 @@ def write_wds(
 
     With `metadata`, sample i also gets ``<key>.npy`` holding ``metadata[i]`` beside its ``.cls`` (DataComp's
     djghosh layout; a None entry writes none)."""
-    (root / split).mkdir(parents=True, exist_ok=True)
-    shards = []
-    for s, start in enumerate(range(0, len(images), shard_size)):
-        path = root / split / f"{s}.tar"
-        with tarfile.open(path, "w") as tf:
-            for i in range(start, min(start + shard_size, len(images))):
-                key = f"s{i:07d}"
-                if multilabel:
-                    buf = io.BytesIO()
-                    np.save(buf, np.asarray(labels[i]))
-                    _add(tf, f"{key}.npy", buf.getvalue())
-                else:
-                    _add(tf, f"{key}.cls", str(int(labels[i])).encode())
-                    if metadata is not None and metadata[i] is not None:
-                        buf = io.BytesIO()
-                        np.save(buf, np.asarray(metadata[i]))
-                        _add(tf, f"{key}.npy", buf.getvalue())
-                _add(tf, f"{key}.{ext}", encode(images[i], ext))
-        shards.append(path)
-    (root / split / "nshards.txt").write_text(f"{len(shards)}\n")
+    def members(i: int, key: str) -> list[tuple[str, bytes]]:
+        if multilabel:
+            out = [(f"{key}.npy", npy_bytes(labels[i]))]
+        else:
+            out = [(f"{key}.cls", str(int(labels[i])).encode())]
+            if metadata is not None and metadata[i] is not None:
+                out.append((f"{key}.npy", npy_bytes(metadata[i])))
+        return [*out, (f"{key}.{ext}", encode(images[i], ext))]
+
+    shards = write_shards(root, split, len(images), shard_size, members)
     if classnames is not None:
         (root / "classnames.txt").write_text("\n".join(classnames) + "\n")
     (root / "zeroshot_classification_templates.txt").write_text("\n".join(templates) + "\n")

@@ -11,13 +11,11 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
-from dataset_fixtures import digits_rgb, encode
+from dataset_fixtures import digits_rgb, encode, write_shards
 from PIL import Image
 
 TEMPLATES = ("a handwritten digit {d}, {s}", "the number {d} {s}", "a scan of a {d}, {s}")
@@ -51,26 +49,13 @@ def digit_retrieval_set(per_class: int = 5) -> tuple[np.ndarray, np.ndarray, lis
     return images[keep], labels[keep], digit_captions(labels[keep])
 
 
-def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tf.addfile(info, io.BytesIO(data))
-
-
 def write_retrieval_wds(root: Path, split: str, images: np.ndarray, captions: list[list[str]],
                         shard_size: int = 10_000, ext: str = "webp") -> list[Path]:
     """A clip-benchmark retrieval WebDataset under `root` (lossless webp by default, as the exporter writes)."""
-    (root / split).mkdir(parents=True, exist_ok=True)
-    shards = []
-    for s, start in enumerate(range(0, len(images), shard_size)):
-        path = root / split / f"{s}.tar"
-        with tarfile.open(path, "w") as tf:
-            for i in range(start, min(start + shard_size, len(images))):
-                key = f"s{i:07d}"
-                _add(tf, f"{key}.{ext}", encode(images[i], ext))
-                _add(tf, f"{key}.txt", "\n".join(c.replace("\n", r"\n") for c in captions[i]).encode("utf-8"))
-        shards.append(path)
-    (root / split / "nshards.txt").write_text(f"{len(shards)}\n")
+    shards = write_shards(root, split, len(images), shard_size, lambda i, key: [
+        (f"{key}.{ext}", encode(images[i], ext)),
+        (f"{key}.txt", "\n".join(c.replace("\n", r"\n") for c in captions[i]).encode("utf-8")),
+    ])
     (root / "dataset_type.txt").write_text("retrieval\n")
     return shards
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from cli_checks import one_line_error
-from dataset_fixtures import digits_rgb, write_wds
+from dataset_fixtures import digits_rgb, npy_bytes, write_wds
 from task_fixtures import fixture_task, main_row
 
 from clip_bench import zeroshot
@@ -92,22 +92,16 @@ def _rewrite_member(shard: Path, member: str, data: bytes | None) -> None:
             tf.addfile(info, io.BytesIO(raw))
 
 
-def _npy(value: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, value)
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize(("shard", "key", "member", "message"), [
     (1, "s0000070", None, r"sample 's0000070' in shard 1.tar has no \.npy metadata, but sample 's0000000' in shard "
                           r"0.tar has 4 entries"),
-    (0, "s0000005", _npy(np.arange(3)), r"sample 's0000005' in shard 0.tar has a \.npy metadata vector of 3 "
+    (0, "s0000005", npy_bytes(np.arange(3)), r"sample 's0000005' in shard 0.tar has a \.npy metadata vector of 3 "
                                         r"entries, but sample 's0000000' in shard 0.tar has 4 entries"),
-    (0, "s0000000", _npy(np.arange(3)), r"sample 's0000001' in shard 0.tar has a \.npy metadata vector of 4 "
+    (0, "s0000000", npy_bytes(np.arange(3)), r"sample 's0000001' in shard 0.tar has a \.npy metadata vector of 4 "
                                         r"entries, but sample 's0000000' in shard 0.tar has 3 entries"),
-    (1, "s0000066", _npy(np.array([1.0, 2.5, 0.0, 7.0])), r"metadata of sample 's0000066' in shard 1.tar holds "
+    (1, "s0000066", npy_bytes(np.array([1.0, 2.5, 0.0, 7.0])), r"metadata of sample 's0000066' in shard 1.tar holds "
                                                           r"2.5, which is not a whole number"),
-    (1, "s0000066", _npy(np.zeros((2, 2), dtype=np.int64)), r"metadata of sample 's0000066' in shard 1.tar has "
+    (1, "s0000066", npy_bytes(np.zeros((2, 2), dtype=np.int64)), r"metadata of sample 's0000066' in shard 1.tar has "
                                                             r"shape \(2, 2\) and dtype int64"),
     (1, "s0000066", b"not an npy file", r"metadata of sample 's0000066' in shard 1.tar cannot be read"),
 ])
@@ -144,7 +138,7 @@ def test_metadata_is_covered_by_the_data_fingerprint(task_file, digits, eval_con
     before = fingerprint_dataset(data, root)
     changed = meta[5].copy()
     changed[0] += 1  # one sample's region, nothing else
-    _rewrite_member(shards[0], "s0000005.npy", _npy(changed))
+    _rewrite_member(shards[0], "s0000005.npy", npy_bytes(changed))
     again = load_split(task, None, "test", eval_config.data_root)
     np.testing.assert_array_equal(again.targets, data.targets)
     assert again.metadata[5, 0] == meta[5, 0] + 1
